@@ -1,0 +1,5 @@
+import sys
+
+from cryospy.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,202 @@
+"""The ``cryospy`` command line. Subcommands are grouped by noun; expected failures print one line.
+
+Exit codes: 0 success, 1 a CryoSpy error, 2 bad usage or config, 3 infrastructure (MinIO, ports),
+4 agent, 5 the runtime's API refused or is unreachable, 6 verification found problems, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from cryospy import __version__
+from cryospy.common.errors import CryoSpyError
+
+DEFAULT_DATA_DIR = Path(os.environ.get("CRYOSPY_DATA_DIR", "var/cryospy"))
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="the deployment's state directory (default: %(default)s or $CRYOSPY_DATA_DIR)")
+
+
+def _passphrase_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passphrase-file", type=Path,
+                   help="read the admin passphrase from this file (else $CRYOSPY_PASSPHRASE, else a prompt)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryospy",
+        description="CryoSpy: self-hosted, privacy-first home surveillance. Clips are sealed on the camera, "
+                    "stored in MinIO, and only your passphrase opens them.")
+    parser.add_argument("--version", action="version", version=f"cryospy {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run MinIO, the runtime and a demo camera in one go")
+    p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="default: %(default)s")
+    p.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
+    p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each demo clip (default 10)")
+
+    p = sub.add_parser("setup", help="create a new deployment (credentials and keys)")
+    _data_dir(p)
+    _passphrase_file(p)
+    p.add_argument("--runtime-port", type=int, default=8480)
+    p.add_argument("--minio-port", type=int, default=9480)
+    p.add_argument("--minio-public-url", default="", help="URL devices use to reach MinIO, if not the local one")
+    p.add_argument("--public-api-url", default="", help="URL devices use to reach the API, if not the local one")
+
+    p = sub.add_parser("serve", help="run MinIO and the runtime (API, event handlers, dashboard)")
+    _data_dir(p)
+    _passphrase_file(p)
+    p.add_argument("--locked", action="store_true",
+                   help="start without the passphrase; processing waits until an admin logs in")
+    p.add_argument("--external-minio", action="store_true", help="MinIO is already running; do not start one")
+    p.add_argument("--workers", type=int, default=2)
+
+    p = sub.add_parser("devices", help="enrol and list cameras")
+    dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = dsub.add_parser("create", help="enrol a camera and write its agent config")
+    _data_dir(d)
+    d.add_argument("device_id")
+    d.add_argument("--out", type=Path, required=True, help="where to write the agent config (0600)")
+    d.add_argument("--camera", default=None, help="camera_device for the agent config")
+    d = dsub.add_parser("list", help="list enrolled cameras")
+    _data_dir(d)
+
+    p = sub.add_parser("agent", help="run the edge agent beside a camera")
+    p.add_argument("--config", type=Path, required=True, help="agent config written by `devices create`")
+
+    p = sub.add_parser("events", help="inspect the event queue")
+    esub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    e = esub.add_parser("dead", help="list dead-lettered events and why")
+    _data_dir(e)
+    e = esub.add_parser("retry", help="queue dead-lettered events again")
+    _data_dir(e)
+    e.add_argument("--id", type=int, help="only this job (default: all)")
+
+    p = sub.add_parser("minio", help="MinIO helpers")
+    msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    msub.add_parser("build", help="find or build the MinIO server binary and print its path")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    for noisy in ("botocore", "urllib3", "waitress"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.data_dir, seconds=args.seconds, clip_seconds=args.clip_seconds)
+    if args.command == "setup":
+        from .passphrase import read_passphrase
+        from .setup_cmd import setup
+
+        passphrase = read_passphrase(args.passphrase_file, confirm=True)
+        assert passphrase is not None
+        dep = setup(args.data_dir, passphrase, runtime_port=args.runtime_port, minio_port=args.minio_port,
+                    minio_console_port=args.minio_port + 1, minio_public_url=args.minio_public_url,
+                    public_api_url=args.public_api_url)
+        print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
+        return 0
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "devices":
+        from cryospy.infra.deployment import load
+
+        from .devices import create_device, list_devices
+
+        dep = load(args.data_dir)
+        if args.action == "create":
+            overrides = {"camera_device": args.camera} if args.camera else {}
+            create_device(dep, args.device_id, args.out, overrides)
+            print(f"Enrolled {args.device_id}. Its agent config (with the secret, shown nowhere else) is in "
+                  f"{args.out}. Run: cryospy agent --config {args.out}")
+        else:
+            for d in list_devices(dep):
+                state = "enabled" if d["enabled"] else "disabled"
+                print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never'}")
+        return 0
+    if args.command == "agent":
+        from cryospy.edge_agent.agent import Agent
+        from cryospy.edge_agent.config import load_config
+
+        Agent.build(load_config(args.config)).run()
+        return 0
+    if args.command == "events":
+        from cryospy.infra.deployment import load
+        from cryospy.infra.jobqueue import JobQueue
+
+        queue = JobQueue(load(args.data_dir).path("runtime", "jobs.sqlite"))
+        if args.action == "dead":
+            dead = queue.dead_letters()
+            for job in dead:
+                key = job["event"]["Records"][0]["s3"]["object"]["key"]
+                print(f"#{job['id']} {job['handler']} {key}: {job['reason']}")
+            print(f"{len(dead)} dead-lettered event(s)")
+        else:
+            print(f"requeued {queue.requeue_dead(args.id)} event(s); a running runtime picks them up now")
+        return 0
+    if args.command == "minio":
+        from cryospy.infra.minio_binary import ensure_minio
+
+        print(ensure_minio())
+        return 0
+    raise AssertionError(args.command)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from cryospy.infra.deployment import load
+    from cryospy.infra.minio_server import MinioServer
+    from cryospy.infra.runtime import Runtime, RuntimeOptions
+
+    from .passphrase import read_passphrase
+
+    dep = load(args.data_dir)
+    passphrase = None if args.locked else read_passphrase(args.passphrase_file, required=False)
+    minio = None if args.external_minio else MinioServer(dep).start()
+    runtime = None
+    try:
+        runtime = Runtime(dep, RuntimeOptions(workers=args.workers))
+        if passphrase:
+            runtime.unlock(passphrase)
+        runtime.start()
+        print(f"CryoSpy runtime on {dep.runtime_url}/ (MinIO {dep.minio_url}); "
+              f"{'unlocked' if passphrase else 'LOCKED: log in to the dashboard to start processing'}",
+              flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if runtime is not None:
+            runtime.stop()
+        if minio is not None:
+            minio.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return run(args)
+    except CryoSpyError as exc:
+        print(f"cryospy: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Where the admin passphrase comes from: a file, the environment, or a prompt, in that order."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from pathlib import Path
+
+from cryospy.common.errors import CryoSpyError
+
+
+class PassphraseError(CryoSpyError):
+    exit_code = 2
+
+
+def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool = True) -> str | None:
+    if file is not None:
+        try:
+            value = file.read_text().rstrip("\n")
+        except OSError as exc:
+            raise PassphraseError(f"cannot read the passphrase file {file}: {exc}") from None
+        if not value:
+            raise PassphraseError(f"the passphrase file {file} is empty")
+        return value
+    env = os.environ.get("CRYOSPY_PASSPHRASE")
+    if env:
+        return env
+    if not sys.stdin.isatty():
+        if required:
+            raise PassphraseError("no passphrase given: use --passphrase-file, set CRYOSPY_PASSPHRASE, or run "
+                                  "in a terminal to be asked")
+        return None
+    value = getpass.getpass("Admin passphrase: ")
+    if confirm and getpass.getpass("Repeat it: ") != value:
+        raise PassphraseError("the two passphrases differ; nothing was changed")
+    if len(value) < 10 and confirm:
+        raise PassphraseError("choose a passphrase of at least 10 characters (it protects every clip's key)")
+    return value

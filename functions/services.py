@@ -1,0 +1,79 @@
+"""Dependencies of the Chalice app, built once at the edge and injected.
+
+The app module registers routes and handlers at import time but reads no configuration then; the runtime
+(``cryospy serve``) calls :func:`configure` before it serves anything, and views and handlers fetch what
+they need with :func:`get_services`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+
+import boto3
+from botocore.client import BaseClient
+from botocore.config import Config
+
+from .devices import DeviceRegistry
+from .errors import FunctionsError
+from .index_store import IndexStore
+from .keyvault import KeyVault
+
+
+@dataclass(frozen=True)
+class S3Identity:
+    endpoint: str
+    access_key: str
+    secret_key: str = field(repr=False)
+    region: str = "us-east-1"
+
+    def client(self) -> BaseClient:
+        # SigV4 explicitly: boto3 falls back to SigV2 for custom endpoints. Path style keeps Host == endpoint.
+        # Checksums only when required, so the client also works against S3 clones without CRC64 support.
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key, region_name=self.region,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                          request_checksum_calculation="when_required",
+                          response_checksum_validation="when_required",
+                          retries={"max_attempts": 3, "mode": "standard"},
+                          connect_timeout=5, read_timeout=60),
+        )
+
+
+@dataclass
+class Services:
+    bucket: str
+    presigner: S3Identity          # may only PutObject under clips/; endpoint = the URL devices use
+    handler: S3Identity            # reads clips, writes derived objects
+    devices: DeviceRegistry
+    index: IndexStore
+    vault: KeyVault
+    admin_token: str = field(repr=False)
+    max_clip_bytes: int = 512 * 1024 * 1024
+    slot_ttl_seconds: int = 600
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    @cached_property
+    def presign_client(self) -> BaseClient:
+        return self.presigner.client()
+
+    @cached_property
+    def handler_client(self) -> BaseClient:
+        return self.handler.client()
+
+
+_services: Services | None = None
+
+
+def configure(services: Services | None) -> None:
+    global _services
+    _services = services
+
+
+def get_services() -> Services:
+    if _services is None:
+        raise FunctionsError("the CryoSpy app is not configured; run it with `cryospy serve`")
+    return _services

@@ -1,0 +1,67 @@
+"""Upload slots: a short-lived presigned PUT for a key the server chose, pinning exactly one clip.
+
+The URL is signed by an identity that may only PutObject under ``clips/``; it pins Content-Length,
+Content-Type, the SHA-256 the device declared (MinIO verifies the body against it) and ``If-None-Match: *``
+so a slot can never overwrite an existing object, not even its own upload a second time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryospy.common.objectkeys import clip_key
+
+from . import validate
+from .devices import Device
+from .errors import BadRequest
+from .services import Services
+
+CONTENT_TYPE = "application/octet-stream"
+SLOT_FIELDS = {"size", "sha256", "captured_at", "sequence", "duration_s", "motion"}
+
+
+@dataclass(frozen=True)
+class SlotRequest:
+    size: int
+    sha256_b64: str
+    captured_at: datetime
+    sequence: int
+    duration_s: float
+
+    @classmethod
+    def parse(cls, doc: dict[str, Any], max_bytes: int) -> SlotRequest:
+        validate.only_known(doc, SLOT_FIELDS)
+        return cls(
+            size=validate.integer(doc, "size", 1, max_bytes),
+            sha256_b64=validate.sha256_b64(doc, "sha256"),
+            captured_at=validate.timestamp(doc, "captured_at"),
+            sequence=validate.integer(doc, "sequence", 0, 2**63 - 1),
+            duration_s=validate.number(doc, "duration_s", 0.0, 24 * 3600.0, default=0.0),
+        )
+
+
+def issue_slot(services: Services, device: Device, req: SlotRequest) -> dict[str, Any]:
+    now = services.clock()
+    if req.captured_at > now + timedelta(minutes=10):
+        raise BadRequest("'captured_at' is in the future; check the device clock (NTP)", field="captured_at")
+    key = clip_key(device.device_id, req.captured_at, req.sequence)
+    params = {
+        "Bucket": services.bucket, "Key": key.key, "ContentLength": req.size, "ContentType": CONTENT_TYPE,
+        "ChecksumSHA256": req.sha256_b64, "IfNoneMatch": "*",
+    }
+    url = services.presign_client.generate_presigned_url(
+        "put_object", Params=params, ExpiresIn=services.slot_ttl_seconds, HttpMethod="PUT")
+    signed = parse_qs(urlsplit(url).query).get("X-Amz-SignedHeaders", [""])[0].split(";")
+    headers = {
+        "Content-Length": str(req.size), "Content-Type": CONTENT_TYPE,
+        "x-amz-checksum-sha256": req.sha256_b64, "If-None-Match": "*",
+    }
+    missing = [h for h in signed if h != "host" and h not in {k.lower() for k in headers}]
+    if missing:  # a boto3 upgrade that signs more than we tell the device would break every upload
+        raise RuntimeError(f"presigned URL signs headers the slot does not return: {missing}")
+    expires = now + timedelta(seconds=services.slot_ttl_seconds)
+    return {"method": "PUT", "url": url, "headers": headers, "key": key.key,
+            "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z")}

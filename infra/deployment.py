@@ -1,0 +1,148 @@
+"""A deployment: where its state lives, which ports it uses, and the credentials it generated.
+
+Everything is read once at the edge (the CLI) and passed down. The file ``deployment.json`` holds generated
+secrets (MinIO root and service identities, the webhook token, the admin API token), so it is written
+atomically with mode 0600 and never logged. ``Deployment.__repr__`` hides every secret.
+
+Data-dir layout::
+
+    deployment.json        this file (0600)
+    keys.json              the key store (public keys in clear, private keys wrapped by the passphrase)
+    minio/data             MinIO's drive
+    minio/events           MinIO's webhook queue_dir (events survive a runtime outage)
+    runtime/               job queue, dead letters, device registry, auth-failure state
+    index/                 the TinyDB index shards (encrypted at rest)
+    site/                  the rendered dashboard (encrypted at rest)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from cryospy.common.objectkeys import BUCKET
+
+from .errors import InfraError
+
+FILE_NAME = "deployment.json"
+_SECRET_FIELDS = {"minio_root_password", "presigner_secret", "handler_secret", "webhook_token", "admin_token"}
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``, mode 0600, fsynced (a crash leaves old or new, never half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Deployment:
+    data_dir: Path
+    bucket: str = BUCKET
+    host: str = "127.0.0.1"
+    runtime_port: int = 8480
+    minio_port: int = 9480
+    minio_console_port: int = 9481
+    # The URL devices use to reach MinIO (presigned URLs are signed for exactly this host). Defaults to the
+    # internal endpoint; set it when MinIO sits behind a reverse proxy.
+    minio_public_url: str = ""
+    # The URL devices use to reach the API.
+    public_api_url: str = ""
+    minio_root_user: str = "cryospy-root"
+    minio_root_password: str = field(default="", repr=False)
+    presigner_user: str = "cryospy-presigner"
+    presigner_secret: str = field(default="", repr=False)
+    handler_user: str = "cryospy-handler"
+    handler_secret: str = field(default="", repr=False)
+    webhook_token: str = field(default="", repr=False)
+    admin_token: str = field(default="", repr=False)
+    region: str = "us-east-1"
+
+    @property
+    def minio_url(self) -> str:
+        return f"http://{self.host}:{self.minio_port}"
+
+    @property
+    def devices_minio_url(self) -> str:
+        return self.minio_public_url or self.minio_url
+
+    @property
+    def runtime_url(self) -> str:
+        return f"http://{self.host}:{self.runtime_port}"
+
+    @property
+    def api_url(self) -> str:
+        return self.public_api_url or self.runtime_url
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.runtime_url}/_minio/events"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    def path(self, *parts: str) -> Path:
+        return self.data_dir.joinpath(*parts)
+
+    def save(self) -> None:
+        doc = {k: v for k, v in asdict(self).items() if k != "data_dir"}
+        write_private_file(self.data_dir / FILE_NAME, json.dumps(doc, indent=2).encode())
+
+    def with_ports(self, **ports: int) -> Deployment:
+        return replace(self, **ports)
+
+
+def create(data_dir: Path, **overrides: object) -> Deployment:
+    """Generate a new deployment with fresh random credentials and save it (refuses to overwrite)."""
+    if (data_dir / FILE_NAME).exists():
+        raise InfraError(f"{data_dir / FILE_NAME} already exists; use it, or choose another --data-dir")
+    dep = Deployment(
+        data_dir=data_dir,
+        minio_root_password=secrets.token_urlsafe(24),
+        presigner_secret=secrets.token_urlsafe(24),
+        handler_secret=secrets.token_urlsafe(24),
+        webhook_token=secrets.token_urlsafe(32),
+        admin_token=secrets.token_urlsafe(32),
+        **overrides,  # type: ignore[arg-type]
+    )
+    dep.save()
+    return dep
+
+
+def load(data_dir: Path) -> Deployment:
+    path = data_dir / FILE_NAME
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InfraError(
+            f"no deployment in {data_dir}: run `cryospy setup --data-dir {data_dir}` first"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InfraError(f"cannot read {path}: {exc}. Restore it from a backup or set up anew.") from exc
+    known = {f.name for f in fields(Deployment)} - {"data_dir"}
+    unknown = set(doc) - known
+    if unknown:
+        raise InfraError(f"{path}: unknown keys {sorted(unknown)}; remove them (known: {sorted(known)})")
+    missing = [k for k in _SECRET_FIELDS if not doc.get(k)]
+    if missing:
+        raise InfraError(f"{path}: missing generated secrets {missing}; the file is damaged")
+    return Deployment(data_dir=data_dir, **doc)

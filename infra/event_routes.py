@@ -1,0 +1,65 @@
+"""Event routing derived from the Chalice app's ``@app.on_s3_event`` registrations.
+
+The decorators are the single source of truth: the same list of routes drives the runtime's dispatcher
+(which handler gets which record) and the MinIO bucket notification configuration that setup applies.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import S3EventConfig
+
+from .minio_server import WEBHOOK_ARN
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    bucket: str
+    events: tuple[str, ...]
+    prefix: str
+    suffix: str
+    handler: Callable[[dict[str, Any], Any], Any]
+
+    def matches(self, bucket: str, key: str, event_name: str) -> bool:
+        return (bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
+                and any(fnmatch.fnmatchcase(event_name, pattern) for pattern in self.events))
+
+
+def routes_from_app(app: Chalice) -> list[Route]:
+    routes = []
+    for source in app.event_sources:
+        if isinstance(source, S3EventConfig):
+            routes.append(Route(
+                name=source.name, bucket=source.bucket, events=tuple(source.events),
+                prefix=source.prefix or "", suffix=source.suffix or "",
+                handler=app.handler_map[source.name],
+            ))
+    return routes
+
+
+def buckets(routes: list[Route]) -> set[str]:
+    return {r.bucket for r in routes}
+
+
+def notification_configuration(routes: list[Route], bucket: str, arn: str = WEBHOOK_ARN) -> dict[str, Any]:
+    """The boto3 ``NotificationConfiguration`` for one bucket (MinIO accepts only QueueConfigurations)."""
+    queues = []
+    for route in routes:
+        if route.bucket != bucket:
+            continue
+        rules = []
+        if route.prefix:
+            rules.append({"Name": "prefix", "Value": route.prefix})
+        if route.suffix:
+            rules.append({"Name": "suffix", "Value": route.suffix})
+        entry: dict[str, Any] = {"Id": route.name, "QueueArn": arn, "Events": list(route.events)}
+        if rules:
+            entry["Filter"] = {"Key": {"FilterRules": rules}}
+        queues.append(entry)
+    return {"QueueConfigurations": queues}

@@ -1,0 +1,140 @@
+"""A durable job queue on SQLite: the runtime's own queue between the webhook and the handlers.
+
+The webhook only inserts and acknowledges (MinIO's queue blocks behind a slow receiver), workers claim and
+run. A job's dedupe key is ``handler|event identity``, so a redelivered event is dropped at insert time when
+it is already known. States: pending → running → done, or → dead with a reason. Jobs left ``running`` by a
+crash go back to pending at start-up, so a SIGKILL loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe TEXT NOT NULL UNIQUE,
+    handler TEXT NOT NULL,
+    event TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    reason TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, not_before, id);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    handler: str
+    event: dict[str, Any]
+    attempts: int
+
+
+class JobQueue:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state='pending' WHERE state='running'")
+
+    def put(self, handler: str, identity: str, event: dict[str, Any]) -> bool:
+        """Insert a job unless the same handler already has this event; returns True when inserted."""
+        now = time.time()
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO jobs(dedupe, handler, event, created, updated) VALUES (?,?,?,?,?)",
+                (f"{handler}|{identity}", handler, json.dumps(event), now, now))
+            inserted = cur.rowcount == 1
+            if inserted:
+                self._wake.notify_all()
+        return inserted
+
+    def put_dead(self, handler: str, identity: str, event: dict[str, Any], reason: str) -> None:
+        """Record an event that will never be processed, so an admin can see it (`cryospy events dead`)."""
+        now = time.time()
+        with self._lock:
+            self._db.execute(
+                "INSERT OR IGNORE INTO jobs(dedupe, handler, event, state, reason, created, updated) "
+                "VALUES (?,?,?,'dead',?,?,?)", (f"{handler}|{identity}", handler, json.dumps(event), reason, now, now))
+
+    def claim(self, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                row = self._db.execute(
+                    "SELECT id, handler, event, attempts FROM jobs WHERE state='pending' AND not_before<=? "
+                    "ORDER BY id LIMIT 1", (time.time(),)).fetchone()
+                if row:
+                    self._db.execute("UPDATE jobs SET state='running', attempts=attempts+1, updated=? WHERE id=?",
+                                     (time.time(), row[0]))
+                    return Job(row[0], row[1], json.loads(row[2]), row[3] + 1)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._wake.wait(min(remaining, 0.5))
+
+    def done(self, job: Job) -> None:
+        self._set(job.id, "done", None, 0)
+
+    def retry(self, job: Job, delay: float, reason: str) -> None:
+        self._set(job.id, "pending", reason, time.time() + delay)
+
+    def postpone(self, job: Job, delay: float, reason: str) -> None:
+        """Back to pending without spending an attempt (the job waits on something outside it)."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state='pending', attempts=attempts-1, reason=?, not_before=?, "
+                             "updated=? WHERE id=?", (reason, time.time() + delay, time.time(), job.id))
+            self._wake.notify_all()
+
+    def dead(self, job: Job, reason: str) -> None:
+        self._set(job.id, "dead", reason, 0)
+
+    def _set(self, job_id: int, state: str, reason: str | None, not_before: float) -> None:
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state=?, reason=?, not_before=?, updated=? WHERE id=?",
+                             (state, reason, not_before, time.time(), job_id))
+            self._wake.notify_all()
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, handler, event, attempts, reason, updated FROM jobs WHERE state='dead' ORDER BY id"
+            ).fetchall()
+        return [{"id": r[0], "handler": r[1], "event": json.loads(r[2]), "attempts": r[3], "reason": r[4],
+                 "updated": r[5]} for r in rows]
+
+    def requeue_dead(self, job_id: int | None = None) -> int:
+        with self._lock:
+            if job_id is None:
+                cur = self._db.execute("UPDATE jobs SET state='pending', attempts=0, not_before=0 "
+                                       "WHERE state='dead'")
+            else:
+                cur = self._db.execute("UPDATE jobs SET state='pending', attempts=0, not_before=0 "
+                                       "WHERE state='dead' AND id=?", (job_id,))
+            self._wake.notify_all()
+            return cur.rowcount
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {state: n for state, n in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,146 @@
+"""Run a single-node MinIO server on loopback for a deployment.
+
+The webhook target is configured through environment variables (not the admin API), because MinIO tests a
+target's reachability when it is set through the API but not at start-up, so the server can come up before
+the runtime does. ``queue_dir`` makes MinIO persist every event until the runtime acknowledges it with a
+2xx, so a runtime outage delays events but never loses them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .deployment import Deployment
+from .errors import MinioStartError, PortInUse
+from .minio_binary import Progress, _stderr_progress, ensure_minio
+
+WEBHOOK_TARGET = "CRYOSPY"
+WEBHOOK_ARN = f"arn:minio:sqs::{WEBHOOK_TARGET}:webhook"
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def require_free(host: str, port: int, what: str) -> None:
+    if not port_is_free(host, port):
+        raise PortInUse(
+            f"port {port} on {host} is already in use, so {what} cannot listen there. Stop whatever uses it "
+            f"(`ss -ltnp 'sport = :{port}'` shows it), or pass another port."
+        )
+
+
+def minio_env(dep: Deployment) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
+    # MinIO shrinks its buffers when CI is set; that is fine, but do not let it change anything else.
+    env.update({
+        "MINIO_ROOT_USER": dep.minio_root_user,
+        "MINIO_ROOT_PASSWORD": dep.minio_root_password,
+        "MINIO_BROWSER": "off",
+        "MINIO_UPDATE": "off",
+        f"MINIO_NOTIFY_WEBHOOK_ENABLE_{WEBHOOK_TARGET}": "on",
+        f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{WEBHOOK_TARGET}": dep.webhook_url,
+        f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{WEBHOOK_TARGET}": dep.webhook_token,
+        f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{WEBHOOK_TARGET}": str(dep.path("minio", "events").resolve()),
+        f"MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_{WEBHOOK_TARGET}": "100000",
+    })
+    return env
+
+
+class MinioServer:
+    """A MinIO child process. Use as a context manager or call start()/stop()."""
+
+    def __init__(self, dep: Deployment, *, binary: Path | None = None, progress: Progress = _stderr_progress):
+        self.dep = dep
+        self.binary = binary
+        self.progress = progress
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = dep.path("logs", "minio.log")
+
+    def start(self, timeout: float = 60.0) -> MinioServer:
+        binary = self.binary or ensure_minio(self.progress)
+        require_free(self.dep.host, self.dep.minio_port, "MinIO")
+        require_free(self.dep.host, self.dep.minio_console_port, "the MinIO console")
+        data = self.dep.path("minio", "data")
+        data.mkdir(parents=True, exist_ok=True)
+        self.dep.path("minio", "events").mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        cmd = [str(binary), "server", str(data),
+               "--address", f"{self.dep.host}:{self.dep.minio_port}",
+               "--console-address", f"{self.dep.host}:{self.dep.minio_console_port}", "--quiet"]
+        self.proc = subprocess.Popen(cmd, env=minio_env(self.dep), stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        try:
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Poll /minio/health/cluster: unlike live/ready it answers 200 only once IAM and buckets are loaded."""
+        url = f"{self.dep.minio_url}/minio/health/cluster"
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise MinioStartError(
+                    f"MinIO exited with code {self.proc.returncode} during start-up. Its log is "
+                    f"{self.log_path}:\n{self._log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+                    last = f"HTTP {resp.status}"
+            except urllib.error.HTTPError as exc:
+                last = f"HTTP {exc.code}"
+            except OSError as exc:
+                last = str(exc)
+            time.sleep(0.2)
+        raise MinioStartError(
+            f"MinIO did not become healthy at {url} within {timeout:.0f}s (last: {last}). Check free disk "
+            f"space and the log {self.log_path}:\n{self._log_tail()}"
+        )
+
+    def _log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> MinioServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,75 @@
+"""Lists the bucket periodically and queues any clip the index lacks.
+
+MinIO's queue_dir makes event loss unlikely, but not impossible (queue limit reached, a bucket restored
+from backup, notifications misconfigured by hand). The reconciler closes that gap: it is cheap (one LIST
+per pass) and safe, because handlers are idempotent and queued jobs are deduplicated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from cryospy.functions.errors import KeysLocked
+from cryospy.functions.events import ObjectEvent
+from cryospy.functions.services import Services
+
+from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError, parse_clip_key
+
+from .event_routes import Route
+from .jobqueue import JobQueue
+
+log = logging.getLogger("cryospy.reconciler")
+
+
+class Reconciler:
+    def __init__(self, services: Services, routes: list[Route], queue: JobQueue, interval: float = 300.0):
+        self.services = services
+        self.routes = routes
+        self.queue = queue
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="cryospy-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.run_once()
+            except KeysLocked:
+                pass
+            except Exception:
+                log.exception("reconcile pass failed; will try again in %.0fs", self.interval)
+
+    def run_once(self) -> int:
+        """One pass; returns how many jobs it queued."""
+        self.services.vault.keys()  # the index is encrypted: nothing to compare against while locked
+        s3 = self.services.handler_client
+        queued = 0
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.services.bucket, Prefix=CLIP_PREFIX):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if not key.endswith(CLIP_SUFFIX):
+                    continue
+                try:
+                    ck = parse_clip_key(key)
+                    if self.services.index.has_clip(ck.device_id, ck.day, key):
+                        continue
+                except ObjectKeyError:
+                    pass
+                event = ObjectEvent("s3:ObjectCreated:Put", self.services.bucket, key, obj.get("Size"),
+                                    obj.get("ETag", "").strip('"') or None, None, None)
+                for route in self.routes:
+                    if route.matches(event.bucket, event.key, event.event_name):
+                        queued += self.queue.put(route.name, "reconcile|" + event.identity, event.to_event())
+        if queued:
+            log.info("reconciler queued %d clip(s) the index lacked", queued)
+        return queued

@@ -1,0 +1,158 @@
+"""``cryospy serve``: the self-hosted runtime that stands in for API Gateway, Lambda and S3 event delivery.
+
+One process, one WSGI server (waitress), three front doors:
+
+    /_minio/events   MinIO's webhook → durable job queue → worker pool → @app.on_s3_event handlers
+    /v1/...          the Chalice app (device and admin API)
+    everything else  the dashboard (login, rendered pages, static assets)
+
+Start-up reads like a table of contents: build services, provision MinIO, wire the index to the dashboard
+builder, start workers, the reconciler and the HTTP server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from cryospy.functions import services as services_mod
+from cryospy.functions.app import app
+from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.index_store import IndexStore
+from cryospy.functions.keyvault import KeyVault
+from cryospy.functions.services import S3Identity, Services
+from cryospy.web.builder import SiteBuilder
+from cryospy.web.server import Dashboard
+from cryospy.web.site_store import SiteStore
+from waitress import wasyncore
+from waitress.server import create_server
+
+from cryospy.common.keys import KeyStoreError
+
+from .bootstrap import provision
+from .deployment import Deployment
+from .dispatcher import Dispatcher
+from .event_routes import Route, routes_from_app
+from .gateway import ChaliceWSGI, status_line
+from .jobqueue import JobQueue
+from .minio_server import require_free
+from .reconciler import Reconciler
+from .webhook import WebhookReceiver
+
+log = logging.getLogger("cryospy.runtime")
+
+
+def build_services(dep: Deployment) -> Services:
+    vault = KeyVault(dep.keys_path)
+    return Services(
+        bucket=dep.bucket,
+        presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region),
+        handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region),
+        devices=DeviceRegistry(dep.path("runtime", "devices.json")),
+        index=IndexStore(dep.path("index"), vault.index_key),
+        vault=vault,
+        admin_token=dep.admin_token,
+    )
+
+
+@dataclass
+class RuntimeOptions:
+    workers: int = 2
+    threads: int = 8
+    reconcile_seconds: float = 300.0
+    provision: bool = True
+
+
+class RuntimeApp:
+    """The WSGI application: routes each request to the webhook, the Chalice app or the dashboard."""
+
+    def __init__(self, webhook: WebhookReceiver, api: ChaliceWSGI, dashboard: Dashboard):
+        self.webhook, self.api, self.dashboard = webhook, api, dashboard
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path == "/_minio/events":
+            if environ["REQUEST_METHOD"] != "POST":
+                start_response(status_line(405), [("Content-Length", "0")])
+                return [b""]
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(min(length, (1 << 20) + 1))
+            result = self.webhook.handle(environ.get("HTTP_AUTHORIZATION"), body)
+            data = json.dumps(result.body).encode()
+            start_response(status_line(result.status), [("Content-Type", "application/json"),
+                                                        ("Content-Length", str(len(data)))])
+            return [data]
+        if path.startswith("/v1/"):
+            return self.api(environ, start_response)
+        return self.dashboard(environ, start_response)
+
+
+class Runtime:
+    def __init__(self, dep: Deployment, options: RuntimeOptions | None = None):
+        self.dep = dep
+        self.options = options or RuntimeOptions()
+        self.services = build_services(dep)
+        self.routes: list[Route] = routes_from_app(app)
+        self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
+        self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
+        self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
+        self.site = SiteStore(dep.path("site"), self.services.vault.index_key)
+        self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
+        self.services.index.add_listener(self.builder.on_index_change)
+        self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login)
+        self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
+        self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def _verify_passphrase(self, passphrase: str) -> bool:
+        try:
+            self.services.vault.unlock(passphrase)
+        except KeyStoreError:
+            return False
+        return True
+
+    def _after_login(self) -> None:
+        # The first unlock makes the encrypted index readable: render what is there.
+        threading.Thread(target=self._safe_rebuild, daemon=True).start()
+
+    def _safe_rebuild(self) -> None:
+        try:
+            self.builder.rebuild_all()
+        except Exception:
+            log.exception("dashboard rebuild failed")
+
+    def unlock(self, passphrase: str) -> None:
+        self.services.vault.unlock(passphrase)
+
+    def start(self) -> Runtime:
+        require_free(self.dep.host, self.dep.runtime_port, "the CryoSpy runtime")
+        services_mod.configure(self.services)
+        self._server = create_server(self.wsgi, host=self.dep.host, port=self.dep.runtime_port,
+                                     threads=self.options.threads, ident="cryospy",
+                                     clear_untrusted_proxy_headers=True)
+        self._thread = threading.Thread(target=self._server.run, name="cryospy-http", daemon=True)
+        self._thread.start()
+        if self.options.provision:
+            provision(self.dep, self.routes)
+        self.dispatcher.start()
+        if not self.services.vault.locked:
+            self._safe_rebuild()
+        self.reconciler.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            # Stop taking connections, let in-flight requests finish, then close the event loop's sockets.
+            self._server.accepting = False
+            self._server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
+            wasyncore.close_all(self._server._map)
+        self.reconciler.stop()
+        self.dispatcher.stop()
+        if self._thread:
+            self._thread.join(5)
+        self.queue.close()
+        services_mod.configure(None)

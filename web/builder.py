@@ -1,0 +1,72 @@
+"""Renders the dashboard from the index with Jinja2, incrementally.
+
+A new clip changes exactly two pages: its device-day page and the overview. ``on_index_change`` re-renders
+only those, so the cost per clip does not grow with the history. Times are written as UTC ISO strings and
+turned into the viewer's local time by a few lines of script in the page.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.index_store import IndexStore
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .site_store import SiteStore
+
+
+def day_page(device_id: str, day: str) -> str:
+    return f"devices/{device_id.encode().hex()}/{day}"
+
+
+class SiteBuilder:
+    def __init__(self, index: IndexStore, devices: DeviceRegistry, store: SiteStore,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self.index = index
+        self.devices = devices
+        self.store = store
+        self.clock = clock
+        self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
+                               autoescape=select_autoescape(["html"]))
+        self.env.globals["day_page"] = day_page
+        self._lock = threading.Lock()
+
+    def on_index_change(self, device_id: str, day: str) -> None:
+        with self._lock:
+            self.render_day(device_id, day)
+            self.render_overview()
+
+    def render_day(self, device_id: str, day: str) -> None:
+        clips = self.index.clips_for_day(device_id, day)
+        days = self.index.days(device_id)
+        i = days.index(day) if day in days else -1
+        html = self.env.get_template("day.html").render(
+            device_id=device_id, day=day, clips=clips,
+            prev_day=days[i - 1] if i > 0 else None,
+            next_day=days[i + 1] if 0 <= i < len(days) - 1 else None)
+        self.store.put(day_page(device_id, day), html)
+
+    def render_overview(self) -> None:
+        rows: list[dict[str, Any]] = []
+        known = {d.device_id: d for d in self.devices.list()}
+        for device_id in sorted(set(known) | set(self.index.devices())):
+            days = self.index.days(device_id)
+            latest = self.index.clips_for_day(device_id, days[-1])[-5:] if days else []
+            dev = known.get(device_id)
+            rows.append({"device_id": device_id, "enabled": dev.enabled if dev else False,
+                         "last_seen": dev.last_seen if dev else None, "days": days[-7:],
+                         "latest": list(reversed(latest))})
+        html = self.env.get_template("overview.html").render(
+            devices=rows, rendered_at=self.clock().isoformat(timespec="seconds"))
+        self.store.put("index", html)
+
+    def rebuild_all(self) -> None:
+        with self._lock:
+            for device_id in self.index.devices():
+                for day in self.index.days(device_id):
+                    self.render_day(device_id, day)
+            self.render_overview()

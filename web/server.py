@@ -1,0 +1,204 @@
+"""The dashboard's HTTP side: login, server-side sessions, and serving the rendered pages.
+
+Every page needs a session. Logging in with the admin passphrase also unlocks the deployment's private key
+(that is the same passphrase), so a runtime started without one begins processing as soon as the admin logs
+in. Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
+SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF token bound to the session
+(or, for the login form, to a pre-session cookie). Failed logins are rate-limited per client address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from .site_store import SiteStore
+
+StartResponse = Callable[..., Any]
+SESSION_COOKIE = "cryospy_session"
+PRELOGIN_COOKIE = "cryospy_prelogin"
+SESSION_SECONDS = 12 * 3600
+_STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+
+class LoginLimiter:
+    """At most ``limit`` failed logins per address in ``window`` seconds; then refuse until they age out."""
+
+    def __init__(self, limit: int = 5, window: float = 300.0):
+        self.limit, self.window = limit, window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, ip: str) -> float:
+        with self._lock:
+            q = self._failures.get(ip)
+            now = time.monotonic()
+            while q and q[0] < now - self.window:
+                q.popleft()
+            if q and len(q) >= self.limit:
+                return q[0] + self.window - now
+            return 0.0
+
+    def failed(self, ip: str) -> None:
+        with self._lock:
+            self._failures.setdefault(ip, deque()).append(time.monotonic())
+
+    def succeeded(self, ip: str) -> None:
+        with self._lock:
+            self._failures.pop(ip, None)
+
+
+class Dashboard:
+    def __init__(self, site: SiteStore, verify_passphrase: Callable[[str], bool],
+                 on_first_login: Callable[[], None] = lambda: None):
+        self.site = site
+        self.verify_passphrase = verify_passphrase
+        self.on_first_login = on_first_login
+        self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
+        self.limiter = LoginLimiter()
+        self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
+                               autoescape=select_autoescape(["html"]))
+        self._lock = threading.Lock()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _session(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+        token = _cookies(environ).get(SESSION_COOKIE)
+        if not token:
+            return None
+        with self._lock:
+            entry = self.sessions.get(token)
+            if entry is None or entry[0] < time.time():
+                self.sessions.pop(token, None)
+                return None
+            return token, entry[1]
+
+    def _cookie(self, environ: dict[str, Any], name: str, value: str, max_age: int) -> tuple[str, str]:
+        secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
+        return ("Set-Cookie", f"{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+
+    def _html(self, start: StartResponse, status: str, html: str,
+              extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+        data = html.encode()
+        headers = [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
+                   ("Cache-Control", "private, no-store"), ("X-Content-Type-Options", "nosniff"),
+                   ("X-Frame-Options", "DENY"), ("Referrer-Policy", "no-referrer"),
+                   ("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; "
+                    "media-src 'self' blob:; frame-ancestors 'none'; form-action 'self'")]
+        start(status, headers + (extra or []))
+        return [data]
+
+    def _redirect(self, start: StartResponse, to: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+        start("302 Found", [("Location", to), ("Content-Length", "0"), ("Cache-Control", "no-store")]
+              + (extra or []))
+        return [b""]
+
+    # -- routes --------------------------------------------------------------------------------------
+    def __call__(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+        path, method = environ.get("PATH_INFO") or "/", environ["REQUEST_METHOD"]
+        if path.startswith("/static/"):
+            return self._static(start, path[len("/static/"):])
+        if path == "/login":
+            return self._login(environ, start, method)
+        session = self._session(environ)
+        if session is None:
+            if path == "/logout":
+                return self._redirect(start, "/login")
+            return self._redirect(start, "/login")
+        if path == "/logout" and method == "POST":
+            return self._logout(environ, start, session)
+        if method != "GET":
+            start("405 Method Not Allowed", [("Content-Length", "0")])
+            return [b""]
+        page = "index" if path in ("/", "/index.html") else path.strip("/")
+        html = self.site.get(page)
+        if html is None:
+            if page == "index":
+                html = self.env.get_template("overview.html").render(devices=[], rendered_at="", csrf=session[1])
+                return self._html(start, "200 OK", html)
+            return self._html(start, "404 Not Found", "<!doctype html><p>No such page. <a href='/'>Home</a></p>")
+        # Pages are rendered once for everyone; the per-session CSRF token is filled in at serve time.
+        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", session[1]))
+
+    def _static(self, start: StartResponse, name: str) -> list[bytes]:
+        ext = name[name.rfind("."):] if "." in name else ""
+        if "/" in name or ext not in _STATIC_TYPES:
+            start("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        try:
+            data = resources.files("cryospy.web").joinpath("static", name).read_bytes()
+        except (FileNotFoundError, OSError):
+            start("404 Not Found", [("Content-Length", "0")])
+            return [b""]
+        start("200 OK", [("Content-Type", _STATIC_TYPES[ext]), ("Content-Length", str(len(data))),
+                         ("Cache-Control", "private, max-age=300")])
+        return [data]
+
+    def _login(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
+        cookies = _cookies(environ)
+        pre = cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
+        set_pre = [self._cookie(environ, PRELOGIN_COOKIE, pre, 900)]
+        if method == "GET":
+            html = self.env.get_template("login.html").render(csrf=pre, public=True)
+            return self._html(start, "200 OK", html, set_pre)
+        if method != "POST":
+            start("405 Method Not Allowed", [("Content-Length", "0")])
+            return [b""]
+        form = _form(environ)
+        ip = environ.get("REMOTE_ADDR", "")
+        wait = self.limiter.blocked(ip)
+        if wait > 0:
+            html = self.env.get_template("login.html").render(
+                csrf=pre, public=True, error=f"Too many failed attempts. Try again in {int(wait) + 1} s.")
+            return self._html(start, "429 Too Many Requests", html, set_pre)
+        if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
+            html = self.env.get_template("login.html").render(
+                csrf=pre, public=True, error="The form expired. Please try again.")
+            return self._html(start, "403 Forbidden", html, set_pre)
+        if not self.verify_passphrase(form.get("passphrase", "")):
+            self.limiter.failed(ip)
+            html = self.env.get_template("login.html").render(csrf=pre, public=True, error="Wrong passphrase.")
+            return self._html(start, "401 Unauthorized", html, set_pre)
+        self.limiter.succeeded(ip)
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        with self._lock:
+            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
+        self.on_first_login()
+        return self._redirect(start, "/", [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
+                                           self._cookie(environ, PRELOGIN_COOKIE, "", 0)])
+
+    def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str]) -> list[bytes]:
+        form = _form(environ)
+        if not hmac.compare_digest(form.get("csrf", ""), session[1]):
+            start("403 Forbidden", [("Content-Length", "0")])
+            return [b""]
+        with self._lock:
+            self.sessions.pop(session[0], None)
+        return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
+
+
+def _cookies(environ: dict[str, Any]) -> dict[str, str]:
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(environ.get("HTTP_COOKIE", ""))
+    except Exception:
+        return {}
+    return {k: m.value for k, m in jar.items()}
+
+
+def _form(environ: dict[str, Any]) -> dict[str, str]:
+    try:
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), 16 * 1024)
+    except ValueError:
+        length = 0
+    raw = environ["wsgi.input"].read(length).decode("utf-8", "replace") if length else ""
+    return {k: v[0] for k, v in parse_qs(raw).items()}
