@@ -8,6 +8,7 @@ from typing import Any
 from chalice.app import Request
 
 from cryospy.common.keys import verify_key_from_text
+from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
 
 from . import validate
 from .errors import BadRequest, Unauthorized
@@ -24,6 +25,10 @@ def require_admin(services: Services, request: Request) -> None:
 def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     validate.only_known(doc, {"device_id", "signing_key", "settings"})
     device_id = validate.string(doc, "device_id", 63)
+    try:
+        validate_device_id(device_id)
+    except ObjectKeyError as exc:
+        raise BadRequest(str(exc), field="device_id") from None
     signing_key = validate.string(doc, "signing_key", 200)
     try:
         verify_key_from_text(signing_key)

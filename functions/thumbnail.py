@@ -1,0 +1,79 @@
+"""One JPEG still from a clip, for the dashboard's clip list.
+
+ffmpeg does the work in a single pass with no output file: ``-ss`` before ``-i`` seeks to the keyframe
+before the wanted time (fast; fragments are short so it is close) and decodes forward to it, the scale
+filter fits the frame inside the box without upscaling, and the JPEG comes back on stdout. Nothing
+plaintext is written to disk, which matters because the caller seals the result.
+
+The wanted time is clamped into the clip, using the duration read by :mod:`cryospy.functions.mp4`:
+ffmpeg exits 0 and prints nothing when asked for a frame past the end, which would otherwise look
+like a mysterious empty thumbnail. Every failure is a :class:`~cryospy.common.ffmpeg_tool.FfmpegError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryospy.common.ffmpeg_tool import FfmpegError, run_ffmpeg
+from cryospy.functions.mp4 import Mp4Error, parse_mp4_file
+
+__all__ = ["make_thumbnail"]
+
+_JPEG_START = b"\xff\xd8"
+_TIMEOUT_S = 60.0
+
+
+def make_thumbnail(
+    video_path: Path,
+    *,
+    at_seconds: float,
+    max_width: int = 480,
+    max_height: int = 360,
+    quality: int = 80,
+    ffmpeg: str | None = None,
+) -> bytes:
+    """Return JPEG bytes of the frame at ``at_seconds``, aspect kept, inside ``max_width``x``max_height``.
+
+    ``quality`` is 1 (smallest) to 100 (best), mapped onto ffmpeg's mjpeg ``-q:v`` 31..2. Dimensions
+    are even; a clip smaller than the box is not enlarged.
+    """
+    video_path = Path(video_path)
+    if max_width < 2 or max_height < 2:
+        raise ValueError(f"thumbnail box {max_width}x{max_height} is too small; use at least 2x2")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality={quality!r}: use 1 (smallest) to 100 (best); 80 is a good default")
+    if not video_path.is_file():
+        raise FfmpegError(f"cannot make a thumbnail: {video_path} does not exist or is not a file")
+    try:
+        info = parse_mp4_file(video_path)
+    except Mp4Error as exc:
+        raise FfmpegError(f"cannot make a thumbnail of {video_path}: it is not a playable MP4 ({exc})") from exc
+
+    # Stay one frame short of the end: a seek to the exact duration lands after the last frame.
+    frame_s = 1.0 / info.fps if info.fps else 0.1
+    at = min(max(0.0, at_seconds), max(0.0, info.duration_s - frame_s))
+    q = round(31 - (quality - 1) * 29 / 99)
+    scale = (
+        f"scale=w=min(iw\\,{max_width}):h=min(ih\\,{max_height})"
+        ":force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=full"
+    )
+    args = [
+        "-loglevel", "error",
+        "-ss", f"{at:.3f}",
+        "-i", str(video_path),
+        "-map", "0:v:0",
+        "-frames:v", "1",
+        "-vf", scale,
+        "-q:v", str(q),
+        "-f", "image2pipe",
+        "-vcodec", "mjpeg",
+        "pipe:1",
+    ]
+    what = f"thumbnail of {video_path} at {at:.3f}s"
+    jpeg = run_ffmpeg(args, what=what, timeout=_TIMEOUT_S, exe=ffmpeg)
+    if not jpeg.startswith(_JPEG_START):
+        raise FfmpegError(
+            f"ffmpeg produced no image for the {what} (the clip may hold no decodable frame there); "
+            "check the file plays, e.g. `ffmpeg -v error -i FILE -f null -`"
+        )
+    return jpeg

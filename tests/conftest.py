@@ -1,0 +1,66 @@
+"""Shared fixtures. The integration tier starts real services on free loopback ports:
+
+* ``minio_binary`` finds or builds MinIO once (the build prints progress);
+* ``deployment`` / ``minio`` – one deployment and one MinIO server for the whole session;
+* ``runtime`` – a fresh runtime per test (tests may stop and restart it), unlocked with the passphrase.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cryospy.cli.setup_cmd import setup
+from cryospy.infra.deployment import Deployment
+from cryospy.infra.minio_binary import ensure_minio
+from cryospy.infra.minio_server import MinioServer, free_port
+
+PASSPHRASE = "correct horse battery staple"
+FAST_SCRYPT_N = 2**10  # tests only: the production default is 2**16
+
+
+@pytest.fixture(scope="session")
+def minio_binary() -> Path:
+    return ensure_minio()
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cryospy-tests-"))
+    yield path
+    if not os.environ.get("CRYOSPY_KEEP_TEST_DATA"):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def new_deployment(data_dir: Path) -> Deployment:
+    host = "127.0.0.1"
+    return setup(data_dir, PASSPHRASE, scrypt_n=FAST_SCRYPT_N, runtime_port=free_port(host),
+                 minio_port=free_port(host), minio_console_port=free_port(host))
+
+
+@pytest.fixture(scope="session")
+def deployment(session_dir: Path) -> Deployment:
+    return new_deployment(session_dir / "deployment")
+
+
+@pytest.fixture(scope="session")
+def minio(deployment: Deployment, minio_binary: Path) -> Iterator[MinioServer]:
+    server = MinioServer(deployment, binary=minio_binary).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def runtime(deployment: Deployment, minio: MinioServer) -> Iterator[object]:
+    from cryospy.infra.runtime import Runtime, RuntimeOptions
+
+    rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600))
+    rt.unlock(PASSPHRASE)
+    rt.start()
+    yield rt
+    rt.stop()

@@ -1,0 +1,98 @@
+"""Test helpers that act like a device: enrol, seal a clip, ask for a slot, upload."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryospy.cli.devices import create_device
+from cryospy.common.keys import DeploymentPublicKey, signing_key_from_text
+from cryospy.common.objectkeys import clip_key
+from cryospy.common.sealed import ZERO_HASH, seal
+from cryospy.edge_agent.api_client import ApiClient, Slot
+from cryospy.edge_agent.config import AgentConfig, parse_config
+from cryospy.infra.deployment import Deployment
+
+_SAMPLE: dict[tuple[float, int, int], bytes] = {}
+
+
+def sample_clip(seconds: float = 2.0, width: int = 160, height: int = 96) -> bytes:
+    """A real fragmented-MP4 H.264 clip, made once per size and cached for the session."""
+    key = (seconds, width, height)
+    if key not in _SAMPLE:
+        import tempfile
+
+        from cryospy.edge_agent.synthetic import make_sample_video
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = make_sample_video(Path(tmp) / "s.mp4", seconds=seconds, width=width, height=height, fps=10)
+            _SAMPLE[key] = path.read_bytes()
+    return _SAMPLE[key]
+
+
+class FakeCamera:
+    """Seals and uploads clips exactly as the agent does, but on demand."""
+
+    def __init__(self, dep: Deployment, device_id: str, tmp: Path):
+        doc = create_device(dep, device_id, None, {})
+        self.config: AgentConfig = parse_config(doc, tmp)
+        self.client = ApiClient(self.config)
+        self.recipient = DeploymentPublicKey.from_text(self.config.deployment_public_key)
+        self.signer = signing_key_from_text(self.config.signing_key)
+        self.sequence = 0
+        self.prev_hash = ZERO_HASH
+        self.t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def sealed(self, payload: bytes | None = None, captured_at: datetime | None = None) -> tuple[str, bytes, str]:
+        captured_at = captured_at or self.t0 + timedelta(seconds=10 * self.sequence)
+        key = clip_key(self.config.client_id, captured_at, self.sequence)
+        out = io.BytesIO()
+        header = seal(io.BytesIO(payload if payload is not None else sample_clip()), out, object_key=key.key,
+                      device_id=self.config.client_id, sequence=self.sequence, captured_at=key.captured_at,
+                      content_type="video/mp4", prev_hash=self.prev_hash, recipient=self.recipient,
+                      signer=self.signer)
+        self.prev_hash = header.header_hash
+        self.sequence += 1
+        stamp = key.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return key.key, out.getvalue(), stamp
+
+    def slot_for(self, data: bytes, stamp: str, sequence: int) -> Slot:
+        return self.client.request_slot({"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                         "captured_at": stamp, "sequence": sequence})
+
+    def reserve(self, payload: bytes | None = None) -> tuple[Slot, bytes]:
+        """Seal the next clip and get its upload slot (needs the API) without uploading it yet."""
+        key, data, stamp = self.sealed(payload)
+        slot = self.slot_for(data, stamp, self.sequence - 1)
+        assert slot.key == key
+        return slot, data
+
+    def upload(self, payload: bytes | None = None) -> str:
+        return self.put(*self.reserve(payload))
+
+    def put(self, slot: Slot, data: bytes) -> str:
+        """PUT to MinIO directly (needs only MinIO, not the runtime)."""
+        key = slot.key
+        tmp = Path(self.config.spool_dir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        path = tmp / "upload.cse"
+        path.write_bytes(data)
+        status = self.client.put(slot, path)
+        assert status == 200, status
+        self.last_upload = data
+        return key
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -1,0 +1,140 @@
+"""The Chalice app through the WSGI gateway: validation, authentication and routing (no MinIO needed:
+presigning is offline)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from cryospy.common.keys import KeyStore, generate_device_signing_key, verify_key_to_text
+from cryospy.functions import services as services_mod
+from cryospy.functions.app import app
+from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.index_store import IndexStore
+from cryospy.functions.keyvault import KeyVault
+from cryospy.functions.services import S3Identity, Services
+from cryospy.infra.gateway import ChaliceWSGI
+
+ADMIN = "admin-token-for-tests"
+
+
+@pytest.fixture
+def api(tmp_path: Path):
+    KeyStore.create(tmp_path / "keys.json", "pass phrase", scrypt_n=2**10, insecure_for_tests=True)
+    vault = KeyVault(tmp_path / "keys.json")
+    services = Services(
+        bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
+        handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
+        devices=DeviceRegistry(tmp_path / "devices.json"), index=IndexStore(tmp_path / "index", vault.index_key),
+        vault=vault, admin_token=ADMIN, max_clip_bytes=1000)
+    services_mod.configure(services)
+    yield ChaliceWSGI(app)
+    services_mod.configure(None)
+
+
+def call(api, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+         raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": "10.9.8.7",
+               "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(data)}
+    for k, v in (headers or {}).items():
+        environ["HTTP_" + k.upper().replace("-", "_")] = v
+    out: dict = {}
+
+    def start_response(status, hdrs):
+        out["status"] = int(status.split()[0])
+
+    payload = b"".join(api(environ, start_response))
+    return out["status"], json.loads(payload) if payload else {}
+
+
+def enrol(api, device_id: str = "cam1") -> dict[str, str]:
+    key = verify_key_to_text(generate_device_signing_key().public_key())
+    status, doc = call(api, "POST", "/v1/admin/devices", {"device_id": device_id, "signing_key": key},
+                       {"Authorization": f"Bearer {ADMIN}"})
+    assert status == 201, doc
+    token = base64.b64encode(f"{device_id}:{doc['secret']}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+SLOT = {"size": 500, "sha256": "ab" * 32, "captured_at": "2026-01-02T03:04:05.678Z", "sequence": 3}
+
+
+def test_health_needs_no_auth(api):
+    assert call(api, "GET", "/v1/health") == (200, {"status": "ok", "service": "cryospy"})
+
+
+def test_unknown_path_is_404_and_wrong_method_405(api):
+    assert call(api, "GET", "/v1/nope")[0] == 404
+    assert call(api, "DELETE", "/v1/health")[0] == 405
+
+
+def test_slot_pins_length_checksum_and_no_overwrite(api):
+    auth = enrol(api)
+    status, slot = call(api, "POST", "/v1/device/slots", SLOT, auth)
+    assert status == 201, slot
+    assert slot["key"] == "clips/cam1/2026/01/02/20260102T030405.678Z-3.cse"
+    signed = parse_qs(urlsplit(slot["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
+    assert set(signed) == {"content-length", "content-type", "host", "if-none-match", "x-amz-checksum-sha256"}
+    assert slot["headers"]["Content-Length"] == "500" and slot["headers"]["If-None-Match"] == "*"
+    assert base64.b64decode(slot["headers"]["x-amz-checksum-sha256"]) == bytes.fromhex("ab" * 32)
+    assert int(parse_qs(urlsplit(slot["url"]).query)["X-Amz-Expires"][0]) <= 900
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"size": 1001}, "size"), ({"size": 0}, "size"), ({"size": "500"}, "size"), ({"size": True}, "size"),
+    ({"sha256": "zz"}, "sha256"), ({"sha256": None}, "sha256"), ({"captured_at": "yesterday"}, "captured_at"),
+    ({"captured_at": "2026-01-02T03:04:05"}, "captured_at"), ({"captured_at": "2999-01-01T00:00:00Z"}, "captured_at"),
+    ({"sequence": -1}, "sequence"), ({"sequence": 2**64}, "sequence"), ({"duration_s": float("inf")}, "duration_s"),
+    ({"colour": "red"}, "colour"),
+])
+def test_bad_slot_requests_get_400_naming_the_field(api, change, field):
+    auth = enrol(api)
+    body = {**SLOT, **change}
+    if change.get("sha256", "") is None:
+        del body["sha256"]
+    raw = json.dumps(body).replace("Infinity", "1e999").encode()
+    status, doc = call(api, "POST", "/v1/device/slots", headers=auth, raw=raw)
+    assert status == 400, doc
+    assert doc["field"] == field
+
+
+@pytest.mark.parametrize("raw", [b"", b"{", b"[1,2]", b"\xff\xfe", b'"text"', b"{}" + b" " * 70000])
+def test_unparseable_bodies_get_4xx_not_500(api, raw):
+    auth = enrol(api)
+    status, doc = call(api, "POST", "/v1/device/slots", headers=auth, raw=raw)
+    assert status in (400, 413), doc
+
+
+@pytest.mark.parametrize("header", [
+    None, "Bearer x", "Basic !!!", "Basic " + base64.b64encode(b"cam1").decode(),
+    "Basic " + base64.b64encode(b"cam1:" + b"00" * 32).decode(),
+    "Basic " + base64.b64encode(b"ghost:" + b"00" * 32).decode(),
+])
+def test_bad_device_credentials_all_get_the_same_401(api, header):
+    enrol(api)
+    status, doc = call(api, "POST", "/v1/device/slots", SLOT, {"Authorization": header} if header else {})
+    assert (status, doc) == (401, {"error": "invalid credentials"})
+
+
+def test_admin_routes_need_the_token(api):
+    assert call(api, "GET", "/v1/admin/devices")[0] == 401
+    assert call(api, "GET", "/v1/admin/devices", headers={"Authorization": "Bearer nope"})[0] == 401
+    enrol(api, "a b+c")
+    status, doc = call(api, "GET", "/v1/admin/devices", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert status == 200 and [d["device_id"] for d in doc["devices"]] == ["a b+c"]
+    assert "secret_hash" not in json.dumps(doc) and "secret_salt" not in json.dumps(doc)
+
+
+def test_device_creation_validates(api):
+    h = {"Authorization": f"Bearer {ADMIN}"}
+    assert call(api, "POST", "/v1/admin/devices", {"device_id": "../x", "signing_key": "k"}, h)[1]["field"] == "device_id"
+    assert call(api, "POST", "/v1/admin/devices", {"device_id": "ok", "signing_key": "k"}, h)[1]["field"] == "signing_key"
+    enrol(api, "dup")
+    key = verify_key_to_text(generate_device_signing_key().public_key())
+    assert call(api, "POST", "/v1/admin/devices", {"device_id": "dup", "signing_key": key}, h)[0] == 409
