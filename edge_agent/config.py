@@ -54,7 +54,7 @@ class AgentConfig:
 
 
 def _bounded(doc: dict[str, Any], key: str, kind: type, lo: float, hi: float) -> None:
-    if key not in doc:
+    if doc.get(key) is None:
         return
     value = doc[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and not isinstance(value, int)):
@@ -87,8 +87,9 @@ def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
     values = dict(doc)
     values["spool_dir"] = (base_dir / values.get("spool_dir", "spool")).resolve()
     values["camera_device"] = str(values.get("camera_device", "/dev/video0"))
-    if values.get("upload_max_retries") is None:
-        values.pop("upload_max_retries", None)
+    # The original treats a null or missing upload_max_retries as 3; keep that.
+    for key in [k for k, v in values.items() if v is None]:
+        values.pop(key)
     return AgentConfig(**values)
 
 

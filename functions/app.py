@@ -7,13 +7,13 @@ applies as MinIO's notification configuration (one source of truth).
 """
 
 from chalice import Chalice
+
+from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
 from cryospy.functions import admin, http
 from cryospy.functions.events import parse_notification
 from cryospy.functions.ingest import ingest_clip
 from cryospy.functions.services import get_services
 from cryospy.functions.slots import SlotRequest, issue_slot
-
-from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
 
 app = Chalice(app_name="cryospy")
 app.api.binary_types.extend(["video/mp4", "video/mp2t", "application/vnd.apple.mpegurl", "image/jpeg"])

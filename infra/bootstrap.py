@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
-from cryospy.functions.services import S3Identity
 from minio import MinioAdmin
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException
 
 from cryospy.common.objectkeys import CLIP_PREFIX
+from cryospy.functions.services import S3Identity
 
 from .deployment import Deployment
 from .errors import StorageError
@@ -49,7 +50,8 @@ def root_identity(dep: Deployment) -> S3Identity:
 
 
 def _admin(dep: Deployment) -> MinioAdmin:
-    return MinioAdmin(endpoint=f"{dep.host}:{dep.minio_port}", secure=False,
+    url = urlsplit(dep.minio_url)
+    return MinioAdmin(endpoint=url.netloc, secure=url.scheme == "https",
                       credentials=StaticProvider(dep.minio_root_user, dep.minio_root_password))
 
 

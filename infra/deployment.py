@@ -75,10 +75,17 @@ class Deployment:
     webhook_token: str = field(default="", repr=False)
     admin_token: str = field(default="", repr=False)
     region: str = "us-east-1"
+    # Containers: MinIO runs elsewhere (e.g. http://minio:9000) and the runtime listens on all interfaces.
+    minio_internal_url: str = ""
+    bind_host: str = ""
 
     @property
     def minio_url(self) -> str:
-        return f"http://{self.host}:{self.minio_port}"
+        return self.minio_internal_url or f"http://{self.host}:{self.minio_port}"
+
+    @property
+    def listen_host(self) -> str:
+        return self.bind_host or self.host
 
     @property
     def devices_minio_url(self) -> str:
@@ -115,15 +122,15 @@ def create(data_dir: Path, **overrides: object) -> Deployment:
     """Generate a new deployment with fresh random credentials and save it (refuses to overwrite)."""
     if (data_dir / FILE_NAME).exists():
         raise InfraError(f"{data_dir / FILE_NAME} already exists; use it, or choose another --data-dir")
-    dep = Deployment(
-        data_dir=data_dir,
-        minio_root_password=secrets.token_urlsafe(24),
-        presigner_secret=secrets.token_urlsafe(24),
-        handler_secret=secrets.token_urlsafe(24),
-        webhook_token=secrets.token_urlsafe(32),
-        admin_token=secrets.token_urlsafe(32),
-        **overrides,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "minio_root_password": secrets.token_urlsafe(24),
+        "presigner_secret": secrets.token_urlsafe(24),
+        "handler_secret": secrets.token_urlsafe(24),
+        "webhook_token": secrets.token_urlsafe(32),
+        "admin_token": secrets.token_urlsafe(32),
+    }
+    values.update({k: v for k, v in overrides.items() if v not in (None, "")})
+    dep = Deployment(data_dir=data_dir, **values)  # type: ignore[arg-type]
     dep.save()
     return dep
 

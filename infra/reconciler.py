@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError, parse_clip_key
 from cryospy.functions.errors import KeysLocked
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
-
-from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError, parse_clip_key
 
 from .event_routes import Route
 from .jobqueue import JobQueue

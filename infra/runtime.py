@@ -18,6 +18,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from waitress import wasyncore
+from waitress.server import create_server
+
+from cryospy.common.keys import KeyStoreError
 from cryospy.functions import services as services_mod
 from cryospy.functions.app import app
 from cryospy.functions.devices import DeviceRegistry
@@ -27,10 +31,6 @@ from cryospy.functions.services import S3Identity, Services
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.server import Dashboard
 from cryospy.web.site_store import SiteStore
-from waitress import wasyncore
-from waitress.server import create_server
-
-from cryospy.common.keys import KeyStoreError
 
 from .bootstrap import provision
 from .deployment import Deployment
@@ -107,6 +107,7 @@ class Runtime:
         self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._http_stop = threading.Event()
 
     def _verify_passphrase(self, passphrase: str) -> bool:
         try:
@@ -129,12 +130,12 @@ class Runtime:
         self.services.vault.unlock(passphrase)
 
     def start(self) -> Runtime:
-        require_free(self.dep.host, self.dep.runtime_port, "the CryoSpy runtime")
+        require_free(self.dep.listen_host, self.dep.runtime_port, "the CryoSpy runtime")
         services_mod.configure(self.services)
-        self._server = create_server(self.wsgi, host=self.dep.host, port=self.dep.runtime_port,
+        self._server = create_server(self.wsgi, host=self.dep.listen_host, port=self.dep.runtime_port,
                                      threads=self.options.threads, ident="cryospy",
                                      clear_untrusted_proxy_headers=True)
-        self._thread = threading.Thread(target=self._server.run, name="cryospy-http", daemon=True)
+        self._thread = threading.Thread(target=self._serve_http, name="cryospy-http", daemon=True)
         self._thread.start()
         if self.options.provision:
             provision(self.dep, self.routes)
@@ -144,15 +145,21 @@ class Runtime:
         self.reconciler.start()
         return self
 
+    def _serve_http(self) -> None:
+        """waitress's event loop, in slices, so that stop() can end it from this thread (no EBADF races)."""
+        server = self._server
+        while not self._http_stop.is_set():
+            wasyncore.loop(timeout=0.2, map=server._map, count=1)
+        server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
+        wasyncore.close_all(server._map)
+
     def stop(self) -> None:
+        # Stop taking requests (in-flight ones finish), then stop the workers, then close the queue.
         if self._server is not None:
-            # Stop taking connections, let in-flight requests finish, then close the event loop's sockets.
-            self._server.accepting = False
-            self._server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
-            wasyncore.close_all(self._server._map)
+            self._http_stop.set()
+        if self._thread:
+            self._thread.join(10)
         self.reconciler.stop()
         self.dispatcher.stop()
-        if self._thread:
-            self._thread.join(5)
         self.queue.close()
         services_mod.configure(None)

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, select_autoescape
+
 from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore
-from jinja2 import Environment, PackageLoader, select_autoescape
 
 from .site_store import SiteStore
 

@@ -11,9 +11,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from cryospy.functions.storage import atomic_write
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cryospy.functions.storage import atomic_write
 
 
 class SiteStore:

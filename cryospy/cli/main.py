@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minio-port", type=int, default=9480)
     p.add_argument("--minio-public-url", default="", help="URL devices use to reach MinIO, if not the local one")
     p.add_argument("--public-api-url", default="", help="URL devices use to reach the API, if not the local one")
+    p.add_argument("--minio-url", default="", help="MinIO runs elsewhere (containers: http://minio:9000)")
+    p.add_argument("--bind-host", default="", help="address the runtime listens on (containers: 0.0.0.0)")
+    p.add_argument("--from-env", action="store_true",
+                   help="take MinIO's root credentials and the webhook token from MINIO_ROOT_USER, "
+                        "MINIO_ROOT_PASSWORD and CRYOSPY_WEBHOOK_TOKEN (docker compose sets them)")
 
     p = sub.add_parser("serve", help="run MinIO and the runtime (API, event handlers, dashboard)")
     _data_dir(p)
@@ -105,9 +110,19 @@ def run(args: argparse.Namespace) -> int:
 
         passphrase = read_passphrase(args.passphrase_file, confirm=True)
         assert passphrase is not None
+        from_env = {}
+        if args.from_env:
+            from_env = {"minio_root_user": os.environ.get("MINIO_ROOT_USER", ""),
+                        "minio_root_password": os.environ.get("MINIO_ROOT_PASSWORD", ""),
+                        "webhook_token": os.environ.get("CRYOSPY_WEBHOOK_TOKEN", "")}
+            missing = [k for k, v in from_env.items() if not v]
+            if missing:
+                print(f"cryospy: --from-env needs {', '.join(missing)} in the environment", file=sys.stderr)
+                return 2
         dep = setup(args.data_dir, passphrase, runtime_port=args.runtime_port, minio_port=args.minio_port,
                     minio_console_port=args.minio_port + 1, minio_public_url=args.minio_public_url,
-                    public_api_url=args.public_api_url)
+                    public_api_url=args.public_api_url, minio_internal_url=args.minio_url,
+                    bind_host=args.bind_host, **from_env)
         print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
         return 0
     if args.command == "serve":

@@ -5,7 +5,7 @@ expected failure into a one-line message and a meaningful exit code instead of a
 
     CryoSpyError
     ├── cryospy.common.sealed.SealedFormatError   (any sealed object that fails to open or verify)
-    ├── cryospy.common.keys.KeyError_ ...          (wrong passphrase, unknown key id, locked store)
+    ├── cryospy.common.keys.KeyStoreError          (wrong passphrase, unknown key id, locked store)
     ├── cryospy.infra.errors.InfraError            (MinIO build/start/bootstrap, runtime)
     ├── cryospy.functions.errors.ApiError          (HTTP-facing validation and auth failures)
     └── cryospy.edge_agent.errors.AgentError       (capture, encoding, upload)

@@ -133,8 +133,10 @@ def test_admin_routes_need_the_token(api):
 
 def test_device_creation_validates(api):
     h = {"Authorization": f"Bearer {ADMIN}"}
-    assert call(api, "POST", "/v1/admin/devices", {"device_id": "../x", "signing_key": "k"}, h)[1]["field"] == "device_id"
-    assert call(api, "POST", "/v1/admin/devices", {"device_id": "ok", "signing_key": "k"}, h)[1]["field"] == "signing_key"
+    status, doc = call(api, "POST", "/v1/admin/devices", {"device_id": "../x", "signing_key": "k"}, h)
+    assert (status, doc["field"]) == (400, "device_id")
+    status, doc = call(api, "POST", "/v1/admin/devices", {"device_id": "ok", "signing_key": "k"}, h)
+    assert (status, doc["field"]) == (400, "signing_key")
     enrol(api, "dup")
     key = verify_key_to_text(generate_device_signing_key().public_key())
     assert call(api, "POST", "/v1/admin/devices", {"device_id": "dup", "signing_key": key}, h)[0] == 409

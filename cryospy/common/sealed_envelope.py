@@ -1,0 +1,86 @@
+"""The envelope of a sealed object: how its data key is wrapped to the deployment key, and how its header is signed.
+
+Kept apart from the chunk streaming so the two places that touch key material — wrapping on the device, unwrapping on
+the server — sit side by side and can be checked against ``docs/sealed-format.md`` section 2.3 at a glance.
+"""
+
+from __future__ import annotations
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from cryospy.common.keys import DeploymentPublicKey
+from cryospy.common.sealed_format import KEY_SIZE, SealedFormatError, SealedHeader
+
+WRAP_INFO = b"CryoSpy sealed v1 data-key wrap"
+WRAP_NONCE = bytes(12)  # the wrapping key comes from a fresh ephemeral ECDH, so it encrypts exactly one message
+HAS_AEAD_INTO = hasattr(AESGCM, "encrypt_into")
+"""cryptography >= 45 encrypts into a reused buffer: no per-chunk allocation, which is most of the streaming cost."""
+_RAW = serialization.Encoding.Raw
+_RAW_PUB = serialization.PublicFormat.Raw
+
+
+def encrypt_into(aead: AESGCM, nonce: bytes, data: memoryview, aad: bytes, out: memoryview) -> memoryview:
+    """Encrypt ``data`` into ``out`` (``len(data) + 16`` bytes) and return the filled view; falls back to a copy on
+    older cryptography releases.
+    """
+    if HAS_AEAD_INTO:
+        aead.encrypt_into(nonce, data, aad, out)
+        return out
+    return memoryview(aead.encrypt(nonce, data, aad))
+
+
+def decrypt_into(aead: AESGCM, nonce: bytes, sealed: memoryview, aad: bytes, out: memoryview) -> None:
+    """Authenticate and decrypt ``sealed`` into ``out`` (``len(sealed) - 16`` bytes); raises InvalidTag."""
+    if HAS_AEAD_INTO:
+        aead.decrypt_into(nonce, sealed, aad, out)
+    else:
+        out[:] = aead.decrypt(nonce, sealed, aad)
+
+
+def _wrapping_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -> AESGCM:
+    """HKDF over the ECDH secret, salted with both public keys so the wrap is bound to this exact key pair."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=ephemeral_public + recipient_public, info=WRAP_INFO)
+    return AESGCM(hkdf.derive(shared))
+
+
+def wrap_data_key(data_key: bytes, ephemeral: X25519PrivateKey, recipient: DeploymentPublicKey) -> tuple[bytes, bytes]:
+    """Wrap ``data_key`` to ``recipient``; returns the ephemeral public key and the wrapped key for the header."""
+    ephemeral_public = ephemeral.public_key().public_bytes(_RAW, _RAW_PUB)
+    recipient_public = recipient.public.public_bytes(_RAW, _RAW_PUB)
+    try:
+        shared = ephemeral.exchange(recipient.public)
+    except ValueError as exc:
+        raise ValueError(f"deployment public key {recipient.key_id} is not a usable X25519 key; re-export it") from exc
+    aead = _wrapping_key(shared, ephemeral_public, recipient_public)
+    return ephemeral_public, aead.encrypt(WRAP_NONCE, data_key, recipient.key_id.encode("utf-8"))
+
+
+def unwrap_data_key(header: SealedHeader, private: X25519PrivateKey) -> bytes:
+    """The data key of ``header``, or SealedFormatError if ``private`` is not the key it was wrapped to."""
+    recipient_public = private.public_key().public_bytes(_RAW, _RAW_PUB)
+    try:
+        shared = private.exchange(X25519PublicKey.from_public_bytes(header.ephemeral_public))
+        aead = _wrapping_key(shared, header.ephemeral_public, recipient_public)
+        return aead.decrypt(WRAP_NONCE, header.wrapped_key, header.key_id.encode("utf-8"))
+    except (ValueError, InvalidTag) as exc:
+        raise SealedFormatError(
+            f"{header.object_key}: the data key does not unwrap with this deployment's private key "
+            f"{header.key_id}: the object was sealed to a different deployment key that uses the same id, "
+            "or this key store is not the one the devices were given"
+        ) from exc
+
+
+def verify_header_signature(header: SealedHeader, device_public_key: Ed25519PublicKey) -> None:
+    """Raise SealedFormatError unless ``device_public_key`` signed exactly this header."""
+    try:
+        device_public_key.verify(header.signature, header.signed_message)
+    except InvalidSignature as exc:
+        raise SealedFormatError(
+            f"{header.object_key}: the header signature does not verify with the key given for device "
+            f"{header.device_id!r}: the header was edited, or another key signed it"
+        ) from exc
