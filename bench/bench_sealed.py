@@ -4,15 +4,17 @@
 
 What it measures, all in one run so the numbers share the machine's state:
 
-* seal and open throughput of 64 MiB streamed through file objects (source in memory, output discarded), against
-  ``cryptography``'s AESGCM over the same bytes (a) streamed through the same file objects in 1 MiB pieces with the
-  fastest raw loop there is (``readinto`` → ``encrypt_into`` → ``write``): the like-for-like comparison, so its ratio is
-  the format's own cost (framing, look-ahead, key wrap, signature); and (b) in memory with no I/O at all, in one shot
-  and in 1 MiB chunks: the ceiling, which no streaming API reaches because reading the source is one memory copy the
-  in-memory loop never makes;
+* seal, open and keyless ``verify_content`` throughput of 64 MiB streamed through file objects (source in memory,
+  output discarded), against ``cryptography``'s AESGCM and ``hashlib``'s SHA-256 over the same bytes (a) streamed
+  through the same file objects in 1 MiB pieces with the fastest raw loop there is (``readinto`` → ``encrypt_into`` →
+  ``write``), once without and once with SHA-256 over each sealed piece. The second is the like-for-like comparison
+  since format v2 hashes every chunk for the content trailer, so its ratio is the format's own cost (framing,
+  look-ahead, key wrap, two signatures); the first shows what the content hash costs. (b) In memory with no I/O at all,
+  in one shot and in 1 MiB chunks: the ceiling, which no streaming API reaches because reading the source is one memory
+  copy the in-memory loop never makes;
 * the bytes read, and chunks touched, to open a 1 MiB range of a 1 GiB sealed object. The object is virtual: its chunks
   are encrypted on demand from a known data key, so the benchmark needs neither 1 GiB of RAM nor disk;
-* header and tag overhead for typical clip sizes.
+* header, tag and trailer overhead for typical clip sizes.
 
 Each timing is the best of ``--repeat`` runs, to beat scheduler noise.
 """
@@ -20,6 +22,7 @@ Each timing is the best of ``--repeat`` runs, to beat scheduler noise.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import os
 import platform
@@ -34,8 +37,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cryospy.common.keys import DeploymentPublicKey, UnlockedKeys
-from cryospy.common.sealed import DEFAULT_CHUNK_SIZE, ZERO_HASH, Layout, open_sealed, seal
-from cryospy.common.sealed_format import TAG_SIZE, chunk_nonce
+from cryospy.common.sealed import DEFAULT_CHUNK_SIZE, ZERO_HASH, Layout, open_sealed, seal, verify_content
+from cryospy.common.sealed_format import TAG_SIZE, TRAILER_SIZE, chunk_nonce
 
 MIB = 1 << 20
 OBJECT_KEY = "clips/front-door/2025/01/02/20250102T030405.006Z-000123.mp4"
@@ -53,7 +56,10 @@ class NullSink(io.RawIOBase):
 
 
 class VirtualSealed(io.RawIOBase):
-    """A sealed object of any size whose chunks are produced on demand; counts every byte read from it."""
+    """A sealed object of any size whose chunks are produced on demand; counts every byte read from it.
+
+    Range reads never touch the trailer, so this one serves zeros there: it measures range reads, not full opens.
+    """
 
     def __init__(self, header: bytes, header_hash: bytes, data_key: bytes, plaintext_size: int) -> None:
         self._header, self._aad, self._aead = header, header_hash, AESGCM(data_key)
@@ -81,6 +87,8 @@ class VirtualSealed(io.RawIOBase):
             return 0
         if self._pos < len(self._header):
             piece = self._header[self._pos :]
+        elif self._pos >= self.layout.trailer_offset:
+            piece = bytes(self.layout.object_size - self._pos)
         else:
             index, offset = divmod(self._pos - len(self._header), DEFAULT_CHUNK_SIZE + TAG_SIZE)
             piece = self._chunk(index)[offset:]
@@ -152,21 +160,31 @@ def main(argv: list[str]) -> int:
         for chunk in raw_chunks:
             aead.decrypt(nonce, chunk, aad)
 
-    def raw_encrypt_streamed() -> None:
-        src, dst = io.BytesIO(data), NullSink()
+    def raw_encrypt_streamed(hashed: bool) -> None:
+        src, dst, digest = io.BytesIO(data), NullSink(), hashlib.sha256()
         buffer, out = memoryview(bytearray(MIB)), memoryview(bytearray(MIB + TAG_SIZE))
         while got := src.readinto(buffer):
             aead.encrypt_into(nonce, buffer[:got], aad, out[: got + TAG_SIZE])
+            if hashed:
+                digest.update(out[: got + TAG_SIZE])
             dst.write(out[: got + TAG_SIZE])
 
     raw_stream = b"".join(raw_chunks)
 
-    def raw_decrypt_streamed() -> None:
-        src, dst = io.BytesIO(raw_stream), NullSink()
+    def raw_decrypt_streamed(hashed: bool) -> None:
+        src, dst, digest = io.BytesIO(raw_stream), NullSink(), hashlib.sha256()
         buffer, out = memoryview(bytearray(MIB + TAG_SIZE)), memoryview(bytearray(MIB))
         while got := src.readinto(buffer):
+            if hashed:
+                digest.update(buffer[:got])
             aead.decrypt_into(nonce, buffer[:got], aad, out[: got - TAG_SIZE])
             dst.write(out[: got - TAG_SIZE])
+
+    def raw_hash_streamed() -> None:
+        src, digest = io.BytesIO(sealed), hashlib.sha256()
+        buffer = memoryview(bytearray(MIB))
+        while got := src.readinto(buffer):
+            digest.update(buffer[:got])
 
     def do_seal() -> None:
         seal(io.BytesIO(data), NullSink(), **common)  # type: ignore[arg-type]
@@ -180,16 +198,23 @@ def main(argv: list[str]) -> int:
         for _ in reader.iter_plaintext():
             pass
 
+    def do_verify() -> None:
+        verify_content(io.BytesIO(sealed), signer_public_key=device.public_key())
+
     timings = {
         "raw_enc_whole": best_of(args.repeat, lambda: aead.encrypt(nonce, data, aad)),
         "raw_enc_chunked": best_of(args.repeat, raw_encrypt_chunked),
-        "raw_enc_streamed": best_of(args.repeat, raw_encrypt_streamed),
+        "raw_enc_streamed": best_of(args.repeat, lambda: raw_encrypt_streamed(False)),
+        "raw_enc_hashed": best_of(args.repeat, lambda: raw_encrypt_streamed(True)),
         "seal": best_of(args.repeat, do_seal),
         "raw_dec_whole": best_of(args.repeat, lambda: aead.decrypt(nonce, raw_whole, aad)),
         "raw_dec_chunked": best_of(args.repeat, raw_decrypt_chunked),
-        "raw_dec_streamed": best_of(args.repeat, raw_decrypt_streamed),
+        "raw_dec_streamed": best_of(args.repeat, lambda: raw_decrypt_streamed(False)),
+        "raw_dec_hashed": best_of(args.repeat, lambda: raw_decrypt_streamed(True)),
         "open": best_of(args.repeat, do_open),
         "open_iter": best_of(args.repeat, do_open_iter),
+        "raw_hash": best_of(args.repeat, raw_hash_streamed),
+        "verify": best_of(args.repeat, do_verify),
     }
     rate = {name: size / seconds / MIB for name, seconds in timings.items()}
     enc_ceiling = max(rate["raw_enc_whole"], rate["raw_enc_chunked"])
@@ -197,28 +222,35 @@ def main(argv: list[str]) -> int:
 
     range_rows = measure_range(common, keys, device)
     print(
-        f"CryoSpy sealed format v1 — {platform.processor() or platform.machine()}, Python "
+        f"CryoSpy sealed format v2 — {platform.processor() or platform.machine()}, Python "
         f"{platform.python_version()}, cryptography {cryptography.__version__}, best of {args.repeat}\n"
     )
     print(
-        f"| throughput on {args.size_mib} MiB | MiB/s | ratio to raw AES-GCM, same streaming | "
-        "ratio to raw AES-GCM in memory (ceiling) |"
+        f"| throughput on {args.size_mib} MiB | MiB/s | ratio to raw AES-GCM + SHA-256, same streaming | "
+        "ratio to raw AES-GCM, same streaming | ratio to raw AES-GCM in memory (ceiling) |"
     )
-    print("|---|---:|---:|---:|")
-    enc_stream, dec_stream = rate["raw_enc_streamed"], rate["raw_dec_streamed"]
+    print("|---|---:|---:|---:|---:|")
+    enc = (rate["raw_enc_hashed"], rate["raw_enc_streamed"], enc_ceiling)
+    dec = (rate["raw_dec_hashed"], rate["raw_dec_streamed"], dec_ceiling)
+    sha = (rate["raw_hash"], rate["raw_hash"], rate["raw_hash"])
     rows = [
-        ("raw AESGCM encrypt in memory, one shot", "raw_enc_whole", enc_stream, enc_ceiling),
-        ("raw AESGCM encrypt in memory, 1 MiB chunks", "raw_enc_chunked", enc_stream, enc_ceiling),
-        ("raw AESGCM encrypt streamed, 1 MiB", "raw_enc_streamed", enc_stream, enc_ceiling),
-        ("**seal** (stream → stream)", "seal", enc_stream, enc_ceiling),
-        ("raw AESGCM decrypt in memory, one shot", "raw_dec_whole", dec_stream, dec_ceiling),
-        ("raw AESGCM decrypt in memory, 1 MiB chunks", "raw_dec_chunked", dec_stream, dec_ceiling),
-        ("raw AESGCM decrypt streamed, 1 MiB", "raw_dec_streamed", dec_stream, dec_ceiling),
-        ("**open** (`copy_to` a stream)", "open", dec_stream, dec_ceiling),
-        ("open (`iter_plaintext`, fresh bytes per chunk)", "open_iter", dec_stream, dec_ceiling),
+        ("raw AESGCM encrypt in memory, one shot", "raw_enc_whole", enc),
+        ("raw AESGCM encrypt in memory, 1 MiB chunks", "raw_enc_chunked", enc),
+        ("raw AESGCM encrypt streamed, 1 MiB", "raw_enc_streamed", enc),
+        ("raw AESGCM encrypt + SHA-256 streamed, 1 MiB", "raw_enc_hashed", enc),
+        ("**seal** (stream → stream)", "seal", enc),
+        ("raw AESGCM decrypt in memory, one shot", "raw_dec_whole", dec),
+        ("raw AESGCM decrypt in memory, 1 MiB chunks", "raw_dec_chunked", dec),
+        ("raw AESGCM decrypt streamed, 1 MiB", "raw_dec_streamed", dec),
+        ("raw AESGCM decrypt + SHA-256 streamed, 1 MiB", "raw_dec_hashed", dec),
+        ("**open** (`copy_to` a stream)", "open", dec),
+        ("open (`iter_plaintext`, fresh bytes per chunk)", "open_iter", dec),
+        ("raw SHA-256 streamed, 1 MiB (the ratios of the next row are to this)", "raw_hash", sha),
+        ("**verify_content** (no key: SHA-256 + 2 signatures)", "verify", sha),
     ]
-    for label, name, streamed, ceiling in rows:
-        print(f"| {label} | {rate[name]:,.0f} | {rate[name] / streamed:.2f} | {rate[name] / ceiling:.2f} |")
+    for label, name, (hashed, streamed, ceiling) in rows:
+        value = rate[name]
+        print(f"| {label} | {value:,.0f} | {value / hashed:.2f} | {value / streamed:.2f} | {value / ceiling:.2f} |")
     print()
     print("| range read and overhead | value |")
     print("|---|---:|")
@@ -246,7 +278,10 @@ def measure_range(common: dict, keys: UnlockedKeys, device: Ed25519PrivateKey) -
         )
     for clip_mib in (2, 4, 8):
         layout = Layout.for_plaintext(header, clip_mib * MIB)
-        label = f"overhead on a {clip_mib} MiB clip (header {header.header_size} B + {layout.chunk_count} tags)"
+        label = (
+            f"overhead on a {clip_mib} MiB clip (header {header.header_size} B + {layout.chunk_count} tags + "
+            f"{TRAILER_SIZE} B trailer)"
+        )
         share = 100 * layout.overhead / layout.plaintext_size
         rows.append((label, f"{layout.overhead:,} B = {share:.4f} %"))
     return rows

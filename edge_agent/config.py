@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.strict_keys import unknown_key_message
+
 from .errors import ConfigError
 
 _ORIGINAL = {
@@ -66,9 +68,9 @@ def _bounded(doc: dict[str, Any], key: str, kind: type, lo: float, hi: float) ->
 def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
     if not isinstance(doc, dict):
         raise ConfigError("the agent config must be a JSON object")
-    unknown = sorted(set(doc) - _ORIGINAL - _NEW)
-    if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(_ORIGINAL | _NEW))}")
+    problem = unknown_key_message(doc, sorted(_ORIGINAL | _NEW), "the agent config")
+    if problem:
+        raise ConfigError(problem)
     for key in ("client_id", "client_secret", "server_url", "deployment_public_key", "signing_key"):
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise ConfigError(f"config key {key!r} is required (a non-empty string); `cryospy devices create "

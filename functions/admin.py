@@ -1,18 +1,28 @@
-"""Admin-side domain code: the token check and device management requests."""
+"""Admin-side domain code: the token check and device lifecycle requests."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from typing import Any, Protocol
 
 from chalice.app import Request
 
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
+from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
 
 from . import validate
-from .errors import BadRequest, Unauthorized
+from .devices import Device
+from .errors import BadRequest, Conflict, Unauthorized
 from .services import Services
+
+
+class DeviceIdentities(Protocol):
+    """Per-device upload identities in the object store (see infra.device_identities)."""
+
+    def create(self, device_id: str) -> tuple[str, str]: ...
+    def set_enabled(self, device_id: str, enabled: bool) -> None: ...
+    def remove(self, device_id: str) -> None: ...
 
 
 def require_admin(services: Services, request: Request) -> None:
@@ -20,6 +30,15 @@ def require_admin(services: Services, request: Request) -> None:
     scheme, _, token = auth.partition(" ")
     if scheme != "Bearer" or not hmac.compare_digest(token.encode(), services.admin_token.encode()):
         raise Unauthorized("admin token required (Authorization: Bearer <token> from deployment.json)")
+
+
+def parse_settings(doc: Any, base: DeviceSettings | None = None) -> DeviceSettings:
+    if not isinstance(doc, dict):
+        raise BadRequest("'settings' must be an object", field="settings")
+    try:
+        return DeviceSettings.from_dict(doc, base=base)
+    except SettingsError as exc:
+        raise BadRequest(exc.message, field=f"settings.{exc.field}") from None
 
 
 def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
@@ -33,11 +52,58 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     try:
         verify_key_from_text(signing_key)
     except Exception:
-        raise BadRequest("'signing_key' is not an Ed25519 public key in CryoSpy's text form",
+        raise BadRequest("'signing_key' is not an Ed25519 public key in CryoSpy's text form (cs1-ed25519-pub:…)",
                          field="signing_key") from None
-    settings = doc.get("settings") or {}
-    if not isinstance(settings, dict):
-        raise BadRequest("'settings' must be an object", field="settings")
-    device, secret = services.devices.create(device_id, signing_key, settings)
+    settings = parse_settings(doc.get("settings") or {}, DEFAULT_SETTINGS)
+    if services.devices.exists(device_id):
+        raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
+    identity = services.identities.create(device_id) if services.identities else None
+    device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity)
     return {**device.public(), "secret": secret,
             "note": "the secret is shown once; store it in the agent's config now"}
+
+
+def update_settings(services: Services, device_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+    device = services.devices.get(device_id)
+    current = DeviceSettings.from_dict(device.settings, base=DEFAULT_SETTINGS)
+    updated = parse_settings(doc, current)
+    return services.devices.update_settings(device_id, updated.to_dict()).public()
+
+
+def set_enabled(services: Services, device_id: str, enabled: bool) -> dict[str, Any]:
+    device = services.devices.set_enabled(device_id, enabled)
+    if enabled and services.defence is not None:
+        services.defence.clear_device(device_id)   # a fresh start; the failures still count against their IPs
+    if services.identities and device.upload_identity:
+        services.identities.set_enabled(device_id, enabled)
+    services.forget_upload_client(device_id)
+    return device.public()
+
+
+def rotate_secret(services: Services, device_id: str) -> dict[str, Any]:
+    device, secret = services.devices.rotate_secret(device_id)
+    if services.defence is not None:
+        services.defence.clear_device(device_id)
+    return {**device.public(), "secret": secret,
+            "note": "the old secret stopped working now; put the new one in the agent's config"}
+
+
+def delete_device(services: Services, device_id: str, clips: str | None,
+                  delete_clips: Any) -> dict[str, Any]:
+    """Remove a device; the caller must say whether its clips go too (``delete``) or stay (``keep``)."""
+    if clips not in ("delete", "keep"):
+        raise BadRequest("say what happens to the device's clips: ?clips=delete or ?clips=keep", field="clips")
+    device = services.devices.get(device_id)
+    if services.identities and device.upload_identity:
+        services.identities.remove(device_id)
+    services.forget_upload_client(device_id)
+    if clips == "keep":
+        services.devices.retire(device_id)
+        return {"device_id": device_id, "clips": "kept", "retired": True}
+    removed = delete_clips(services, device_id)
+    services.devices.remove(device_id)
+    return {"device_id": device_id, "clips": "deleted", "deleted_objects": removed}
+
+
+def device_view(device: Device) -> dict[str, Any]:
+    return device.public()

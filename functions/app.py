@@ -1,15 +1,19 @@
 """CryoSpy's Chalice app: a routing table. Each view parses, calls one domain function, and returns.
 
-Devices talk to ``/v1/device/*`` with HTTP Basic ``device_id:hex_secret``; the CLI talks to ``/v1/admin/*``
-with the deployment's admin token. Bucket notifications arrive through the runtime's webhook, which calls
-the ``@app.on_s3_event`` handlers below; their bucket/prefix/suffix/events are also what ``cryospy setup``
-applies as MinIO's notification configuration (one source of truth).
+Devices talk to ``/v1/device/*`` with HTTP Basic ``device_id:hex_secret``; the CLI and scripts talk to
+``/v1/admin/*`` with the deployment's admin token. Bucket notifications arrive through the runtime's
+webhook, which calls the ``@app.on_s3_event`` handlers below; their bucket/prefix/suffix/events are also
+what the runtime applies as MinIO's notification configuration (one source of truth). The OpenAPI
+description of these routes is ``functions/openapi.json`` (a test keeps the two in step).
 """
 
 from chalice import Chalice
 
 from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
-from cryospy.functions import admin, http
+from cryospy.functions import admin, device_api, http
+from cryospy.functions.clip_query import ClipQuery, run_query
+from cryospy.functions.clip_removal import delete_device_clips
+from cryospy.functions.device_auth import authenticate_device
 from cryospy.functions.events import parse_notification
 from cryospy.functions.ingest import ingest_clip
 from cryospy.functions.services import get_services
@@ -19,39 +23,117 @@ app = Chalice(app_name="cryospy")
 app.api.binary_types.extend(["video/mp4", "video/mp2t", "application/vnd.apple.mpegurl", "image/jpeg"])
 
 
+def _admin():
+    services = get_services()
+    admin.require_admin(services, app.current_request)
+    return services
+
+
+def _query() -> dict[str, str]:
+    return dict(app.current_request.query_params or {})
+
+
+# -- public ------------------------------------------------------------------------------------------
+@app.route("/health", methods=["GET"])
 @app.route("/v1/health", methods=["GET"])
 @http.api_view
 def health():
     return {"status": "ok", "service": "cryospy"}
 
 
+# -- devices -----------------------------------------------------------------------------------------
 @app.route("/v1/device/slots", methods=["POST"], content_types=["application/json"])
 @http.api_view
 def request_upload_slot():
-    services, request = get_services(), app.current_request
-    device = services.devices.authenticate_basic(http.header(request, "authorization"))
-    slot_request = SlotRequest.parse(http.json_object(request), services.max_clip_bytes)
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    slot_request = SlotRequest.parse(http.json_object(app.current_request), services.max_clip_bytes)
     slot = issue_slot(services, device, slot_request)
     services.devices.touch(device.device_id)
     return http.json_response(slot, 201)
 
 
+@app.route("/v1/device/settings", methods=["GET"])
+@http.api_view
+def get_device_settings():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    doc, etag = device_api.settings_document(services, device)
+    if device_api.etag_matches(http.header(app.current_request, "if-none-match"), etag):
+        return http.not_modified(etag)
+    return http.json_response(doc, headers={"ETag": etag})
+
+
+@app.route("/v1/device/heartbeat", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def device_heartbeat():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    return device_api.record_heartbeat(services, device, http.json_object(app.current_request))
+
+
+# -- admin: devices ----------------------------------------------------------------------------------
 @app.route("/v1/admin/devices", methods=["POST"], content_types=["application/json"])
 @http.api_view
 def create_device():
-    services, request = get_services(), app.current_request
-    admin.require_admin(services, request)
-    return http.json_response(admin.create_device(services, http.json_object(request)), 201)
+    services = _admin()
+    return http.json_response(admin.create_device(services, http.json_object(app.current_request)), 201)
 
 
 @app.route("/v1/admin/devices", methods=["GET"])
 @http.api_view
 def list_devices():
-    services = get_services()
-    admin.require_admin(services, app.current_request)
+    services = _admin()
     return {"devices": [d.public() for d in services.devices.list()]}
 
 
+@app.route("/v1/admin/devices/{device_id}", methods=["GET"])
+@http.api_view
+def show_device(device_id):
+    return _admin().devices.get(device_id).public()
+
+
+@app.route("/v1/admin/devices/{device_id}/settings", methods=["PATCH"], content_types=["application/json"])
+@http.api_view
+def update_device_settings(device_id):
+    services = _admin()
+    return admin.update_settings(services, device_id, http.json_object(app.current_request))
+
+
+@app.route("/v1/admin/devices/{device_id}/disable", methods=["POST"])
+@http.api_view
+def disable_device(device_id):
+    return admin.set_enabled(_admin(), device_id, False)
+
+
+@app.route("/v1/admin/devices/{device_id}/enable", methods=["POST"])
+@http.api_view
+def enable_device(device_id):
+    return admin.set_enabled(_admin(), device_id, True)
+
+
+@app.route("/v1/admin/devices/{device_id}/rotate-secret", methods=["POST"])
+@http.api_view
+def rotate_device_secret(device_id):
+    return admin.rotate_secret(_admin(), device_id)
+
+
+@app.route("/v1/admin/devices/{device_id}", methods=["DELETE"])
+@http.api_view
+def delete_device(device_id):
+    services = _admin()
+    return admin.delete_device(services, device_id, _query().get("clips"), delete_device_clips)
+
+
+# -- admin: clips ------------------------------------------------------------------------------------
+@app.route("/v1/admin/clips", methods=["GET"])
+@http.api_view
+def query_clips():
+    services = _admin()
+    return run_query(services, ClipQuery.parse(_query()))
+
+
+# -- bucket events -----------------------------------------------------------------------------------
 @app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectCreated:*"])
 def on_clip_created(event):
     for record in parse_notification(event.to_dict()):

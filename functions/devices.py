@@ -1,9 +1,12 @@
-"""The device registry: who may upload, their secret's salted hash, their signing key, and last-seen state.
+"""The device registry: who may upload, their secret's salted hash, their signing key, settings and health.
 
 Only the runtime process writes it (single writer: TinyDB is not safe across threads or processes, so every
 access takes the registry's lock and opens a fresh TinyDB). Secrets are 256-bit random values shown to the
 admin once; the registry keeps a salted SHA-256 (adequate for full-entropy secrets) and compares in
 constant time. An unknown id, a disabled device and a wrong secret all produce the same Unauthorized.
+
+A device removed with "keep my clips" is *retired*, not forgotten: it can no longer authenticate, but its
+public signing key stays so its clips remain verifiable and browsable (no orphans).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import hmac
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,22 +31,26 @@ from .errors import BadRequest, Conflict, NotFound, Unauthorized
 from .storage import AtomicJSONStorage
 
 SECRET_BYTES = 32
-# A fixed dummy record keeps the work for unknown ids the same as for known ones (no timing oracle).
-_DUMMY_SALT = b"\0" * 16
+_DUMMY_SALT = b"\0" * 16   # unknown ids cost the same work as known ones (no timing oracle)
 
 
 @dataclass(frozen=True)
 class Device:
     device_id: str
     enabled: bool
+    retired: bool
     signing_key: str
     created_at: str
+    updated_at: str
     last_seen: str | None
     settings: dict[str, Any]
+    heartbeat: dict[str, Any] | None = None
+    upload_identity: tuple[str, str] | None = field(default=None, repr=False)
 
     def public(self) -> dict[str, Any]:
-        return {"device_id": self.device_id, "enabled": self.enabled, "signing_key": self.signing_key,
-                "created_at": self.created_at, "last_seen": self.last_seen, "settings": self.settings}
+        return {"device_id": self.device_id, "enabled": self.enabled, "retired": self.retired,
+                "signing_key": self.signing_key, "created_at": self.created_at, "updated_at": self.updated_at,
+                "last_seen": self.last_seen, "settings": self.settings, "heartbeat": self.heartbeat}
 
 
 def _hash(salt: bytes, secret: bytes) -> bytes:
@@ -54,83 +61,138 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _new_secret() -> tuple[bytes, dict[str, str]]:
+    secret, salt = secrets.token_bytes(SECRET_BYTES), secrets.token_bytes(16)
+    return secret, {"secret_salt": salt.hex(), "secret_hash": _hash(salt, secret).hex()}
+
+
 class DeviceRegistry:
     def __init__(self, path: Path, clock: Callable[[], str] = _now):
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._clock = clock
 
     def _db(self) -> TinyDB:
         return TinyDB(self.path, storage=AtomicJSONStorage)
 
-    def _get(self, db: TinyDB, device_id: str) -> dict[str, Any] | None:
-        return db.table("devices", cache_size=0).get(Query().device_id == device_id)  # type: ignore[return-value]
+    @staticmethod
+    def _table(db: TinyDB):  # type: ignore[no-untyped-def]
+        return db.table("devices", cache_size=0)
 
-    def create(self, device_id: str, signing_key: str, settings: dict[str, Any]) -> tuple[Device, str]:
+    def _doc(self, db: TinyDB, device_id: str) -> dict[str, Any] | None:
+        return self._table(db).get(Query().device_id == device_id)  # type: ignore[return-value]
+
+    def _require(self, db: TinyDB, device_id: str) -> dict[str, Any]:
+        doc = self._doc(db, device_id)
+        if doc is None:
+            raise NotFound(f"no device {device_id!r}")
+        return doc
+
+    def _update(self, device_id: str, changes: dict[str, Any]) -> Device:
+        with self._lock, self._db() as db:
+            self._require(db, device_id)
+            self._table(db).update({**changes, "updated_at": self._clock()}, Query().device_id == device_id)
+            return _device(self._require(db, device_id))
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def create(self, device_id: str, signing_key: str, settings: dict[str, Any],
+               upload_identity: tuple[str, str] | None = None) -> tuple[Device, str]:
         """Register a device; returns it and its secret (hex), which is never stored or shown again."""
         try:
             validate_device_id(device_id)
         except ObjectKeyError as exc:
             raise BadRequest(str(exc), field="device_id") from None
-        secret = secrets.token_bytes(SECRET_BYTES)
-        salt = secrets.token_bytes(16)
+        secret, hashed = _new_secret()
         with self._lock, self._db() as db:
-            if self._get(db, device_id) is not None:
-                raise Conflict(f"device {device_id!r} already exists; pick another id or delete it first")
+            if self._doc(db, device_id) is not None:
+                raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
             now = self._clock()
-            db.table("devices", cache_size=0).insert({
-                "device_id": device_id, "enabled": True, "signing_key": signing_key,
-                "secret_salt": salt.hex(), "secret_hash": _hash(salt, secret).hex(),
-                "created_at": now, "updated_at": now, "last_seen": None, "settings": settings,
+            self._table(db).insert({
+                "device_id": device_id, "enabled": True, "retired": False, "signing_key": signing_key, **hashed,
+                "created_at": now, "updated_at": now, "last_seen": None, "settings": settings, "heartbeat": None,
+                "upload_identity": list(upload_identity) if upload_identity else None,
             })
         return self.get(device_id), secret.hex()
 
+    def exists(self, device_id: str) -> bool:
+        with self._lock, self._db() as db:
+            return self._doc(db, device_id) is not None
+
     def get(self, device_id: str) -> Device:
         with self._lock, self._db() as db:
-            doc = self._get(db, device_id)
-        if doc is None:
-            raise NotFound(f"no device {device_id!r}")
-        return _device(doc)
+            return _device(self._require(db, device_id))
 
     def list(self) -> list[Device]:
         with self._lock, self._db() as db:
-            docs = db.table("devices", cache_size=0).all()
+            docs = self._table(db).all()
         return sorted((_device(d) for d in docs), key=lambda d: d.device_id)
 
+    def set_enabled(self, device_id: str, enabled: bool) -> Device:
+        if enabled and self.get(device_id).retired:
+            raise Conflict(f"device {device_id!r} was removed; enrol it again under a new id")
+        return self._update(device_id, {"enabled": enabled})
+
+    def rotate_secret(self, device_id: str) -> tuple[Device, str]:
+        if self.get(device_id).retired:
+            raise Conflict(f"device {device_id!r} was removed; it has no secret to rotate")
+        secret, hashed = _new_secret()
+        return self._update(device_id, hashed), secret.hex()
+
+    def update_settings(self, device_id: str, settings: dict[str, Any]) -> Device:
+        return self._update(device_id, {"settings": settings})
+
+    def retire(self, device_id: str) -> Device:
+        """Keep the record (and signing key) for its clips; it can never authenticate again."""
+        return self._update(device_id, {"enabled": False, "retired": True, "secret_hash": "",
+                                        "upload_identity": None})
+
+    def remove(self, device_id: str) -> None:
+        with self._lock, self._db() as db:
+            self._require(db, device_id)
+            self._table(db).remove(Query().device_id == device_id)
+
+    # -- device-facing -------------------------------------------------------------------------------
     def authenticate(self, device_id: str, secret_hex: str) -> Device:
         try:
             secret = binascii.unhexlify(secret_hex)
         except (binascii.Error, ValueError):
             secret = b""
         with self._lock, self._db() as db:
-            doc = self._get(db, device_id)
-        salt = bytes.fromhex(doc["secret_salt"]) if doc else _DUMMY_SALT
-        expected = bytes.fromhex(doc["secret_hash"]) if doc else b"\0" * 32
+            doc = self._doc(db, device_id)
+        usable = bool(doc and doc.get("secret_hash"))
+        salt = bytes.fromhex(doc["secret_salt"]) if usable and doc else _DUMMY_SALT
+        expected = bytes.fromhex(doc["secret_hash"]) if usable and doc else b"\0" * 32
         ok = hmac.compare_digest(_hash(salt, secret), expected)
-        if not (doc and ok and doc["enabled"] and len(secret) == SECRET_BYTES):
+        if not (doc and usable and ok and doc["enabled"] and len(secret) == SECRET_BYTES):
             raise Unauthorized()
         return _device(doc)
 
-    def authenticate_basic(self, authorization: str | None) -> Device:
-        """HTTP Basic ``device_id:hex_secret``, as the original client sends it."""
-        if not authorization or not authorization.startswith("Basic "):
-            raise Unauthorized()
-        try:
-            decoded = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthorized() from None
-        device_id, sep, secret_hex = decoded.partition(":")
-        if not sep:
-            raise Unauthorized()
-        return self.authenticate(device_id, secret_hex)
-
-    def touch(self, device_id: str) -> None:
+    def touch(self, device_id: str, heartbeat: dict[str, Any] | None = None) -> None:
+        changes: dict[str, Any] = {"last_seen": self._clock()}
+        if heartbeat is not None:
+            changes["heartbeat"] = {**heartbeat, "received_at": changes["last_seen"]}
         with self._lock, self._db() as db:
-            db.table("devices", cache_size=0).update({"last_seen": self._clock()},
-                                                      Query().device_id == device_id)
+            self._table(db).update(changes, Query().device_id == device_id)
+
+
+def parse_basic(authorization: str | None) -> tuple[str, str]:
+    """HTTP Basic ``device_id:hex_secret``, as the original client sends it; Unauthorized when malformed."""
+    if not authorization or not authorization.startswith("Basic "):
+        raise Unauthorized()
+    try:
+        decoded = base64.b64decode(authorization[6:], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthorized() from None
+    device_id, sep, secret_hex = decoded.partition(":")
+    if not sep or not device_id:
+        raise Unauthorized()
+    return device_id, secret_hex
 
 
 def _device(doc: dict[str, Any]) -> Device:
-    return Device(device_id=doc["device_id"], enabled=bool(doc["enabled"]), signing_key=doc["signing_key"],
-                  created_at=doc["created_at"], last_seen=doc.get("last_seen"),
-                  settings=dict(doc.get("settings") or {}))
+    identity = doc.get("upload_identity")
+    return Device(device_id=doc["device_id"], enabled=bool(doc["enabled"]), retired=bool(doc.get("retired")),
+                  signing_key=doc["signing_key"], created_at=doc["created_at"],
+                  updated_at=doc.get("updated_at", doc["created_at"]), last_seen=doc.get("last_seen"),
+                  settings=dict(doc.get("settings") or {}), heartbeat=doc.get("heartbeat"),
+                  upload_identity=(identity[0], identity[1]) if identity else None)

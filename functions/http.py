@@ -24,6 +24,10 @@ def json_response(doc: object, status: int = 200, headers: dict[str, str] | None
     return Response(body=json.dumps(doc), status_code=status, headers=h)
 
 
+def not_modified(etag: str) -> Response:
+    return Response(body="", status_code=304, headers={"ETag": etag, "Cache-Control": "no-store"})
+
+
 def api_view(func: F) -> F:
     """Turn ApiError into a JSON error response; anything else is a bug and stays a 500 (logged, no detail)."""
 
@@ -62,7 +66,3 @@ def json_object(request: Request) -> dict[str, Any]:
 def header(request: Request, name: str) -> str | None:
     value = request.headers.get(name.lower())
     return value if value else None
-
-
-def client_ip(request: Request) -> str:
-    return str(request.context.get("identity", {}).get("sourceIp") or "unknown")

@@ -83,6 +83,18 @@ class IndexStore:
             return []
         return sorted(p.stem for p in base.glob("*.db"))
 
+    def drop_device(self, device_id: str) -> None:
+        """Forget every clip of a device (its objects are already deleted)."""
+        base = self.root / "clips" / _dir_name(device_id)
+        with self._lock:
+            days = self.days(device_id)
+            for shard in base.glob("*.db"):
+                shard.unlink()
+            if base.is_dir():
+                base.rmdir()
+        for day in days:
+            self._notify(device_id, day)
+
     def has_clip(self, device_id: str, day: str, key: str) -> bool:
         return self.get_clip(device_id, day, key) is not None
 

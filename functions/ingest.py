@@ -72,6 +72,7 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
         try:
             reader = open_sealed(spool, keyring=keys, signer_public_key=verify_key_from_text(device.signing_key),
                                  expected_object_key=event.key, size=sealed_size)
+            reader.verify_length()   # a full pass: the device-signed content trailer must hold
             meta = describe(reader)
         except SealedFormatError as exc:
             raise PermanentEventError(f"sealed clip failed verification: {exc}") from None

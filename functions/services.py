@@ -7,16 +7,18 @@ they need with :func:`get_services`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Any
 
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
-from .devices import DeviceRegistry
+from .devices import Device, DeviceRegistry
 from .errors import FunctionsError
 from .index_store import IndexStore
 from .keyvault import KeyVault
@@ -55,10 +57,35 @@ class Services:
     max_clip_bytes: int = 512 * 1024 * 1024
     slot_ttl_seconds: int = 600
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Per-device upload identities in MinIO (infra.device_identities); None signs with the shared presigner.
+    identities: Any = None
+    # Optional reverse-proxy style check on device routes: (header name, expected value).
+    proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
+    trusted_proxies: tuple[str, ...] = ()
+    defence: Any = None            # functions.auth_defence.AuthDefence, when configured
+    alerts: Any = None             # functions.alerts.Alerts, when configured
+    _upload_clients: dict[str, BaseClient] = field(default_factory=dict, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def presign_client(self) -> BaseClient:
         return self.presigner.client()
+
+    def upload_client(self, device: Device) -> BaseClient:
+        """The client that signs this device's slots: its own MinIO identity when it has one."""
+        if device.upload_identity is None:
+            return self.presign_client
+        with self._clients_lock:
+            client = self._upload_clients.get(device.device_id)
+            if client is None:
+                access, secret = device.upload_identity
+                client = S3Identity(self.presigner.endpoint, access, secret, self.presigner.region).client()
+                self._upload_clients[device.device_id] = client
+            return client
+
+    def forget_upload_client(self, device_id: str) -> None:
+        with self._clients_lock:
+            self._upload_clients.pop(device_id, None)
 
     @cached_property
     def handler_client(self) -> BaseClient:

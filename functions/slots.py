@@ -52,7 +52,7 @@ def issue_slot(services: Services, device: Device, req: SlotRequest) -> dict[str
         "Bucket": services.bucket, "Key": key.key, "ContentLength": req.size, "ContentType": CONTENT_TYPE,
         "ChecksumSHA256": req.sha256_b64, "IfNoneMatch": "*",
     }
-    url = services.presign_client.generate_presigned_url(
+    url = services.upload_client(device).generate_presigned_url(
         "put_object", Params=params, ExpiresIn=services.slot_ttl_seconds, HttpMethod="PUT")
     signed = parse_qs(urlsplit(url).query).get("X-Amz-SignedHeaders", [""])[0].split(";")
     headers = {

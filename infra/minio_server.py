@@ -80,10 +80,17 @@ class MinioServer:
         require_free(self.dep.host, self.dep.minio_port, "MinIO")
         require_free(self.dep.host, self.dep.minio_console_port, "the MinIO console")
         data = self.dep.path("minio", "data")
-        data.mkdir(parents=True, exist_ok=True)
-        self.dep.path("minio", "events").mkdir(parents=True, exist_ok=True)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            self.dep.path("minio", "events").mkdir(parents=True, exist_ok=True)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        except OSError as exc:
+            raise MinioStartError(
+                f"cannot prepare MinIO's directories under {self.dep.path('minio')}: {exc.strerror} "
+                f"({exc.filename}). Check that the path is a writable directory and the disk is not full; the "
+                f"server log would be {self.log_path}."
+            ) from None
         cmd = [str(binary), "server", str(data),
                "--address", f"{self.dep.host}:{self.dep.minio_port}",
                "--console-address", f"{self.dep.host}:{self.dep.minio_console_port}", "--quiet"]

@@ -23,10 +23,14 @@ from waitress.server import create_server
 
 from cryospy.common.keys import KeyStoreError
 from cryospy.functions import services as services_mod
+from cryospy.functions.alerts import Alerts
 from cryospy.functions.app import app
+from cryospy.functions.auth_defence import AuthDefence, AuthDefenceSettings
+from cryospy.functions.client_ip import parse_trusted_proxies
 from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore
 from cryospy.functions.keyvault import KeyVault
+from cryospy.functions.mailer import Mailer, SmtpSettings
 from cryospy.functions.services import S3Identity, Services
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.server import Dashboard
@@ -34,19 +38,26 @@ from cryospy.web.site_store import SiteStore
 
 from .bootstrap import provision
 from .deployment import Deployment
+from .device_identities import MinioDeviceIdentities
 from .dispatcher import Dispatcher
 from .event_routes import Route, routes_from_app
 from .gateway import ChaliceWSGI, status_line
 from .jobqueue import JobQueue
 from .minio_server import require_free
 from .reconciler import Reconciler
+from .server_config import ServerConfig, load_server_config
 from .webhook import WebhookReceiver
 
 log = logging.getLogger("cryospy.runtime")
 
 
-def build_services(dep: Deployment) -> Services:
+def build_services(dep: Deployment, config: ServerConfig | None = None) -> Services:
+    config = config or load_server_config(dep.path("server.json"))
+    dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
     vault = KeyVault(dep.keys_path)
+    mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+    defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
+                          AuthDefenceSettings.from_dict(config.auth_events or {}))
     return Services(
         bucket=dep.bucket,
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region),
@@ -55,6 +66,13 @@ def build_services(dep: Deployment) -> Services:
         index=IndexStore(dep.path("index"), vault.index_key),
         vault=vault,
         admin_token=dep.admin_token,
+        max_clip_bytes=config.max_clip_bytes,
+        slot_ttl_seconds=config.slot_ttl_seconds,
+        identities=MinioDeviceIdentities(dep),
+        proxy_auth=config.proxy_auth,
+        trusted_proxies=tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)),
+        defence=defence,
+        alerts=Alerts(mailer, config.alert_recipients) if mailer else None,
     )
 
 
@@ -85,16 +103,16 @@ class RuntimeApp:
             start_response(status_line(result.status), [("Content-Type", "application/json"),
                                                         ("Content-Length", str(len(data)))])
             return [data]
-        if path.startswith("/v1/"):
+        if path.startswith("/v1/") or path == "/health":
             return self.api(environ, start_response)
         return self.dashboard(environ, start_response)
 
 
 class Runtime:
-    def __init__(self, dep: Deployment, options: RuntimeOptions | None = None):
+    def __init__(self, dep: Deployment, options: RuntimeOptions | None = None, config: ServerConfig | None = None):
         self.dep = dep
         self.options = options or RuntimeOptions()
-        self.services = build_services(dep)
+        self.services = build_services(dep, config)
         self.routes: list[Route] = routes_from_app(app)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
@@ -162,4 +180,8 @@ class Runtime:
         self.reconciler.stop()
         self.dispatcher.stop()
         self.queue.close()
+        if self.services.alerts is not None:
+            self.services.alerts.close()
+        if self.services.defence is not None:
+            self.services.defence.close()
         services_mod.configure(None)

@@ -85,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(e)
     e.add_argument("--id", type=int, help="only this job (default: all)")
 
+    p = sub.add_parser("keys", help="the deployment's keys")
+    ksub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    k = ksub.add_parser("show", help="print the current public key (what agent configs need)")
+    _data_dir(k)
+    k = ksub.add_parser("rotate", help="make a new key pair; old clips stay readable, new ones use the new key")
+    _data_dir(k)
+    _passphrase_file(k)
+    k = ksub.add_parser("change-passphrase", help="re-wrap the private keys under a new passphrase")
+    _data_dir(k)
+    k.add_argument("--old-passphrase-file", type=Path, help="file with the current passphrase")
+    k.add_argument("--new-passphrase-file", type=Path, help="file with the new passphrase")
+
+    p = sub.add_parser("verify", help="check sealed clips or an export offline: signatures, content, chain, gaps")
+    p.add_argument("path", type=Path, help="a sealed .cse file or a folder of them")
+    p.add_argument("--devices", type=Path, help="JSON map of device id to verify key (default: PATH's manifest.json)")
+
     p = sub.add_parser("minio", help="MinIO helpers")
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     msub.add_parser("build", help="find or build the MinIO server binary and print its path")
@@ -163,12 +179,44 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"requeued {queue.requeue_dead(args.id)} event(s); a running runtime picks them up now")
         return 0
+    if args.command == "keys":
+        return _keys(args)
+    if args.command == "verify":
+        from .verify import run as run_verify
+
+        return run_verify(args.path, args.devices)
     if args.command == "minio":
         from cryospy.infra.minio_binary import ensure_minio
 
         print(ensure_minio())
         return 0
     raise AssertionError(args.command)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from cryospy.common.keys import KeyStore
+    from cryospy.infra.deployment import load
+
+    from .passphrase import read_passphrase
+
+    store = KeyStore.load(load(args.data_dir).keys_path)
+    if args.action == "show":
+        print(store.current_public_key().to_text())
+        return 0
+    if args.action == "rotate":
+        passphrase = read_passphrase(args.passphrase_file)
+        assert passphrase is not None
+        new = store.rotate(passphrase)
+        print(f"New deployment key {new.key_id} is current; clips sealed to older keys stay readable.")
+        print("Give cameras the new public key (deployment_public_key in each agent config) and restart the "
+              f"runtime:\n{new.to_text()}")
+        return 0
+    old = read_passphrase(args.old_passphrase_file)
+    new_pass = read_passphrase(args.new_passphrase_file, confirm=args.new_passphrase_file is None)
+    assert old is not None and new_pass is not None
+    store.change_passphrase(old, new_pass)
+    print("Passphrase changed. No clip was touched; use the new passphrase from now on.")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

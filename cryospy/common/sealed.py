@@ -1,4 +1,4 @@
-"""Seal and open CryoSpy objects: streaming envelope encryption, device signatures and range reads.
+"""Seal and open CryoSpy objects: streaming envelope encryption, device signatures over header and content, range reads.
 
 Every clip, thumbnail and metadata document is sealed before it touches MinIO or disk. The recipe, in one place so that
 no other module handles raw keys (``docs/sealed-format.md`` has the byte-level spec and the threat model):
@@ -9,7 +9,11 @@ no other module handles raw keys (``docs/sealed-format.md`` has the byte-level s
 * the data key is wrapped to the deployment's X25519 public key (ephemeral-static ECDH, HKDF-SHA256 over both public
   keys), so devices can seal but never read — not even their own past clips;
 * the device signs the header (Ed25519): object key, device id, sequence, capture time, key id and the hash of its
-  previous header, which is what :mod:`cryospy.common.chain` verifies.
+  previous header, which is what :mod:`cryospy.common.chain` verifies;
+* the device signs the content too: a fixed-size trailer after the last chunk holds its Ed25519 signature over the
+  header hash, the chunk count, the plaintext size and the SHA-256 of every chunk byte. GCM alone cannot stop whoever
+  holds the deployment private key (the unlocked server) from re-encrypting other content under the device's header;
+  the trailer does, and :func:`verify_content` checks it with no key but the device's public one.
 
 Sealing and opening stream through file objects holding at most two chunks in memory. This module is the public
 face and the sealing side; the bytes live in :mod:`~cryospy.common.sealed_format`, the key wrapping and signature in
@@ -18,7 +22,7 @@ face and the sealing side; the bytes live in :mod:`~cryospy.common.sealed_format
 Exceptions::
 
     CryoSpyError
-    └── SealedFormatError   every failed parse, signature check, key unwrap or chunk authentication
+    └── SealedFormatError   every failed parse, signature check, key unwrap, chunk or content authentication
     (ValueError for invalid *arguments* to seal or to range helpers: those are the caller's bugs, not bad data)
 
 Range reads (what the media endpoint does for an HTTP Range request against MinIO)::
@@ -32,12 +36,15 @@ Range reads (what the media endpoint does for an HTTP Range request against MinI
         yield piece                                          # only the covering chunks are decrypted
 
 A 1 MiB range with the default 1 MiB chunks touches at most two chunks. A range read authenticates exactly the chunks it
-returns; the object's total length is proven only when its last chunk is read (``SealedReader.verify_length``).
-``open_sealed`` does the same over any seekable file object, reading only what each call needs.
+returns with AES-GCM, which stops everyone but a holder of the deployment private key; it does not read the trailer, so
+it proves neither the object's length nor that the server left the content alone. A full read (``iter_plaintext``,
+``copy_to``, ``open_bytes``), ``SealedReader.verify_length`` and :func:`verify_content` hash every chunk and check the
+trailer. ``open_sealed`` does the same over any seekable file object, reading only what each call needs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import Callable
@@ -49,7 +56,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cryospy.common.keys import DeploymentPublicKey
-from cryospy.common.sealed_envelope import encrypt_into, verify_header_signature, wrap_data_key
+from cryospy.common.sealed_envelope import encrypt_into, sign_content, verify_header_signature, wrap_data_key
 from cryospy.common.sealed_format import (
     DEFAULT_CHUNK_SIZE,
     KEY_SIZE,
@@ -70,7 +77,14 @@ from cryospy.common.sealed_format import (
     read_header,
     write_all,
 )
-from cryospy.common.sealed_open import ChunkDecryptor, SealedReader, open_bytes, open_header, open_sealed
+from cryospy.common.sealed_open import (
+    ChunkDecryptor,
+    SealedReader,
+    open_bytes,
+    open_header,
+    open_sealed,
+    verify_content,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -89,6 +103,7 @@ __all__ = [
     "read_header",
     "seal",
     "seal_bytes",
+    "verify_content",
     "verify_header_signature",
 ]
 
@@ -111,7 +126,8 @@ def seal(
     """Stream ``src`` into ``dst`` as a sealed object for ``object_key``; return the header written.
 
     Holds two chunk-sized buffers whatever the input size, and reads one byte ahead: that byte is what tells the sealer
-    which chunk is last without knowing the length in advance (cameras pipe into it). ``rng`` is called twice — 32 bytes
+    which chunk is last without knowing the length in advance (cameras pipe into it). Every chunk written is also fed to
+    SHA-256, and after the last one ``signer`` signs that hash into the trailer. ``rng`` is called twice — 32 bytes
     for the data key, then 32 for the ephemeral X25519 key — and is injectable only so known-answer vectors are
     reproducible. ``dst.write`` must consume the bytes before returning (files, sockets and BytesIO do): buffers are
     reused between chunks.
@@ -136,13 +152,16 @@ def seal(
     )
     header = parse_header(unsigned + signer.sign(SIGNATURE_CONTEXT + unsigned))
     write_all(dst, header.encoded)
-    _seal_chunks(src, dst, AESGCM(data_key), header.header_hash, chunk_size)
+    count, plaintext_size, body_hash = _seal_chunks(src, dst, AESGCM(data_key), header.header_hash, chunk_size)
+    layout = Layout(header.header_size, chunk_size, count, plaintext_size)
+    write_all(dst, sign_content(signer, header, layout, body_hash))
     return header
 
 
-def _seal_chunks(src: BinaryIO, dst: BinaryIO, aead: AESGCM, aad: bytes, chunk_size: int) -> None:
-    """Encrypt ``src`` chunk by chunk. The input buffer holds one byte more than a chunk: when that byte arrives the
-    current chunk is not the last, and it becomes the first byte of the next chunk (one buffer, not two).
+def _seal_chunks(src: BinaryIO, dst: BinaryIO, aead: AESGCM, aad: bytes, chunk_size: int) -> tuple[int, int, bytes]:
+    """Encrypt ``src`` chunk by chunk; return the chunk count, the plaintext size and the SHA-256 of the chunks written.
+    The input buffer holds one byte more than a chunk: when that byte arrives the current chunk is not the last, and it
+    becomes the first byte of the next chunk (one buffer, not two).
 
     Buffers start at the source's known remaining size when it is seekable, so sealing a 20 kB thumbnail does not zero
     two 1 MiB buffers; a source that turns out longer (a file still growing) switches to full-size buffers.
@@ -157,14 +176,17 @@ def _seal_chunks(src: BinaryIO, dst: BinaryIO, aead: AESGCM, aad: bytes, chunk_s
         data = grown
         filled += fill(src, data[filled:])
     out = memoryview(bytearray(min(filled, chunk_size) + TAG_SIZE))
-    index = 0
+    index = plaintext_size = 0
+    body_hash = hashlib.sha256()
     while True:
         last = filled <= chunk_size
         size = filled if last else chunk_size
-        nonce = chunk_nonce(index, last)
-        write_all(dst, encrypt_into(aead, nonce, data[:size], aad, out[: size + TAG_SIZE]))
+        sealed = encrypt_into(aead, chunk_nonce(index, last), data[:size], aad, out[: size + TAG_SIZE])
+        body_hash.update(sealed)
+        write_all(dst, sealed)
+        plaintext_size += size
         if last:
-            return
+            return index + 1, plaintext_size, body_hash.digest()
         data[0] = data[chunk_size]
         filled = 1 + fill(src, data[1:])
         index += 1

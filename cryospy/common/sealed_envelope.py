@@ -1,22 +1,31 @@
-"""The envelope of a sealed object: how its data key is wrapped to the deployment key, and how its header is signed.
+"""The envelope of a sealed object: how its data key is wrapped to the deployment key, and how its header and its
+content are signed.
 
-Kept apart from the chunk streaming so the two places that touch key material — wrapping on the device, unwrapping on
-the server — sit side by side and can be checked against ``docs/sealed-format.md`` section 2.3 at a glance.
+Kept apart from the chunk streaming so the places that touch key material — wrapping on the device, unwrapping on the
+server, the two signatures — sit side by side and can be checked against ``docs/sealed-format.md`` sections 2.3 and 2.4
+at a glance.
 """
 
 from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cryospy.common.keys import DeploymentPublicKey
-from cryospy.common.sealed_format import KEY_SIZE, SealedFormatError, SealedHeader
+from cryospy.common.sealed_format import (
+    KEY_SIZE,
+    TRAILER_SIZE,
+    Layout,
+    SealedFormatError,
+    SealedHeader,
+    content_message,
+)
 
-WRAP_INFO = b"CryoSpy sealed v1 data-key wrap"
+WRAP_INFO = b"CryoSpy sealed v2 data-key wrap"
 WRAP_NONCE = bytes(12)  # the wrapping key comes from a fresh ephemeral ECDH, so it encrypts exactly one message
 HAS_AEAD_INTO = hasattr(AESGCM, "encrypt_into")
 """cryptography >= 45 encrypts into a reused buffer: no per-chunk allocation, which is most of the streaming cost."""
@@ -83,4 +92,32 @@ def verify_header_signature(header: SealedHeader, device_public_key: Ed25519Publ
         raise SealedFormatError(
             f"{header.object_key}: the header signature does not verify with the key given for device "
             f"{header.device_id!r}: the header was edited, or another key signed it"
+        ) from exc
+
+
+def sign_content(signer: Ed25519PrivateKey, header: SealedHeader, layout: Layout, body_hash: bytes) -> bytes:
+    """The trailer: ``signer`` (the key that signed ``header``) vouches for exactly these chunk bytes under it."""
+    return signer.sign(content_message(header.header_hash, layout.chunk_count, layout.plaintext_size, body_hash))
+
+
+def verify_content_signature(
+    header: SealedHeader, layout: Layout, body_hash: bytes, trailer: bytes, signer_public_key: Ed25519PublicKey
+) -> None:
+    """Raise SealedFormatError unless ``trailer`` is the signer's signature over this header and these chunk bytes.
+
+    ``body_hash`` must be the SHA-256 the caller computed over the chunks it read, never a value taken from the object.
+    """
+    if len(trailer) != TRAILER_SIZE:
+        raise SealedFormatError(
+            f"{header.object_key}: the object ends {TRAILER_SIZE - len(trailer)} bytes into its content trailer: "
+            "truncated while being read, or the size given does not match the object"
+        )
+    message = content_message(header.header_hash, layout.chunk_count, layout.plaintext_size, body_hash)
+    try:
+        signer_public_key.verify(trailer, message)
+    except InvalidSignature as exc:
+        raise SealedFormatError(
+            f"{header.object_key}: the content does not match the signature {header.device_id!r} made when sealing "
+            "it: chunks were re-encrypted or edited, or the trailer was altered, cut or taken from another object; "
+            "restore it from a good copy"
         ) from exc

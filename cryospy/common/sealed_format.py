@@ -1,15 +1,17 @@
-"""Bytes of the sealed-object format, version 1: the header codec and the chunk layout.
+"""Bytes of the sealed-object format, version 2: the header codec, the chunk layout and the content trailer.
 
 This module knows where every byte of a sealed object lives and nothing about keys; :mod:`cryospy.common.sealed` builds
 the cryptography on top of it. Splitting them keeps the parser — the part that faces hostile input — small enough to
 read in one sitting, and lets the media endpoint compute byte ranges without touching key material.
 ``docs/sealed-format.md`` is the normative description; the constants below must match it.
 
-A sealed object is ``header || chunk_0 || … || chunk_{n-1}``. Each chunk is the AES-256-GCM ciphertext of up to
-``chunk_size`` plaintext bytes followed by its 16-byte tag. Every chunk but the last holds exactly ``chunk_size`` bytes;
-the last holds 1…``chunk_size`` bytes, or 0 when the whole plaintext is empty. So the object's size alone determines the
-chunk count and the plaintext size (:class:`Layout`), and the per-chunk last flag in the nonce makes a truncation at a
-chunk boundary fail authentication instead of looking like a shorter object.
+A sealed object is ``header || chunk_0 || … || chunk_{n-1} || trailer``. Each chunk is the AES-256-GCM ciphertext of up
+to ``chunk_size`` plaintext bytes followed by its 16-byte tag. Every chunk but the last holds exactly ``chunk_size``
+bytes; the last holds 1…``chunk_size`` bytes, or 0 when the whole plaintext is empty. The trailer is a fixed 64-byte
+Ed25519 signature by the header's signer over :func:`content_message`, which binds the SHA-256 of every chunk byte to
+the header. So the object's size alone determines the chunk count, the plaintext size and where the trailer sits
+(:class:`Layout`); the per-chunk last flag in the nonce makes a truncation at a chunk boundary fail authentication
+instead of looking like a shorter object.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ MAGIC = b"\x89CSO\r\n\x1a\n"
 """Eight bytes first in every sealed object. The high byte and the CR LF / ^Z / LF tail (the PNG trick) make any
 text-mode or line-ending mangling in transit fail at the first read instead of deep inside a chunk.
 """
-VERSION = 1
+VERSION = 2
 PREAMBLE = struct.Struct(">8sBBH")  # magic, version, flags (must be 0), total header length
 FIXED = struct.Struct(">IQq32s32s48s")  # chunk_size, sequence, captured_at_ms, prev_hash, ephemeral, wrapped key
 SIGNATURE_SIZE = 64
@@ -35,10 +37,16 @@ KEY_SIZE = 32
 WRAPPED_KEY_SIZE = KEY_SIZE + TAG_SIZE
 HASH_SIZE = 32
 ZERO_HASH = bytes(HASH_SIZE)
-SIGNATURE_CONTEXT = b"CryoSpy sealed header v1\n"
+SIGNATURE_CONTEXT = b"CryoSpy sealed header v2\n"
 """Prefixed to the header bytes before signing so that a device signature over a header can never be replayed as a
-signature over anything else the same key signs (API requests, enrolment proofs).
+signature over anything else the same key signs (API requests, enrolment proofs, content trailers).
 """
+CONTENT_CONTEXT = b"CryoSpy sealed content v2\n"
+"""Prefixed to :func:`content_message`; differs from :data:`SIGNATURE_CONTEXT` in its 16th byte, so neither signature
+can stand in for the other.
+"""
+TRAILER_SIZE = SIGNATURE_SIZE
+"""The trailer is one Ed25519 signature: fixed size, so the layout still follows from header and object size alone."""
 
 MIN_CHUNK_SIZE = 16
 MAX_CHUNK_SIZE = 16 << 20
@@ -93,6 +101,18 @@ class SealedHeader:
     def signed_message(self) -> bytes:
         """The exact message the device's Ed25519 signature covers."""
         return SIGNATURE_CONTEXT + self.encoded[:-SIGNATURE_SIZE]
+
+
+def content_message(header_hash: bytes, chunk_count: int, plaintext_size: int, body_hash: bytes) -> bytes:
+    """The message the trailer signs: context, header hash, u64 chunk count, u64 plaintext size, SHA-256 of the body.
+
+    ``body_hash`` is the SHA-256 of every byte between the header and the trailer (each chunk's ciphertext and tag, in
+    order). It has to be a collision-resistant hash of the bytes, not a list of GCM tags: whoever holds the data key can
+    make a different chunk with the same tag (GHASH is linear in the ciphertext), so tags prove nothing against the one
+    party this trailer exists for, the holder of the deployment private key.
+    """
+    counts = chunk_count.to_bytes(8, "big") + plaintext_size.to_bytes(8, "big")
+    return CONTENT_CONTEXT + header_hash + counts + body_hash
 
 
 def check_text(name: str, value: str, max_bytes: int) -> bytes:
@@ -180,8 +200,9 @@ def header_length(preamble: bytes) -> int:
     if magic != MAGIC:
         raise SealedFormatError("not a CryoSpy sealed object: the magic bytes are wrong (a plaintext or mangled file?)")
     if version != VERSION:
+        remedy = "upgrade CryoSpy" if version > VERSION else "it predates the released format; re-record or discard it"
         raise SealedFormatError(
-            f"sealed format version {version} is not supported by this CryoSpy (it reads version {VERSION}); upgrade"
+            f"sealed format version {version} is not supported by this CryoSpy (it reads version {VERSION}); {remedy}"
         )
     if flags != 0:
         raise SealedFormatError(f"sealed header has unknown flags {flags:#04x}; upgrade CryoSpy or check the file")
@@ -316,10 +337,11 @@ def chunk_nonce(index: int, last: bool) -> bytes:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each chunk of one sealed object lives, from its header and total size alone.
+    """Where each chunk, and the trailer, of one sealed object lives, from its header and total size alone.
 
     The media endpoint uses this to turn a plaintext range into the sealed byte range to fetch
-    (:meth:`ciphertext_range`), then hands the fetched bytes to ``ChunkDecryptor.iter_range``.
+    (:meth:`ciphertext_range`, which never includes the trailer), then hands the fetched bytes to
+    ``ChunkDecryptor.iter_range``.
     """
 
     header_size: int
@@ -330,12 +352,12 @@ class Layout:
     @classmethod
     def for_object(cls, header: SealedHeader, object_size: int) -> Layout:
         """Layout of a stored object of ``object_size`` bytes; raises SealedFormatError if no layout fits."""
-        body = object_size - header.header_size
+        body = object_size - header.header_size - TRAILER_SIZE
         step = header.chunk_size + TAG_SIZE
         if body < TAG_SIZE:
             raise SealedFormatError(
-                f"sealed object is {object_size} bytes, too short to hold even one chunk after its "
-                f"{header.header_size}-byte header: truncated"
+                f"sealed object is {object_size} bytes, too short to hold even one chunk and the {TRAILER_SIZE}-byte "
+                f"trailer after its {header.header_size}-byte header: truncated"
             )
         count = -(-body // step)
         last = body - (count - 1) * step - TAG_SIZE
@@ -357,11 +379,16 @@ class Layout:
 
     @property
     def object_size(self) -> int:
+        return self.trailer_offset + TRAILER_SIZE
+
+    @property
+    def trailer_offset(self) -> int:
+        """Offset of the trailer: the end of the last chunk."""
         return self.header_size + self.plaintext_size + self.chunk_count * TAG_SIZE
 
     @property
     def overhead(self) -> int:
-        """Bytes the sealed object adds over the plaintext: header plus one tag per chunk."""
+        """Bytes the sealed object adds over the plaintext: header, one tag per chunk, trailer."""
         return self.object_size - self.plaintext_size
 
     def chunk_offset(self, index: int) -> int:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from http.cookiejar import CookieJar
 from pathlib import Path
 
@@ -70,9 +72,8 @@ def _login(base: str, passphrase: str) -> urllib.request.OpenerDirector:
     return opener
 
 
-@pytest.mark.integration
-def test_demo_records_indexes_and_lists_clips_then_stops_cleanly(tmp_path: Path, minio_binary: Path):
-    data = tmp_path / "demo"
+def _run_demo_until(data: Path, minio_binary: Path, want: Callable[[str], bool]) -> str:
+    """Start `cryospy demo`, log in, wait until the overview satisfies ``want``, Ctrl-C it; return the page."""
     env = {**os.environ, "CRYOSPY_MINIO_BIN": str(minio_binary)}
     proc = subprocess.Popen([*CRYOSPY, "demo", "--data-dir", str(data), "--clip-seconds", "3"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -89,23 +90,40 @@ def test_demo_records_indexes_and_lists_clips_then_stops_cleanly(tmp_path: Path,
         assert anonymous.url.endswith("/login")     # no session, no page
         opener = _login(url, passphrase)
 
-        def clip_listed() -> str | None:
+        def page_ready() -> str | None:
             html = opener.open(f"{url}/", timeout=10).read().decode()
-            return html if 'class="clip" data-key="clips/demo-cam/' in html else None
+            return html if want(html) else None
 
-        html = wait_for(clip_listed, timeout=90, what="a demo clip on the overview page")
-        assert "demo-cam" in html
+        html = wait_for(page_ready, timeout=90, what="demo clips on the overview page")
+        # The device-day pages list every clip of the day (the overview only the newest few).
+        for href in sorted(set(re.findall(r'href="(/devices/[0-9a-f]+/[0-9-]+)"', html))):
+            html += opener.open(f"{url}{href}", timeout=10).read().decode()
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
         lines.append(out)
     assert proc.returncode == 0, "".join(lines)
     assert "Stopped." in "".join(lines)
+    return html
+
+
+def _clip_keys(html: str) -> list[str]:
+    return re.findall(r'class="clip" data-key="(clips/demo-cam/[^"]+)"', html)
+
+
+@pytest.mark.integration
+def test_demo_records_indexes_and_lists_clips_then_stops_and_resumes(tmp_path: Path, minio_binary: Path):
+    data = tmp_path / "demo"
+    first = _clip_keys(_run_demo_until(data, minio_binary, lambda html: bool(_clip_keys(html))))
     # Nothing left listening: MinIO and the runtime are gone.
     dep = json.loads((data / "deployment.json").read_text())
     for port in (dep["runtime_port"], dep["minio_port"]):
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+    # A second run reuses the deployment: the old clips are still there and new ones join them.
+    second = _clip_keys(_run_demo_until(data, minio_binary,
+                                        lambda html: bool(set(_clip_keys(html)) - set(first))))
+    assert set(first) <= set(second)
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine")

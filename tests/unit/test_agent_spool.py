@@ -101,7 +101,7 @@ def test_config_accepts_the_original_clients_keys(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("change", "needle"), [
-    ({"colour": 1}, "unknown config key 'colour'"), ({"client_secret": ""}, "'client_secret' is required"),
+    ({"colour": 1}, "unknown key 'colour'"), ({"client_secret": ""}, "'client_secret' is required"),
     ({"buffer_size": 0}, "'buffer_size' must be between"), ({"fps": "fast"}, "'fps' must be a number"),
     ({"server_url": "ftp://x"}, "server_url must start with"), ({"clip_seconds": True}, "'clip_seconds'"),
 ])

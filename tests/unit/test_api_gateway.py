@@ -21,6 +21,7 @@ from cryospy.functions.services import S3Identity, Services
 from cryospy.infra.gateway import ChaliceWSGI
 
 ADMIN = "admin-token-for-tests"
+_last_headers: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ def api(tmp_path: Path):
 def call(api, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
          raw: bytes | None = None) -> tuple[int, dict]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": "10.9.8.7",
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_ADDR": "10.9.8.7",
                "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(data)}
     for k, v in (headers or {}).items():
         environ["HTTP_" + k.upper().replace("-", "_")] = v
@@ -48,6 +50,8 @@ def call(api, method: str, path: str, body: object = None, headers: dict[str, st
 
     def start_response(status, hdrs):
         out["status"] = int(status.split()[0])
+        _last_headers.clear()
+        _last_headers.update(dict(hdrs))
 
     payload = b"".join(api(environ, start_response))
     return out["status"], json.loads(payload) if payload else {}
@@ -140,3 +144,74 @@ def test_device_creation_validates(api):
     enrol(api, "dup")
     key = verify_key_to_text(generate_device_signing_key().public_key())
     assert call(api, "POST", "/v1/admin/devices", {"device_id": "dup", "signing_key": key}, h)[0] == 409
+
+
+def test_settings_are_served_with_an_etag_and_304_when_unchanged(api):
+    auth = enrol(api, "garden")
+    env_headers = dict(auth)
+    status, doc = call(api, "GET", "/v1/device/settings", headers=env_headers)
+    assert status == 200 and doc["device_id"] == "garden"
+    assert doc["settings"]["clip_duration_seconds"] == 60 and doc["settings"]["motion_mog_history"] == 500
+    assert doc["deployment_public_key"].startswith("cs1-x25519:")
+    etag = _last_headers["ETag"]
+    status, _ = call(api, "GET", "/v1/device/settings", headers={**auth, "If-None-Match": etag})
+    assert status == 304
+    admin_h = {"Authorization": f"Bearer {ADMIN}"}
+    status, doc = call(api, "PATCH", "/v1/admin/devices/garden/settings", {"clip_duration_seconds": 20}, admin_h)
+    assert status == 200 and doc["settings"]["clip_duration_seconds"] == 20
+    status, doc = call(api, "GET", "/v1/device/settings", headers={**auth, "If-None-Match": etag})
+    assert status == 200 and doc["settings"]["clip_duration_seconds"] == 20 and _last_headers["ETag"] != etag
+
+
+@pytest.mark.parametrize(("patch", "field"), [
+    ({"clip_duration_seconds": 3}, "settings.clip_duration_seconds"),
+    ({"clip_duration_seconds": "60"}, "settings.clip_duration_seconds"),
+    ({"downscale_resolution": "853x480"}, "settings.downscale_resolution"),
+    ({"output_format": "webm"}, "settings.output_format"),
+    ({"colour": 1}, "settings.colour"),
+])
+def test_settings_edits_are_validated(api, patch, field):
+    enrol(api, "garden")
+    status, doc = call(api, "PATCH", "/v1/admin/devices/garden/settings", patch, {"Authorization": f"Bearer {ADMIN}"})
+    assert (status, doc.get("field")) == (400, field), doc
+
+
+def test_heartbeat_sets_last_seen_and_reports_settings_drift(api):
+    auth = enrol(api, "porch")
+    status, doc = call(api, "POST", "/v1/device/heartbeat", {"agent_version": "0.1.0", "spool_depth": 3,
+                                                           "source_state": "ok", "settings_etag": '"old"'}, auth)
+    assert status == 200 and doc["settings_changed"] is True
+    status, shown = call(api, "GET", "/v1/admin/devices/porch", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert shown["last_seen"] and shown["heartbeat"]["spool_depth"] == 3
+    status, doc = call(api, "POST", "/v1/device/heartbeat", {"spool_depth": -1}, auth)
+    assert (status, doc["field"]) == (400, "spool_depth")
+
+
+def test_disable_enable_rotate_and_delete(api):
+    auth = enrol(api, "shed")
+    admin_h = {"Authorization": f"Bearer {ADMIN}"}
+    assert call(api, "POST", "/v1/admin/devices/shed/disable", headers=admin_h)[1]["enabled"] is False
+    assert call(api, "POST", "/v1/device/slots", SLOT, auth)[0] == 401
+    assert call(api, "POST", "/v1/admin/devices/shed/enable", headers=admin_h)[1]["enabled"] is True
+    assert call(api, "POST", "/v1/device/slots", SLOT, auth)[0] == 201
+    status, rotated = call(api, "POST", "/v1/admin/devices/shed/rotate-secret", headers=admin_h)
+    assert status == 200 and len(rotated["secret"]) == 64
+    assert call(api, "POST", "/v1/device/slots", SLOT, auth)[0] == 401          # the old secret is dead
+    new_auth = {"Authorization": "Basic " + base64.b64encode(f"shed:{rotated['secret']}".encode()).decode()}
+    assert call(api, "POST", "/v1/device/slots", SLOT, new_auth)[0] == 201
+    status, doc = call(api, "DELETE", "/v1/admin/devices/shed", headers=admin_h)
+    assert (status, doc["field"]) == (400, "clips")                              # must say what happens to clips
+    status, doc = call(api, "DELETE", "/v1/admin/devices/shed?clips=keep", headers=admin_h)
+    assert status == 200 and doc["retired"] is True
+    assert call(api, "POST", "/v1/device/slots", SLOT, new_auth)[0] == 401
+    assert call(api, "POST", "/v1/admin/devices/shed/enable", headers=admin_h)[0] == 409
+    assert call(api, "GET", "/v1/admin/devices/nobody", headers=admin_h)[0] == 404
+
+
+@pytest.mark.parametrize(("query", "field"), [
+    ("limit=0", "limit"), ("limit=x", "limit"), ("from=yesterday", "from"), ("motion=maybe", "motion"),
+    ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "to"), ("cursor=!!", "cursor"), ("sort=asc", "sort"),
+])
+def test_clip_queries_are_validated(api, query, field):
+    status, doc = call(api, "GET", f"/v1/admin/clips?{query}", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert (status, doc.get("field")) == (400, field), doc

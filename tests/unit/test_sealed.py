@@ -1,7 +1,10 @@
-"""The sealed-object format: vectors, round trips, tamper detection, fuzzing, range reads and memory bounds."""
+"""The sealed-object format: vectors, round trips, tamper detection (including by the holder of the deployment private
+key), fuzzing, range reads and memory bounds.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -16,6 +19,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -33,12 +37,14 @@ from cryospy.common.sealed import (
     read_header,
     seal,
     seal_bytes,
+    verify_content,
     verify_header_signature,
 )
-from cryospy.common.sealed_format import TAG_SIZE, chunk_nonce
+from cryospy.common.sealed_envelope import unwrap_data_key
+from cryospy.common.sealed_format import TAG_SIZE, TRAILER_SIZE, chunk_nonce, content_message
 
 VECTORS_DIR = Path(__file__).resolve().parents[1] / "vectors"
-VECTORS = json.loads((VECTORS_DIR / "sealed-v1.json").read_text("utf-8"))
+VECTORS = json.loads((VECTORS_DIR / "sealed-v2.json").read_text("utf-8"))
 KEY = "clips/cam-1/2025/01/02/20250102T030405.006Z-7.mp4"
 WHEN = datetime(2025, 1, 2, 3, 4, 5, 6789, tzinfo=UTC)
 
@@ -76,15 +82,19 @@ def _seal(data: bytes, *, chunk_size: int = 64, object_key: str = KEY, sequence:
 
 
 def _rejects(blob: bytes, object_key: str | None = KEY) -> None:
+    """Both ways of checking a whole object must refuse it: a full open with keys, and the keyless content check."""
     with pytest.raises(SealedFormatError):
         open_bytes(blob, expected_object_key=object_key, **OPEN)
+    with pytest.raises(SealedFormatError):
+        verify_content(io.BytesIO(blob), signer_public_key=DEVICE.public_key(), expected_object_key=object_key)
 
 
-def _chunks(blob: bytes, chunk_size: int = 64) -> tuple[bytes, list[bytes]]:
+def _chunks(blob: bytes, chunk_size: int = 64) -> tuple[bytes, list[bytes], bytes]:
+    """Header, sealed chunks and trailer of ``blob``."""
     size = read_header(io.BytesIO(blob)).header_size
-    body = blob[size:]
+    body = blob[size:-TRAILER_SIZE]
     step = chunk_size + TAG_SIZE
-    return blob[:size], [body[i : i + step] for i in range(0, len(body), step)]
+    return blob[:size], [body[i : i + step] for i in range(0, len(body), step)], blob[-TRAILER_SIZE:]
 
 
 # --- known-answer vectors -------------------------------------------------------------------------------------
@@ -133,7 +143,10 @@ def test_vector_opens_to_the_expected_plaintext(vector: dict) -> None:
     signer = signers[given_["signer"]].public_key()
     plain = open_bytes(sealed, keyring=ring, signer_public_key=signer, expected_object_key=given_["object_key"])
     assert plain.hex() == given_["plaintext"]
+    assert verify_content(io.BytesIO(sealed), signer_public_key=signer) == read_header(io.BytesIO(sealed))
     header = read_header(io.BytesIO(sealed))
+    assert hashlib.sha256(sealed[header.header_size : -TRAILER_SIZE]).hexdigest() == vector["expected"]["body_sha256"]
+    assert sealed[-TRAILER_SIZE:].hex() == vector["expected"]["trailer"]
     assert header.sequence == given_["sequence"]
     assert header.captured_at == datetime.fromisoformat(given_["captured_at"])
     assert header.prev_hash.hex() == given_["prev_hash"]
@@ -149,13 +162,11 @@ def test_vectors_chain_to_each_other() -> None:
 @pytest.mark.parametrize("case", VECTORS["must_reject"], ids=lambda c: c["name"])
 def test_vector_rejections(case: dict) -> None:
     ring, _, signers = _vector_keys()
+    device = signers["device"].public_key()
     with pytest.raises(SealedFormatError):
-        open_bytes(
-            bytes.fromhex(case["sealed"]),
-            keyring=ring,
-            signer_public_key=signers["device"].public_key(),
-            expected_object_key=case["object_key"],
-        )
+        open_bytes(bytes.fromhex(case["sealed"]), keyring=ring, signer_public_key=device)
+    with pytest.raises(SealedFormatError):
+        verify_content(io.BytesIO(bytes.fromhex(case["sealed"])), signer_public_key=device)
 
 
 def test_committed_vectors_match_the_generator() -> None:
@@ -163,8 +174,8 @@ def test_committed_vectors_match_the_generator() -> None:
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.render() == (VECTORS_DIR / "sealed-v1.json").read_text("utf-8"), (
-        "tests/vectors/sealed-v1.json is stale: run python tests/vectors/make_vectors.py"
+    assert module.render() == (VECTORS_DIR / "sealed-v2.json").read_text("utf-8"), (
+        "tests/vectors/sealed-v2.json is stale: run python tests/vectors/make_vectors.py"
     )
 
 
@@ -196,8 +207,11 @@ def test_round_trip_and_ranges_property(data: bytes, chunk_size: int, bounds: tu
     reader = open_sealed(io.BytesIO(blob), **OPEN)
     assert reader.read_range(start, end) == data[start:end]
     first, stop = ciphertext_range(reader.header, len(blob), start, end)
+    assert stop <= reader.layout.trailer_offset == len(blob) - TRAILER_SIZE
     pieces = reader.decryptor.iter_range(reader.layout, start, end, blob[first:stop])
     assert b"".join(pieces) == data[start:end]
+    if data:
+        assert reader.layout.ciphertext_range(0, len(data))[1] == reader.layout.trailer_offset
 
 
 def test_older_cryptography_without_encrypt_into_gives_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -343,9 +357,9 @@ def test_every_single_bit_flip_is_detected() -> None:
 
 def test_truncation_anywhere_is_detected_including_every_chunk_boundary() -> None:
     blob = _seal(os.urandom(200))
-    header, chunks = _chunks(blob)
-    boundaries = {len(header) + sum(len(c) for c in chunks[:i]) for i in range(len(chunks))}
-    assert len(boundaries) == 4
+    header, chunks, _ = _chunks(blob)
+    boundaries = {len(header) + sum(len(c) for c in chunks[: i + 1]) for i in range(len(chunks))}
+    assert len(boundaries) == 4 and len(blob) - TRAILER_SIZE in boundaries  # the last one: trailer missing
     for length in range(len(blob)):
         _rejects(blob[:length])
 
@@ -357,31 +371,32 @@ def test_extension_is_detected() -> None:
 
 
 def test_dropped_chunks_are_detected() -> None:
-    header, chunks = _chunks(_seal(os.urandom(64 * 3 + 10)))
+    header, chunks, trailer = _chunks(_seal(os.urandom(64 * 3 + 10)))
     for drop in range(len(chunks)):
-        _rejects(header + b"".join(c for i, c in enumerate(chunks) if i != drop))
+        _rejects(header + b"".join(c for i, c in enumerate(chunks) if i != drop) + trailer)
 
 
 def test_swapped_and_repeated_chunks_are_detected() -> None:
-    header, chunks = _chunks(_seal(os.urandom(64 * 4)))
+    header, chunks, trailer = _chunks(_seal(os.urandom(64 * 4)))
     for i in range(len(chunks)):
         for j in range(len(chunks)):
             if i != j:
                 order = list(chunks)
                 order[i], order[j] = order[j], order[i]
-                _rejects(header + b"".join(order))
+                _rejects(header + b"".join(order) + trailer)
                 repeated = list(chunks)
                 repeated[i] = chunks[j]
-                _rejects(header + b"".join(repeated))
+                _rejects(header + b"".join(repeated) + trailer)
 
 
 def test_a_header_moved_onto_another_objects_body_is_detected() -> None:
     data = os.urandom(150)
-    header_a, chunks_a = _chunks(_seal(data))
-    header_b, chunks_b = _chunks(_seal(data))  # same plaintext, same key, same device: only the data key differs
-    _rejects(header_a + b"".join(chunks_b))
-    _rejects(header_b + b"".join(chunks_a))
-    _rejects(header_a + chunks_a[0] + chunks_b[1] + chunks_a[2])
+    header_a, chunks_a, trailer_a = _chunks(_seal(data))
+    header_b, chunks_b, trailer_b = _chunks(_seal(data))  # same plaintext, key and device: only the data key differs
+    _rejects(header_a + b"".join(chunks_b) + trailer_b)
+    _rejects(header_b + b"".join(chunks_a) + trailer_a)
+    _rejects(header_a + b"".join(chunks_b) + trailer_a)
+    _rejects(header_a + chunks_a[0] + chunks_b[1] + chunks_a[2] + trailer_a)
 
 
 def test_an_object_copied_to_another_key_is_rejected() -> None:
@@ -413,7 +428,7 @@ def test_wrong_private_key_gives_a_clear_error() -> None:
 def test_a_range_read_detects_a_bad_covering_chunk_only() -> None:
     data = os.urandom(64 * 4)
     damaged = bytearray(_seal(data))
-    header, chunks = _chunks(bytes(damaged))
+    header, chunks, _ = _chunks(bytes(damaged))
     damaged[len(header) + 2 * len(chunks[0]) + 3] ^= 0x80  # inside chunk 2
     reader = open_sealed(io.BytesIO(bytes(damaged)), **OPEN)
     assert reader.read_range(0, 128) == data[:128]
@@ -423,12 +438,186 @@ def test_a_range_read_detects_a_bad_covering_chunk_only() -> None:
 
 def test_verify_length_catches_truncation_a_range_read_cannot_see() -> None:
     blob = _seal(os.urandom(64 * 4))
-    header, chunks = _chunks(blob)
-    cut = header + b"".join(chunks[:2])
+    header, chunks, trailer = _chunks(blob)
+    cut = header + b"".join(chunks[:2]) + trailer  # cut at a chunk boundary, trailer moved up
     reader = open_sealed(io.BytesIO(cut), **OPEN)
     assert len(reader.read_range(0, 10)) == 10  # authentic bytes, but the object's end is not proven
-    with pytest.raises(SealedFormatError):
+    with pytest.raises(SealedFormatError, match="does not match the signature"):
         reader.verify_length()
+    open_sealed(io.BytesIO(blob), **OPEN).verify_length()
+
+
+# --- content trailer: the server, holding the deployment private key, cannot edit a clip --------------------------
+
+
+def _unwrapped_data_key(blob: bytes) -> bytes:
+    """What the unlocked server can do for any object: unwrap its data key with the deployment private key."""
+    header = read_header(io.BytesIO(blob))
+    return unwrap_data_key(header, RING.private_key(header.key_id))
+
+
+def _reencrypt(blob: bytes, plaintext: bytes, chunk_size: int = 64) -> bytes:
+    """The attack the trailer exists for: new content sealed under the device's signed header, original trailer kept."""
+    header = read_header(io.BytesIO(blob))
+    aead = AESGCM(_unwrapped_data_key(blob))
+    pieces = [plaintext[i : i + chunk_size] for i in range(0, len(plaintext), chunk_size)] or [b""]
+    chunks = [aead.encrypt(chunk_nonce(i, i == len(pieces) - 1), p, header.header_hash) for i, p in enumerate(pieces)]
+    return header.encoded + b"".join(chunks) + blob[-TRAILER_SIZE:]
+
+
+def test_content_reencrypted_by_the_deployment_key_holder_is_rejected() -> None:
+    original = b"the burglar at the back door, 02:14" + os.urandom(200)
+    blob = _seal(original)
+    forged = _reencrypt(blob, b"an empty garden, nothing happens..." + os.urandom(200))
+    header_size = read_header(io.BytesIO(blob)).header_size
+    assert len(forged) == len(blob) and forged[:header_size] == blob[:header_size]
+    assert forged[-TRAILER_SIZE:] == blob[-TRAILER_SIZE:]
+    assert forged[header_size:-TRAILER_SIZE] != blob[header_size:-TRAILER_SIZE]
+    reader = open_sealed(io.BytesIO(forged), expected_object_key=KEY, **OPEN)
+    assert reader.read_range(0, 13) == b"an empty gard"  # GCM alone cannot tell: a range read skips the trailer
+    with pytest.raises(SealedFormatError, match="re-encrypted"):
+        verify_content(io.BytesIO(forged), signer_public_key=DEVICE.public_key())
+    with pytest.raises(SealedFormatError, match="re-encrypted"):
+        open_bytes(forged, **OPEN)
+    with pytest.raises(SealedFormatError, match="re-encrypted"):
+        reader.verify_length()
+    with pytest.raises(SealedFormatError, match="re-encrypted"):
+        open_sealed(io.BytesIO(forged), **OPEN).copy_to(io.BytesIO())
+    pieces = []
+    with pytest.raises(SealedFormatError, match="re-encrypted"):
+        pieces.extend(open_sealed(io.BytesIO(forged), **OPEN).iter_plaintext())
+    assert len(pieces) == 4  # every piece came out, unverified, before the trailer failed
+    assert open_bytes(blob, **OPEN) == original
+
+
+def test_a_trailer_resigned_by_the_server_key_is_rejected() -> None:
+    """The server can sign, but not as the device: a fresh trailer over forged content under its own key fails."""
+    blob = _seal(os.urandom(100))
+    forged = _reencrypt(blob, os.urandom(100))
+    header = read_header(io.BytesIO(forged))
+    layout = Layout.for_object(header, len(forged))
+    digest = hashlib.sha256(forged[header.header_size : -TRAILER_SIZE]).digest()
+    message = content_message(header.header_hash, layout.chunk_count, layout.plaintext_size, digest)
+    resigned = forged[:-TRAILER_SIZE] + RING.server_signing_key.sign(message)
+    _rejects(resigned)
+    assert verify_content(  # the same trailer under the device key is exactly what a genuine object carries
+        io.BytesIO(forged[:-TRAILER_SIZE] + DEVICE.sign(message)), signer_public_key=DEVICE.public_key()
+    )
+
+
+_GCM_R = 0xE1 << 120
+
+
+def _gf_mul(x: int, y: int) -> int:
+    """Multiplication in GCM's GF(2^128), bit-reflected as in NIST SP 800-38D, algorithm 1."""
+    z = 0
+    for bit in range(127, -1, -1):
+        if (y >> bit) & 1:
+            z ^= x
+        x = (x >> 1) ^ _GCM_R if x & 1 else x >> 1
+    return z
+
+
+def _gf_pow(x: int, n: int) -> int:
+    result = 1 << 127  # the field's one in GCM's bit order
+    while n:
+        if n & 1:
+            result = _gf_mul(result, x)
+        x, n = _gf_mul(x, x), n >> 1
+    return result
+
+
+def _ghash(h: int, aad: bytes, ciphertext: bytes) -> int:
+    padded = aad + bytes(-len(aad) % 16) + ciphertext + bytes(-len(ciphertext) % 16)
+    blocks = [int.from_bytes(padded[i : i + 16], "big") for i in range(0, len(padded), 16)]
+    y = 0
+    for block in [*blocks, (len(aad) * 8) << 64 | len(ciphertext) * 8]:
+        y = _gf_mul(y ^ block, h)
+    return y
+
+
+def _same_tag_forgery(data_key: bytes, nonce: bytes, aad: bytes, sealed_chunk: bytes, wanted: bytes) -> bytes:
+    """A chunk that decrypts to ``wanted`` except in its last 16 bytes, with exactly ``sealed_chunk``'s GCM tag.
+
+    GHASH is linear in the ciphertext: with the data key, one free block absorbs any change, so a GCM tag does not
+    commit to its chunk for whoever holds the key. This is why the trailer signs a SHA-256 of the bytes, not the tags.
+    """
+    ciphertext, tag = sealed_chunk[:-TAG_SIZE], sealed_chunk[-TAG_SIZE:]
+    assert len(ciphertext) % 16 == 0 and len(wanted) == len(ciphertext)
+    plain = AESGCM(data_key).decrypt(nonce, sealed_chunk, aad)
+    forged = bytearray(c ^ p ^ w for c, p, w in zip(ciphertext, plain, wanted, strict=True))  # `wanted`, encrypted
+    free = len(forged) - 16
+    forged[free:] = ciphertext[free:]
+    h = int.from_bytes(Cipher(algorithms.AES(data_key), modes.ECB()).encryptor().update(bytes(16)), "big")
+    delta = _ghash(h, aad, bytes(forged)) ^ _ghash(h, aad, ciphertext)
+    # The last ciphertext block enters GHASH multiplied by H^2 (the length block follows it): cancel delta there.
+    fix = _gf_mul(delta, _gf_pow(_gf_mul(h, h), (1 << 128) - 2))
+    forged[free:] = (int.from_bytes(ciphertext[free:], "big") ^ fix).to_bytes(16, "big")
+    return bytes(forged) + tag
+
+
+def test_a_chunk_forged_to_keep_its_gcm_tag_is_rejected() -> None:
+    """A trailer over the GCM tags alone would accept this object: every tag is unchanged and every chunk decrypts."""
+    blob = _seal(os.urandom(64 * 3))
+    header, chunks, trailer = _chunks(blob)
+    aad = read_header(io.BytesIO(blob)).header_hash
+    wanted = b"02:14 nothing to see here. 02:15 nothing to see here. 02:16 ...."
+    forged_chunk = _same_tag_forgery(_unwrapped_data_key(blob), chunk_nonce(1, False), aad, chunks[1], wanted)
+    assert forged_chunk != chunks[1] and forged_chunk[-TAG_SIZE:] == chunks[1][-TAG_SIZE:]
+    forged = header + chunks[0] + forged_chunk + chunks[2] + trailer
+    assert open_sealed(io.BytesIO(forged), **OPEN).read_range(64, 64 + 48) == wanted[:48]
+    _rejects(forged)
+
+
+def test_trailer_damage_of_every_kind_is_rejected() -> None:
+    blob = _seal(os.urandom(150))
+    other = _seal(os.urandom(150))  # same device, same size: only its trailer's signed content differs
+    _rejects(blob[:-TRAILER_SIZE] + other[-TRAILER_SIZE:])
+    _rejects(blob[:-TRAILER_SIZE])
+    _rejects(blob[:-TRAILER_SIZE] + bytes(TRAILER_SIZE))
+    for position in range(len(blob) - TRAILER_SIZE, len(blob)):
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x04
+        _rejects(bytes(damaged))
+
+
+def test_verify_content_needs_no_decryption_key_and_reads_the_object_once() -> None:
+    blob = _seal(os.urandom(1000), chunk_size=64)
+    source = _Counting(b"prefix" + blob)
+    source.seek(6)
+    header = verify_content(source, signer_public_key=DEVICE.public_key(), expected_object_key=KEY)
+    assert header == read_header(io.BytesIO(blob)) and source.bytes_read == len(blob)
+    piped = _Trickle(blob, 3)  # no seek: a forward pass with the size given
+    assert verify_content(piped, signer_public_key=DEVICE.public_key(), size=len(blob)) == header  # type: ignore[arg-type]
+    with pytest.raises(SealedFormatError, match="copied or moved"):
+        verify_content(io.BytesIO(blob), signer_public_key=DEVICE.public_key(), expected_object_key="clips/x.mp4")
+    with pytest.raises(SealedFormatError, match="signature does not verify"):
+        verify_content(io.BytesIO(blob), signer_public_key=RING.server_signing_key.public_key())
+    with pytest.raises(SealedFormatError, match="ends"):
+        verify_content(io.BytesIO(blob[:-100]), signer_public_key=DEVICE.public_key(), size=len(blob))
+
+
+class _Counting(io.BytesIO):
+    """Counts the bytes read from it."""
+
+    bytes_read = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def, override]
+        got = super().readinto(buffer)
+        self.bytes_read += got
+        return got
+
+
+def test_a_version_1_object_is_refused_with_a_clear_reason() -> None:
+    blob = bytearray(_seal(b"clip"))
+    blob[8] = 1
+    with pytest.raises(SealedFormatError, match=r"version 1 .* predates"):
+        read_header(io.BytesIO(bytes(blob)))
 
 
 # --- fuzzing --------------------------------------------------------------------------------------------------
@@ -461,7 +650,7 @@ def test_fuzzed_inputs_raise_only_the_format_error() -> None:
     rng = random.Random(20250102)
     valid = [_seal(os.urandom(n), chunk_size=c) for n, c in [(0, 16), (1, 64), (100, 16), (300, 64)]]
     prefix = valid[0][:12]
-    outcomes = {"rejected": 0, "opened": 0}
+    outcomes = {"rejected": 0, "opened": 0, "verified": 0}
     for round_ in range(10_000):
         kind = round_ % 4
         if kind == 0:
@@ -471,6 +660,13 @@ def test_fuzzed_inputs_raise_only_the_format_error() -> None:
         else:
             candidate = _mutate(rng, rng.choice(valid))
         try:
+            verify_content(io.BytesIO(candidate), signer_public_key=DEVICE.public_key())
+        except SealedFormatError:
+            pass
+        else:  # the keyless check is as strict as a full open
+            assert candidate in valid, f"mutated object verified: {candidate.hex()}"
+            outcomes["verified"] += 1
+        try:
             read_header(io.BytesIO(candidate))
             plain = open_bytes(candidate, **OPEN)
         except SealedFormatError:
@@ -479,7 +675,7 @@ def test_fuzzed_inputs_raise_only_the_format_error() -> None:
             assert candidate in valid, f"mutated object opened: {candidate.hex()}"
             assert plain is not None
             outcomes["opened"] += 1
-    assert outcomes["rejected"] >= 9_900
+    assert outcomes["rejected"] >= 9_900 and outcomes["verified"] == outcomes["opened"]
 
 
 # --- ranges and layout ----------------------------------------------------------------------------------------
@@ -498,12 +694,16 @@ def test_a_one_mib_range_touches_at_most_two_chunks(start: int) -> None:
 
 def test_layout_rejects_sizes_no_sealer_produces() -> None:
     header = read_header(io.BytesIO(_seal(b"")))
+    with pytest.raises(SealedFormatError, match="too short"):
+        Layout.for_object(header, header.header_size + 15 + TRAILER_SIZE)
+    with pytest.raises(SealedFormatError, match="too short"):
+        Layout.for_object(header, header.header_size + 16)  # one empty chunk, no trailer
     with pytest.raises(SealedFormatError):
-        Layout.for_object(header, header.header_size + 15)
-    with pytest.raises(SealedFormatError):
-        Layout.for_object(header, header.header_size + 80 + 16)  # a full chunk then an empty one
+        Layout.for_object(header, header.header_size + 80 + 16 + TRAILER_SIZE)  # a full chunk then an empty one
+    empty = Layout.for_object(header, header.header_size + 16 + TRAILER_SIZE)
+    assert (empty.chunk_count, empty.plaintext_size, empty.trailer_offset) == (1, 0, header.header_size + 16)
     with pytest.raises(ValueError, match="clamp"):
-        Layout.for_object(header, header.header_size + 16).chunk_span(0, 1)
+        empty.chunk_span(0, 1)
 
 
 def test_range_fetch_from_a_stream_and_an_empty_range() -> None:
@@ -552,12 +752,17 @@ class _Sink(io.RawIOBase):
 
 
 class _VirtualSealed(io.RawIOBase):
-    """A sealed object of any size whose chunks are encrypted on demand from a known data key (no storage)."""
+    """A sealed object of any size whose chunks are encrypted on demand from a known data key (no storage).
+
+    The trailer is genuine: chunks are hashed as they are first produced in order, and the trailer is signed once asked
+    for (hashing any chunks not yet produced), so a sequential full read costs one encryption per chunk, not two.
+    """
 
     def __init__(self, header_bytes: bytes, header_hash: bytes, data_key: bytes, plaintext_size: int) -> None:
         self._header, self._aad, self._aead = header_bytes, header_hash, AESGCM(data_key)
         self._layout = Layout(len(header_bytes), 1 << 20, max(1, -(-plaintext_size // (1 << 20))), plaintext_size)
         self._pos, self._cache = 0, (-1, b"")
+        self._body_hash, self._hashed, self._trailer = hashlib.sha256(), 0, b""
         self.bytes_read = 0
 
     def readable(self) -> bool:
@@ -578,13 +783,27 @@ class _VirtualSealed(io.RawIOBase):
             last = index == self._layout.chunk_count - 1
             plain = bytes(self._layout.chunk_plaintext_size(index))
             self._cache = (index, self._aead.encrypt(chunk_nonce(index, last), plain, self._aad))
+            if index == self._hashed:
+                self._body_hash.update(self._cache[1])
+                self._hashed += 1
         return self._cache[1]
+
+    def _trailer_bytes(self) -> bytes:
+        if not self._trailer:
+            while self._hashed < self._layout.chunk_count:
+                self._chunk(self._hashed)
+            layout = self._layout
+            digest = self._body_hash.digest()
+            self._trailer = DEVICE.sign(content_message(self._aad, layout.chunk_count, layout.plaintext_size, digest))
+        return self._trailer
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
         if self._pos >= self._layout.object_size:
             return 0
         if self._pos < len(self._header):
             piece = self._header[self._pos :]
+        elif self._pos >= self._layout.trailer_offset:
+            piece = self._trailer_bytes()[self._pos - self._layout.trailer_offset :]
         else:
             step = self._layout.chunk_size + TAG_SIZE
             index, offset = divmod(self._pos - len(self._header), step)
@@ -644,7 +863,7 @@ def test_sealing_and_opening_use_constant_memory() -> None:
         _, open_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert sink.count == size + 48 * TAG_SIZE + read_header(io.BytesIO(source._header)).header_size
+    assert sink.count == size + 48 * TAG_SIZE + read_header(io.BytesIO(source._header)).header_size + TRAILER_SIZE
     assert seal_peak < 5 << 20, f"sealing peaked at {seal_peak} bytes of Python memory"
     assert open_peak < 6 << 20, f"opening peaked at {open_peak} bytes of Python memory"
 

@@ -1,11 +1,11 @@
-"""Regenerate ``sealed-v1.json``: known-answer vectors for the CryoSpy sealed-object format, version 1.
+"""Regenerate ``sealed-v2.json``: known-answer vectors for the CryoSpy sealed-object format, version 2.
 
 Every input — keys, the data key and ephemeral key the sealer would draw at random, capture times — is fixed here, and
 Ed25519 signatures are deterministic, so the output is byte-for-byte reproducible. Another implementation can check
 itself against the JSON without running Python; ``tests/unit/test_sealed.py`` checks both directions and that this
 script still produces the committed file.
 
-    python tests/vectors/make_vectors.py            # rewrite sealed-v1.json next to this script
+    python tests/vectors/make_vectors.py            # rewrite sealed-v2.json next to this script
     python tests/vectors/make_vectors.py --check    # exit 1 if the committed file is stale
 """
 
@@ -22,11 +22,13 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cryospy.common.keys import DeploymentPublicKey
-from cryospy.common.sealed import ZERO_HASH, seal_bytes
+from cryospy.common.sealed import ZERO_HASH, Layout, seal_bytes
+from cryospy.common.sealed_format import TAG_SIZE, TRAILER_SIZE, chunk_nonce, content_message
 
-OUTPUT = Path(__file__).with_name("sealed-v1.json")
+OUTPUT = Path(__file__).with_name("sealed-v2.json")
 _RAW = serialization.Encoding.Raw
 
 
@@ -157,15 +159,18 @@ def build() -> dict[str, Any]:
                     "header_hash": _hex(header.header_hash),
                     "ephemeral_public_key": _hex(header.ephemeral_public),
                     "wrapped_key": _hex(header.wrapped_key),
-                    "signature": _hex(header.signature),
+                    "header_signature": _hex(header.signature),
+                    "body_sha256": _hex(hashlib.sha256(sealed[header.header_size : -TRAILER_SIZE]).digest()),
+                    "trailer": _hex(sealed[-TRAILER_SIZE:]),
                     "sealed": _hex(sealed),
                 },
             }
         )
     return {
-        "description": "CryoSpy sealed-object format v1 known-answer vectors; see docs/sealed-format.md. "
-        "The sealer draws rng_data_key first, then rng_ephemeral_private_key. Regenerate with "
-        "tests/vectors/make_vectors.py.",
+        "description": "CryoSpy sealed-object format v2 known-answer vectors; see docs/sealed-format.md. "
+        "The sealer draws rng_data_key first, then rng_ephemeral_private_key. body_sha256 is the SHA-256 of the "
+        "chunks (everything between header and trailer). Every must_reject case must fail both a full open and a "
+        "keyless content check with the device key. Regenerate with tests/vectors/make_vectors.py.",
         "keys": {
             "deployment_x25519_private": _hex(_secret("deployment X25519 key")),
             "deployment_x25519_public": _hex(recipient.raw),
@@ -177,7 +182,7 @@ def build() -> dict[str, Any]:
             "server_ed25519_public": _hex(signers["server"].public_key().public_bytes(_RAW, _raw_pub())),
         },
         "vectors": vectors,
-        "must_reject": _rejections(vectors[3]),
+        "must_reject": _rejections(vectors[3], vectors[2], signers["server"]),
     }
 
 
@@ -185,19 +190,33 @@ def _raw_pub() -> serialization.PublicFormat:
     return serialization.PublicFormat.Raw
 
 
-def _rejections(vector: dict[str, Any]) -> list[dict[str, Any]]:
-    """Damaged copies of one valid object that every implementation must refuse (opened under its own key)."""
+def _rejections(vector: dict[str, Any], other: dict[str, Any], server: Ed25519PrivateKey) -> list[dict[str, Any]]:
+    """Damaged copies of one valid three-chunk object that every implementation must refuse (opened under its own key);
+    ``other`` is an earlier object of the same device, ``server`` a key that is not the device's.
+    """
     sealed = bytes.fromhex(vector["expected"]["sealed"])
     header = vector["expected"]["header_size"]
-    step = vector["inputs"]["chunk_size"] + 16
+    step = vector["inputs"]["chunk_size"] + TAG_SIZE
     chunk = [sealed[header + i * step : header + (i + 1) * step] for i in range(3)]
+    trailer = sealed[-TRAILER_SIZE:]
     flipped = bytearray(sealed)
     flipped[header + 5] ^= 0x01
+    trailer_flipped = bytearray(sealed)
+    trailer_flipped[-TRAILER_SIZE + 9] ^= 0x20
+    forged = _reencrypted(sealed, header, vector, b"forged footage: the server rewrote this clip. ")
     cases = {
         "truncated after the second chunk (a chunk boundary)": sealed[: header + 2 * step],
-        "middle chunk dropped": sealed[:header] + chunk[0] + chunk[2],
-        "first two chunks swapped": sealed[:header] + chunk[1] + chunk[0] + chunk[2],
+        "trailer missing (cut after the last chunk)": sealed[:-TRAILER_SIZE],
+        "trailer cut by one byte": sealed[:-1],
+        "middle chunk dropped": sealed[:header] + chunk[0] + chunk[2] + trailer,
+        "first two chunks swapped": sealed[:header] + chunk[1] + chunk[0] + chunk[2] + trailer,
         "one ciphertext bit flipped": bytes(flipped),
+        "one trailer bit flipped": bytes(trailer_flipped),
+        "trailer of another object of the same device": sealed[:-TRAILER_SIZE]
+        + bytes.fromhex(other["expected"]["trailer"]),
+        "content re-encrypted under the original header and trailer with the unwrapped data key": forged,
+        "re-encrypted content with a trailer signed by a key other than the header's": forged[:-TRAILER_SIZE]
+        + _trailer(server, forged, header, vector["inputs"]["chunk_size"]),
         "one byte appended": sealed + b"\x00",
         "sequence number in the header changed": sealed[:20] + bytes([sealed[20] ^ 0x01]) + sealed[21:],
     }
@@ -205,6 +224,30 @@ def _rejections(vector: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": name, "object_key": vector["inputs"]["object_key"], "sealed": _hex(data)}
         for name, data in cases.items()
     ]
+
+
+def _reencrypted(sealed: bytes, header_size: int, vector: dict[str, Any], text: bytes) -> bytes:
+    """What a holder of the deployment private key can do: ``text``, repeated to the original plaintext size, encrypted
+    under the device's header with the object's own data key, the original trailer kept.
+    """
+    aead = AESGCM(bytes.fromhex(vector["inputs"]["rng_data_key"]))
+    header_hash = bytes.fromhex(vector["expected"]["header_hash"])
+    length = len(vector["inputs"]["plaintext"]) // 2
+    plaintext = (text * (length // len(text) + 1))[:length]
+    size = vector["inputs"]["chunk_size"]
+    pieces = [plaintext[i : i + size] for i in range(0, len(plaintext), size)]
+    chunks = [aead.encrypt(chunk_nonce(i, i == len(pieces) - 1), p, header_hash) for i, p in enumerate(pieces)]
+    return sealed[:header_size] + b"".join(chunks) + sealed[-TRAILER_SIZE:]
+
+
+def _trailer(signer: Ed25519PrivateKey, sealed: bytes, header_size: int, chunk_size: int) -> bytes:
+    """A well-formed trailer for ``sealed``'s chunks, signed by ``signer``."""
+    body = sealed[header_size:-TRAILER_SIZE]
+    count = max(1, -(-len(body) // (chunk_size + TAG_SIZE)))
+    layout = Layout(header_size, chunk_size, count, len(body) - count * TAG_SIZE)
+    header_hash = hashlib.sha256(sealed[:header_size]).digest()
+    digest = hashlib.sha256(body).digest()
+    return signer.sign(content_message(header_hash, layout.chunk_count, layout.plaintext_size, digest))
 
 
 def render() -> str:

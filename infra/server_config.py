@@ -1,0 +1,84 @@
+"""Optional server settings in ``<data-dir>/server.json``: e-mail, alert recipients, auth-failure defence,
+trusted proxies and the optional proxy-auth header. Everything is off until configured, as in the original.
+
+Example::
+
+    {
+      "smtp": {"host": "mail.example.com", "port": 587, "from_addr": "cryospy@example.com",
+               "username": "cryospy", "password": "…"},
+      "alerts": {"recipients": ["me@example.com"]},
+      "auth_events": {"time_window_minutes": 60, "auto_disable_threshold": 10,
+                      "notification_threshold": 5, "min_interval_minutes": 30},
+      "trusted_proxies": ["127.0.0.1", "10.0.0.0/8"],
+      "proxy_auth": {"header": "X-Proxy-Auth", "value": "…"},
+      "max_clip_megabytes": 512,
+      "slot_ttl_seconds": 600
+    }
+
+The file may hold the SMTP password, so it is read from a 0600 file and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryospy.common.strict_keys import unknown_key_message
+
+from .errors import InfraError
+
+KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "proxy_auth", "max_clip_megabytes", "slot_ttl_seconds"}
+
+
+class ServerConfigError(InfraError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    smtp: dict[str, Any] | None = field(default=None, repr=False)
+    alert_recipients: tuple[str, ...] = ()
+    auth_events: dict[str, Any] | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
+    max_clip_bytes: int = 512 * 1024 * 1024
+    slot_ttl_seconds: int = 600
+
+
+def load_server_config(path: Path) -> ServerConfig:
+    if not path.exists():
+        return ServerConfig()
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ServerConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ServerConfigError(f"{path} must hold a JSON object")
+    problem = unknown_key_message(doc, sorted(KNOWN), str(path))
+    if problem:
+        raise ServerConfigError(problem)
+    alerts = doc.get("alerts") or {}
+    recipients = alerts.get("recipients", []) if isinstance(alerts, dict) else None
+    if not isinstance(recipients, list) or not all(isinstance(r, str) and "@" in r for r in recipients):
+        raise ServerConfigError(f"{path}: alerts.recipients must be a list of e-mail addresses")
+    proxies = doc.get("trusted_proxies", [])
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise ServerConfigError(f"{path}: trusted_proxies must be a list of addresses or CIDR ranges")
+    proxy_auth = doc.get("proxy_auth")
+    if proxy_auth is not None and not (isinstance(proxy_auth, dict) and isinstance(proxy_auth.get("header"), str)
+                                       and isinstance(proxy_auth.get("value"), str) and proxy_auth["value"]):
+        raise ServerConfigError(f"{path}: proxy_auth must be {{\"header\": \"X-Proxy-Auth\", \"value\": \"…\"}}")
+    max_mb = doc.get("max_clip_megabytes", 512)
+    ttl = doc.get("slot_ttl_seconds", 600)
+    if isinstance(max_mb, bool) or not isinstance(max_mb, int) or not 1 <= max_mb <= 5 * 1024:
+        raise ServerConfigError(f"{path}: max_clip_megabytes must be an integer from 1 to 5120")
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 30 <= ttl <= 900:
+        raise ServerConfigError(f"{path}: slot_ttl_seconds must be an integer from 30 to 900 (15 minutes)")
+    return ServerConfig(
+        smtp=doc.get("smtp"), alert_recipients=tuple(recipients), auth_events=doc.get("auth_events"),
+        trusted_proxies=tuple(proxies),
+        proxy_auth=(proxy_auth["header"], proxy_auth["value"]) if proxy_auth else None,
+        max_clip_bytes=max_mb * 1024 * 1024, slot_ttl_seconds=ttl,
+    )

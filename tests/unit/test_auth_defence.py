@@ -1,0 +1,252 @@
+"""AuthDefence: sliding windows, thresholds, persisted rate limits and exact counts under concurrency.
+
+Time is an injected clock (a mutable float), never a sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cryospy.functions.auth_defence import (
+    AuthDefence,
+    AuthDefenceError,
+    AuthDefenceSettings,
+    AuthDefenceSettingsError,
+    FailureDecision,
+    address_key,
+)
+
+MIN = 60.0
+T0 = 1_750_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, minutes: float) -> None:
+        self.now += minutes * MIN
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "auth.sqlite"
+
+
+@pytest.fixture
+def defence(db_path: Path, clock: Clock) -> Iterator[AuthDefence]:
+    with AuthDefence(db_path, AuthDefenceSettings(), clock=clock) as d:
+        yield d
+
+
+def fail(d: AuthDefence, n: int, device: str | None = "cam1", ip: str = "203.0.113.1",
+         known: bool = True) -> list[FailureDecision]:
+    return [d.record_failure(device, ip, known_device=known) for _ in range(n)]
+
+
+# -- windows --------------------------------------------------------------------------------------------
+
+def test_window_slides_with_the_clock(db_path: Path, clock: Clock) -> None:
+    settings = AuthDefenceSettings(time_window_minutes=10, auto_disable_threshold=0, notification_threshold=0)
+    with AuthDefence(db_path, settings, clock=clock) as d:
+        fail(d, 3)                       # at t=0
+        clock.advance(6)
+        assert fail(d, 1)[0].device_failures == 4
+        clock.advance(4)                 # t=10: the first three are exactly one window old, so they are out
+        decision = fail(d, 1)[0]
+        assert (decision.device_failures, decision.ip_failures) == (2, 2)
+        clock.advance(10)                # t=20: everything earlier is out
+        assert fail(d, 1)[0].device_failures == 1
+
+
+def test_disable_fires_once_at_the_threshold(defence: AuthDefence) -> None:
+    decisions = fail(defence, 15)
+    flags = [d.disable_device for d in decisions]
+    assert flags.index(True) == 9 and flags.count(True) == 1        # the 10th failure (>=), exactly once
+    assert [d.device_failures for d in decisions] == list(range(1, 16))
+
+
+def test_disable_fires_again_only_after_a_window_or_a_clear(defence: AuthDefence, clock: Clock) -> None:
+    assert fail(defence, 10)[-1].disable_device
+    clock.advance(59)
+    assert not any(d.disable_device for d in fail(defence, 10))    # still within the claim's window
+    clock.advance(1)                                                # the claim is a window old; 10 fresh remain
+    assert fail(defence, 1)[0].disable_device
+    defence.clear_device("cam1")                                    # admin re-enabled the device
+    decisions = fail(defence, 10)
+    assert [d.disable_device for d in decisions] == [False] * 9 + [True]
+
+
+def test_notify_at_threshold_then_rate_limited(defence: AuthDefence, clock: Clock) -> None:
+    flags = [d.notify for d in fail(defence, 8)]
+    assert flags == [False] * 4 + [True] + [False] * 3              # 5th failure, once
+    clock.advance(29)
+    assert not fail(defence, 1)[0].notify                           # 29 min < 30 min interval
+    clock.advance(1)
+    assert fail(defence, 1)[0].notify                               # exactly 30 min later: allowed
+
+
+def test_notify_rate_limit_survives_a_restart(db_path: Path, clock: Clock) -> None:
+    with AuthDefence(db_path, AuthDefenceSettings(), clock=clock) as first:
+        assert [d.notify for d in fail(first, 5)][-1]
+    clock.advance(10)
+    with AuthDefence(db_path, AuthDefenceSettings(), clock=clock) as second:
+        decision = fail(second, 1)[0]
+        assert decision.device_failures == 6                         # the window survived too
+        assert not decision.notify
+        clock.advance(20)
+        assert fail(second, 1)[0].notify
+
+
+def test_released_notification_can_be_claimed_again(defence: AuthDefence) -> None:
+    assert fail(defence, 5)[-1].notify
+    defence.release_notification("cam1")                            # the mail could not be sent
+    assert fail(defence, 1)[0].notify
+
+
+def test_zero_thresholds_turn_reactions_off(db_path: Path, clock: Clock) -> None:
+    settings = AuthDefenceSettings(auto_disable_threshold=0, notification_threshold=0)
+    with AuthDefence(db_path, settings, clock=clock) as d:
+        decisions = fail(d, 19)
+    assert not any(x.disable_device or x.notify for x in decisions)
+
+
+# -- unknown ids and addresses --------------------------------------------------------------------------
+
+def test_unknown_ids_count_per_ip_only(defence: AuthDefence) -> None:
+    for i in range(5):
+        decision = defence.record_failure(f"guess-{i}", "198.51.100.7", known_device=False)
+        assert decision.device_failures == 0 and not decision.notify and not decision.disable_device
+    assert decision.ip_failures == 5
+    snap = defence.snapshot()
+    assert snap["devices"] == []                                    # invented ids are never stored
+    assert snap["ips"][0]["ip"] == "198.51.100.7" and snap["ips"][0]["failures"] == 5
+
+
+def test_device_failures_from_many_ips_add_up(defence: AuthDefence) -> None:
+    decisions = [defence.record_failure("cam1", f"203.0.113.{i}", known_device=True) for i in range(10)]
+    assert decisions[-1].device_failures == 10 and decisions[-1].ip_failures == 1
+    assert decisions[-1].disable_device
+
+
+def test_ip_blocked_at_limit_and_released_by_the_window(defence: AuthDefence, clock: Clock) -> None:
+    ip = "198.51.100.8"
+    decisions = [defence.record_failure(None, ip, known_device=False) for _ in range(20)]
+    assert [d.block_ip for d in decisions] == [False] * 19 + [True]
+    assert defence.is_blocked(ip)
+    assert not defence.is_blocked("198.51.100.9")
+    clock.advance(60)
+    assert not defence.is_blocked(ip)
+
+
+def test_ipv6_is_counted_per_64(defence: AuthDefence) -> None:
+    for i in range(20):
+        defence.record_failure(None, f"2001:db8:1:2::{i:x}", known_device=False)
+    assert defence.is_blocked("2001:db8:1:2:ffff::1")
+    assert not defence.is_blocked("2001:db8:1:3::1")
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key("fe80::1%eth0") == "fe80::/64"
+    assert address_key("not an ip") == "not an ip"
+
+
+def test_success_does_not_wash_away_failures(defence: AuthDefence) -> None:
+    fail(defence, 9, ip="203.0.113.5")
+    defence.record_success("cam1", "203.0.113.5")
+    decision = fail(defence, 1, ip="203.0.113.5")[0]
+    assert (decision.device_failures, decision.ip_failures, decision.disable_device) == (10, 10, True)
+    device = defence.snapshot()["devices"][0]
+    assert device["last_success_ip"] == "203.0.113.5" and device["last_success_at"] is not None
+
+
+def test_clear_device_keeps_the_ip_count(defence: AuthDefence) -> None:
+    fail(defence, 19, ip="203.0.113.6")
+    defence.clear_device("cam1")
+    decision = fail(defence, 1, ip="203.0.113.6")[0]
+    assert (decision.device_failures, decision.ip_failures, decision.block_ip) == (1, 20, True)
+
+
+def test_snapshot_shape(defence: AuthDefence) -> None:
+    fail(defence, 6)
+    snap = defence.snapshot()
+    assert snap["as_of"] == "2025-06-15T15:06:40Z"
+    assert snap["settings"]["auto_disable_threshold"] == 10
+    assert snap["devices"][0]["failures"] == 6 and snap["devices"][0]["last_notified_at"] == snap["as_of"]
+    assert snap["ips"] == [{"ip": "203.0.113.1", "failures": 6, "last_failure_at": snap["as_of"],
+                            "blocked": False}]
+    assert snap["blocked_ip_count"] == 0
+
+
+# -- concurrency ----------------------------------------------------------------------------------------
+
+def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) -> None:
+    settings = AuthDefenceSettings(auto_disable_threshold=150, notification_threshold=100,
+                                   unknown_id_limit_per_ip=1_000_000)
+    threads, per_thread = 8, 40
+    results: list[FailureDecision] = []
+    results_lock = threading.Lock()
+    start = threading.Barrier(threads)
+    with AuthDefence(db_path, settings, clock=clock) as d:
+        def worker(n: int) -> None:
+            start.wait()
+            mine = [d.record_failure("cam1", f"203.0.113.{n}", known_device=True) for _ in range(per_thread)]
+            with results_lock:
+                results.extend(mine)
+
+        pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        total = threads * per_thread
+        assert sorted(r.device_failures for r in results) == list(range(1, total + 1))
+        assert sum(r.disable_device for r in results) == 1
+        assert sum(r.notify for r in results) == 1
+        assert {ip["ip"]: ip["failures"] for ip in d.snapshot()["ips"]} == {
+            f"203.0.113.{n}": per_thread for n in range(threads)}
+
+
+# -- settings and store ---------------------------------------------------------------------------------
+
+def test_settings_from_dict_is_strict() -> None:
+    assert AuthDefenceSettings.from_dict({}) == AuthDefenceSettings()
+    assert AuthDefenceSettings.from_dict({"time_window_minutes": 15}).time_window_minutes == 15
+    with pytest.raises(AuthDefenceSettingsError, match=r"unknown key 'notification_treshold'.*notification_threshold"):
+        AuthDefenceSettings.from_dict({"notification_treshold": 3})
+    with pytest.raises(AuthDefenceSettingsError, match="object"):
+        AuthDefenceSettings.from_dict([])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("time_window_minutes", 0, r"1\.\.10080"),
+    ("time_window_minutes", 10081, r"1\.\.10080"),
+    ("auto_disable_threshold", -1, "0 turns it off"),
+    ("notification_threshold", 100_001, r"0\.\.100000"),
+    ("min_interval_minutes", "30", "whole number"),
+    ("unknown_id_limit_per_ip", 0, r"1\.\.1000000"),
+    ("auto_disable_threshold", True, "whole number"),
+    ("time_window_minutes", 1.5, "whole number"),
+])
+def test_settings_bounds(key: str, value: object, message: str) -> None:
+    with pytest.raises(AuthDefenceSettingsError, match=f"auth_defence.{key}.*{message}"):
+        AuthDefenceSettings.from_dict({key: value})
+
+
+def test_store_errors_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(AuthDefenceError, match="directory exists"):
+        AuthDefence(tmp_path / "missing" / "auth.sqlite", AuthDefenceSettings())
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(AuthDefenceError, match="move the file aside"):
+        AuthDefence(junk, AuthDefenceSettings())
