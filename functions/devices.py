@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,10 +68,20 @@ def _new_secret() -> tuple[bytes, dict[str, str]]:
 
 
 class DeviceRegistry:
+    """Reads are served from memory (every device request authenticates, so re-parsing the file each time
+    would dominate the API's cost); every change is written through to the TinyDB file before it is visible.
+    Being the only writer is what makes the in-memory copy coherent.
+    """
+
+    LAST_SEEN_PERSIST_SECONDS = 60.0
+
     def __init__(self, path: Path, clock: Callable[[], str] = _now):
         self.path = path
         self._lock = threading.RLock()
         self._clock = clock
+        with self._db() as db:
+            self._docs: dict[str, dict[str, Any]] = {d["device_id"]: dict(d) for d in self._table(db).all()}
+        self._last_seen_written: dict[str, float] = {}
 
     def _db(self) -> TinyDB:
         return TinyDB(self.path, storage=AtomicJSONStorage)
@@ -79,20 +90,25 @@ class DeviceRegistry:
     def _table(db: TinyDB):  # type: ignore[no-untyped-def]
         return db.table("devices", cache_size=0)
 
-    def _doc(self, db: TinyDB, device_id: str) -> dict[str, Any] | None:
-        return self._table(db).get(Query().device_id == device_id)  # type: ignore[return-value]
+    def _persist(self, doc: dict[str, Any] | None, device_id: str) -> None:
+        with self._db() as db:
+            if doc is None:
+                self._table(db).remove(Query().device_id == device_id)
+            else:
+                self._table(db).upsert(doc, Query().device_id == device_id)
 
-    def _require(self, db: TinyDB, device_id: str) -> dict[str, Any]:
-        doc = self._doc(db, device_id)
+    def _require(self, device_id: str) -> dict[str, Any]:
+        doc = self._docs.get(device_id)
         if doc is None:
             raise NotFound(f"no device {device_id!r}")
         return doc
 
     def _update(self, device_id: str, changes: dict[str, Any]) -> Device:
-        with self._lock, self._db() as db:
-            self._require(db, device_id)
-            self._table(db).update({**changes, "updated_at": self._clock()}, Query().device_id == device_id)
-            return _device(self._require(db, device_id))
+        with self._lock:
+            doc = {**self._require(device_id), **changes, "updated_at": self._clock()}
+            self._persist(doc, device_id)
+            self._docs[device_id] = doc
+            return _device(doc)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def create(self, device_id: str, signing_key: str, settings: dict[str, Any],
@@ -103,29 +119,29 @@ class DeviceRegistry:
         except ObjectKeyError as exc:
             raise BadRequest(str(exc), field="device_id") from None
         secret, hashed = _new_secret()
-        with self._lock, self._db() as db:
-            if self._doc(db, device_id) is not None:
+        with self._lock:
+            if device_id in self._docs:
                 raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
             now = self._clock()
-            self._table(db).insert({
+            doc = {
                 "device_id": device_id, "enabled": True, "retired": False, "signing_key": signing_key, **hashed,
                 "created_at": now, "updated_at": now, "last_seen": None, "settings": settings, "heartbeat": None,
                 "upload_identity": list(upload_identity) if upload_identity else None,
-            })
-        return self.get(device_id), secret.hex()
+            }
+            self._persist(doc, device_id)
+            self._docs[device_id] = doc
+            return _device(doc), secret.hex()
 
     def exists(self, device_id: str) -> bool:
-        with self._lock, self._db() as db:
-            return self._doc(db, device_id) is not None
+        return device_id in self._docs
 
     def get(self, device_id: str) -> Device:
-        with self._lock, self._db() as db:
-            return _device(self._require(db, device_id))
+        with self._lock:
+            return _device(self._require(device_id))
 
     def list(self) -> list[Device]:
-        with self._lock, self._db() as db:
-            docs = self._table(db).all()
-        return sorted((_device(d) for d in docs), key=lambda d: d.device_id)
+        with self._lock:
+            return sorted((_device(d) for d in self._docs.values()), key=lambda d: d.device_id)
 
     def set_enabled(self, device_id: str, enabled: bool) -> Device:
         if enabled and self.get(device_id).retired:
@@ -147,9 +163,10 @@ class DeviceRegistry:
                                         "upload_identity": None})
 
     def remove(self, device_id: str) -> None:
-        with self._lock, self._db() as db:
-            self._require(db, device_id)
-            self._table(db).remove(Query().device_id == device_id)
+        with self._lock:
+            self._require(device_id)
+            self._persist(None, device_id)
+            del self._docs[device_id]
 
     # -- device-facing -------------------------------------------------------------------------------
     def authenticate(self, device_id: str, secret_hex: str) -> Device:
@@ -157,8 +174,9 @@ class DeviceRegistry:
             secret = binascii.unhexlify(secret_hex)
         except (binascii.Error, ValueError):
             secret = b""
-        with self._lock, self._db() as db:
-            doc = self._doc(db, device_id)
+        with self._lock:
+            doc = self._docs.get(device_id)
+            doc = dict(doc) if doc else None
         usable = bool(doc and doc.get("secret_hash"))
         salt = bytes.fromhex(doc["secret_salt"]) if usable and doc else _DUMMY_SALT
         expected = bytes.fromhex(doc["secret_hash"]) if usable and doc else b"\0" * 32
@@ -168,11 +186,28 @@ class DeviceRegistry:
         return _device(doc)
 
     def touch(self, device_id: str, heartbeat: dict[str, Any] | None = None) -> None:
-        changes: dict[str, Any] = {"last_seen": self._clock()}
-        if heartbeat is not None:
-            changes["heartbeat"] = {**heartbeat, "received_at": changes["last_seen"]}
-        with self._lock, self._db() as db:
-            self._table(db).update(changes, Query().device_id == device_id)
+        """Record that the device was seen. Last-seen alone is written through at most once a minute per device
+        (it changes with every request); heartbeats are always written."""
+        now = self._clock()
+        with self._lock:
+            doc = self._docs.get(device_id)
+            if doc is None:
+                return
+            doc = {**doc, "last_seen": now}
+            if heartbeat is not None:
+                doc["heartbeat"] = {**heartbeat, "received_at": now}
+            self._docs[device_id] = doc
+            mono = time.monotonic()
+            if heartbeat is not None or mono - self._last_seen_written.get(device_id, -1e9) >= \
+                    self.LAST_SEEN_PERSIST_SECONDS:
+                self._persist(doc, device_id)
+                self._last_seen_written[device_id] = mono
+
+    def flush(self) -> None:
+        """Write every in-memory last-seen through (at shutdown)."""
+        with self._lock:
+            for device_id, doc in self._docs.items():
+                self._persist(doc, device_id)
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:

@@ -146,6 +146,19 @@ def parse_mp4(read_at: ReadAt, size: int) -> Mp4Info:
     )
 
 
+def find_uuid_box(read_at: ReadAt, size: int, uuid: bytes) -> bytes | None:
+    """The payload of the top-level ``uuid`` box with this 16-byte id, or None (reads box headers only)."""
+    if len(uuid) != 16:
+        raise ValueError("a uuid box id is 16 bytes")
+    for box in reversed(_top_level_boxes(read_at, size)):
+        if box.type != "uuid":
+            continue
+        start = box.offset + box.header - 16
+        if _read(read_at, start, 16, "uuid") == uuid:
+            return _read(read_at, box.offset + box.header, box.size - box.header, "uuid box payload")
+    return None
+
+
 # --------------------------------------------------------------------------------------------- boxes
 
 

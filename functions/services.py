@@ -22,6 +22,7 @@ from .devices import Device, DeviceRegistry
 from .errors import FunctionsError
 from .index_store import IndexStore
 from .keyvault import KeyVault
+from .presign import PutPresigner
 
 
 @dataclass(frozen=True)
@@ -64,28 +65,29 @@ class Services:
     trusted_proxies: tuple[str, ...] = ()
     defence: Any = None            # functions.auth_defence.AuthDefence, when configured
     alerts: Any = None             # functions.alerts.Alerts, when configured
-    _upload_clients: dict[str, BaseClient] = field(default_factory=dict, repr=False)
+    _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
-    def presign_client(self) -> BaseClient:
-        return self.presigner.client()
+    def shared_presigner(self) -> PutPresigner:
+        return PutPresigner(self.presigner.endpoint, self.presigner.access_key, self.presigner.secret_key,
+                            self.presigner.region)
 
-    def upload_client(self, device: Device) -> BaseClient:
-        """The client that signs this device's slots: its own MinIO identity when it has one."""
+    def upload_presigner(self, device: Device) -> PutPresigner:
+        """What signs this device's slots: its own MinIO identity when it has one."""
         if device.upload_identity is None:
-            return self.presign_client
+            return self.shared_presigner
         with self._clients_lock:
-            client = self._upload_clients.get(device.device_id)
-            if client is None:
+            signer = self._upload_signers.get(device.device_id)
+            if signer is None:
                 access, secret = device.upload_identity
-                client = S3Identity(self.presigner.endpoint, access, secret, self.presigner.region).client()
-                self._upload_clients[device.device_id] = client
-            return client
+                signer = PutPresigner(self.presigner.endpoint, access, secret, self.presigner.region)
+                self._upload_signers[device.device_id] = signer
+            return signer
 
     def forget_upload_client(self, device_id: str) -> None:
         with self._clients_lock:
-            self._upload_clients.pop(device_id, None)
+            self._upload_signers.pop(device_id, None)
 
     @cached_property
     def handler_client(self) -> BaseClient:

@@ -180,6 +180,7 @@ class Runtime:
         self.reconciler.stop()
         self.dispatcher.stop()
         self.queue.close()
+        self.services.devices.flush()
         if self.services.alerts is not None:
             self.services.alerts.close()
         if self.services.defence is not None:
