@@ -10,12 +10,13 @@ description of these routes is ``functions/openapi.json`` (a test keeps the two 
 from chalice import Chalice
 
 from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
-from cryospy.functions import admin, device_api, http
+from cryospy.functions import admin, clip_admin, device_api, http, retention
 from cryospy.functions.clip_query import ClipQuery, run_query
 from cryospy.functions.clip_removal import delete_device_clips
 from cryospy.functions.device_auth import authenticate_device
 from cryospy.functions.events import parse_notification
 from cryospy.functions.ingest import ingest_clip
+from cryospy.functions.removal import clip_removed
 from cryospy.functions.services import get_services
 from cryospy.functions.slots import SlotRequest, issue_slot
 
@@ -133,8 +134,31 @@ def query_clips():
     return run_query(services, ClipQuery.parse(_query()))
 
 
+@app.route("/v1/admin/clips/protect", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def protect_clip():
+    services = _admin()
+    return clip_admin.set_protected(services, http.json_object(app.current_request))
+
+
+@app.route("/v1/admin/clips/delete", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def delete_clip():
+    services = _admin()
+    return clip_admin.delete(services, http.json_object(app.current_request))
+
+
 # -- bucket events -----------------------------------------------------------------------------------
 @app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectCreated:*"])
 def on_clip_created(event):
+    services = get_services()
     for record in parse_notification(event.to_dict()):
-        ingest_clip(get_services(), record)
+        result = ingest_clip(services, record)
+        retention.enforce_device(services, result.device_id)
+
+
+@app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectRemoved:*"])
+def on_clip_removed(event):
+    services = get_services()
+    for record in parse_notification(event.to_dict()):
+        clip_removed(services, record)

@@ -5,14 +5,18 @@ one day of one device, whatever the history. Why one lock: TinyDB is not safe ac
 the runtime is the only writer, and every access here opens a fresh TinyDB under the store's lock (no stale
 per-instance caches). Upserts are keyed by the clip's object key, so replaying an event changes nothing.
 
+Usage totals (stored bytes and clips per device) are kept beside the shards and updated in the same locked
+step as each insert or removal, so quota checks never have to scan the history.
+
 Listeners get ``(device_id, day)`` after a change, which is how the dashboard re-renders only what a new clip
 touches.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,13 @@ Listener = Callable[[str, str], None]
 def _dir_name(device_id: str) -> str:
     # Device ids may contain spaces and '+'; hex keeps file names portable and unambiguous.
     return device_id.encode().hex()
+
+
+def stored_bytes(record: dict[str, Any] | None) -> int:
+    """What a clip costs in the bucket: the sealed clip plus its sealed thumbnail."""
+    if not record:
+        return 0
+    return int(record.get("sealed_size", 0)) + int(record.get("thumb_size", 0))
 
 
 class IndexStore:
@@ -42,34 +53,82 @@ class IndexStore:
         path = self.root / "clips" / _dir_name(device_id) / f"{day}.db"
         return TinyDB(path, storage=EncryptedJSONStorage, key=self._key())
 
+    def _usage_db(self) -> TinyDB:
+        return TinyDB(self.root / "usage.db", storage=EncryptedJSONStorage, key=self._key())
+
+    def _add_usage(self, device_id: str, delta_bytes: int, delta_clips: int) -> None:
+        with self._usage_db() as db:
+            table = db.table("usage", cache_size=0)
+            row = table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0}
+            table.upsert({"device_id": device_id, "bytes": max(0, row["bytes"] + delta_bytes),
+                          "clips": max(0, row["clips"] + delta_clips)}, Query().device_id == device_id)
+
+    # -- writes --------------------------------------------------------------------------------------
     def upsert_clip(self, record: dict[str, Any]) -> bool:
         """Insert or update by object key; returns True when anything changed."""
         device, day = record["device_id"], record["day"]
-        with self._lock, self._shard(device, day) as db:
-            table = db.table("clips", cache_size=0)
-            existing = table.get(Query().key == record["key"])
-            if existing is not None and {**existing, **record} == dict(existing):
-                return False
-            table.upsert(record, Query().key == record["key"])
+        with self._lock:
+            with self._shard(device, day) as db:
+                table = db.table("clips", cache_size=0)
+                existing = table.get(Query().key == record["key"])
+                if existing is not None and {**existing, **record} == dict(existing):
+                    return False
+                table.upsert(record, Query().key == record["key"])
+            merged = {**(existing or {}), **record}
+            self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1)
         self._notify(device, day)
         return True
 
-    def remove_clip(self, device_id: str, day: str, key: str) -> bool:
-        with self._lock, self._shard(device_id, day) as db:
-            removed = db.table("clips", cache_size=0).remove(Query().key == key)
-        if removed:
-            self._notify(device_id, day)
-        return bool(removed)
+    def update_clip(self, device_id: str, day: str, key: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Change fields of an indexed clip; returns the new record, or None when the clip is not indexed."""
+        with self._lock:
+            current = self.get_clip(device_id, day, key)
+            if current is None:
+                return None
+            updated = {**current, **changes}
+            self.upsert_clip(updated)
+            return updated
 
+    def remove_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
+        """Forget a clip; returns the record it had, or None when it was not indexed."""
+        with self._lock:
+            with self._shard(device_id, day) as db:
+                table = db.table("clips", cache_size=0)
+                existing = table.get(Query().key == key)
+                if existing is None:
+                    return None
+                table.remove(Query().key == key)
+            self._add_usage(device_id, -stored_bytes(existing), -1)
+        self._notify(device_id, day)
+        return dict(existing)
+
+    def drop_device(self, device_id: str) -> None:
+        """Forget every clip of a device (its objects are already deleted)."""
+        base = self.root / "clips" / _dir_name(device_id)
+        with self._lock:
+            days = self.days(device_id)
+            for shard in base.glob("*.db"):
+                shard.unlink()
+            if base.is_dir():
+                base.rmdir()
+            with self._usage_db() as db:
+                db.table("usage", cache_size=0).remove(Query().device_id == device_id)
+        for day in days:
+            self._notify(device_id, day)
+
+    # -- reads ---------------------------------------------------------------------------------------
     def get_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
         with self._lock, self._shard(device_id, day) as db:
             doc = db.table("clips", cache_size=0).get(Query().key == key)
         return dict(doc) if doc is not None else None
 
+    def has_clip(self, device_id: str, day: str, key: str) -> bool:
+        return self.get_clip(device_id, day, key) is not None
+
     def clips_for_day(self, device_id: str, day: str) -> list[dict[str, Any]]:
         with self._lock, self._shard(device_id, day) as db:
             docs = db.table("clips", cache_size=0).all()
-        return sorted((dict(d) for d in docs), key=lambda d: d["captured_at"])
+        return sorted((dict(d) for d in docs), key=lambda d: (d["captured_at"], d["key"]))
 
     def devices(self) -> list[str]:
         base = self.root / "clips"
@@ -83,20 +142,33 @@ class IndexStore:
             return []
         return sorted(p.stem for p in base.glob("*.db"))
 
-    def drop_device(self, device_id: str) -> None:
-        """Forget every clip of a device (its objects are already deleted)."""
-        base = self.root / "clips" / _dir_name(device_id)
-        with self._lock:
-            days = self.days(device_id)
-            for shard in base.glob("*.db"):
-                shard.unlink()
-            if base.is_dir():
-                base.rmdir()
-        for day in days:
-            self._notify(device_id, day)
+    def usage(self, device_id: str | None = None) -> dict[str, int]:
+        """Stored bytes and clip count of one device, or of all devices together."""
+        with self._lock, self._usage_db() as db:
+            rows = db.table("usage", cache_size=0).all()
+        picked = [r for r in rows if device_id is None or r["device_id"] == device_id]
+        return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked)}
 
-    def has_clip(self, device_id: str, day: str, key: str) -> bool:
-        return self.get_clip(device_id, day, key) is not None
+    def find_sequence(self, device_id: str, sequence: int, from_day: str, direction: int,
+                      max_days: int = 3) -> dict[str, Any] | None:
+        """The clip with this sequence number in ``from_day`` or up to ``max_days`` shards before it
+        (``direction`` -1) or after it (+1): a device's sequence numbers follow its capture time."""
+        days = [d for d in self.days(device_id) if (d <= from_day if direction < 0 else d >= from_day)]
+        for day in sorted(days, reverse=direction < 0)[:max_days]:
+            for clip in self.clips_for_day(device_id, day):
+                if clip.get("sequence") == sequence:
+                    return clip
+        return None
+
+    def oldest_clips(self, device_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """Clips oldest first (one device, or all merged by capture time), reading one shard at a time."""
+        devices = [device_id] if device_id else self.devices()
+        yield from heapq.merge(*(self._iter_device(d) for d in devices),
+                               key=lambda c: (c["captured_at"], c["key"]))
+
+    def _iter_device(self, device_id: str) -> Iterator[dict[str, Any]]:
+        for day in self.days(device_id):
+            yield from self.clips_for_day(device_id, day)
 
     def _notify(self, device_id: str, day: str) -> None:
         for listener in self._listeners:

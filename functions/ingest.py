@@ -1,8 +1,11 @@
-"""Clip ingest: verify a sealed clip, describe it, and record it in the index.
+"""Clip ingest: verify a sealed clip, describe it, make its thumbnail, check its chain, index it.
 
-Idempotent by construction: every output is keyed by the clip's object key, so a replayed event rewrites
-the same record. No plaintext touches the disk: the sealed object is spooled to a private temporary file,
-and the MP4 parser reads the plaintext through the decrypting range reader.
+Idempotent by construction: every output is keyed by the clip's object key (the thumbnail's key is derived
+from it, the index upserts by it), so a replayed event rewrites the same things. No plaintext touches the
+disk: the sealed object is spooled to a private temporary file, the MP4 parser reads the plaintext through the
+decrypting range reader, and the thumbnail is made by piping one decrypted fragment to ffmpeg.
+
+A clip that fails verification is quarantined (moved under ``quarantine/`` with the reason), never deleted.
 """
 
 from __future__ import annotations
@@ -10,19 +13,23 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from botocore.exceptions import ClientError
 
+from cryospy.common.clipmeta import CLIP_META_UUID, ClipMetaError, decode_meta_payload
+from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.common.keys import verify_key_from_text
-from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
-from cryospy.common.sealed import SealedFormatError, SealedReader, open_sealed
+from cryospy.common.objectkeys import ClipKey, ObjectKeyError, parse_clip_key, thumbnail_key
+from cryospy.common.sealed import ZERO_HASH, SealedFormatError, SealedReader, open_sealed, seal_bytes
 
+from . import chain_check, quarantine
 from .errors import NotFound, PermanentEventError
 from .events import ObjectEvent
-from .mp4 import Mp4Error, parse_mp4
+from .mp4 import Mp4Error, Mp4Info, find_uuid_box, parse_mp4
 from .services import Services
+from .thumbnail import thumbnail_from_fragment
 
 log = logging.getLogger("cryospy.ingest")
 
@@ -30,7 +37,9 @@ log = logging.getLogger("cryospy.ingest")
 @dataclass(frozen=True)
 class IngestResult:
     key: str
+    device_id: str
     changed: bool
+    record: dict[str, Any]
 
 
 def _download(services: Services, key: str, into: IO[bytes]) -> int:
@@ -49,23 +58,72 @@ def _download(services: Services, key: str, into: IO[bytes]) -> int:
     return size
 
 
-def describe(reader: SealedReader) -> dict[str, Any]:
-    info = parse_mp4(lambda off, n: reader.read_range(off, min(off + n, reader.plaintext_size)),
-                     reader.plaintext_size)
-    return {"duration_s": round(info.duration_s, 3), "width": info.width, "height": info.height,
-            "fps": info.fps, "codec": info.codec, "fragments": len(info.fragments),
-            "init_size": info.init_size}
+def _read_at(reader: SealedReader):  # type: ignore[no-untyped-def]
+    return lambda off, n: reader.read_range(off, min(off + n, reader.plaintext_size))
+
+
+def _clip_meta(reader: SealedReader) -> dict[str, Any]:
+    payload = find_uuid_box(_read_at(reader), reader.plaintext_size, CLIP_META_UUID)
+    if payload is None:
+        return {}
+    try:
+        return decode_meta_payload(payload)
+    except ClipMetaError as exc:
+        log.warning("ignoring unreadable clip metadata: %s", exc)
+        return {}
+
+
+def _thumbnail(reader: SealedReader, info: Mp4Info, at_s: float) -> bytes | None:
+    if not info.fragments:
+        return None
+    at_s = min(max(0.0, at_s), info.duration_s)
+    fragment = next((f for f in reversed(info.fragments) if f.keyframe and f.start_s <= at_s), info.fragments[0])
+    init = reader.read_range(0, info.init_size)
+    body = reader.read_range(fragment.offset, fragment.offset + fragment.size)
+    try:
+        return thumbnail_from_fragment(init, body, offset_s=at_s - fragment.start_s)
+    except FfmpegError as exc:
+        log.warning("no thumbnail: %s", exc)
+        return None
+
+
+def _store_thumbnail(services: Services, ck: ClipKey, jpeg: bytes) -> tuple[str, int]:
+    keys = services.vault.keys()
+    key = thumbnail_key(ck.key)
+    sealed, _ = seal_bytes(jpeg, object_key=key, device_id="server", sequence=0, captured_at=ck.captured_at,
+                           content_type="image/jpeg", prev_hash=ZERO_HASH, recipient=keys.current_public_key,
+                           signer=keys.server_signing_key)
+    services.handler_client.put_object(Bucket=services.bucket, Key=key, Body=sealed,
+                                       ContentType="application/octet-stream")
+    return key, len(sealed)
+
+
+def describe(info: Mp4Info, meta: dict[str, Any]) -> dict[str, Any]:
+    motion = meta.get("motion") if isinstance(meta.get("motion"), dict) else {}
+    return {
+        "duration_s": round(info.duration_s, 3), "width": info.width, "height": info.height, "fps": info.fps,
+        "codec": info.codec, "init_size": info.init_size,
+        "fragments": [[f.offset, f.size, round(f.start_s, 3), round(f.duration_s, 3)] for f in info.fragments],
+        "motion": bool(motion.get("motion", False)), "motion_score": float(motion.get("score", 0.0) or 0.0),
+        "motion_intervals": [[i.get("start_s"), i.get("end_s")] for i in motion.get("intervals", [])
+                             if isinstance(i, dict)],
+        "peak_s": motion.get("peak_s"),
+        "agent": {k: meta[k] for k in ("agent_version", "settings_etag") if k in meta},
+        "motion_error": bool(meta.get("motion_error", False)),
+    }
 
 
 def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     try:
         ck = parse_clip_key(event.key)
     except ObjectKeyError as exc:
-        raise PermanentEventError(f"not a clip key: {exc}") from None
+        quarantine.quarantine(services, event.key, f"not a clip key: {exc}")
+        raise PermanentEventError(f"quarantined {event.key}: not a clip key ({exc})") from None
     try:
         device = services.devices.get(ck.device_id)
     except NotFound:
-        raise PermanentEventError(f"clip from unknown device {ck.device_id!r}") from None
+        quarantine.quarantine(services, event.key, f"no device {ck.device_id!r} is enrolled")
+        raise PermanentEventError(f"quarantined {event.key}: clip from unknown device {ck.device_id!r}") from None
     keys = services.vault.keys()
     with tempfile.TemporaryFile(prefix="cryospy-sealed-") as spool:
         sealed_size = _download(services, event.key, spool)
@@ -73,22 +131,37 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
             reader = open_sealed(spool, keyring=keys, signer_public_key=verify_key_from_text(device.signing_key),
                                  expected_object_key=event.key, size=sealed_size)
             reader.verify_length()   # a full pass: the device-signed content trailer must hold
-            meta = describe(reader)
-        except SealedFormatError as exc:
-            raise PermanentEventError(f"sealed clip failed verification: {exc}") from None
-        except Mp4Error as exc:
-            raise PermanentEventError(f"clip is not a readable MP4: {exc}") from None
+            info = parse_mp4(_read_at(reader), reader.plaintext_size)
+            meta = _clip_meta(reader)
+        except (SealedFormatError, Mp4Error) as exc:
+            reason = f"sealed clip failed verification: {exc}"
+            quarantine.quarantine(services, event.key, reason)
+            if services.alerts is not None:
+                services.alerts.tampering(ck.device_id, event.key, reason)
+            raise PermanentEventError(f"quarantined {event.key}: {reason}") from None
         header = reader.header
-    if header.device_id != ck.device_id or header.sequence != ck.sequence:
-        raise PermanentEventError("sealed header disagrees with its object key (device or sequence)")
+        if header.device_id != ck.device_id or header.sequence != ck.sequence:
+            quarantine.quarantine(services, event.key, "sealed header disagrees with its object key")
+            raise PermanentEventError(f"quarantined {event.key}: header disagrees with its object key")
+        described = describe(info, meta)
+        peak = described["peak_s"] if isinstance(described["peak_s"], int | float) else 1.0
+        jpeg = _thumbnail(reader, info, float(peak))
+    thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
+    existing = services.index.get_clip(ck.device_id, ck.day, event.key)
     record = {
         "key": event.key, "device_id": ck.device_id, "day": ck.day, "sequence": header.sequence,
-        "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace(
-            "+00:00", "Z"),
+        "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "sealed_size": sealed_size, "plain_size": reader.plaintext_size,
         "header_hash": header.header_hash.hex(), "prev_hash": header.prev_hash.hex(),
-        **meta,
+        "thumb_key": thumb_key, "thumb_size": thumb_size,
+        "protected": bool(existing and existing.get("protected")),
+        "indexed_at": (existing or {}).get("indexed_at") or datetime.now(UTC).isoformat(timespec="seconds"),
+        **described,
     }
+    record["chain"] = chain_check.link(services, record)
     changed = services.index.upsert_clip(record)
-    log.info("indexed %s (%s)", event.key, "new" if changed else "unchanged")
-    return IngestResult(event.key, changed)
+    chain_check.relink_successor(services, record)
+    if changed and existing is None and services.alerts is not None and record["motion"]:
+        services.alerts.motion(ck.device_id, record, jpeg)
+    log.info("indexed %s (%s)", event.key, "new" if existing is None else "unchanged" if not changed else "updated")
+    return IngestResult(event.key, ck.device_id, changed, record)

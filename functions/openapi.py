@@ -118,6 +118,16 @@ def build_spec() -> dict[str, Any]:
                 "operationId": f"{action.replace('-', '_')}_device", "security": ADMIN_AUTH, "parameters": PATH_ID,
                 "responses": {"200": _json(DEVICE), **_errors(401, 404, 409)}}}
                for action in ("disable", "enable", "rotate-secret")},
+            "/v1/admin/clips/protect": {"post": {
+                "operationId": "protect_clip", "security": ADMIN_AUTH,
+                "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["key", "protected"],
+                                      "properties": {"key": {"type": "string"}, "protected": {"type": "boolean"}}}),
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 413)}}},
+            "/v1/admin/clips/delete": {"post": {
+                "operationId": "delete_clip", "security": ADMIN_AUTH,
+                "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["key"],
+                                      "properties": {"key": {"type": "string"}}}),
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 404, 409, 413)}}},
             "/v1/admin/clips": {"get": {
                 "operationId": "query_clips", "security": ADMIN_AUTH,
                 "parameters": [

@@ -64,6 +64,9 @@ class Services:
     proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
     trusted_proxies: tuple[str, ...] = ()
     defence: Any = None            # functions.auth_defence.AuthDefence, when configured
+    storage_warning_threshold: float = 0.8
+    global_budget_bytes: int = 0   # 0 = no deployment-wide budget
+    silent_minutes: int = 30
     alerts: Any = None             # functions.alerts.Alerts, when configured
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

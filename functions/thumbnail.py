@@ -17,7 +17,7 @@ from pathlib import Path
 from cryospy.common.ffmpeg_tool import FfmpegError, run_ffmpeg
 from cryospy.functions.mp4 import Mp4Error, parse_mp4_file
 
-__all__ = ["make_thumbnail"]
+__all__ = ["make_thumbnail", "thumbnail_from_fragment"]
 
 _JPEG_START = b"\xff\xd8"
 _TIMEOUT_S = 60.0
@@ -52,25 +52,39 @@ def make_thumbnail(
     # Stay one frame short of the end: a seek to the exact duration lands after the last frame.
     frame_s = 1.0 / info.fps if info.fps else 0.1
     at = min(max(0.0, at_seconds), max(0.0, info.duration_s - frame_s))
+    return _encode_still(["-ss", f"{at:.3f}", "-i", str(video_path)], None, max_width, max_height, quality,
+                         f"thumbnail of {video_path} at {at:.3f}s", ffmpeg)
+
+
+def thumbnail_from_fragment(init: bytes, fragment: bytes, *, offset_s: float, max_width: int = 480,
+                            max_height: int = 360, quality: int = 80, ffmpeg: str | None = None) -> bytes:
+    """A JPEG from one fMP4 fragment (plus the init segment), piped to ffmpeg: no plaintext on disk.
+
+    ``offset_s`` is the wanted time relative to the fragment's start; fragments begin with a keyframe, so
+    ffmpeg decodes at most one fragment's frames to reach it.
+    """
+    if not init or not fragment:
+        raise FfmpegError("cannot make a thumbnail from an empty init segment or fragment")
+    args = ["-f", "mp4", "-ss", f"{max(0.0, offset_s):.3f}", "-i", "pipe:0"]
+    jpeg = _encode_still(args, init + fragment, max_width, max_height, quality,
+                         f"thumbnail at {offset_s:.3f}s into a fragment", ffmpeg)
+    return jpeg
+
+
+def _encode_still(input_args: list[str], stdin: bytes | None, max_width: int, max_height: int, quality: int,
+                  what: str, ffmpeg: str | None) -> bytes:
+    if max_width < 2 or max_height < 2:
+        raise ValueError(f"thumbnail box {max_width}x{max_height} is too small; use at least 2x2")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality={quality!r}: use 1 (smallest) to 100 (best); 80 is a good default")
     q = round(31 - (quality - 1) * 29 / 99)
     scale = (
         f"scale=w=min(iw\\,{max_width}):h=min(ih\\,{max_height})"
         ":force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=full"
     )
-    args = [
-        "-loglevel", "error",
-        "-ss", f"{at:.3f}",
-        "-i", str(video_path),
-        "-map", "0:v:0",
-        "-frames:v", "1",
-        "-vf", scale,
-        "-q:v", str(q),
-        "-f", "image2pipe",
-        "-vcodec", "mjpeg",
-        "pipe:1",
-    ]
-    what = f"thumbnail of {video_path} at {at:.3f}s"
-    jpeg = run_ffmpeg(args, what=what, timeout=_TIMEOUT_S, exe=ffmpeg)
+    args = ["-loglevel", "error", *input_args, "-map", "0:v:0", "-frames:v", "1", "-vf", scale,
+            "-q:v", str(q), "-f", "image2pipe", "-vcodec", "mjpeg", "pipe:1"]
+    jpeg = run_ffmpeg(args, what=what, stdin=stdin, timeout=_TIMEOUT_S, exe=ffmpeg)
     if not jpeg.startswith(_JPEG_START):
         raise FfmpegError(
             f"ffmpeg produced no image for the {what} (the clip may hold no decodable frame there); "

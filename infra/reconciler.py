@@ -11,6 +11,7 @@ import logging
 import threading
 
 from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError, parse_clip_key
+from cryospy.functions import maintenance
 from cryospy.functions.errors import KeysLocked
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
@@ -43,6 +44,7 @@ class Reconciler:
         while not self._stop.wait(self.interval):
             try:
                 self.run_once()
+                maintenance.run_pass(self.services)
             except KeysLocked:
                 pass
             except Exception:

@@ -23,7 +23,8 @@ from waitress.server import create_server
 
 from cryospy.common.keys import KeyStoreError
 from cryospy.functions import services as services_mod
-from cryospy.functions.alerts import Alerts
+from cryospy.functions.alert_limits import AlertLimits
+from cryospy.functions.alerts import AlertPolicy, Alerts
 from cryospy.functions.app import app
 from cryospy.functions.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.client_ip import parse_trusted_proxies
@@ -72,7 +73,23 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
         proxy_auth=config.proxy_auth,
         trusted_proxies=tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)),
         defence=defence,
-        alerts=Alerts(mailer, config.alert_recipients) if mailer else None,
+        alerts=Alerts(mailer, config.alert_recipients, AlertLimits(dep.path("runtime", "alert-limits.sqlite")),
+                      alert_policy(config)) if mailer else None,
+        storage_warning_threshold=config.storage_warning_threshold,
+        global_budget_bytes=config.global_budget_bytes,
+        silent_minutes=config.silent_minutes,
+    )
+
+
+def alert_policy(config: ServerConfig) -> AlertPolicy:
+    minutes = config.alert_intervals_minutes
+    defaults = AlertPolicy()
+    return AlertPolicy(
+        motion_interval_s=minutes.get("motion", defaults.motion_interval_s / 60) * 60,
+        storage_interval_s=minutes.get("storage", defaults.storage_interval_s / 60) * 60,
+        silent_interval_s=minutes.get("silent", defaults.silent_interval_s / 60) * 60,
+        tamper_interval_s=minutes.get("tamper", defaults.tamper_interval_s / 60) * 60,
+        attach_thumbnails=config.attach_thumbnails,
     )
 
 

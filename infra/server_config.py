@@ -29,7 +29,11 @@ from cryospy.common.strict_keys import unknown_key_message
 
 from .errors import InfraError
 
-KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "proxy_auth", "max_clip_megabytes", "slot_ttl_seconds"}
+KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "proxy_auth", "max_clip_megabytes", "slot_ttl_seconds",
+         "storage"}
+ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
+              "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
+STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes"}
 
 
 class ServerConfigError(InfraError):
@@ -45,6 +49,28 @@ class ServerConfig:
     proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
     max_clip_bytes: int = 512 * 1024 * 1024
     slot_ttl_seconds: int = 600
+    attach_thumbnails: bool = False
+    alert_intervals_minutes: dict[str, float] = field(default_factory=dict)
+    silent_minutes: int = 30
+    storage_warning_threshold: float = 0.8
+    global_budget_bytes: int = 0
+
+
+def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
+    value = doc.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ServerConfigError(f"{path}: {key} must be a number from {lo} to {hi}, got {value!r}")
+    return float(value)
+
+
+def _section(path: Path, doc: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
+    section = doc.get(name) or {}
+    if not isinstance(section, dict):
+        raise ServerConfigError(f"{path}: {name} must be an object")
+    problem = unknown_key_message(section, sorted(known), f"{path}: {name}")
+    if problem:
+        raise ServerConfigError(problem)
+    return section
 
 
 def load_server_config(path: Path) -> ServerConfig:
@@ -59,8 +85,9 @@ def load_server_config(path: Path) -> ServerConfig:
     problem = unknown_key_message(doc, sorted(KNOWN), str(path))
     if problem:
         raise ServerConfigError(problem)
-    alerts = doc.get("alerts") or {}
-    recipients = alerts.get("recipients", []) if isinstance(alerts, dict) else None
+    alerts = _section(path, doc, "alerts", ALERT_KEYS)
+    storage = _section(path, doc, "storage", STORAGE_KEYS)
+    recipients = alerts.get("recipients", [])
     if not isinstance(recipients, list) or not all(isinstance(r, str) and "@" in r for r in recipients):
         raise ServerConfigError(f"{path}: alerts.recipients must be a list of e-mail addresses")
     proxies = doc.get("trusted_proxies", [])
@@ -70,15 +97,18 @@ def load_server_config(path: Path) -> ServerConfig:
     if proxy_auth is not None and not (isinstance(proxy_auth, dict) and isinstance(proxy_auth.get("header"), str)
                                        and isinstance(proxy_auth.get("value"), str) and proxy_auth["value"]):
         raise ServerConfigError(f"{path}: proxy_auth must be {{\"header\": \"X-Proxy-Auth\", \"value\": \"…\"}}")
-    max_mb = doc.get("max_clip_megabytes", 512)
-    ttl = doc.get("slot_ttl_seconds", 600)
-    if isinstance(max_mb, bool) or not isinstance(max_mb, int) or not 1 <= max_mb <= 5 * 1024:
-        raise ServerConfigError(f"{path}: max_clip_megabytes must be an integer from 1 to 5120")
-    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 30 <= ttl <= 900:
-        raise ServerConfigError(f"{path}: slot_ttl_seconds must be an integer from 30 to 900 (15 minutes)")
+    max_mb = _number(path, doc, "max_clip_megabytes", 512, 1, 5 * 1024)
+    ttl = _number(path, doc, "slot_ttl_seconds", 600, 30, 900)
+    intervals = {k.removesuffix("_interval_minutes"): _number(path, alerts, k, 0, 0, 10080)
+                 for k in ALERT_KEYS if k.endswith("_interval_minutes") and k in alerts}
     return ServerConfig(
         smtp=doc.get("smtp"), alert_recipients=tuple(recipients), auth_events=doc.get("auth_events"),
         trusted_proxies=tuple(proxies),
         proxy_auth=(proxy_auth["header"], proxy_auth["value"]) if proxy_auth else None,
-        max_clip_bytes=max_mb * 1024 * 1024, slot_ttl_seconds=ttl,
+        max_clip_bytes=int(max_mb) * 1024 * 1024, slot_ttl_seconds=int(ttl),
+        attach_thumbnails=bool(alerts.get("attach_thumbnails", False)),
+        alert_intervals_minutes=intervals,
+        silent_minutes=int(_number(path, alerts, "silent_minutes", 30, 1, 10080)),
+        storage_warning_threshold=_number(path, storage, "warning_threshold", 0.8, 0.05, 1.0),
+        global_budget_bytes=int(_number(path, storage, "global_budget_gigabytes", 0, 0, 1_000_000) * 1024**3),
     )

@@ -34,11 +34,12 @@ def test_chalice_package_builds_a_deployment_package(tmp_path: Path):
     names = zipfile.ZipFile(out / "deployment.zip").namelist()
     assert "app.py" in names
     tf = json.loads((out / "chalice.tf.json").read_text())["resource"]
-    assert set(tf["aws_lambda_function"]) == {"api_handler", "on_clip_created"}
+    assert set(tf["aws_lambda_function"]) == {"api_handler", "on_clip_created", "on_clip_removed"}
     [notify] = tf["aws_s3_bucket_notification"].values()
     assert notify["bucket"] == "cryospy"
-    assert notify["lambda_function"][0]["filter_prefix"] == "clips/"
-    assert notify["lambda_function"][0]["filter_suffix"] == ".cse"
+    events = {tuple(f["events"]) for f in notify["lambda_function"]}
+    assert events == {("s3:ObjectCreated:*",), ("s3:ObjectRemoved:*",)}
+    assert all(f["filter_prefix"] == "clips/" and f["filter_suffix"] == ".cse" for f in notify["lambda_function"])
 
 
 def test_missing_minio_and_go_gives_one_clear_message(tmp_path: Path):
