@@ -66,17 +66,22 @@ class IndexStore:
     # -- writes --------------------------------------------------------------------------------------
     def upsert_clip(self, record: dict[str, Any]) -> bool:
         """Insert or update by object key; returns True when anything changed."""
-        device, day = record["device_id"], record["day"]
         with self._lock:
-            with self._shard(device, day) as db:
-                table = db.table("clips", cache_size=0)
-                existing = table.get(Query().key == record["key"])
-                if existing is not None and {**existing, **record} == dict(existing):
-                    return False
-                table.upsert(record, Query().key == record["key"])
-            merged = {**(existing or {}), **record}
-            self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1)
-        self._notify(device, day)
+            changed = self._upsert_locked(record)
+        if changed:
+            self._notify(record["device_id"], record["day"])   # outside the lock: listeners may read the index
+        return changed
+
+    def _upsert_locked(self, record: dict[str, Any]) -> bool:
+        device, day = record["device_id"], record["day"]
+        with self._shard(device, day) as db:
+            table = db.table("clips", cache_size=0)
+            existing = table.get(Query().key == record["key"])
+            if existing is not None and {**existing, **record} == dict(existing):
+                return False
+            table.upsert(record, Query().key == record["key"])
+        merged = {**(existing or {}), **record}
+        self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1)
         return True
 
     def update_clip(self, device_id: str, day: str, key: str, changes: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,8 +91,10 @@ class IndexStore:
             if current is None:
                 return None
             updated = {**current, **changes}
-            self.upsert_clip(updated)
-            return updated
+            changed = self._upsert_locked(updated)
+        if changed:
+            self._notify(device_id, day)
+        return updated
 
     def remove_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
         """Forget a clip; returns the record it had, or None when it was not indexed."""

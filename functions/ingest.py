@@ -124,6 +124,9 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     except NotFound:
         quarantine.quarantine(services, event.key, f"no device {ck.device_id!r} is enrolled")
         raise PermanentEventError(f"quarantined {event.key}: clip from unknown device {ck.device_id!r}") from None
+    if not device.enabled:
+        quarantine.quarantine(services, event.key, f"device {ck.device_id!r} is disabled or removed")
+        raise PermanentEventError(f"quarantined {event.key}: device {ck.device_id!r} is disabled or removed")
     keys = services.vault.keys()
     with tempfile.TemporaryFile(prefix="cryospy-sealed-") as spool:
         sealed_size = _download(services, event.key, spool)
@@ -144,10 +147,18 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
             quarantine.quarantine(services, event.key, "sealed header disagrees with its object key")
             raise PermanentEventError(f"quarantined {event.key}: header disagrees with its object key")
         described = describe(info, meta)
-        peak = described["peak_s"] if isinstance(described["peak_s"], int | float) else 1.0
-        jpeg = _thumbnail(reader, info, float(peak))
-    thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
-    existing = services.index.get_clip(ck.device_id, ck.day, event.key)
+        existing = services.index.get_clip(ck.device_id, ck.day, event.key)
+        done_before = bool(existing and existing.get("header_hash") == header.header_hash.hex()
+                           and existing.get("thumb_key"))
+        jpeg = None
+        if not done_before:
+            peak = described["peak_s"] if isinstance(described["peak_s"], int | float) else 1.0
+            jpeg = _thumbnail(reader, info, float(peak))
+    if done_before:
+        # A replayed event: the thumbnail exists already; re-sealing it would only churn the bucket.
+        thumb_key, thumb_size = existing["thumb_key"], existing["thumb_size"]  # type: ignore[index]
+    else:
+        thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
     record = {
         "key": event.key, "device_id": ck.device_id, "day": ck.day, "sequence": header.sequence,
         "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

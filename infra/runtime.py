@@ -175,6 +175,7 @@ class Runtime:
         if self.options.provision:
             provision(self.dep, self.routes)
         self.dispatcher.start()
+        self.builder.start()
         if not self.services.vault.locked:
             self._safe_rebuild()
         self.reconciler.start()
@@ -196,6 +197,7 @@ class Runtime:
             self._thread.join(10)
         self.reconciler.stop()
         self.dispatcher.stop()
+        self.builder.stop()
         self.queue.close()
         self.services.devices.flush()
         if self.services.alerts is not None:

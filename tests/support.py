@@ -35,6 +35,16 @@ def sample_clip(seconds: float = 2.0, width: int = 160, height: int = 96) -> byt
     return _SAMPLE[key]
 
 
+def clip_with_meta(motion: bool, peak_s: float = 1.0, seconds: float = 2.0) -> bytes:
+    """A sample clip with the agent's metadata box appended (what a real agent uploads)."""
+    from cryospy.common.clipmeta import encode_meta_box
+
+    summary = {"motion": motion, "score": 0.2 if motion else 0.0, "peak_s": peak_s if motion else None,
+               "intervals": [{"start_s": 0.5, "end_s": 1.5, "peak_score": 0.2}] if motion else [],
+               "frames_analysed": 20, "suppressed_global_changes": 0}
+    return sample_clip(seconds) + encode_meta_box({"motion": summary, "agent_version": "test"})
+
+
 class FakeCamera:
     """Seals and uploads clips exactly as the agent does, but on demand."""
 
@@ -80,7 +90,7 @@ class FakeCamera:
         key = slot.key
         tmp = Path(self.config.spool_dir)
         tmp.mkdir(parents=True, exist_ok=True)
-        path = tmp / "upload.cse"
+        path = tmp / f"upload-{hashlib.sha256(key.encode()).hexdigest()[:16]}.cse"   # one file per upload
         path.write_bytes(data)
         status = self.client.put(slot, path)
         assert status == 200, status

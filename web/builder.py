@@ -7,6 +7,7 @@ turned into the viewer's local time by a few lines of script in the page.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore
 
 from .site_store import SiteStore
+
+log = logging.getLogger("cryospy.web.builder")
 
 
 def day_page(device_id: str, day: str) -> str:
@@ -35,11 +38,51 @@ class SiteBuilder:
                                autoescape=select_autoescape(["html"]))
         self.env.globals["day_page"] = day_page
         self._lock = threading.Lock()
+        self._dirty: set[tuple[str, str]] = set()
+        self._dirty_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def on_index_change(self, device_id: str, day: str) -> None:
+        """Called by the index after a change: remember what to re-render; the render thread does it.
+
+        Handlers never wait for rendering, and a burst of clips for one day renders that day once."""
+        with self._dirty_lock:
+            self._dirty.add((device_id, day))
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="cryospy-site-builder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(1.0)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                log.exception("rendering the dashboard failed; will retry on the next change")
+
+    def flush(self) -> int:
+        """Render every page a change touched since the last flush; returns how many day pages."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return 0
         with self._lock:
-            self.render_day(device_id, day)
+            for device_id, day in sorted(dirty):
+                self.render_day(device_id, day)
             self.render_overview()
+        return len(dirty)
 
     def render_day(self, device_id: str, day: str) -> None:
         clips = self.index.clips_for_day(device_id, day)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -228,6 +229,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     dep = load(args.data_dir)
     passphrase = None if args.locked else read_passphrase(args.passphrase_file, required=False)
+
+    def _terminate(*_: object) -> None:
+        raise KeyboardInterrupt   # SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
     minio = None if args.external_minio else MinioServer(dep).start()
     runtime = None
     try:
