@@ -1,8 +1,14 @@
-"""The edge agent, top to bottom: one line per subsystem.
+"""The edge agent, top to bottom: one line per subsystem, each a loop with ``run()`` and the shared stop event.
 
-It starts and records even when the server is unreachable: nothing here needs the network before the
-first clip, and clips wait in the spool. SIGTERM/SIGINT end the current clip early (it is sealed and kept),
-make one last upload pass, and exit.
+    settings    polls the server's settings (ETag), caches them in the spool dir       settings_sync.py
+    recorder    camera → constant-rate clips, motion on every frame                     recorder.py
+    finisher    clip → keep/discard (motion_only) → metadata box → seal → spool         finisher.py
+    uploader    spool → upload slot → PUT → forget                                      uploader.py
+    heartbeat   health → server, every settings interval                                heartbeat.py
+
+It starts and records even when the server is unreachable: nothing here needs the network before the first
+clip (the settings come from the cache, or the defaults), and clips wait in the spool. SIGTERM/SIGINT end
+the current clip early (it is sealed and kept), make one last upload pass, and exit.
 """
 
 from __future__ import annotations
@@ -10,19 +16,45 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from cryospy import __version__
 from cryospy.common.keys import DeploymentPublicKey, signing_key_from_text
 
 from .api_client import ApiClient
 from .config import AgentConfig
 from .errors import ConfigError
+from .finisher import ClipFinisher
+from .heartbeat import Heartbeat
 from .recorder import Recorder
-from .sources import open_source
+from .scratch import close_scratch, open_scratch
+from .settings_sync import SettingsSync
+from .sources import FrameSource, open_source
 from .spool import Spool
 from .uploader import Uploader
 
 log = logging.getLogger("cryospy.agent")
+
+
+def agent_status(spool: Spool, recorder: Recorder, settings: SettingsSync, started: float) -> dict[str, Any]:
+    """The heartbeat document (the fields the server's /v1/device/heartbeat accepts)."""
+    depth, size = spool.stats()
+    next_sequence = spool.next_sequence()
+    state = recorder.source_state
+    if recorder.motion_state != "ok":
+        state += f"; motion detection {recorder.motion_state}"
+    return {
+        "agent_version": __version__, "spool_depth": depth, "spool_bytes": size, "dropped_clips": spool.dropped,
+        "source_state": state, "settings_etag": settings.current().etag, "last_sequence": next_sequence - 1,
+        "uptime_s": round(time.monotonic() - started, 1),
+    }
+
+SourceOpener = Callable[[float], FrameSource]
+FIRST_SYNC_WAIT_S = 5.0
 
 
 @dataclass
@@ -30,39 +62,68 @@ class Agent:
     config: AgentConfig
     stop: threading.Event
     spool: Spool
+    settings: SettingsSync
     recorder: Recorder
+    finisher: ClipFinisher
     uploader: Uploader
+    heartbeat: Heartbeat
+    scratch: Path
+    started: float
 
     @classmethod
-    def build(cls, config: AgentConfig, stop: threading.Event | None = None) -> Agent:
+    def build(cls, config: AgentConfig, stop: threading.Event | None = None, *,
+              source: SourceOpener | None = None) -> Agent:
+        """Wire the subsystems; ``source`` replaces the camera (tests), given the planned frame rate."""
         stop = stop or threading.Event()
         try:
-            recipient = DeploymentPublicKey.from_text(config.deployment_public_key)
+            DeploymentPublicKey.from_text(config.deployment_public_key)
             signer = signing_key_from_text(config.signing_key)
         except Exception as exc:
             raise ConfigError(f"deployment_public_key or signing_key in the agent config is not valid: {exc}") from None
+        client = ApiClient(config)
+        spool = Spool(config.spool_dir, config.spool_max_bytes)
+        settings = SettingsSync(config, client, config.spool_dir / "settings.json", stop)
+        scratch = open_scratch(config.spool_dir, config.temp_dir)
         wake = threading.Event()
-        spool = Spool(config.spool_dir, config.spool_max_megabytes * 1024 * 1024)
-        recorder = Recorder(
-            config, lambda: open_source(config.camera_device, loop=config.loop, fps=config.fps,
-                                        width=config.width, height=config.height),
-            spool, recipient, signer, stop, on_clip=lambda _entry: wake.set())
-        uploader = Uploader(config, spool, ApiClient(config), stop, wake)
-        return cls(config, stop, spool, recorder, uploader)
+        finisher = ClipFinisher(config.client_id, spool, signer, on_sealed=lambda _entry: wake.set())
+        opener = source or (lambda fps: open_source(config.camera_device, loop=config.loop, fps=fps,
+                                                    width=config.width or 0, height=config.height or 0))
+        recorder = Recorder(config, settings.current, opener, finisher.submit, scratch, stop)
+        uploader = Uploader(config, spool, client, stop, wake)
+        started = time.monotonic()
+        heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
+                              stop, settings.wake.set)
+        return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, scratch, started)
+
+    def status(self) -> dict[str, Any]:
+        return agent_status(self.spool, self.recorder, self.settings, self.started)
 
     def run(self, install_signals: bool = True) -> None:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop.set())
-        threads = [threading.Thread(target=self.recorder.run, name="recorder"),
-                   threading.Thread(target=self.uploader.run, name="uploader")]
-        for t in threads:
-            t.start()
-        log.info("agent %s running: source %s, spool %s", self.config.client_id, self.config.camera_device,
-                 self.config.spool_dir)
-        while not self.stop.wait(0.5):
-            pass
-        for t in threads:
-            t.join()
-        self.uploader.drain(timeout=self.config.server_timeout_seconds + 5)
+        loops = {"settings": self.settings.run, "recorder": self.recorder.run, "finisher": self.finisher.run,
+                 "uploader": self.uploader.run, "heartbeat": self.heartbeat.run}
+        threads = {name: threading.Thread(target=run, name=name, daemon=True) for name, run in loops.items()}
+        threads["settings"].start()
+        # A first start should record with the admin's settings, not the defaults, if the server answers
+        # quickly; an unreachable server delays the first clip by this much at most.
+        self.settings.attempted.wait(min(FIRST_SYNC_WAIT_S, self.config.server_timeout_seconds))
+        for name, t in threads.items():
+            if name != "settings":
+                t.start()
+        log.info("agent %s running: source %s, spool %s, settings from %s", self.config.client_id,
+                 self.config.camera_device, self.config.spool_dir, self.settings.current().origin)
+        try:
+            while not self.stop.wait(0.5):
+                pass
+        finally:
+            self.stop.set()
+            threads["recorder"].join()
+            self.finisher.close_input()          # the clip SIGTERM cut short is sealed before we go on
+            threads["finisher"].join()
+            for name in ("uploader", "settings", "heartbeat"):
+                threads[name].join(self.config.server_timeout_seconds + 5)
+            self.uploader.drain(timeout=self.config.server_timeout_seconds + 5)
+            close_scratch(self.scratch)
         log.info("agent stopped; %d clip(s) left in the spool for next time", len(self.spool.entries()))

@@ -25,6 +25,14 @@ class Retryable(Exception):
 
 
 @dataclass(frozen=True)
+class SettingsResponse:
+    """A 200 answer to GET /v1/device/settings: the document and the ETag to send back next time."""
+
+    document: dict[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True)
 class Slot:
     url: str
     headers: dict[str, str]
@@ -56,6 +64,52 @@ class ApiClient:
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
             raise Retryable(f"cannot reach {req.full_url.split('?')[0]}: {exc}") from None
 
+    def _json(self, method: str, path: str, doc: dict[str, Any] | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+        data = json.dumps(doc).encode() if doc is not None else None
+        req = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
+                                     headers={**self._auth, "Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(req, timeout=self.config.server_timeout_seconds, context=self._ssl) as resp:
+                return resp.status, resp.read(), dict(resp.headers.items())
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code in (408, 429):
+                raise Retryable(f"HTTP {exc.code} from {self.base}{path}") from None
+            return exc.code, exc.read(), dict(exc.headers.items())
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise Retryable(f"cannot reach {self.base}{path}: {exc}") from None
+
+    def get_settings(self, etag: str = "") -> SettingsResponse | None:
+        """The device's settings document, or None when it still matches ``etag`` (304)."""
+        status, body, headers = self._json("GET", "/v1/device/settings",
+                                           headers={"If-None-Match": etag} if etag else None)
+        if status == 304:
+            return None
+        if status == 401:
+            raise UploadError("the server rejected this device's credentials (401): check client_id and "
+                              "client_secret, and that the device is enabled")
+        if status != 200:
+            raise UploadError(f"the server refused the settings request (HTTP {status}): {body[:300]!r}")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise Retryable(f"the settings answer is not JSON: {body[:100]!r}") from None
+        if not isinstance(doc, dict):
+            raise Retryable("the settings answer is not a JSON object")
+        etag_header = next((v for k, v in headers.items() if k.lower() == "etag"), "")
+        return SettingsResponse(doc, etag_header)
+
+    def heartbeat(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """POST the agent's health; returns the server's answer (it says whether settings changed)."""
+        status, body, _ = self._json("POST", "/v1/device/heartbeat", doc)
+        if status != 200:
+            raise UploadError(f"the server refused the heartbeat (HTTP {status}): {body[:300]!r}")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
     def request_slot(self, doc: dict[str, Any]) -> Slot:
         req = urllib.request.Request(f"{self.base}/v1/device/slots", data=json.dumps(doc).encode(), method="POST",
                                      headers={**self._auth, "Content-Type": "application/json"})
@@ -65,8 +119,18 @@ class ApiClient:
                               "client_secret, and that the device is enabled")
         if status != 201:
             raise UploadError(f"the server refused the upload slot (HTTP {status}): {body[:300]!r}")
-        slot = json.loads(body)
-        return Slot(slot["url"], slot["headers"], slot["key"])
+        try:
+            slot = json.loads(body)
+            return Slot(slot["url"], slot["headers"], slot["key"])
+        except (ValueError, KeyError, TypeError):
+            raise Retryable(f"the slot answer is not what this agent expects: {body[:200]!r}") from None
+
+    def confirm(self, key: str) -> None:
+        """Tell the server the clip is uploaded so it is processed at once; MinIO's own notification still
+        follows, so a failed confirmation only costs latency and is merely logged by the caller."""
+        status, body, _ = self._json("POST", "/v1/device/uploads/confirm", {"key": key})
+        if status != 200:
+            raise UploadError(f"the server refused the upload confirmation (HTTP {status}): {body[:200]!r}")
 
     def put(self, slot: Slot, path: Path) -> int:
         """PUT the file to the presigned URL; returns the HTTP status (200, or 412 when it already exists)."""

@@ -1,7 +1,13 @@
-"""The agent's JSON config: the original client's keys plus what sealing and the spool need.
+"""The agent's JSON config: the original client's keys plus what sealing, the spool and the camera need.
 
-Unknown keys are an error (with the list of known ones), every number has bounds, and the original's
-defaults apply where it had them.
+Unknown keys are an error (with the closest known key), every number has bounds, and the original's defaults
+apply where it had them.
+
+Where recording parameters come from: the server's device settings (synced, cached in the spool) decide
+them, so the admin can change a camera from the dashboard. A recording key written in this file
+(``clip_seconds``, ``fps``, ``width``/``height``, ``crf``, ``keyframe_seconds``, ``settings_sync_seconds``)
+is a *local pin*: it wins over the server's value, for a board that cannot do more than it is told or for
+tests and demos that need clips shorter than the server's 5 s minimum. Leave them out to follow the server.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ _ORIGINAL = {
 }
 _NEW = {
     "deployment_public_key", "signing_key", "spool_dir", "spool_max_megabytes", "clip_seconds", "width",
-    "height", "fps", "loop", "ca_bundle", "tls_verify", "keyframe_seconds", "crf",
+    "height", "fps", "loop", "ca_bundle", "tls_verify", "keyframe_seconds", "crf", "encoder_preset",
+    "source_retry_max_seconds", "temp_dir",
 }
+_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
 @dataclass(frozen=True)
@@ -31,28 +39,36 @@ class AgentConfig:
     client_id: str
     client_secret: str = field(repr=False)
     server_url: str
-    deployment_public_key: str
+    deployment_public_key: str      # used until the first settings sync brings the server's current key
     signing_key: str = field(repr=False)
     spool_dir: Path
     camera_device: str = "/dev/video0"
-    buffer_size: int = 5
-    retry_buffer_size: int = 100
-    settings_sync_seconds: int = 300
+    buffer_size: int = 5            # accepted for compatibility; the disk spool replaced the upload channel
+    retry_buffer_size: int = 100    # accepted for compatibility; every spooled clip is retried
+    settings_sync_seconds: int | None = None    # pin; else the server's settings_sync_seconds (300)
     server_timeout_seconds: int = 30
     upload_retry_minutes: float = 5
     upload_max_retries: int = 3
     proxy_auth_header: str = ""
     proxy_auth_value: str = field(default="", repr=False)
-    spool_max_megabytes: int = 2048
-    clip_seconds: float = 60
-    width: int = 0          # 0 = the source's own size (made even)
-    height: int = 0
-    fps: float = 15
-    loop: bool = True       # a video-file source restarts at its end
+    spool_max_megabytes: float = 2048
+    # Local pins over the server's settings (None = follow the server): see the module docstring.
+    clip_seconds: float | None = None
+    width: int | None = None        # 0 or None with height: the server's downscale_resolution, else the camera's
+    height: int | None = None
+    fps: float | None = None
+    keyframe_seconds: float | None = None
+    crf: int | None = None
+    loop: bool = True               # a video-file source restarts at its end
     ca_bundle: str = ""
     tls_verify: bool = True
-    keyframe_seconds: float = 1.0
-    crf: int = 26
+    encoder_preset: str = "veryfast"
+    source_retry_max_seconds: float = 30.0
+    temp_dir: str = ""              # where plaintext clips live for seconds; "" = the system's (often RAM)
+
+    @property
+    def spool_max_bytes(self) -> int:
+        return int(self.spool_max_megabytes * 1024 * 1024)
 
 
 def _bounded(doc: dict[str, Any], key: str, kind: type, lo: float, hi: float) -> None:
@@ -63,6 +79,19 @@ def _bounded(doc: dict[str, Any], key: str, kind: type, lo: float, hi: float) ->
         raise ConfigError(f"config key {key!r} must be a{'n integer' if kind is int else ' number'}, got {value!r}")
     if not lo <= value <= hi:
         raise ConfigError(f"config key {key!r} must be between {lo} and {hi}, got {value}")
+
+
+def _check_types(doc: dict[str, Any]) -> None:
+    for key in ("loop", "tls_verify"):
+        if key in doc and not isinstance(doc[key], bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {doc[key]!r}")
+    for key in ("camera_device", "proxy_auth_header", "proxy_auth_value", "ca_bundle", "temp_dir", "spool_dir"):
+        if doc.get(key) is not None and not isinstance(doc[key], str | int):
+            raise ConfigError(f"config key {key!r} must be a string, got {doc[key]!r}")
+    preset = doc.get("encoder_preset")
+    if preset is not None and preset not in _PRESETS:
+        raise ConfigError(f"config key 'encoder_preset' must be one of {', '.join(_PRESETS)}, got {preset!r}; "
+                          "slower presets make smaller files but cost more CPU per recorded second")
 
 
 def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
@@ -79,19 +108,32 @@ def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
         ("buffer_size", int, 1, 10_000), ("retry_buffer_size", int, 0, 1_000_000),
         ("settings_sync_seconds", int, 5, 86_400), ("server_timeout_seconds", int, 1, 600),
         ("upload_retry_minutes", float, 0, 1440), ("upload_max_retries", int, 0, 1_000_000),
-        ("spool_max_megabytes", int, 16, 10_000_000), ("clip_seconds", float, 2, 1800),
-        ("width", int, 0, 8192), ("height", int, 0, 8192), ("fps", float, 1, 120),
-        ("keyframe_seconds", float, 0.5, 10), ("crf", int, 0, 51),
+        # 0.1 MiB holds a few tiny clips: enough for tests of the drop policy, useless for a camera.
+        ("spool_max_megabytes", float, 0.1, 10_000_000), ("clip_seconds", float, 2, 1800),
+        ("width", int, 0, 4096), ("height", int, 0, 4096), ("fps", float, 1, 60),
+        ("keyframe_seconds", float, 0.5, 10), ("crf", int, 0, 51), ("source_retry_max_seconds", float, 1, 3600),
     ):
         _bounded(doc, key, kind, lo, hi)
+    _check_types(doc)
+    for key in ("width", "height"):
+        if doc.get(key) and doc[key] % 2:
+            raise ConfigError(f"config key {key!r}={doc[key]} is odd; H.264 4:2:0 needs even sizes, use "
+                              f"{doc[key] - 1} or {doc[key] + 1}")
+    if bool(doc.get("width")) != bool(doc.get("height")):
+        raise ConfigError("config keys 'width' and 'height' go together: set both (e.g. 640 and 360) or neither")
+    if doc.get("clip_seconds") is not None and doc.get("keyframe_seconds") is not None \
+            and doc["keyframe_seconds"] > doc["clip_seconds"]:
+        raise ConfigError(f"keyframe_seconds={doc['keyframe_seconds']} is longer than clip_seconds="
+                          f"{doc['clip_seconds']}; a clip is made of whole segments, so lower keyframe_seconds")
     if not str(doc["server_url"]).startswith(("http://", "https://")):
         raise ConfigError(f"server_url must start with http:// or https://, got {doc['server_url']!r}")
-    values = dict(doc)
+    # The original treats a null or missing upload_max_retries as 3; keep that (None = the default).
+    values = {k: v for k, v in doc.items() if v is not None}
     values["spool_dir"] = (base_dir / values.get("spool_dir", "spool")).resolve()
     values["camera_device"] = str(values.get("camera_device", "/dev/video0"))
-    # The original treats a null or missing upload_max_retries as 3; keep that.
-    for key in [k for k, v in values.items() if v is None]:
-        values.pop(key)
+    for key in ("width", "height"):
+        if values.get(key) == 0:
+            values.pop(key)
     return AgentConfig(**values)
 
 

@@ -20,6 +20,7 @@ Errors are :class:`~cryospy.common.ffmpeg_tool.FfmpegError` (ffmpeg failed or wa
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import subprocess
 import threading
@@ -158,11 +159,20 @@ class ClipEncoder:
         self._channels = 1 if settings.grayscale else 3
         command = [ffmpeg or ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error",
                    *settings.ffmpeg_args(self.path)]
+        # The output is plaintext video: create it 0600 before ffmpeg opens it (``-y`` truncates and keeps
+        # the mode), so it is never readable by anyone else, whatever the umask. If that fails, ffmpeg fails
+        # on the same path too, and its own diagnosis is the better error.
+        with contextlib.suppress(OSError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         try:
+            # Its own session: a Ctrl-C or a SIGTERM sent to the agent's process group must not kill the
+            # encoder of the clip the agent is about to finish; ffmpeg ends when its stdin closes.
             self._proc = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True,
             )
         except OSError as exc:
+            self._remove_output()
             raise FfmpegError(f"could not start ffmpeg ({command[0]}) to encode {self.path}: {exc}") from exc
         # ffmpeg's stderr is drained on a thread: a full pipe would block ffmpeg, which would stop reading
         # stdin, which would block write() forever.

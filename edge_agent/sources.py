@@ -1,8 +1,13 @@
 """Frame sources: a V4L2 device (path or index), a stream URL, a video file, or a synthetic scene.
 
 ``camera_device`` picks the kind: ``synthetic:`` (optionally ``synthetic:WIDTHxHEIGHT``), an integer index,
-``/dev/videoN``, an ``rtsp://``/``http(s)://`` URL, or a file path. A file is paced at its own frame rate
-(and looped when configured) so that it behaves like a live camera.
+``/dev/videoN``, an ``rtsp://``/``http(s)://`` URL, or a file path. A file is paced at its own frame rate so
+that it behaves like a live camera. A looped file is *reopened* at its end rather than rewound: a file that
+was removed or replaced is noticed there, like an unplugged camera, instead of playing on from an open
+descriptor forever.
+
+Every failure to open or read is a :class:`SourceError`; the recorder reopens with backoff. A file played
+once raises :class:`SourceEnded` at its end, which the recorder does not retry.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ import numpy as np
 from .errors import SourceError
 from .synthetic import SyntheticScene
 
+# A synthetic scene repeats every crossing; caching one crossing makes the fake camera nearly free (so that
+# benchmarks measure the agent, not the scene generator) as long as it fits in this much memory.
+_SYNTHETIC_CACHE_BYTES = 256 * 1024 * 1024
+
+
+class SourceEnded(SourceError):
+    """A video file played once has reached its end; there is nothing to reopen."""
+
 
 class FrameSource(Protocol):
     fps: float
@@ -29,32 +42,37 @@ class FrameSource(Protocol):
 
 class SyntheticSource:
     def __init__(self, width: int, height: int, fps: float, clock: Callable[[], float] = time.monotonic):
-        self.scene = SyntheticScene(width=width, height=height, fps=fps)
+        self.scene = SyntheticScene(width=width, height=height, fps=fps, timestamp=False)
         self.fps, self.width, self.height = fps, width, height
+        period = round(self.scene.crossing_seconds * fps)
+        self._period = period if period * width * height * 3 <= _SYNTHETIC_CACHE_BYTES else 0
+        self._cache: dict[int, np.ndarray] = {}
         self._i = 0
         self._clock = clock
         self._next = clock()
 
     def read(self) -> np.ndarray:
         _pace(self, self._clock)
-        frame = self.scene.frame(self._i)
+        i = self._i % self._period if self._period else self._i
+        frame = self._cache.get(i)
+        if frame is None:
+            frame = self.scene.frame(i)
+            if self._period:
+                frame.setflags(write=False)
+                self._cache[i] = frame
         self._i += 1
         return frame
 
     def close(self) -> None:
-        pass
+        self._cache.clear()
 
 
 class OpenCvSource:
     def __init__(self, spec: str, loop: bool, fps_hint: float, clock: Callable[[], float] = time.monotonic):
         self.spec = spec
         self.loop = loop
-        target: int | str = int(spec) if spec.isdigit() else spec
         self.is_file = not spec.isdigit() and not spec.startswith(("/dev/", "rtsp://", "http://", "https://"))
-        self.cap = cv2.VideoCapture(target)
-        if not self.cap.isOpened():
-            raise SourceError(f"cannot open camera source {spec!r}: check the device path/URL/file and that no "
-                              "other program holds the camera")
+        self.cap = self._open()
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 1 <= fps <= 240 else fps_hint
         self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or 640
@@ -62,12 +80,23 @@ class OpenCvSource:
         self._clock = clock
         self._next = clock()
 
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(int(self.spec) if self.spec.isdigit() else self.spec)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open camera source {self.spec!r}: check the device path/URL/file and that "
+                              "no other program holds the camera")
+        return cap
+
     def read(self) -> np.ndarray:
         if self.is_file:
             _pace(self, self._clock)
         ok, frame = self.cap.read()
-        if not ok and self.is_file and self.loop:
-            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        if not ok and self.is_file:
+            if not self.loop:
+                raise SourceEnded(f"video file {self.spec!r} has ended (loop is off)")
+            self.cap.release()
+            self.cap = self._open()
             ok, frame = self.cap.read()
         if not ok or frame is None:
             raise SourceError(f"camera source {self.spec!r} stopped delivering frames")
@@ -86,7 +115,8 @@ def _pace(src: SyntheticSource | OpenCvSource, clock: Callable[[], float]) -> No
     src._next = max(src._next + 1.0 / src.fps, now - 1.0)
 
 
-def open_source(spec: str, *, loop: bool, fps: float, width: int, height: int) -> FrameSource:
+def open_source(spec: str, *, loop: bool, fps: float, width: int = 0, height: int = 0) -> FrameSource:
+    """Open ``spec`` (see the module docstring); ``fps`` is the plan's rate, a hint for sources without one."""
     if spec.startswith("synthetic:"):
         size = spec[len("synthetic:"):]
         if size:

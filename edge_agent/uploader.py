@@ -14,7 +14,9 @@ import logging
 import random
 import shutil
 import threading
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from .api_client import ApiClient, Retryable
 from .config import AgentConfig
@@ -50,23 +52,30 @@ class Uploader:
                 self.wake.wait(1.0)
                 self.wake.clear()
                 continue
-            self.upload_one(entries[0])
+            try:
+                self.upload_one(entries[0])
+            except Exception:
+                # An OS error on the spool or a bug must not end uploads for the months the agent runs.
+                log.exception("upload of clip #%d failed unexpectedly", entries[0].sequence)
+                self._failed(entries[0], "unexpected error (see above)", True)
 
     def drain(self, timeout: float) -> None:
         """Used at shutdown: one more pass over what is spooled, without backoff waits beyond ``timeout``."""
-        import time
-
         deadline = time.monotonic() + timeout
         for entry in self.spool.entries():
             if time.monotonic() > deadline or not self.upload_one(entry, wait_on_failure=False):
                 return
 
     def upload_one(self, entry: SpoolEntry, wait_on_failure: bool = True) -> bool:
+        request: dict[str, Any] = {
+            "size": entry.size, "sha256": entry.sha256, "captured_at": entry.captured_at,
+            "sequence": entry.sequence, "duration_s": entry.duration_s,
+        }
+        if entry.motion_summary is not None:
+            request["motion"] = entry.motion_summary
+        self.spool.uploading = entry.sequence
         try:
-            slot = self.client.request_slot({
-                "size": entry.size, "sha256": entry.sha256, "captured_at": entry.captured_at,
-                "sequence": entry.sequence, "duration_s": entry.duration_s,
-            })
+            slot = self.client.request_slot(request)
             if slot.key != entry.key:
                 raise UploadError(f"server chose key {slot.key!r} but the clip was sealed for {entry.key!r}")
             status = self.client.put(slot, self.spool.sealed_path(entry))
@@ -77,8 +86,14 @@ class Uploader:
                 return self._failed(entry, str(exc), wait_on_failure)
             self._reject(entry, str(exc))
             return True
+        finally:
+            self.spool.uploading = None
         self.spool.remove(entry)
         self._consecutive_failures = 0
+        try:
+            self.client.confirm(entry.key)
+        except (Retryable, UploadError) as exc:   # MinIO's notification still brings the clip in
+            log.info("could not confirm clip #%d (%s); the server will pick it up from MinIO", entry.sequence, exc)
         if status == 412:
             self.stats.already_present += 1
             log.info("clip #%d was already uploaded (%s)", entry.sequence, entry.key)

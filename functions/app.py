@@ -54,6 +54,14 @@ def request_upload_slot():
     return http.json_response(slot, 201)
 
 
+@app.route("/v1/device/uploads/confirm", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def confirm_upload():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    return device_api.confirm_upload(services, device, http.json_object(app.current_request))
+
+
 @app.route("/v1/device/settings", methods=["GET"])
 @http.api_view
 def get_device_settings():

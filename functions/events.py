@@ -38,9 +38,13 @@ class ObjectEvent:
 
     @property
     def identity(self) -> str:
-        """What makes two deliveries the same event (used to drop duplicates before work starts)."""
-        return "|".join([self.event_name, self.bucket, self.key, self.sequencer or self.etag or "",
-                         self.version_id or ""])
+        """What makes two deliveries the same event (used to drop duplicates before work starts).
+
+        A creation is identified by its content's ETag: MinIO's notification and the device's upload
+        confirmation describe the same object that way (clip keys are write-once, If-None-Match); a
+        removal, which has no ETag, by MinIO's sequencer."""
+        marker = (self.etag or self.sequencer or "") if self.created else (self.sequencer or self.etag or "")
+        return "|".join([self.event_name.rsplit(":", 1)[0], self.bucket, self.key, marker, self.version_id or ""])
 
     def to_record(self) -> dict[str, Any]:
         """Back to an S3-shaped record (key escaped again), so Chalice's S3Event decodes it correctly."""
@@ -62,7 +66,8 @@ def normalise_event_name(name: str) -> str:
     return name if name.startswith("s3:") else f"s3:{name}"
 
 
-def parse_record(record: Any) -> ObjectEvent:
+def parse_record(record: Any, *, escaped: bool = True) -> ObjectEvent:
+    """One record. Webhook and S3 keys are URL-escaped; MinIO's listen stream sends them as they are."""
     try:
         name = record["eventName"]
         bucket = record["s3"]["bucket"]["name"]
@@ -76,8 +81,9 @@ def parse_record(record: Any) -> ObjectEvent:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise MalformedEvent(f"object size must be a non-negative integer, got {size!r}")
     return ObjectEvent(
-        event_name=normalise_event_name(name), bucket=bucket, key=unquote_plus(raw_key), size=size,
-        etag=_opt_str(obj.get("eTag")), sequencer=_opt_str(obj.get("sequencer")),
+        event_name=normalise_event_name(name), bucket=bucket, key=unquote_plus(raw_key) if escaped else raw_key,
+        size=size,
+        etag=(_opt_str(obj.get("eTag")) or "").strip('"') or None, sequencer=_opt_str(obj.get("sequencer")),
         version_id=_opt_str(obj.get("versionId")),
     )
 

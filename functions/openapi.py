@@ -57,7 +57,8 @@ SLOT = {"type": "object", "required": ["method", "url", "headers", "key", "expir
 HEARTBEAT = {"type": "object", "additionalProperties": False, "properties": {
     "agent_version": {"type": "string", "maxLength": 64}, "spool_depth": {"type": "integer", "minimum": 0},
     "spool_bytes": {"type": "integer", "minimum": 0}, "dropped_clips": {"type": "integer", "minimum": 0},
-    "source_state": {"type": "string", "maxLength": 300}, "settings_etag": {"type": "string", "maxLength": 100},
+    "source_state": {"type": "string", "maxLength": 300}, "motion_state": {"type": "string", "maxLength": 300},
+    "settings_etag": {"type": "string", "maxLength": 100},
     "last_sequence": {"type": "integer", "minimum": -1}, "uptime_s": {"type": "number", "minimum": 0}}}
 CREATE = {"type": "object", "additionalProperties": False, "required": ["device_id", "signing_key"], "properties": {
     "device_id": DEVICE_ID, "signing_key": {"type": "string", "description": "cs1-ed25519-pub:…"},
@@ -85,6 +86,11 @@ def build_spec() -> dict[str, Any]:
                 "operationId": "request_upload_slot", "security": DEVICE_AUTH, "requestBody": _body(SLOT_REQUEST),
                 "responses": {"201": _json(SLOT, "a presigned PUT for exactly this clip"),
                               **_errors(400, 401, 413, 429)}}},
+            "/v1/device/uploads/confirm": {"post": {
+                "operationId": "confirm_upload", "security": DEVICE_AUTH,
+                "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["key"],
+                                      "properties": {"key": {"type": "string"}}}),
+                "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 409, 413, 429)}}},
             "/v1/device/settings": {"get": {
                 "operationId": "get_device_settings", "security": DEVICE_AUTH,
                 "parameters": [{"name": "If-None-Match", "in": "header", "required": False,

@@ -64,6 +64,8 @@ class Services:
     proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
     trusted_proxies: tuple[str, ...] = ()
     defence: Any = None            # functions.auth_defence.AuthDefence, when configured
+    # Where the upload-confirm route hands new-clip events (the runtime's job queue); None = not served.
+    event_sink: Callable[[list[Any]], int] | None = None
     storage_warning_threshold: float = 0.8
     global_budget_bytes: int = 0   # 0 = no deployment-wide budget
     silent_minutes: int = 30

@@ -65,7 +65,8 @@ def thumbnail_from_fragment(init: bytes, fragment: bytes, *, offset_s: float, ma
     """
     if not init or not fragment:
         raise FfmpegError("cannot make a thumbnail from an empty init segment or fragment")
-    args = ["-f", "mp4", "-ss", f"{max(0.0, offset_s):.3f}", "-i", "pipe:0"]
+    # Seek on the output side: a pipe cannot seek, and a fragment's timestamps start at its tfdt, not at 0.
+    args = ["-f", "mp4", "-i", "pipe:0", "-ss", f"{max(0.0, offset_s):.3f}"]
     jpeg = _encode_still(args, init + fragment, max_width, max_height, quality,
                          f"thumbnail at {offset_s:.3f}s into a fragment", ffmpeg)
     return jpeg
@@ -80,7 +81,7 @@ def _encode_still(input_args: list[str], stdin: bytes | None, max_width: int, ma
     q = round(31 - (quality - 1) * 29 / 99)
     scale = (
         f"scale=w=min(iw\\,{max_width}):h=min(ih\\,{max_height})"
-        ":force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=full"
+        ":force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=full,format=yuvj420p"
     )
     args = ["-loglevel", "error", *input_args, "-map", "0:v:0", "-frames:v", "1", "-vf", scale,
             "-q:v", str(q), "-f", "image2pipe", "-vcodec", "mjpeg", "pipe:1"]

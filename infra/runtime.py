@@ -139,6 +139,7 @@ class Runtime:
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login)
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
+        self.services.event_sink = self.webhook.enqueue
         self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)
         self._server: Any = None
         self._thread: threading.Thread | None = None

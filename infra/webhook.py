@@ -18,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from cryospy.functions.events import MalformedEvent, parse_notification
+from cryospy.functions.events import MalformedEvent, ObjectEvent, parse_notification
 
 from .event_routes import Route
 from .jobqueue import JobQueue
@@ -40,6 +40,21 @@ class WebhookReceiver:
         self.routes = routes
         self.queue = queue
         self.buckets = {r.bucket for r in routes}
+        self.records_received = 0      # notifications accepted from MinIO (for the status page)
+
+    def enqueue(self, records: list[ObjectEvent]) -> int:
+        """Queue one job per (record, matching handler); dead-letter records no handler wants. Also used by
+        the upload-confirm route, which reports a new clip before MinIO's notification arrives."""
+        queued = 0
+        for record in records:
+            matching = [r for r in self.routes if r.matches(record.bucket, record.key, record.event_name)]
+            if not matching:
+                self.queue.put_dead("(unrouted)", record.identity, record.to_event(),
+                                    f"no handler matches {record.event_name} for {record.key!r}")
+                continue
+            for route in matching:
+                queued += self.queue.put(route.name, record.identity, record.to_event())
+        return queued
 
     def handle(self, authorization: str | None, body: bytes) -> WebhookResult:
         scheme, _, token = (authorization or "").partition(" ")
@@ -56,13 +71,6 @@ class WebhookReceiver:
         unknown = sorted({r.bucket for r in records} - self.buckets)
         if unknown:
             return WebhookResult(400, {"error": f"no handler is registered for bucket {unknown[0]!r}"})
-        queued = 0
-        for record in records:
-            matching = [r for r in self.routes if r.matches(record.bucket, record.key, record.event_name)]
-            if not matching:
-                self.queue.put_dead("(unrouted)", record.identity, record.to_event(),
-                                    f"no handler matches {record.event_name} for {record.key!r}")
-                continue
-            for route in matching:
-                queued += self.queue.put(route.name, record.identity, record.to_event())
+        self.records_received += len(records)
+        queued = self.enqueue(records)
         return WebhookResult(200, {"queued": queued})

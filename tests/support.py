@@ -57,6 +57,7 @@ class FakeCamera:
         self.sequence = 0
         self.prev_hash = ZERO_HASH
         self.t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        self.confirm = True   # as the agent does; tests of the notification path alone turn it off
 
     def sealed(self, payload: bytes | None = None, captured_at: datetime | None = None) -> tuple[str, bytes, str]:
         captured_at = captured_at or self.t0 + timedelta(seconds=10 * self.sequence)
@@ -94,6 +95,8 @@ class FakeCamera:
         path.write_bytes(data)
         status = self.client.put(slot, path)
         assert status == 200, status
+        if self.confirm:
+            self.client.confirm(key)
         self.last_upload = data
         return key
 

@@ -30,6 +30,7 @@ def _indexed(runtime, key: str):
 
 def test_one_upload_one_invocation_with_decoded_key(runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "porch cam+2", tmp_path)  # a space and a '+' in every key
+    camera.confirm = False                                       # only MinIO's notification brings it in
     key = camera.upload()
     assert " " in key and "+" in key
     record = wait_for(lambda: _indexed(runtime, key), what="the clip in the index")
@@ -47,6 +48,7 @@ def test_events_while_runtime_is_down_are_replayed(deployment, minio, tmp_path: 
     first.unlock(PASSPHRASE)
     first.start()
     camera = FakeCamera(deployment, "outage-cam", tmp_path)
+    camera.confirm = False
     slots = [camera.reserve() for _ in range(3)]
     first.stop()
     # The runtime is down; MinIO accepts the uploads and keeps their events in its queue_dir.
@@ -63,6 +65,18 @@ def test_events_while_runtime_is_down_are_replayed(deployment, minio, tmp_path: 
             wait_for(lambda k=key: [j[1] for j in _jobs_for(second, k)] == ["done"], what="jobs done")
     finally:
         second.stop()
+
+
+def test_confirmation_and_notification_are_one_event(runtime, deployment, tmp_path: Path):
+    camera = FakeCamera(deployment, "confirming", tmp_path)
+    received = runtime.webhook.records_received
+    key = camera.upload()                      # PUT, then confirm: ingest starts before MinIO's notification
+    wait_for(lambda: _indexed(runtime, key), what="indexed")
+    # MinIO's queue_dir store delivers the notification a second or two later; it must not add a job.
+    before = runtime.queue._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    wait_for(lambda: runtime.webhook.records_received > received, timeout=30, what="MinIO's notification")
+    assert [j[:2] for j in _jobs_for(runtime, key)] == [("on_clip_created", "done")]
+    assert runtime.queue._db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == before
 
 
 def _post(url: str, body: bytes, token: str | None) -> int:

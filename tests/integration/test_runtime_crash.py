@@ -43,6 +43,7 @@ def test_burst_with_sigkill_in_the_middle(deployment, minio, tmp_path: Path):
     proc = _serve(deployment)
     try:
         camera = FakeCamera(deployment, "burst", tmp_path)
+        camera.confirm = False        # the runtime dies mid-burst: MinIO's queue_dir must bring everything in
         clip = sample_clip()
         slots = [camera.reserve(clip) for _ in range(50)]
         uploaded: list[str] = []
