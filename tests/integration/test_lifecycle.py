@@ -1,0 +1,118 @@
+"""Deletes from anywhere, age and global retention, gap and silence alerts, on real MinIO and SMTP."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from cryospy.common.objectkeys import parse_clip_key, thumbnail_key
+from cryospy.functions import chain_check, maintenance, retention
+from cryospy.infra.bootstrap import root_identity
+from cryospy.infra.runtime import Runtime, RuntimeOptions
+from cryospy.infra.server_config import ServerConfig
+from tests.conftest import PASSPHRASE
+from tests.smtp_sink import SmtpSink
+from tests.support import FakeCamera, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _indexed(rt, key: str):
+    ck = parse_clip_key(key)
+    return rt.services.index.get_clip(ck.device_id, ck.day, key)
+
+
+def _exists(deployment, key: str) -> bool:
+    listed = root_identity(deployment).client().list_objects_v2(Bucket=deployment.bucket, Prefix=key)
+    return listed.get("KeyCount", 0) > 0
+
+
+def _admin(deployment, method: str, path: str, body: dict) -> dict:
+    req = urllib.request.Request(f"{deployment.runtime_url}{path}", method=method, data=json.dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {deployment.admin_token}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def test_a_delete_from_outside_removes_the_thumbnail_and_the_record(runtime, deployment, tmp_path: Path):
+    camera = FakeCamera(deployment, "outsider", tmp_path)
+    key = camera.upload()
+    record = wait_for(lambda: _indexed(runtime, key), what="indexed")
+    assert _exists(deployment, record["thumb_key"])
+    root_identity(deployment).client().delete_object(Bucket=deployment.bucket, Key=key)   # e.g. `mc rm`
+    wait_for(lambda: _indexed(runtime, key) is None, what="the index to forget the clip")
+    wait_for(lambda: not _exists(deployment, thumbnail_key(key)), what="the thumbnail to go")
+    assert runtime.services.index.usage("outsider") == {"bytes": 0, "clips": 0}
+
+
+def test_age_limit_and_protected_evidence(runtime, deployment, tmp_path: Path):
+    camera = FakeCamera(deployment, "aging", tmp_path)
+    now = datetime.now(UTC)
+    camera.t0 = now - timedelta(days=10)
+    old = camera.upload()
+    camera.t0 = now - timedelta(days=10) + timedelta(seconds=5)
+    evidence = camera.upload()
+    camera.t0 = now - timedelta(minutes=5) - timedelta(seconds=20)
+    recent = camera.upload()
+    for key in (old, evidence, recent):
+        wait_for(lambda k=key: _indexed(runtime, k), what="indexed")
+    assert _admin(deployment, "POST", "/v1/admin/clips/protect", {"key": evidence, "protected": True})["protected"]
+    _admin(deployment, "PATCH", "/v1/admin/devices/aging/settings", {"retention_days": 7})
+    result = retention.enforce_device(runtime.services, "aging")
+    assert result.deleted == (old,)
+    assert _indexed(runtime, old) is None and not _exists(deployment, old)
+    assert _indexed(runtime, evidence) and _indexed(runtime, recent)      # evidence is never deleted
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _admin(deployment, "POST", "/v1/admin/clips/delete", {"key": evidence})
+    assert err.value.code == 409
+
+
+def test_global_budget_removes_the_oldest_of_any_device(runtime, deployment, tmp_path: Path):
+    a, b = FakeCamera(deployment, "budget-a", tmp_path), FakeCamera(deployment, "budget-b", tmp_path)
+    b.t0 = a.t0 - timedelta(hours=1)
+    oldest = b.upload()
+    newer = a.upload()
+    for key in (oldest, newer):
+        wait_for(lambda k=key: _indexed(runtime, k), what="indexed")
+    total = runtime.services.index.usage()["bytes"]
+    runtime.services.global_budget_bytes = total - 1
+    try:
+        result = retention.enforce_global(runtime.services)
+    finally:
+        runtime.services.global_budget_bytes = 0
+    assert result.deleted[0] == oldest and newer not in result.deleted[:1]
+    assert result.used_bytes <= total - 1
+
+
+def test_gap_and_silence_are_mailed_once(deployment, minio, tmp_path: Path):
+    with SmtpSink() as smtp:
+        config = ServerConfig(smtp=smtp.settings(), alert_recipients=("owner@test.invalid",), silent_minutes=1)
+        rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
+        rt.unlock(PASSPHRASE)
+        rt.start()
+        try:
+            camera = FakeCamera(deployment, "gappy", tmp_path)
+            first = camera.upload()
+            camera.sealed()                       # clip #1 is recorded but never arrives
+            third = camera.upload()
+            for key in (first, third):
+                wait_for(lambda k=key: _indexed(rt, k), what="indexed")
+            assert _indexed(rt, third)["chain"] == "awaiting-predecessor"
+            later = datetime.now(UTC) + chain_check.GAP_GRACE + timedelta(minutes=1)
+            assert [c["key"] for c in chain_check.audit_gaps(rt.services, later)] == [third]
+            assert chain_check.audit_gaps(rt.services, later) == []          # reported once
+            assert _indexed(rt, third)["chain"] == "gap"
+            silent = maintenance.silent_devices(rt.services, datetime.now(UTC) + timedelta(minutes=5))
+            assert "gappy" in silent
+            maintenance.silent_devices(rt.services, datetime.now(UTC) + timedelta(minutes=6))
+            wait_for(lambda: len(smtp.messages) >= 2, what="gap and silence mails")
+        finally:
+            rt.stop()
+    ours = [m["Subject"] for m in smtp.messages if "Device: gappy" in m.get_content()]
+    assert ours.count("CryoSpy footage missing") == 1
+    assert ours.count("CryoSpy camera silent") == 1     # the second pass is inside the rate limit
