@@ -34,6 +34,7 @@ from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.mailer import Mailer, SmtpSettings
 from cryospy.functions.services import S3Identity, Services
 from cryospy.web.builder import SiteBuilder
+from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.server import Dashboard
 from cryospy.web.site_store import SiteStore
 
@@ -137,7 +138,8 @@ class Runtime:
         self.site = SiteStore(dep.path("site"), self.services.vault.index_key)
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
-        self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login)
+        self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
+                                   media=MediaRoutes(self.services))
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
         self.services.event_sink = self.webhook.enqueue
         self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)

@@ -60,8 +60,10 @@ class LoginLimiter:
 
 class Dashboard:
     def __init__(self, site: SiteStore, verify_passphrase: Callable[[str], bool],
-                 on_first_login: Callable[[], None] = lambda: None):
+                 on_first_login: Callable[[], None] = lambda: None,
+                 media: Callable[[dict[str, Any], StartResponse], Any] | None = None):
         self.site = site
+        self.media = media
         self.verify_passphrase = verify_passphrase
         self.on_first_login = on_first_login
         self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
@@ -106,7 +108,7 @@ class Dashboard:
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         path, method = environ.get("PATH_INFO") or "/", environ["REQUEST_METHOD"]
         if path.startswith("/static/"):
-            return self._static(start, path[len("/static/"):])
+            return self._static(environ, start, path[len("/static/"):])
         if path == "/login":
             return self._login(environ, start, method)
         session = self._session(environ)
@@ -116,6 +118,8 @@ class Dashboard:
             return self._redirect(start, "/login")
         if path == "/logout" and method == "POST":
             return self._logout(environ, start, session)
+        if path.startswith("/media/") and self.media is not None and method in ("GET", "HEAD"):
+            return self.media(environ, start)
         if method != "GET":
             start("405 Method Not Allowed", [("Content-Length", "0")])
             return [b""]
@@ -129,19 +133,29 @@ class Dashboard:
         # Pages are rendered once for everyone; the per-session CSRF token is filled in at serve time.
         return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", session[1]))
 
-    def _static(self, start: StartResponse, name: str) -> list[bytes]:
+    def _static(self, environ: dict[str, Any], start: StartResponse, name: str) -> list[bytes]:
+        """Project assets from ``static/``, and ``vendor/`` (hls.js, copied from the npm package by ``./dev``;
+        never committed, never fetched from a CDN). A precompressed ``.gz`` is sent when the client takes gzip."""
         ext = name[name.rfind("."):] if "." in name else ""
         if "/" in name or ext not in _STATIC_TYPES:
             start("404 Not Found", [("Content-Length", "0")])
             return [b""]
-        try:
-            data = resources.files("cryospy.web").joinpath("static", name).read_bytes()
-        except (FileNotFoundError, OSError):
-            start("404 Not Found", [("Content-Length", "0")])
-            return [b""]
-        start("200 OK", [("Content-Type", _STATIC_TYPES[ext]), ("Content-Length", str(len(data))),
-                         ("Cache-Control", "private, max-age=300")])
-        return [data]
+        gzip_ok = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        for folder in ("static", "vendor"):
+            base = resources.files("cryospy.web").joinpath(folder)
+            for candidate, encoding in (((name + ".gz"), "gzip"), (name, None)) if gzip_ok else ((name, None),):
+                try:
+                    data = base.joinpath(candidate).read_bytes()
+                except (FileNotFoundError, NotADirectoryError, OSError):
+                    continue
+                headers = [("Content-Type", _STATIC_TYPES[ext]), ("Content-Length", str(len(data))),
+                           ("Cache-Control", "private, max-age=300"), ("Vary", "Accept-Encoding")]
+                if encoding:
+                    headers.append(("Content-Encoding", encoding))
+                start("200 OK", headers)
+                return [data]
+        start("404 Not Found", [("Content-Length", "0")])
+        return [b""]
 
     def _login(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
         cookies = _cookies(environ)

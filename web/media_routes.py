@@ -1,0 +1,125 @@
+"""The dashboard's media endpoint: clips, playlists and thumbnails, decrypted on the fly for a logged-in admin.
+
+    /media/clip.mp4?key=K[&download=1]   the clip's plaintext fMP4, with exact HTTP Range (206) support
+    /media/clip.m3u8?key=K               a byte-range HLS playlist over that URL (no transcoding, no copy)
+    /media/day.m3u8?device=D&day=YYYY-MM-DD   the device's day as one playlist, discontinuities between clips
+    /media/thumb.jpg?key=K               the clip's thumbnail
+
+The paths end in ``.mp4``/``.m3u8``/``.jpg`` because players check the extension of segment URLs. Only
+chunks a range needs are fetched from MinIO and decrypted; nothing is written to disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from cryospy.common.keys import verify_key_from_text
+from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
+from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
+from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist
+from cryospy.functions.mp4 import Fragment
+from cryospy.functions.services import Services
+
+from .media import serve_sealed_range
+
+StartResponse = Callable[..., Any]
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+
+
+def _clip_url(key: str) -> str:
+    return "/media/clip.mp4?key=" + quote(key, safe="")
+
+
+def clip_media(record: dict[str, Any]) -> ClipMedia:
+    fragments = tuple(Fragment(offset=o, size=n, start_s=st, duration_s=d, keyframe=True)
+                      for o, n, st, d in record["fragments"])
+    return ClipMedia(key=record["key"], url=_clip_url(record["key"]),
+                     captured_at=datetime.fromisoformat(record["captured_at"].replace("Z", "+00:00")),
+                     init_size=record["init_size"], fragments=fragments, duration_s=record["duration_s"],
+                     codec=record["codec"], width=record["width"], height=record["height"])
+
+
+class MediaRoutes:
+    def __init__(self, services: Services):
+        self.services = services
+
+    def __call__(self, environ: dict[str, Any], start: StartResponse) -> list[bytes] | Any:
+        path = environ.get("PATH_INFO", "")
+        query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        try:
+            if path == "/media/clip.mp4":
+                return self._clip(environ, start, self._record(query), query.get("download") == "1")
+            if path == "/media/clip.m3u8":
+                return self._text(start, clip_playlist(clip_media(self._record(query))), PLAYLIST_TYPE)
+            if path == "/media/day.m3u8":
+                device, day = query.get("device", ""), query.get("day", "")
+                clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day) if c.get("fragments")]
+                if not clips:
+                    return self._error(start, "404 Not Found", "no clips that day")
+                return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
+            if path == "/media/thumb.jpg":
+                return self._thumb(start, self._record(query))
+        except LookupError as exc:
+            return self._error(start, "404 Not Found", str(exc))
+        except (NothingToPlay, SealedFormatError) as exc:
+            return self._error(start, "422 Unprocessable Entity", f"cannot play this clip: {exc}")
+        return self._error(start, "404 Not Found", "no such media")
+
+    def _record(self, query: dict[str, str]) -> dict[str, Any]:
+        key = query.get("key", "")
+        try:
+            ck = parse_clip_key(key)
+        except ObjectKeyError:
+            raise LookupError("no such clip") from None
+        record = self.services.index.get_clip(ck.device_id, ck.day, key)
+        if record is None:
+            raise LookupError("no such clip")
+        return record
+
+    def _get(self, key: str, first: int, last: int):  # type: ignore[no-untyped-def]
+        return self.services.handler_client.get_object(Bucket=self.services.bucket, Key=key,
+                                                       Range=f"bytes={first}-{last}")["Body"]
+
+    def _clip(self, environ: dict[str, Any], start: StartResponse, record: dict[str, Any], download: bool) -> Any:
+        key = record["key"]
+        device = self.services.devices.get(record["device_id"])
+        name = f"{record['device_id']}_{record['captured_at'].replace(':', '-')}.mp4" if download else None
+        response = serve_sealed_range(
+            header_fetch=lambda: self._get(key, 0, min(MAX_HEADER_SIZE, record["sealed_size"]) - 1).read(),
+            range_fetch=lambda first, last: self._get(key, first, last),
+            object_size=record["sealed_size"], keyring=self.services.vault.keys(),
+            signer_public_key=verify_key_from_text(device.signing_key), expected_object_key=key,
+            range_header=environ.get("HTTP_RANGE"), content_type="video/mp4", download_name=name)
+        start(response.status_line, response.headers)
+        return response.body
+
+    def _thumb(self, start: StartResponse, record: dict[str, Any]) -> list[bytes]:
+        if not record.get("thumb_key"):
+            return self._error(start, "404 Not Found", "this clip has no thumbnail")
+        sealed = self.services.handler_client.get_object(Bucket=self.services.bucket,
+                                                         Key=record["thumb_key"])["Body"].read()
+        keys = self.services.vault.keys()
+        jpeg = open_bytes(sealed, keyring=keys, signer_public_key=keys.server_signing_key.public_key(),
+                          expected_object_key=record["thumb_key"])
+        start("200 OK", [("Content-Type", "image/jpeg"), ("Content-Length", str(len(jpeg))),
+                         ("Cache-Control", "private, max-age=3600"), ("X-Content-Type-Options", "nosniff")])
+        return [jpeg]
+
+    @staticmethod
+    def _text(start: StartResponse, text: str, content_type: str) -> list[bytes]:
+        data = text.encode()
+        start("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(data))),
+                         ("Cache-Control", "private, no-cache")])
+        return [data]
+
+    @staticmethod
+    def _error(start: StartResponse, status: str, message: str) -> list[bytes]:
+        data = message.encode()
+        start(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data))),
+                       ("Cache-Control", "no-store")])
+        return [data]
+
+
