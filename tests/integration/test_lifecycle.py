@@ -104,8 +104,11 @@ def test_gap_and_silence_are_mailed_once(deployment, minio, tmp_path: Path):
                 wait_for(lambda k=key: _indexed(rt, k), what="indexed")
             assert _indexed(rt, third)["chain"] == "awaiting-predecessor"
             later = datetime.now(UTC) + chain_check.GAP_GRACE + timedelta(minutes=1)
-            assert [c["key"] for c in chain_check.audit_gaps(rt.services, later)] == [third]
-            assert chain_check.audit_gaps(rt.services, later) == []          # reported once
+            def gaps() -> list[str]:   # other tests share this deployment (a full spool makes real gaps)
+                return [c["key"] for c in chain_check.audit_gaps(rt.services, later) if c["device_id"] == "gappy"]
+
+            assert gaps() == [third]
+            assert gaps() == []                                              # reported once
             assert _indexed(rt, third)["chain"] == "gap"
             silent = maintenance.silent_devices(rt.services, datetime.now(UTC) + timedelta(minutes=5))
             assert "gappy" in silent
