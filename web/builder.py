@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +17,19 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.errors import KeysLocked
 from cryospy.functions.index_store import IndexStore
 
 from .site_store import SiteStore
 
 log = logging.getLogger("cryospy.web.builder")
+
+
+def _storage_state(percent: float | None) -> str:
+    """The original's thresholds: 50 % caution, 75 % warning, 90 % critical."""
+    if percent is None:
+        return "unlimited"
+    return "critical" if percent >= 90 else "warning" if percent >= 75 else "caution" if percent >= 50 else "ok"
 
 
 def day_page(device_id: str, day: str) -> str:
@@ -63,12 +72,23 @@ class SiteBuilder:
             self._thread.join(30)
         self.flush()
 
+    OVERVIEW_REFRESH_S = 60.0
+
     def _run(self) -> None:
+        last_overview = time.monotonic()
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
             try:
-                self.flush()
+                if self.flush():
+                    last_overview = time.monotonic()
+                elif time.monotonic() - last_overview > self.OVERVIEW_REFRESH_S:
+                    # Heartbeats change last-seen and camera state without any new clip.
+                    with self._lock:
+                        self.render_overview()
+                    last_overview = time.monotonic()
+            except KeysLocked:
+                continue   # pages are encrypted under the index key: nothing renders until an admin unlocks
             except Exception:
                 log.exception("rendering the dashboard failed; will retry on the next change")
 
@@ -97,13 +117,28 @@ class SiteBuilder:
     def render_overview(self) -> None:
         rows: list[dict[str, Any]] = []
         known = {d.device_id: d for d in self.devices.list()}
+        today = self.clock().astimezone(UTC).strftime("%Y-%m-%d")
         for device_id in sorted(set(known) | set(self.index.devices())):
             days = self.index.days(device_id)
-            latest = self.index.clips_for_day(device_id, days[-1])[-5:] if days else []
+            last_day = self.index.clips_for_day(device_id, days[-1]) if days else []
+            today_clips = last_day if days and days[-1] == today else []
             dev = known.get(device_id)
-            rows.append({"device_id": device_id, "enabled": dev.enabled if dev else False,
-                         "last_seen": dev.last_seen if dev else None, "days": days[-7:],
-                         "latest": list(reversed(latest))})
+            settings = dict(dev.settings) if dev else {}
+            limit_mb = int(settings.get("storage_limit_megabytes", 0) or 0)
+            used = self.index.usage(device_id)["bytes"]
+            percent = min(100.0, 100.0 * used / (limit_mb * 1024 * 1024)) if limit_mb else None
+            thumb = next((c for c in reversed(last_day) if c.get("thumb_key")), None)
+            rows.append({
+                "device_id": device_id, "enabled": dev.enabled if dev else False,
+                "retired": dev.retired if dev else True,
+                "last_seen": dev.last_seen if dev else None,
+                "offline_after_s": 2 * int(settings.get("settings_sync_seconds", 300) or 300) + 60,
+                "heartbeat": (dev.heartbeat or {}) if dev else {},
+                "days": days[-7:], "latest": list(reversed(last_day[-5:])), "thumb": thumb,
+                "motion_today": sum(1 for c in today_clips if c.get("motion")), "clips_today": len(today_clips),
+                "used_mb": used / (1024 * 1024), "limit_mb": limit_mb, "percent": percent,
+                "storage_state": _storage_state(percent),
+            })
         html = self.env.get_template("overview.html").render(
             devices=rows, rendered_at=self.clock().isoformat(timespec="seconds"))
         self.store.put("index", html)

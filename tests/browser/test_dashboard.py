@@ -72,7 +72,12 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
         page.screenshot(path=str(ARTIFACTS / f"login-{label}.png"))
         page.fill("input[name=passphrase]", PASSPHRASE)
         page.click("button[type=submit]")
-        page.wait_for_selector("section.device[data-device='browser-cam']")
+        card = page.wait_for_selector("section.device[data-device='browser-cam']")
+        assert card.query_selector(".badge.presence.online"), "a camera seen a moment ago shows as online"
+        meter = card.query_selector(".storage.ok meter")               # the storage bar (1024 MB default quota)
+        assert meter and float(meter.get_attribute("value")) < 1
+        thumb = card.query_selector("img.latest")
+        assert thumb and page.evaluate("(img) => img.complete && img.naturalWidth > 0", thumb)
         page.screenshot(path=str(ARTIFACTS / f"overview-{label}.png"), full_page=True)
         page.goto(base + page_path)
         page.click(f"a.play[data-key='{key}']")
