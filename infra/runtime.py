@@ -22,6 +22,7 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from cryospy.common.keys import KeyStoreError
+from cryospy.functions import clip_admin
 from cryospy.functions import services as services_mod
 from cryospy.functions.alert_limits import AlertLimits
 from cryospy.functions.alerts import AlertPolicy, Alerts
@@ -139,13 +140,21 @@ class Runtime:
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
-                                   media=MediaRoutes(self.services))
+                                   media=MediaRoutes(self.services), actions=self._dashboard_actions())
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
         self.services.event_sink = self.webhook.enqueue
         self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
+
+    def _dashboard_actions(self) -> dict[str, Any]:
+        """What the dashboard's forms may do: the same domain functions the admin API calls."""
+        services = self.services
+        return {
+            "protect": lambda form: clip_admin.set_protected(
+                services, {"key": form.get("key", ""), "protected": form.get("protected") == "1"}),
+        }
 
     def _verify_passphrase(self, passphrase: str) -> bool:
         try:

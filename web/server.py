@@ -22,6 +22,8 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common.errors import CryoSpyError
+
 from .site_store import SiteStore
 
 StartResponse = Callable[..., Any]
@@ -61,9 +63,11 @@ class LoginLimiter:
 class Dashboard:
     def __init__(self, site: SiteStore, verify_passphrase: Callable[[str], bool],
                  on_first_login: Callable[[], None] = lambda: None,
-                 media: Callable[[dict[str, Any], StartResponse], Any] | None = None):
+                 media: Callable[[dict[str, Any], StartResponse], Any] | None = None,
+                 actions: dict[str, Callable[[dict[str, str]], None]] | None = None):
         self.site = site
         self.media = media
+        self.actions = actions or {}
         self.verify_passphrase = verify_passphrase
         self.on_first_login = on_first_login
         self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
@@ -120,6 +124,8 @@ class Dashboard:
             return self._logout(environ, start, session)
         if path.startswith("/media/") and self.media is not None and method in ("GET", "HEAD"):
             return self.media(environ, start)
+        if path.startswith("/actions/") and method == "POST":
+            return self._action(environ, start, session, path[len("/actions/"):])
         if method != "GET":
             start("405 Method Not Allowed", [("Content-Length", "0")])
             return [b""]
@@ -189,6 +195,26 @@ class Dashboard:
         self.on_first_login()
         return self._redirect(start, "/", [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
                                            self._cookie(environ, PRELOGIN_COOKIE, "", 0)])
+
+    def _action(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str],
+                name: str) -> list[bytes]:
+        """A state-changing form post: refused without the session's CSRF token; then back to the page."""
+        form = _form(environ)
+        if not hmac.compare_digest(form.get("csrf", ""), session[1]):
+            return self._html(start, "403 Forbidden", "<!doctype html><p>This form expired or did not come from "
+                              "this dashboard. <a href='/'>Back</a></p>")
+        action = self.actions.get(name)
+        if action is None:
+            return self._html(start, "404 Not Found", "<!doctype html><p>No such action. <a href='/'>Back</a></p>")
+        try:
+            action(form)
+        except CryoSpyError as exc:
+            return self._html(start, "400 Bad Request", self.env.get_template("message.html").render(
+                csrf=session[1], title="That did not work", message=str(exc)))
+        target = form.get("next", "/")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        return self._redirect(start, target)
 
     def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str]) -> list[bytes]:
         form = _form(environ)

@@ -86,6 +86,13 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
         wait_for(lambda p=page: p.evaluate("() => document.getElementById('video').currentTime") > 0.8,
                  timeout=30, what="the video to play")
         page.screenshot(path=str(ARTIFACTS / f"day-{label}.png"), full_page=True)
+        if label == "desktop":
+            # Mark the clip as evidence: a CSRF-protected form; the page re-renders with the badge.
+            page.click(f"tr[data-key='{key}'] button.protect")
+            wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key)["protected"],
+                     what="the clip protected")
+            wait_for(lambda p=page: (p.reload(), p.query_selector(f"tr[data-key='{key}'] .badge:text('evidence')"))[1],
+                     what="the evidence badge")
         assert requests and all(url.startswith(base + "/") for url in requests), [
             u for u in requests if not u.startswith(base + "/")]
         context.close()
@@ -99,6 +106,9 @@ def test_logout_needs_the_csrf_token(browser, runtime, deployment):
     page.click("button[type=submit]")
     page.wait_for_url(deployment.runtime_url + "/")
     forged = page.request.post(deployment.runtime_url + "/logout", form={"csrf": "forged"}, max_redirects=0)
+    assert forged.status == 403
+    forged = page.request.post(deployment.runtime_url + "/actions/protect", max_redirects=0,
+                               form={"key": "clips/x/2026/01/01/20260101T000000.000Z-0.cse", "protected": "1"})
     assert forged.status == 403
     page.click("form[action='/logout'] button")
     page.wait_for_url("**/login")
