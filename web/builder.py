@@ -36,6 +36,10 @@ def day_page(device_id: str, day: str) -> str:
     return f"devices/{device_id.encode().hex()}/{day}"
 
 
+def live_page(device_id: str) -> str:
+    return f"live/{device_id.encode().hex()}"
+
+
 class SiteBuilder:
     def __init__(self, index: IndexStore, devices: DeviceRegistry, store: SiteStore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
@@ -46,6 +50,7 @@ class SiteBuilder:
         self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
                                autoescape=select_autoescape(["html"]))
         self.env.globals["day_page"] = day_page
+        self.env.globals["live_page"] = live_page
         self._lock = threading.Lock()
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_lock = threading.Lock()
@@ -142,6 +147,9 @@ class SiteBuilder:
         html = self.env.get_template("overview.html").render(
             devices=rows, rendered_at=self.clock().isoformat(timespec="seconds"))
         self.store.put("index", html)
+        for row in rows:
+            self.store.put(live_page(row["device_id"]),
+                           self.env.get_template("live.html").render(device_id=row["device_id"]))
 
     def rebuild_all(self) -> None:
         with self._lock:

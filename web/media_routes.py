@@ -4,6 +4,7 @@
     /media/clip.m3u8?key=K               a byte-range HLS playlist over that URL (no transcoding, no copy)
     /media/day.m3u8?device=D&day=YYYY-MM-DD   the device's day as one playlist, discontinuities between clips
     /media/thumb.jpg?key=K               the clip's thumbnail
+    /media/latest.json?device=D          the device's newest playable clip (the live view polls it)
 
 The paths end in ``.mp4``/``.m3u8``/``.jpg`` because players check the extension of segment URLs. Only
 chunks a range needs are fetched from MinIO and decrypted; nothing is written to disk.
@@ -11,6 +12,7 @@ chunks a range needs are fetched from MinIO and decrypted; nothing is written to
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -62,6 +64,8 @@ class MediaRoutes:
                 return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
             if path == "/media/thumb.jpg":
                 return self._thumb(start, self._record(query))
+            if path == "/media/latest.json":
+                return self._latest(start, query.get("device", ""))
         except LookupError as exc:
             return self._error(start, "404 Not Found", str(exc))
         except (NothingToPlay, SealedFormatError) as exc:
@@ -107,6 +111,21 @@ class MediaRoutes:
         start("200 OK", [("Content-Type", "image/jpeg"), ("Content-Length", str(len(jpeg))),
                          ("Cache-Control", "private, max-age=3600"), ("X-Content-Type-Options", "nosniff")])
         return [jpeg]
+
+    def _latest(self, start: StartResponse, device_id: str) -> list[bytes]:
+        """The newest playable clip of a device (what the live view plays next)."""
+        days = self.services.index.days(device_id)
+        newest = None
+        for day in reversed(days[-2:]):
+            playable = [c for c in self.services.index.clips_for_day(device_id, day) if c.get("fragments")]
+            if playable:
+                newest = playable[-1]
+                break
+        if newest is None:
+            return self._text(start, json.dumps({"device_id": device_id, "clip": None}), "application/json")
+        doc = {"device_id": device_id, "clip": {"key": newest["key"], "captured_at": newest["captured_at"],
+                                                "duration_s": newest["duration_s"], "motion": newest.get("motion")}}
+        return self._text(start, json.dumps(doc), "application/json")
 
     @staticmethod
     def _text(start: StartResponse, text: str, content_type: str) -> list[bytes]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import urllib.error
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -113,4 +114,31 @@ def test_logout_needs_the_csrf_token(browser, runtime, deployment):
     page.click("form[action='/logout'] button")
     page.wait_for_url("**/login")
     assert page.request.get(deployment.runtime_url + "/", max_redirects=0).status == 302
+    context.close()
+
+
+def test_live_view_shows_a_clip_recorded_after_it_was_opened(browser, runtime, deployment, tmp_path: Path):
+    from cryospy.web.builder import live_page
+
+    camera = FakeCamera(deployment, "live-cam", tmp_path)
+    first = camera.upload(sample_clip(seconds=4.0, width=320, height=180))
+    ck = parse_clip_key(first)
+    wait_for(lambda: runtime.site.get(live_page("live-cam")), what="the live page rendered")
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(deployment.runtime_url + "/login")
+    page.fill("input[name=passphrase]", PASSPHRASE)
+    page.click("button[type=submit]")
+    page.wait_for_url(deployment.runtime_url + "/")
+    page.goto(f"{deployment.runtime_url}/{live_page('live-cam')}")
+    wait_for(lambda: page.evaluate("() => document.getElementById('video').dataset.key") == first,
+             timeout=30, what="the live view to play the newest clip")
+    camera.t0 = camera.t0 + timedelta(minutes=1)
+    second = camera.upload(sample_clip(seconds=4.0, width=320, height=180))   # recorded after the page opened
+    wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, second), what="indexed")
+    wait_for(lambda: page.evaluate("() => document.getElementById('video').dataset.key") == second,
+             timeout=30, what="the live view to move on to the new clip")
+    wait_for(lambda: page.evaluate("() => document.getElementById('video').currentTime") > 0.5,
+             timeout=30, what="the new clip to play")
+    page.screenshot(path=str(ARTIFACTS / "live-desktop.png"))
     context.close()

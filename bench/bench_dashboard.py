@@ -1,0 +1,425 @@
+"""Dashboard benchmarks: incremental and full rebuilds, clip start-up in Chromium, page weight.
+
+    python bench/bench_dashboard.py [--quick] [--fragments 4] [--keep]
+
+Prints four markdown tables, each number next to its goal (issue 7):
+
+1. **Incremental rebuild** after one new clip, with 1,000 and with 100,000 clips already indexed, in the same
+   run: ``IndexStore.upsert_clip`` + ``SiteBuilder.on_index_change`` + ``SiteBuilder.flush``, median of 5.
+   Both indexes have the same 4 devices and the same *current* day (250 clips per device, which the new clip
+   joins); the 100,000-clip one adds 24,750 clips of history per device (about 17 days of 60-second clips).
+   So the ratio isolates what history costs, which is what "the cost per clip does not grow" is about.
+2. **Full rebuild** (``SiteBuilder.rebuild_all``) of 16 devices × 30 days of 60-second clips (691,200 clips;
+   ``--quick``: 16 × 3 days, extrapolated linearly to 30 days and labelled as such).
+3. **Clip page → first decoded frame** in Debian's Chromium against the real runtime and MinIO: from
+   ``page.goto(day page)`` + a click on the clip until ``video.currentTime > 0``, median of 5, with a cold
+   browser cache (a new context per run) and a warm one (assets cached, a clip never played before).
+4. **Page weight without video**: bytes as transferred (gzip where the server sends it) for the overview, the
+   day page of that one clip, and a full day page (1,440 clips), excluding ``/media/clip.mp4``.
+
+Parts 1 and 2 build the index directly from synthetic records shaped like ``ingest`` writes them (60-second
+clips, ``--fragments`` fragments each). Each day shard is written once with the index's own
+``EncryptedJSONStorage`` instead of 1,440 ``upsert_clip`` calls that each rewrite the shard; the run first
+proves on a small sample that this leaves byte-for-byte the same documents (after decryption) as
+``upsert_clip`` would, and spot-checks the large indexes with ``get_clip`` and ``usage``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cryospy.common.objectkeys import clip_key, thumbnail_key
+from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.index_store import IndexStore, stored_bytes
+from cryospy.functions.storage import EncryptedJSONStorage
+from cryospy.web.builder import SiteBuilder, day_page
+from cryospy.web.site_store import SiteStore
+
+CLIPS_PER_DAY = 1440          # 60-second clips, around the clock
+CLIP_SECONDS = 60.0
+REPEATS = 5
+CODEC = "avc1.42c01e"
+TODAY = datetime(2026, 3, 1, tzinfo=UTC)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required"]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "meets goal" if ok else "**misses goal**"
+
+
+# -- synthetic index -------------------------------------------------------------------------------------
+def _hash(device_id: str, sequence: int) -> bytes:
+    return hashlib.sha256(f"{device_id}/{sequence}".encode()).digest()
+
+
+def clip_record(device_id: str, captured_at: datetime, sequence: int, fragments: int) -> dict[str, Any]:
+    """A record with every field ``ingest`` writes, in its order, for a 60-second 720p clip."""
+    ck = clip_key(device_id, captured_at, sequence)
+    digest = _hash(device_id, sequence)
+    plain = 3_000_000 + int.from_bytes(digest[:3], "big") % 2_000_000
+    motion = digest[3] < 26                         # about one clip in ten
+    init = 812
+    step, seconds = (plain - init) // fragments, CLIP_SECONDS / fragments
+    return {
+        "key": ck.key, "device_id": device_id, "day": ck.day, "sequence": sequence,
+        "captured_at": ck.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "sealed_size": plain + 4_400 + plain // 16_384 * 16, "plain_size": plain,
+        "header_hash": digest.hex(), "prev_hash": _hash(device_id, sequence - 1).hex(),
+        "thumb_key": thumbnail_key(ck.key), "thumb_size": 9_000 + digest[4] * 40,
+        "protected": False,
+        "indexed_at": (ck.captured_at + timedelta(seconds=62)).isoformat(timespec="seconds"),
+        "duration_s": CLIP_SECONDS, "width": 1280, "height": 720, "fps": 15.0, "codec": CODEC,
+        "init_size": init,
+        "fragments": [[init + i * step, step, round(i * seconds, 3), round(seconds, 3)] for i in range(fragments)],
+        "motion": motion, "motion_score": round(digest[5] / 1000, 3) if motion else 0.0,
+        "motion_intervals": [[12.5, 19.0]] if motion else [], "peak_s": 15.0 if motion else None,
+        "agent": {"agent_version": "bench"}, "motion_error": False,
+        "chain": "ok",
+    }
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    day_start: datetime
+    minutes: range
+
+
+def device_plan(history_clips: int, today_clips: int) -> list[DayPlan]:
+    """Oldest day first: full days of history (the oldest one partly filled), then today's first clips."""
+    plans = [DayPlan(TODAY, range(today_clips))] if today_clips else []
+    back, remaining = 1, history_clips
+    while remaining > 0:
+        n = min(CLIPS_PER_DAY, remaining)
+        plans.insert(0, DayPlan(TODAY - timedelta(days=back), range(CLIPS_PER_DAY - n, CLIPS_PER_DAY)))
+        remaining -= n
+        back += 1
+    return plans
+
+
+def day_records(device_id: str, plan: DayPlan, first_sequence: int, fragments: int) -> list[dict[str, Any]]:
+    return [clip_record(device_id, plan.day_start + timedelta(minutes=m), first_sequence + i, fragments)
+            for i, m in enumerate(plan.minutes)]
+
+
+def write_day(index: IndexStore, records: list[dict[str, Any]]) -> None:
+    """Write one device-day shard once: the documents, ids and order that upserting them in turn leaves.
+
+    Uses the store's own shard path and storage class (``_shard``), under its lock."""
+    first = records[0]
+    with index._lock, index._shard(first["device_id"], first["day"]) as db:
+        db.storage.write({"clips": {str(i): dict(r) for i, r in enumerate(records, 1)}})
+
+
+def populate(index: IndexStore, device_ids: list[str], plans: list[DayPlan], fragments: int) -> dict[str, int]:
+    """Fill the index device by device; returns each device's next sequence number."""
+    next_sequence = {}
+    for device_id in device_ids:
+        sequence, total_bytes = 0, 0
+        for plan in plans:
+            records = day_records(device_id, plan, sequence, fragments)
+            write_day(index, records)
+            sequence += len(records)
+            total_bytes += sum(stored_bytes(r) for r in records)
+        index._add_usage(device_id, total_bytes, sequence)   # what the per-clip upserts would have summed to
+        next_sequence[device_id] = sequence
+    return next_sequence
+
+
+def _decrypted_files(root: Path, key: bytes) -> dict[str, str]:
+    return {str(p.relative_to(root)): json.dumps(EncryptedJSONStorage(p, key=key).read())
+            for p in sorted(root.rglob("*.db"))}
+
+
+def check_bulk_equals_upsert(tmp: Path, fragments: int) -> None:
+    """The bulk writer must leave exactly what upsert_clip leaves (ids, order, fields, usage totals)."""
+    key = os.urandom(32)
+    by_upsert, by_bulk = IndexStore(tmp / "upsert", lambda: key), IndexStore(tmp / "bulk", lambda: key)
+    devices, plans = ["cam-a", "cam b+1"], device_plan(history_clips=9, today_clips=7)
+    for device_id in devices:
+        sequence = 0
+        for plan in plans:
+            for record in day_records(device_id, plan, sequence, fragments):
+                by_upsert.upsert_clip(record)
+            sequence += len(plan.minutes)
+    populate(by_bulk, devices, plans, fragments)
+    a, b = _decrypted_files(tmp / "upsert", key), _decrypted_files(tmp / "bulk", key)
+    if a != b:
+        raise SystemExit(f"bulk-written index differs from upsert_clip's: {sorted(set(a) ^ set(b)) or 'contents'}")
+
+
+def spot_check(index: IndexStore, device_ids: list[str], plans: list[DayPlan], fragments: int) -> None:
+    rng = random.Random(7)
+    per_device = sum(len(p.minutes) for p in plans)
+    for device_id in device_ids:
+        if index.usage(device_id)["clips"] != per_device:
+            raise SystemExit(f"usage of {device_id} is {index.usage(device_id)}, expected {per_device} clips")
+    for _ in range(20):
+        device_id, p = rng.choice(device_ids), rng.randrange(len(plans))
+        plan = plans[p]
+        i = rng.randrange(len(plan.minutes))
+        sequence = sum(len(q.minutes) for q in plans[:p]) + i
+        want = clip_record(device_id, plan.day_start + timedelta(minutes=plan.minutes[i]), sequence, fragments)
+        if index.get_clip(device_id, want["day"], want["key"]) != want:
+            raise SystemExit(f"get_clip({want['key']}) does not return the record that was indexed")
+
+
+@dataclass
+class Site:
+    index: IndexStore
+    registry: DeviceRegistry
+    store: SiteStore
+    builder: SiteBuilder
+
+
+def new_site(root: Path, device_ids: list[str]) -> Site:
+    key = os.urandom(32)
+    index = IndexStore(root / "index", lambda: key)
+    registry = DeviceRegistry(root / "devices.json")
+    for device_id in device_ids:
+        registry.create(device_id, signing_key="bench-signing-key", settings={})
+    store = SiteStore(root / "site", lambda: key)
+    return Site(index, registry, store, SiteBuilder(index, registry, store))
+
+
+# -- 1. incremental rebuild ------------------------------------------------------------------------------
+@dataclass
+class Incremental:
+    label: str
+    site: Site
+    device_id: str
+    next_sequence: int
+    next_minute: int
+    clips: int
+    shards: int
+
+    def add_clip(self, fragments: int) -> tuple[float, float]:
+        """One new clip for today: seconds spent in upsert, and in on_index_change + flush."""
+        record = clip_record(self.device_id, TODAY + timedelta(minutes=self.next_minute), self.next_sequence,
+                             fragments)
+        self.next_sequence += 1
+        self.next_minute += 1
+        t0 = time.perf_counter()
+        self.site.index.upsert_clip(record)
+        t1 = time.perf_counter()
+        self.site.builder.on_index_change(record["device_id"], record["day"])
+        rendered = self.site.builder.flush()
+        t2 = time.perf_counter()
+        page = self.site.store.get(day_page(record["device_id"], record["day"]))
+        if rendered != 1 or page is None or record["key"] not in page:
+            raise SystemExit(f"{self.label}: the day page was not re-rendered with the new clip")
+        return t1 - t0, t2 - t1
+
+    def render_parts(self) -> tuple[float, float]:
+        """The two renders of a flush timed alone (for where the time goes)."""
+        t0 = time.perf_counter()
+        self.site.builder.render_day(self.device_id, TODAY.strftime("%Y-%m-%d"))
+        t1 = time.perf_counter()
+        self.site.builder.render_overview()
+        return t1 - t0, time.perf_counter() - t1
+
+
+def bench_incremental(tmp: Path, fragments: int) -> list[str]:
+    devices, today = [f"cam-{n}" for n in range(4)], 250
+    cases = []
+    for label, history in (("1,000 clips", 0), ("100,000 clips", 24_750)):
+        progress(f"incremental: indexing {label} ({len(devices)} devices, {today} clips each today)")
+        plans = device_plan(history, today)
+        site = new_site(tmp / f"inc-{history}", devices)
+        nxt = populate(site.index, devices, plans, fragments)
+        spot_check(site.index, devices, plans, fragments)
+        clips = sum(site.index.usage(d)["clips"] for d in devices)
+        cases.append(Incremental(label, site, devices[0], nxt[devices[0]], today, clips, len(plans) * len(devices)))
+    for case in cases:
+        case.add_clip(fragments)                    # warm-up: templates compiled, files cached
+    samples: dict[str, list[tuple[float, float]]] = {c.label: [] for c in cases}
+    for _ in range(REPEATS):
+        for case in cases:                          # interleaved, so drift hits both alike
+            samples[case.label].append(case.add_clip(fragments))
+    parts = {c.label: [c.render_parts() for _ in range(3)] for c in cases}
+    lines = ["## 1. Incremental rebuild after one new clip",
+             "",
+             f"upsert_clip + on_index_change + flush; median of {REPEATS}. Same 4 devices and the same current day "
+             f"in both (the new clip joins {today} clips of today); history differs.",
+             "",
+             "| already indexed | day shards | upsert ms | on_index_change + flush ms | total ms | "
+             "of which render_day ms | render_overview ms |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    totals = {}
+    for case in cases:
+        s = samples[case.label]
+        up, fl = statistics.median(a for a, _ in s), statistics.median(b for _, b in s)
+        totals[case.label] = statistics.median(a + b for a, b in s)
+        day_s = statistics.median(a for a, _ in parts[case.label])
+        ov_s = statistics.median(b for _, b in parts[case.label])
+        lines.append(f"| {case.clips:,} | {case.shards} | {ms(up)} | {ms(fl)} | {ms(totals[case.label])} | "
+                     f"{ms(day_s)} | {ms(ov_s)} |")
+    ratio = totals[cases[1].label] / totals[cases[0].label]
+    lines += ["", f"ratio 100,000 / 1,000 = **{ratio:.2f}** (goal ≤ 1.5: {verdict(ratio <= 1.5)})"]
+    return lines
+
+
+# -- 2. full rebuild -------------------------------------------------------------------------------------
+def bench_full_rebuild(tmp: Path, days: int, fragments: int) -> list[str]:
+    devices = [f"cam-{n:02d}" for n in range(16)]
+    clips = len(devices) * days * CLIPS_PER_DAY
+    progress(f"full rebuild: indexing {len(devices)} devices × {days} days = {clips:,} clips")
+    site = new_site(tmp / "full", devices)
+    plans = device_plan(days * CLIPS_PER_DAY, 0)
+    t0 = time.perf_counter()
+    populate(site.index, devices, plans, fragments)
+    populate_s = time.perf_counter() - t0
+    spot_check(site.index, devices, plans, fragments)
+    progress(f"full rebuild: indexed in {populate_s:.1f} s; rebuild_all")
+    t0 = time.perf_counter()
+    site.builder.rebuild_all()
+    rebuild_s = time.perf_counter() - t0
+    pages = len(devices) * days
+    sample = site.store.get(day_page(devices[0], plans[-1].day_start.strftime("%Y-%m-%d"))) or ""
+    overview_s = min(_timed(site.builder.render_overview) for _ in range(3))
+    shard_bytes = sum(p.stat().st_size for p in (tmp / "full" / "index" / "clips").rglob("*.db"))
+    lines = ["## 2. Full rebuild (SiteBuilder.rebuild_all)", "",
+             "| devices × days | clips | day pages | indexing s (setup) | rebuild_all s | clips/s | goal |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    lines.append(f"| 16 × {days} (measured) | {clips:,} | {pages} | {populate_s:.1f} | {rebuild_s:.1f} | "
+                 f"{clips / rebuild_s:,.0f} | ≤ 60 s at 16 × 30: "
+                 f"{verdict(rebuild_s <= 60) if days == 30 else 'see below'} |")
+    if days != 30:
+        full = rebuild_s * 30 / days
+        lines.append(f"| 16 × 30 (**extrapolated** linearly from 16 × {days}, not measured) | "
+                     f"{len(devices) * 30 * CLIPS_PER_DAY:,} | {len(devices) * 30} | – | {full:.1f} | "
+                     f"{clips / rebuild_s:,.0f} | ≤ 60 s: {verdict(full <= 60)} |")
+    lines += ["", f"per day page: {rebuild_s / pages * 1000:.0f} ms; a full day page is {len(sample.encode()) / 1024:,.0f} KB "
+              f"of HTML; the index is {shard_bytes / 1048576:,.0f} MB on disk ({shard_bytes // clips:,} B a clip); "
+              f"one render_overview with 16 devices and a full day each: {overview_s * 1000:.0f} ms"]
+    shutil.rmtree(tmp / "full", ignore_errors=True)
+    return lines
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# -- 3 and 4. in Chromium --------------------------------------------------------------------------------
+# Registered before the click: when the click lands, when the first frame is presented (requestVideoFrameCallback)
+# and when currentTime first moves. performance.now() counts from the navigation's start.
+INSTRUMENT = """() => {
+  const v = document.getElementById('video');
+  const marks = window.__bench = {};
+  document.addEventListener('click', () => { marks.click ??= performance.now(); }, true);
+  v.addEventListener('timeupdate', () => { if (v.currentTime > 0) marks.advanced ??= performance.now(); });
+  if (typeof v.requestVideoFrameCallback === 'function') {
+    v.requestVideoFrameCallback((now, meta) => { marks.frame = meta.presentationTime || now; });
+  }
+}"""
+READ_STATE = "() => [document.getElementById('video').currentTime, window.__bench || {}]"
+
+
+@dataclass
+class FirstFrame:
+    wall: float                 # seconds, page.goto → currentTime > 0 seen by the 20 ms poll
+    nav_to_frame: float | None  # ms in the page, navigation start → first presented frame
+    click_to_frame: float | None
+
+
+def first_frame(context: Any, url: str, key: str) -> FirstFrame:
+    page = context.new_page()
+    try:
+        t0 = time.perf_counter()
+        page.goto(url, wait_until="domcontentloaded")
+        page.evaluate(INSTRUMENT)
+        page.click(f"a.play[data-key='{key}']")
+        deadline = t0 + 30
+        while True:
+            current, marks = page.evaluate(READ_STATE)
+            if current > 0:
+                wall = time.perf_counter() - t0
+                break
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"the clip {key} did not start playing within 30 s")
+            time.sleep(0.02)
+        for _ in range(25):             # the frame callback may land a moment after currentTime moves
+            if "frame" in marks:
+                break
+            time.sleep(0.02)
+            marks = page.evaluate(READ_STATE)[1]
+        frame = marks.get("frame", marks.get("advanced"))
+        click = marks.get("click")
+        return FirstFrame(wall, frame, frame - click if frame is not None and click is not None else None)
+    finally:
+        page.close()
+
+
+@dataclass
+class Weight:
+    label: str
+    document: int
+    static: int
+    images: int
+    image_count: int
+    other: int
+
+    @property
+    def total(self) -> int:
+        return self.document + self.static + self.images + self.other
+
+
+def page_weight(browser: Any, state: dict[str, Any], url: str, label: str) -> Weight:
+    """Bytes as transferred (encoded body sizes) of everything a fresh, logged-in browser loads for ``url``."""
+    context = browser.new_context(storage_state=state, viewport=VIEWPORT)
+    page = context.new_page()
+    finished: list[Any] = []
+    page.on("requestfinished", finished.append)
+    page.goto(url, wait_until="networkidle")
+    weight = Weight(label, 0, 0, 0, 0, 0)
+    for request in finished:
+        if "/media/clip.mp4" in request.url:
+            continue
+        body = request.sizes()["responseBodySize"]
+        response = request.response()
+        declared = response.headers.get("content-length") if response else None
+        if declared is not None and int(declared) != body:
+            progress(f"note: {request.url} declared {declared} B, transferred {body} B")
+        kind = request.resource_type
+        if kind == "document":
+            weight.document += body
+        elif kind in ("script", "stylesheet"):
+            weight.static += body
+        elif kind == "image":
+            weight.images += body
+            weight.image_count += 1
+        else:
+            weight.other += body
+    context.close()
+    return weight
+
