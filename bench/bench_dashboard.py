@@ -27,6 +27,7 @@ proves on a small sample that this leaves byte-for-byte the same documents (afte
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,12 +46,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cryospy.common.objectkeys import clip_key, thumbnail_key
+from playwright.sync_api import sync_playwright
+
+from cryospy.common.objectkeys import clip_key, parse_clip_key, thumbnail_key
 from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore, stored_bytes
 from cryospy.functions.storage import EncryptedJSONStorage
+from cryospy.infra.minio_binary import ensure_minio
+from cryospy.infra.minio_server import MinioServer
+from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.web.builder import SiteBuilder, day_page
 from cryospy.web.site_store import SiteStore
+from tests.conftest import PASSPHRASE, new_deployment
+from tests.support import FakeCamera, sample_clip, wait_for
 
 CLIPS_PER_DAY = 1440          # 60-second clips, around the clock
 CLIP_SECONDS = 60.0
@@ -200,14 +208,15 @@ class Site:
     builder: SiteBuilder
 
 
-def new_site(root: Path, device_ids: list[str]) -> Site:
+def new_site(root: Path, device_ids: list[str], now: datetime) -> Site:
+    """An index, registry, page store and builder in ``root``; the builder's clock says ``now`` (for "today")."""
     key = os.urandom(32)
     index = IndexStore(root / "index", lambda: key)
     registry = DeviceRegistry(root / "devices.json")
     for device_id in device_ids:
         registry.create(device_id, signing_key="bench-signing-key", settings={})
     store = SiteStore(root / "site", lambda: key)
-    return Site(index, registry, store, SiteBuilder(index, registry, store))
+    return Site(index, registry, store, SiteBuilder(index, registry, store, clock=lambda: now))
 
 
 # -- 1. incremental rebuild ------------------------------------------------------------------------------
@@ -253,7 +262,7 @@ def bench_incremental(tmp: Path, fragments: int) -> list[str]:
     for label, history in (("1,000 clips", 0), ("100,000 clips", 24_750)):
         progress(f"incremental: indexing {label} ({len(devices)} devices, {today} clips each today)")
         plans = device_plan(history, today)
-        site = new_site(tmp / f"inc-{history}", devices)
+        site = new_site(tmp / f"inc-{history}", devices, now=TODAY + timedelta(hours=5))
         nxt = populate(site.index, devices, plans, fragments)
         spot_check(site.index, devices, plans, fragments)
         clips = sum(site.index.usage(d)["clips"] for d in devices)
@@ -264,7 +273,7 @@ def bench_incremental(tmp: Path, fragments: int) -> list[str]:
     for _ in range(REPEATS):
         for case in cases:                          # interleaved, so drift hits both alike
             samples[case.label].append(case.add_clip(fragments))
-    parts = {c.label: [c.render_parts() for _ in range(3)] for c in cases}
+    parts = {c.label: [c.render_parts() for _ in range(REPEATS)] for c in cases}
     lines = ["## 1. Incremental rebuild after one new clip",
              "",
              f"upsert_clip + on_index_change + flush; median of {REPEATS}. Same 4 devices and the same current day "
@@ -292,7 +301,7 @@ def bench_full_rebuild(tmp: Path, days: int, fragments: int) -> list[str]:
     devices = [f"cam-{n:02d}" for n in range(16)]
     clips = len(devices) * days * CLIPS_PER_DAY
     progress(f"full rebuild: indexing {len(devices)} devices × {days} days = {clips:,} clips")
-    site = new_site(tmp / "full", devices)
+    site = new_site(tmp / "full", devices, now=TODAY - timedelta(seconds=1))   # late on the last full day
     plans = device_plan(days * CLIPS_PER_DAY, 0)
     t0 = time.perf_counter()
     populate(site.index, devices, plans, fragments)
@@ -317,8 +326,10 @@ def bench_full_rebuild(tmp: Path, days: int, fragments: int) -> list[str]:
         lines.append(f"| 16 × 30 (**extrapolated** linearly from 16 × {days}, not measured) | "
                      f"{len(devices) * 30 * CLIPS_PER_DAY:,} | {len(devices) * 30} | – | {full:.1f} | "
                      f"{clips / rebuild_s:,.0f} | ≤ 60 s: {verdict(full <= 60)} |")
-    lines += ["", f"per day page: {rebuild_s / pages * 1000:.0f} ms; a full day page is {len(sample.encode()) / 1024:,.0f} KB "
-              f"of HTML; the index is {shard_bytes / 1048576:,.0f} MB on disk ({shard_bytes // clips:,} B a clip); "
+    page_kb, gzip_kb = len(sample.encode()) / 1024, len(gzip.compress(sample.encode(), 6)) / 1024
+    lines += ["", f"per day page: {rebuild_s / pages * 1000:.0f} ms; a full day page is {page_kb:,.0f} KB of HTML "
+              f"({gzip_kb:,.0f} KB if gzip-encoded, which the server does not do for pages); "
+              f"the index is {shard_bytes / 1048576:,.0f} MB on disk ({shard_bytes // clips:,} B a clip); "
               f"one render_overview with 16 devices and a full day each: {overview_s * 1000:.0f} ms"]
     shutil.rmtree(tmp / "full", ignore_errors=True)
     return lines
@@ -399,7 +410,7 @@ def page_weight(browser: Any, state: dict[str, Any], url: str, label: str) -> We
     context = browser.new_context(storage_state=state, viewport=VIEWPORT)
     page = context.new_page()
     finished: list[Any] = []
-    page.on("requestfinished", finished.append)
+    page.on("requestfinished", lambda request: finished.append(request))
     page.goto(url, wait_until="networkidle")
     weight = Weight(label, 0, 0, 0, 0, 0)
     for request in finished:
@@ -423,3 +434,159 @@ def page_weight(browser: Any, state: dict[str, Any], url: str, label: str) -> We
     context.close()
     return weight
 
+
+
+def log_in(browser: Any, base: str) -> dict[str, Any]:
+    """Log in through the form once; later contexts reuse the session cookie (and start with an empty cache)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(base + "/login")
+    page.fill("input[name=passphrase]", PASSPHRASE)
+    page.click("button[type=submit]")
+    page.wait_for_selector("section.device[data-device='bench-cam']")
+    state = context.storage_state()
+    context.close()
+    return state
+
+
+def add_full_day(runtime: Runtime, day: str, real: dict[str, Any], fragments: int) -> str:
+    """A second camera with a full day of synthetic clips, whose thumbnails are the real clip's (so they load)."""
+    device_id = "bench-full"
+    runtime.services.devices.create(device_id, signing_key="bench-signing-key", settings={})
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
+    records = day_records(device_id, DayPlan(start, range(CLIPS_PER_DAY)), 0, fragments)
+    for record in records:
+        record["thumb_key"], record["thumb_size"] = real["thumb_key"], real["thumb_size"]
+    index = runtime.services.index
+    write_day(index, records)
+    index._add_usage(device_id, sum(stored_bytes(r) for r in records), len(records))
+    runtime.builder.on_index_change(device_id, day)    # the runtime's render thread picks it up
+    path = day_page(device_id, day)
+    wait_for(lambda: records[-1]["key"] in (runtime.site.get(path) or ""), timeout=120, what="the full day page")
+    return path
+
+
+def _idle_builder(runtime: Runtime) -> None:
+    """Logging in starts rebuild_all in a thread; wait for it so it does not share the CPU with a measurement."""
+    time.sleep(0.5)
+    with runtime.builder._lock:
+        pass
+
+
+def bench_browser(tmp: Path, fragments: int) -> list[str]:
+    dep = new_deployment(tmp / "deployment")
+    with MinioServer(dep, binary=ensure_minio()):
+        runtime = Runtime(dep, RuntimeOptions(reconcile_seconds=3600))
+        runtime.unlock(PASSPHRASE)
+        runtime.start()
+        try:
+            return _in_browser(runtime, dep, tmp, fragments)
+        finally:
+            runtime.stop()
+
+
+def _in_browser(runtime: Runtime, dep: Any, tmp: Path, fragments: int) -> list[str]:
+    progress("browser: uploading real clips (4 s, 640×360) through the API and MinIO")
+    camera = FakeCamera(dep, "bench-cam", tmp / "camera")
+    clip = sample_clip(seconds=4.0, width=640, height=360)
+    keys = [camera.upload(clip) for _ in range(1 + REPEATS)]   # [0] for cold runs; one never-played clip per warm run
+    ck = parse_clip_key(keys[0])
+    index = runtime.services.index
+    wait_for(lambda: all(index.get_clip(ck.device_id, ck.day, k) for k in keys), timeout=60, what="indexing")
+    path = day_page(ck.device_id, ck.day)
+    wait_for(lambda: all(k in (runtime.site.get(path) or "") for k in keys), timeout=60, what="the day page")
+    real = index.get_clip(ck.device_id, ck.day, keys[0]) or {}
+    if not real.get("thumb_key"):
+        raise SystemExit("the real clip has no thumbnail; page weights would be understated")
+    base, url = dep.runtime_url, dep.runtime_url + "/" + path
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            state = log_in(browser, base)
+            _idle_builder(runtime)
+            progress("browser: clip page → first frame, cold cache")
+            cold = []
+            for _ in range(REPEATS):
+                context = browser.new_context(storage_state=state, viewport=VIEWPORT)
+                cold.append(first_frame(context, url, keys[0]))
+                context.close()
+            progress("browser: clip page → first frame, warm cache")
+            context = browser.new_context(storage_state=state, viewport=VIEWPORT)
+            warmup = context.new_page()
+            warmup.goto(url, wait_until="networkidle")
+            warmup.close()
+            warm = [first_frame(context, url, key) for key in keys[1:]]
+            context.close()
+            progress("browser: page weights")
+            full = add_full_day(runtime, ck.day, real, fragments)
+            weights = [page_weight(browser, state, base + "/", "overview (2 cameras)"),
+                       page_weight(browser, state, url, f"day page, {len(keys)} clips"),
+                       page_weight(browser, state, base + "/" + full, f"day page, {CLIPS_PER_DAY:,} clips (full day)")]
+            version = browser.version
+        finally:
+            browser.close()
+    return _browser_tables(version, cold, warm, weights)
+
+
+def _med(values: list[float | None]) -> str:
+    present = [v for v in values if v is not None]
+    return f"{statistics.median(present):.0f}" if present else "n/a"
+
+
+def _browser_tables(version: str, cold: list[FirstFrame], warm: list[FirstFrame], weights: list[Weight]) -> list[str]:
+    lines = [f"## 3. Clip page → first decoded frame (Chromium {version}, headless, loopback)", "",
+             "Wall: page.goto(day page) + click on the clip → `video.currentTime > 0` seen by a 20 ms poll. "
+             "In page: performance.now() marks; first frame = requestVideoFrameCallback's presentation time.", "",
+             "| browser cache | runs | median wall ms | min–max ms | in page: navigation → first frame ms | "
+             "in page: click → first frame ms | goal |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for label, runs in (("cold (new context, logged in)", cold), ("warm (assets cached, new clip)", warm)):
+        walls = [r.wall for r in runs]
+        median = statistics.median(walls)
+        lines.append(f"| {label} | {len(runs)} | {median * 1000:.0f} | {min(walls) * 1000:.0f}–{max(walls) * 1000:.0f}"
+                     f" | {_med([r.nav_to_frame for r in runs])} | {_med([r.click_to_frame for r in runs])} | "
+                     f"≤ 1000 ms: {verdict(median <= 1.0)} |")
+    heaviest = max(weights, key=lambda w: w.total)
+    lines += ["", "## 4. Page weight without video (bytes as transferred, fresh cache, /media/clip.mp4 excluded)", "",
+              "| page | document KB | CSS + JS KB | thumbnails | other KB | total KB | goal |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for w in weights:
+        lines.append(f"| {w.label} | {w.document / 1024:.1f} | {w.static / 1024:.1f} | {w.image_count} = "
+                     f"{w.images / 1024:.1f} KB | {w.other / 1024:.1f} | {w.total / 1024:.1f} | "
+                     f"≤ 300 KB: {verdict(w.total <= 300 * 1024)} |")
+    lines += ["", f"heaviest page: {heaviest.label}, {heaviest.total / 1024:.1f} KB (goal ≤ 300 KB: "
+              f"{verdict(heaviest.total <= 300 * 1024)})"]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="full rebuild at 16 × 3 days, extrapolated to 30")
+    parser.add_argument("--fragments", type=int, default=4,
+                        help="fragments per synthetic clip record (the agent's default 1 s keyframes give 60)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    args = parser.parse_args()
+    if not 1 <= args.fragments <= 600:
+        parser.error(f"--fragments {args.fragments}: use 1..600 (a 60-second clip has at most 600 at 10 fps)")
+    tmp = Path(tempfile.mkdtemp(prefix="cryospy-bench-dashboard-"))
+    started = time.perf_counter()
+    print(f"# Dashboard benchmark ({'--quick' if args.quick else 'full'}): {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {args.fragments} fragments per synthetic clip record (a real "
+          "60-second clip at the agent's default 1-second keyframes has 60: `--fragments 60`)\n", flush=True)
+    try:
+        check_bulk_equals_upsert(tmp / "check", args.fragments)
+        progress("bulk-written shards match upsert_clip's exactly")
+        for section in (lambda: bench_incremental(tmp, args.fragments),
+                        lambda: bench_full_rebuild(tmp, 3 if args.quick else 30, args.fragments),
+                        lambda: bench_browser(tmp, args.fragments)):
+            print("\n".join(section()) + "\n", flush=True)
+    finally:
+        if args.keep:
+            progress(f"data kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"_whole run: {time.perf_counter() - started:.0f} s_")
+
+
+if __name__ == "__main__":
+    main()

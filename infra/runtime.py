@@ -147,6 +147,8 @@ class Runtime:
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
+        self._rebuild_lock = threading.Lock()
+        self._rebuilt = False
 
     def _dashboard_actions(self) -> dict[str, Any]:
         """What the dashboard's forms may do: the same domain functions the admin API calls."""
@@ -164,7 +166,12 @@ class Runtime:
         return True
 
     def _after_login(self) -> None:
-        # The first unlock makes the encrypted index readable: render what is there.
+        # Only the first unlock needs a full render (the encrypted index just became readable); later logins
+        # must not queue another rebuild, whose cost grows with the history.
+        with self._rebuild_lock:
+            if self._rebuilt:
+                return
+            self._rebuilt = True
         threading.Thread(target=self._safe_rebuild, daemon=True).start()
 
     def _safe_rebuild(self) -> None:
@@ -189,6 +196,7 @@ class Runtime:
         self.dispatcher.start()
         self.builder.start()
         if not self.services.vault.locked:
+            self._rebuilt = True
             self._safe_rebuild()
         self.reconciler.start()
         return self
