@@ -79,7 +79,12 @@ class IndexStore:
             existing = table.get(Query().key == record["key"])
             if existing is not None and {**existing, **record} == dict(existing):
                 return False
-            table.upsert(record, Query().key == record["key"])
+            # update-by-id or insert: TinyDB's upsert() would run a matching pass that writes even when
+            # nothing matches, then insert (two full rewrites of the shard).
+            if existing is not None:
+                table.update(record, doc_ids=[existing.doc_id])
+            else:
+                table.insert(record)
         merged = {**(existing or {}), **record}
         self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1)
         return True
