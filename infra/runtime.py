@@ -141,6 +141,7 @@ class Runtime:
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
                                    media=MediaRoutes(self.services), actions=self._dashboard_actions())
+        self._mount_dashboard_sections()
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
         self.services.event_sink = self.webhook.enqueue
         self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)
@@ -157,6 +158,13 @@ class Runtime:
             "protect": lambda form: clip_admin.set_protected(
                 services, {"key": form.get("key", ""), "protected": form.get("protected") == "1"}),
         }
+
+    def _mount_dashboard_sections(self) -> None:
+        """Sections of the dashboard that live in their own modules, each under a path prefix.
+
+        ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
+        mounts = self.dashboard.mounts
+        del mounts   # sections register here, one line each
 
     def _verify_passphrase(self, passphrase: str) -> bool:
         try:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from importlib import resources
 from typing import Any
@@ -60,14 +61,33 @@ class LoginLimiter:
             self._failures.pop(ip, None)
 
 
+@dataclass(frozen=True)
+class Session:
+    """A logged-in admin's session, as handed to mounted sections (``token`` never leaves the server)."""
+
+    token: str
+    csrf: str
+
+
+# A mounted section of the dashboard: (environ, start_response, session) -> body. ``session`` is None only for
+# public mounts (first-run setup), which must do their own checks.
+Mount = Callable[[dict[str, Any], StartResponse, "Session | None"], Any]
+
+
 class Dashboard:
+    """The dashboard's front door. Sections (admin, export, setup) are mounted under a path prefix and get
+    the session; they use ``render``, ``form`` and ``redirect`` so that headers and CSRF checks stay in one place."""
+
     def __init__(self, site: SiteStore, verify_passphrase: Callable[[str], bool],
                  on_first_login: Callable[[], None] = lambda: None,
                  media: Callable[[dict[str, Any], StartResponse], Any] | None = None,
-                 actions: dict[str, Callable[[dict[str, str]], None]] | None = None):
+                 actions: dict[str, Callable[[dict[str, str]], None]] | None = None,
+                 mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None):
         self.site = site
         self.media = media
         self.actions = actions or {}
+        self.mounts = dict(mounts or {})
+        self.public_mounts = dict(public_mounts or {})
         self.verify_passphrase = verify_passphrase
         self.on_first_login = on_first_login
         self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
@@ -103,6 +123,25 @@ class Dashboard:
         start(status, headers + (extra or []))
         return [data]
 
+    # -- for mounted sections -------------------------------------------------------------------------
+    def render(self, start: StartResponse, status: str, template: str, session: Session | None,
+               **context: Any) -> list[bytes]:
+        """Render a template (extending base.html) with the security headers every page gets."""
+        html = self.env.get_template(template).render(csrf=session.csrf if session else "", **context)
+        return self._html(start, status, html)
+
+    def form(self, environ: dict[str, Any], session: Session) -> dict[str, str] | None:
+        """The posted form if it carries the session's CSRF token, else None (answer 403 then)."""
+        form = _form(environ)
+        return form if hmac.compare_digest(form.get("csrf", ""), session.csrf) else None
+
+    def forbidden(self, start: StartResponse, session: Session | None) -> list[bytes]:
+        return self.render(start, "403 Forbidden", "message.html", session, title="Refused",
+                           message="This form expired or did not come from this dashboard. Reload and try again.")
+
+    def redirect(self, start: StartResponse, to: str) -> list[bytes]:
+        return self._redirect(start, to)
+
     def _redirect(self, start: StartResponse, to: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
         start("302 Found", [("Location", to), ("Content-Length", "0"), ("Cache-Control", "no-store")]
               + (extra or []))
@@ -115,13 +154,17 @@ class Dashboard:
             return self._static(environ, start, path[len("/static/"):])
         if path == "/login":
             return self._login(environ, start, method)
+        public = _mount_for(self.public_mounts, path)
+        if public is not None:
+            return public(environ, start, None)
         session = self._session(environ)
         if session is None:
-            if path == "/logout":
-                return self._redirect(start, "/login")
             return self._redirect(start, "/login")
         if path == "/logout" and method == "POST":
             return self._logout(environ, start, session)
+        mounted = _mount_for(self.mounts, path)
+        if mounted is not None:
+            return mounted(environ, start, Session(*session))
         if path.startswith("/media/") and self.media is not None and method in ("GET", "HEAD"):
             return self.media(environ, start)
         if path.startswith("/actions/") and method == "POST":
@@ -224,6 +267,13 @@ class Dashboard:
         with self._lock:
             self.sessions.pop(session[0], None)
         return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
+
+
+def _mount_for(mounts: dict[str, Mount], path: str) -> Mount | None:
+    for prefix, handler in mounts.items():
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return handler
+    return None
 
 
 def _cookies(environ: dict[str, Any]) -> dict[str, str]:
