@@ -5,7 +5,6 @@ Screenshots of each page land in ``test-artifacts/`` (not committed), at desktop
 
 from __future__ import annotations
 
-import shutil
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -19,23 +18,9 @@ from cryospy.web.builder import day_page
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, sample_clip, wait_for
 
+from .conftest import ARTIFACTS
+
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: ./dev test installs Debian's chromium package (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
-        yield b
-        b.close()
 
 
 def _no_redirect_status(url: str) -> int:
