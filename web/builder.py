@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -30,6 +30,43 @@ def _storage_state(percent: float | None) -> str:
     if percent is None:
         return "unlimited"
     return "critical" if percent >= 90 else "warning" if percent >= 75 else "caution" if percent >= 50 else "ok"
+
+
+MIN_MARK = 3.0   # minutes: the narrowest bar the timeline draws, so a short clip stays visible and clickable
+OPEN_ALL_HOURS_UP_TO = 96   # clips; a fuller day opens only the hours with motion, so thumbnails load on demand
+
+
+def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the day page draws besides the clips: timeline positions (minutes since the UTC midnight of the
+    page's day), motion marks, and the clips grouped by hour."""
+    midnight = datetime.fromisoformat(day + "T00:00:00+00:00")
+    marks: list[tuple[float, float]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    motion_count = 0
+    rows = []
+    for c in clips:
+        start = (datetime.fromisoformat(c["captured_at"].replace("Z", "+00:00")) - midnight).total_seconds() / 60
+        duration_min = float(c.get("duration_s") or 0) / 60
+        rows.append({**c, "minute": round(start, 2), "width_min": round(max(duration_min, MIN_MARK), 2)})
+        if c.get("motion"):
+            motion_count += 1
+            intervals = [iv for iv in c.get("motion_intervals") or []
+                         if isinstance(iv, list | tuple) and len(iv) == 2 and None not in iv]
+            for a, b in intervals or [(0.0, float(c.get("duration_s") or 0))]:
+                marks.append((round(start + float(a) / 60, 2), round(max((float(b) - float(a)) / 60, MIN_MARK), 2)))
+        group = groups.setdefault(c["captured_at"][11:13], {"clips": [], "motion": 0})
+        group["clips"].append(rows[-1])
+        group["motion"] += 1 if c.get("motion") else 0
+    next_midnight = (midnight + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"clips": rows, "motion_marks": marks, "groups": sorted(groups.items()), "motion_count": motion_count,
+            "open_all": len(clips) <= OPEN_ALL_HOURS_UP_TO, "next_midnight": next_midnight}
+
+
+def day_summary(clips: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the overview shows of a camera's newest day, kept so that the overview never re-reads a whole day."""
+    return {"clips": len(clips), "motion": sum(1 for c in clips if c.get("motion")),
+            "latest": list(reversed(clips[-5:])),
+            "thumb": next((c for c in reversed(clips) if c.get("thumb_key")), None)}
 
 
 def day_page(device_id: str, day: str) -> str:
@@ -52,6 +89,7 @@ class SiteBuilder:
         self.env.globals["day_page"] = day_page
         self.env.globals["live_page"] = live_page
         self._lock = threading.Lock()
+        self._summaries: dict[str, tuple[str, dict[str, Any]]] = {}   # device -> (newest day, its summary)
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_lock = threading.Lock()
         self._wake = threading.Event()
@@ -114,10 +152,11 @@ class SiteBuilder:
         days = self.index.days(device_id)
         i = days.index(day) if day in days else -1
         html = self.env.get_template("day.html").render(
-            device_id=device_id, day=day, clips=clips,
-            prev_day=days[i - 1] if i > 0 else None,
-            next_day=days[i + 1] if 0 <= i < len(days) - 1 else None)
+            device_id=device_id, day=day, prev_day=days[i - 1] if i > 0 else None,
+            next_day=days[i + 1] if 0 <= i < len(days) - 1 else None, **day_view(day, clips))
         self.store.put(day_page(device_id, day), html)
+        if days and day == days[-1]:
+            self._summaries[device_id] = (day, day_summary(clips))
 
     def render_overview(self) -> None:
         rows: list[dict[str, Any]] = []
@@ -125,31 +164,42 @@ class SiteBuilder:
         today = self.clock().astimezone(UTC).strftime("%Y-%m-%d")
         for device_id in sorted(set(known) | set(self.index.devices())):
             days = self.index.days(device_id)
-            last_day = self.index.clips_for_day(device_id, days[-1]) if days else []
-            today_clips = last_day if days and days[-1] == today else []
+            summary = self._newest_day_summary(device_id, days)
+            today_summary = summary if days and days[-1] == today else day_summary([])
             dev = known.get(device_id)
             settings = dict(dev.settings) if dev else {}
             limit_mb = int(settings.get("storage_limit_megabytes", 0) or 0)
             used = self.index.usage(device_id)["bytes"]
             percent = min(100.0, 100.0 * used / (limit_mb * 1024 * 1024)) if limit_mb else None
-            thumb = next((c for c in reversed(last_day) if c.get("thumb_key")), None)
             rows.append({
                 "device_id": device_id, "enabled": dev.enabled if dev else False,
                 "retired": dev.retired if dev else True,
                 "last_seen": dev.last_seen if dev else None,
                 "offline_after_s": 2 * int(settings.get("settings_sync_seconds", 300) or 300) + 60,
                 "heartbeat": (dev.heartbeat or {}) if dev else {},
-                "days": days[-7:], "latest": list(reversed(last_day[-5:])), "thumb": thumb,
-                "motion_today": sum(1 for c in today_clips if c.get("motion")), "clips_today": len(today_clips),
+                "days": days[-7:], "latest": summary["latest"], "thumb": summary["thumb"],
+                "motion_today": today_summary["motion"], "clips_today": today_summary["clips"],
                 "used_mb": used / (1024 * 1024), "limit_mb": limit_mb, "percent": percent,
                 "storage_state": _storage_state(percent),
             })
         html = self.env.get_template("overview.html").render(
             devices=rows, rendered_at=self.clock().isoformat(timespec="seconds"))
         self.store.put("index", html)
+        live = self.env.get_template("live.html")
         for row in rows:
-            self.store.put(live_page(row["device_id"]),
-                           self.env.get_template("live.html").render(device_id=row["device_id"]))
+            self.store.put(live_page(row["device_id"]), live.render(devices=[row], single=True))
+        self.store.put("live", live.render(devices=[r for r in rows if not r["retired"]], single=False))
+
+    def _newest_day_summary(self, device_id: str, days: list[str]) -> dict[str, Any]:
+        """The newest day's summary, from the last day render when it is current (reading a day costs as much
+        as the day is long; the overview re-renders on every clip)."""
+        if not days:
+            return day_summary([])
+        cached = self._summaries.get(device_id)
+        if cached is None or cached[0] != days[-1]:
+            cached = (days[-1], day_summary(self.index.clips_for_day(device_id, days[-1])))
+            self._summaries[device_id] = cached
+        return cached[1]
 
     def rebuild_all(self) -> None:
         with self._lock:

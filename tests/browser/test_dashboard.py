@@ -74,11 +74,14 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
         page.screenshot(path=str(ARTIFACTS / f"day-{label}.png"), full_page=True)
         if label == "desktop":
             # Mark the clip as evidence: a CSRF-protected form; the page re-renders with the badge.
-            page.click(f"tr[data-key='{key}'] button.protect")
+            page.click("#protect-button")
             wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key)["protected"],
                      what="the clip protected")
-            wait_for(lambda p=page: (p.reload(), p.query_selector(f"tr[data-key='{key}'] .badge:text('evidence')"))[1],
+            # Back on the same clip (the form returns to the page with the clip in the fragment), marked.
+            wait_for(lambda p=page: (p.reload(), p.query_selector(f"li[data-key='{key}'] .badge:text('evidence')"))[1],
                      what="the evidence badge")
+            assert page.evaluate("() => document.getElementById('video').dataset.key") == key
+            assert page.inner_text("#protect-button") == "Remove evidence mark"
         assert requests and all(url.startswith(base + "/") for url in requests), [
             u for u in requests if not u.startswith(base + "/")]
         context.close()
@@ -116,14 +119,20 @@ def test_live_view_shows_a_clip_recorded_after_it_was_opened(browser, runtime, d
     page.click("button[type=submit]")
     page.wait_for_url(deployment.runtime_url + "/")
     page.goto(f"{deployment.runtime_url}/{live_page('live-cam')}")
-    wait_for(lambda: page.evaluate("() => document.getElementById('video').dataset.key") == first,
+    video = "document.querySelector(\"video[data-live-device='live-cam']\")"
+    wait_for(lambda: page.evaluate(f"() => {video}.dataset.key") == first,
              timeout=30, what="the live view to play the newest clip")
     camera.t0 = camera.t0 + timedelta(minutes=1)
     second = camera.upload(sample_clip(seconds=4.0, width=320, height=180))   # recorded after the page opened
     wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, second), what="indexed")
-    wait_for(lambda: page.evaluate("() => document.getElementById('video').dataset.key") == second,
+    wait_for(lambda: page.evaluate(f"() => {video}.dataset.key") == second,
              timeout=30, what="the live view to move on to the new clip")
-    wait_for(lambda: page.evaluate("() => document.getElementById('video').currentTime") > 0.5,
+    wait_for(lambda: page.evaluate(f"() => {video}.currentTime") > 0.5,
              timeout=30, what="the new clip to play")
     page.screenshot(path=str(ARTIFACTS / "live-desktop.png"))
+    # The grid of all cameras plays this camera's newest clip too.
+    page.goto(f"{deployment.runtime_url}/live")
+    wait_for(lambda: page.evaluate(f"() => {video}.dataset.key") == second, timeout=30, what="the grid to play")
+    wait_for(lambda: page.evaluate(f"() => {video}.currentTime") > 0.5, timeout=30, what="the grid's video to play")
+    page.screenshot(path=str(ARTIFACTS / "live-grid-desktop.png"))
     context.close()
