@@ -9,7 +9,9 @@ SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF t
 
 from __future__ import annotations
 
+import base64
 import hmac
+import os
 import secrets
 import threading
 import time
@@ -25,6 +27,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cryospy.common.errors import CryoSpyError
 
+from .compression import gzip_response
 from .site_store import SiteStore
 
 StartResponse = Callable[..., Any]
@@ -127,13 +130,13 @@ class Dashboard:
     def render(self, start: StartResponse, status: str, template: str, session: Session | None,
                **context: Any) -> list[bytes]:
         """Render a template (extending base.html) with the security headers every page gets."""
-        html = self.env.get_template(template).render(csrf=session.csrf if session else "", **context)
+        html = self.env.get_template(template).render(csrf=mask_csrf(session.csrf) if session else "", **context)
         return self._html(start, status, html)
 
     def form(self, environ: dict[str, Any], session: Session) -> dict[str, str] | None:
         """The posted form if it carries the session's CSRF token, else None (answer 403 then)."""
         form = _form(environ)
-        return form if hmac.compare_digest(form.get("csrf", ""), session.csrf) else None
+        return form if csrf_matches(form.get("csrf", ""), session.csrf) else None
 
     def forbidden(self, start: StartResponse, session: Session | None) -> list[bytes]:
         return self.render(start, "403 Forbidden", "message.html", session, title="Refused",
@@ -142,13 +145,33 @@ class Dashboard:
     def redirect(self, start: StartResponse, to: str) -> list[bytes]:
         return self._redirect(start, to)
 
+    def end_other_sessions(self, keep: Session) -> int:
+        """Log out every session but ``keep`` (the passphrase changed: whoever knew the old one is out);
+        returns how many ended."""
+        with self._lock:
+            others = [token for token in self.sessions if token != keep.token]
+            for token in others:
+                del self.sessions[token]
+        return len(others)
+
+    def start_session(self, environ: dict[str, Any]) -> tuple[str, str]:
+        """Log the admin in without the login form (first-run setup just set the passphrase): a new server-side
+        session; returns its Set-Cookie header for the response."""
+        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        with self._lock:
+            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
+        return self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS)
+
     def _redirect(self, start: StartResponse, to: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
         start("302 Found", [("Location", to), ("Content-Length", "0"), ("Cache-Control", "no-store")]
               + (extra or []))
         return [b""]
 
     # -- routes --------------------------------------------------------------------------------------
-    def __call__(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start: StartResponse) -> Any:
+        return gzip_response(self._route, environ, start)
+
+    def _route(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         path, method = environ.get("PATH_INFO") or "/", environ["REQUEST_METHOD"]
         if path.startswith("/static/"):
             return self._static(environ, start, path[len("/static/"):])
@@ -176,11 +199,12 @@ class Dashboard:
         html = self.site.get(page)
         if html is None:
             if page == "index":
-                html = self.env.get_template("overview.html").render(devices=[], rendered_at="", csrf=session[1])
+                html = self.env.get_template("overview.html").render(devices=[], rendered_at="",
+                                                                     csrf=mask_csrf(session[1]))
                 return self._html(start, "200 OK", html)
             return self._html(start, "404 Not Found", "<!doctype html><p>No such page. <a href='/'>Home</a></p>")
         # Pages are rendered once for everyone; the per-session CSRF token is filled in at serve time.
-        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", session[1]))
+        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", mask_csrf(session[1])))
 
     def _static(self, environ: dict[str, Any], start: StartResponse, name: str) -> list[bytes]:
         """Project assets from ``static/``, and ``vendor/`` (hls.js, copied from the npm package by ``./dev``;
@@ -243,7 +267,7 @@ class Dashboard:
                 name: str) -> list[bytes]:
         """A state-changing form post: refused without the session's CSRF token; then back to the page."""
         form = _form(environ)
-        if not hmac.compare_digest(form.get("csrf", ""), session[1]):
+        if not csrf_matches(form.get("csrf", ""), session[1]):
             return self._html(start, "403 Forbidden", "<!doctype html><p>This form expired or did not come from "
                               "this dashboard. <a href='/'>Back</a></p>")
         action = self.actions.get(name)
@@ -253,7 +277,7 @@ class Dashboard:
             action(form)
         except CryoSpyError as exc:
             return self._html(start, "400 Bad Request", self.env.get_template("message.html").render(
-                csrf=session[1], title="That did not work", message=str(exc)))
+                csrf=mask_csrf(session[1]), title="That did not work", message=str(exc)))
         target = form.get("next", "/")
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
@@ -261,12 +285,34 @@ class Dashboard:
 
     def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str]) -> list[bytes]:
         form = _form(environ)
-        if not hmac.compare_digest(form.get("csrf", ""), session[1]):
+        if not csrf_matches(form.get("csrf", ""), session[1]):
             start("403 Forbidden", [("Content-Length", "0")])
             return [b""]
         with self._lock:
             self.sessions.pop(session[0], None)
         return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
+
+
+def mask_csrf(secret: str) -> str:
+    """The session's CSRF token XOR a fresh pad, pad first: a different string in every response, so a compressed
+    page does not leak the token to a BREACH-style length oracle (pages are gzip-encoded)."""
+    raw = secret.encode()
+    pad = os.urandom(len(raw))
+    return base64.urlsafe_b64encode(pad + bytes(a ^ b for a, b in zip(pad, raw, strict=True))).decode().rstrip("=")
+
+
+def csrf_matches(value: str, secret: str) -> bool:
+    """True for the masked form of ``secret`` (what pages carry) and for ``secret`` itself."""
+    if hmac.compare_digest(value.encode(), secret.encode()):
+        return True
+    try:
+        blob = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (ValueError, TypeError):
+        return False
+    half = len(blob) // 2
+    if half == 0 or half * 2 != len(blob):
+        return False
+    return hmac.compare_digest(bytes(a ^ b for a, b in zip(blob[:half], blob[half:], strict=True)), secret.encode())
 
 
 def _mount_for(mounts: dict[str, Mount], path: str) -> Mount | None:

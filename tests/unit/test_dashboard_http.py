@@ -1,0 +1,94 @@
+"""The dashboard's HTTP layer without a browser: gzip of pages, masked CSRF tokens, and what a logged-out client
+gets. (The browser tests drive the same code in Chromium.)"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cryospy.web.server import Dashboard, csrf_matches, mask_csrf
+from cryospy.web.site_store import SiteStore
+
+PASS = "right passphrase"
+
+
+def call(app: Dashboard, path: str, method: str = "GET", body: str = "", **headers: str) -> tuple[str, dict, bytes]:
+    environ: dict[str, Any] = {
+        "PATH_INFO": path, "REQUEST_METHOD": method, "QUERY_STRING": "", "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.input": io.BytesIO(body.encode()), "CONTENT_LENGTH": str(len(body)), "wsgi.url_scheme": "http",
+        **{"HTTP_" + k.upper(): v for k, v in headers.items()}}
+    seen: dict[str, Any] = {}
+
+    def start(status: str, hdrs: list[tuple[str, str]], exc_info: Any = None) -> None:
+        seen["status"], seen["headers"] = status, hdrs
+
+    data = b"".join(app(environ, start))
+    hdrs: dict[str, list[str]] = {}
+    for k, v in seen["headers"]:
+        hdrs.setdefault(k.lower(), []).append(v)
+    return seen["status"], hdrs, data
+
+
+@pytest.fixture
+def dash(tmp_path: Path) -> Dashboard:
+    key = os.urandom(32)
+    site = SiteStore(tmp_path, lambda: key)
+    site.put("index", "<!doctype html><p>cameras</p>" + "<li>clip row</li>" * 500 +
+             "<form><input name=csrf value=__CSRF_TOKEN__></form>")
+    return Dashboard(site, lambda p: p == PASS)
+
+
+def logged_in(dash: Dashboard) -> str:
+    status, headers, _ = call(dash, "/login")
+    pre = headers["set-cookie"][0].split(";")[0]
+    token = pre.split("=", 1)[1]
+    status, headers, _ = call(dash, "/login", "POST", f"csrf={token}&passphrase={PASS.replace(' ', '+')}",
+                              cookie=pre, content_type="application/x-www-form-urlencoded")
+    assert status.startswith("302"), status
+    return [c for c in headers["set-cookie"] if c.startswith("cryospy_session=")][0].split(";")[0]
+
+
+def test_pages_are_gzip_encoded_for_clients_that_take_it(dash: Dashboard) -> None:
+    cookie = logged_in(dash)
+    status, headers, body = call(dash, "/", cookie=cookie, accept_encoding="gzip, br")
+    assert status == "200 OK" and headers["content-encoding"] == ["gzip"]
+    assert int(headers["content-length"][0]) == len(body) < 2000
+    assert b"clip row" in gzip.decompress(body)
+    _, headers, plain = call(dash, "/", cookie=cookie)
+    assert "content-encoding" not in headers and plain.count(b"clip row") == 500
+
+
+def test_each_response_masks_the_csrf_token_differently_and_both_forms_verify(dash: Dashboard) -> None:
+    cookie = logged_in(dash)
+    tokens = []
+    for _ in range(2):
+        _, _, body = call(dash, "/", cookie=cookie)
+        tokens.append(body.split(b"name=csrf value=")[1].split(b">")[0].decode())
+    assert tokens[0] != tokens[1]
+    secret = next(iter(dash.sessions.values()))[1]
+    assert secret not in tokens[0]
+    assert all(csrf_matches(t, secret) for t in tokens)
+    assert csrf_matches(secret, secret)
+    assert not csrf_matches(mask_csrf("another session's token!"), secret)
+    assert not csrf_matches("", secret) and not csrf_matches("%%%", secret) and not csrf_matches("ab", secret)
+    # Logging out works with a masked token and refuses a forged one.
+    status, _, _ = call(dash, "/logout", "POST", "csrf=forged", cookie=cookie,
+                        content_type="application/x-www-form-urlencoded")
+    assert status.startswith("403")
+    status, _, _ = call(dash, "/logout", "POST", f"csrf={tokens[1]}", cookie=cookie,
+                        content_type="application/x-www-form-urlencoded")
+    assert status.startswith("302")
+    assert call(dash, "/", cookie=cookie)[0].startswith("302")
+
+
+def test_logged_out_requests_get_the_login_and_no_content(dash: Dashboard) -> None:
+    for path in ("/", "/index.html", "/live", "/devices/00/2026-01-01", "/media/clip.mp4?key=x", "/admin",
+                 "/export", "/actions/protect"):
+        for method in ("GET", "POST"):
+            status, headers, body = call(dash, path, method)
+            assert status.startswith("302") and headers["location"] == ["/login"] and body == b"", (path, method)
