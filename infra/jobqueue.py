@@ -33,6 +33,9 @@ CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, not_before, id);
 """
 
 
+DONE_KEPT_SECONDS = 7 * 86400
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -129,6 +132,16 @@ class JobQueue:
                                        "WHERE state='dead' AND id=?", (job_id,))
             self._wake.notify_all()
             return cur.rowcount
+
+    def prune_done(self, older_than_s: float = DONE_KEPT_SECONDS) -> int:
+        """Forget finished jobs older than ``older_than_s``; returns how many.
+
+        A done row is only the memory that de-duplicates a repeated notification for the same object version, and
+        MinIO redelivers within minutes, not days; without pruning the queue grows by every clip ever recorded.
+        Should a very late duplicate arrive anyway, the handlers are idempotent (the index upserts by key)."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM jobs WHERE state='done' AND updated<?", (time.time() - older_than_s,))
+        return cur.rowcount
 
     def counts(self) -> dict[str, int]:
         with self._lock:

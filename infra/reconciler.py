@@ -43,6 +43,7 @@ class Reconciler:
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
+                self.queue.prune_done()
                 self.run_once()
                 maintenance.run_pass(self.services)
             except KeysLocked:

@@ -76,3 +76,20 @@ def test_unknown_handler_is_dead_lettered(tmp_path: Path):
     q.put("gone", "x", EVENT)
     Dispatcher(q, [_route(lambda e, c: None)]).run_job(q.claim(0.1))
     assert "no handler named 'gone'" in q.dead_letters()[0]["reason"]
+
+
+def test_old_done_jobs_are_pruned_but_pending_and_dead_ones_stay(tmp_path: Path):
+    q = JobQueue(tmp_path / "q.sqlite")
+    for identity in ("done-old", "pending", "dead"):
+        q.put("h", identity, EVENT)
+    job = q.claim(0.1)
+    assert job is not None
+    q.done(job)
+    dead = q.claim(0.1)
+    assert dead is not None
+    q.dead(dead, "broken")
+    assert q.prune_done(older_than_s=3600) == 0          # finished a moment ago: still the dedupe memory
+    assert q.put("h", "done-old", EVENT) is False
+    assert q.prune_done(older_than_s=0) == 1
+    assert q.counts() == {"pending": 1, "dead": 1}
+    assert q.put("h", "done-old", EVENT) is True          # a very late duplicate is processed again (idempotent)
