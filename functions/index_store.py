@@ -56,12 +56,16 @@ class IndexStore:
     def _usage_db(self) -> TinyDB:
         return TinyDB(self.root / "usage.db", storage=EncryptedJSONStorage, key=self._key())
 
-    def _add_usage(self, device_id: str, delta_bytes: int, delta_clips: int) -> None:
+    def _add_usage(self, device_id: str, delta_bytes: int, delta_clips: int,
+                   live: tuple[int, int, str] | None = None) -> None:
         with self._usage_db() as db:
             table = db.table("usage", cache_size=0)
-            row = table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0}
-            table.upsert({"device_id": device_id, "bytes": max(0, row["bytes"] + delta_bytes),
-                          "clips": max(0, row["clips"] + delta_clips)}, Query().device_id == device_id)
+            row = dict(table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0})
+            row.update(device_id=device_id, bytes=max(0, row["bytes"] + delta_bytes),
+                       clips=max(0, row["clips"] + delta_clips))
+            if live is not None:
+                row["live_segments"], row["live_clips"], row["live_last"] = live
+            table.upsert(row, Query().device_id == device_id)
 
     # -- writes --------------------------------------------------------------------------------------
     def upsert_clip(self, record: dict[str, Any]) -> bool:
@@ -74,6 +78,7 @@ class IndexStore:
 
     def _upsert_locked(self, record: dict[str, Any]) -> bool:
         device, day = record["device_id"], record["day"]
+        live: tuple[int, int, str] | None = None
         with self._shard(device, day) as db:
             table = db.table("clips", cache_size=0)
             existing = table.get(Query().key == record["key"])
@@ -84,10 +89,25 @@ class IndexStore:
             if existing is not None:
                 table.update(record, doc_ids=[existing.doc_id])
             else:
+                live = self._live_stamp(device, record)
                 table.insert(record)
         merged = {**(existing or {}), **record}
-        self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1)
+        self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1, live)
         return True
+
+    def _live_stamp(self, device_id: str, record: dict[str, Any]) -> tuple[int, int, str] | None:
+        """Number a new clip into the device's live stream: ``record["live"] = [segments, clips]`` recorded before
+        it, which is what a sliding HLS playlist needs for stable sequence numbers (functions/hls.py explains why
+        they cannot be derived from the newest clips alone). Only a clip newer than every numbered one joins: a
+        live playlist cannot insert into its past. Returns the device's counters after this clip."""
+        if not record.get("fragments"):
+            return None
+        with self._usage_db() as db:
+            row = db.table("usage", cache_size=0).get(Query().device_id == device_id) or {}
+        if record["captured_at"] <= row.get("live_last", ""):
+            return None
+        record["live"] = [int(row.get("live_segments", 0)), int(row.get("live_clips", 0))]
+        return record["live"][0] + len(record["fragments"]), record["live"][1] + 1, record["captured_at"]
 
     def update_clip(self, device_id: str, day: str, key: str, changes: dict[str, Any]) -> dict[str, Any] | None:
         """Change fields of an indexed clip; returns the new record, or None when the clip is not indexed."""
@@ -160,6 +180,15 @@ class IndexStore:
             rows = db.table("usage", cache_size=0).all()
         picked = [r for r in rows if device_id is None or r["device_id"] == device_id]
         return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked)}
+
+    def live_clips(self, device_id: str, count: int = 4) -> list[dict[str, Any]]:
+        """The device's newest clips that joined its live stream (see ``_live_stamp``), oldest first."""
+        found: list[dict[str, Any]] = []
+        for day in reversed(self.days(device_id)[-2:]):
+            found = [c for c in self.clips_for_day(device_id, day) if c.get("live")][-count:] + found
+            if len(found) >= count:
+                break
+        return found[-count:]
 
     def find_sequence(self, device_id: str, sequence: int, from_day: str, direction: int,
                       max_days: int = 3) -> dict[str, Any] | None:

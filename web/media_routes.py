@@ -4,7 +4,8 @@
     /media/clip.m3u8?key=K               a byte-range HLS playlist over that URL (no transcoding, no copy)
     /media/day.m3u8?device=D&day=YYYY-MM-DD   the device's day as one playlist, discontinuities between clips
     /media/thumb.jpg?key=K               the clip's thumbnail
-    /media/latest.json?device=D          the device's newest playable clip (the live view polls it)
+    /media/latest.json?device=D          the device's newest playable clip
+    /media/live.m3u8?device=D            a sliding live playlist over the device's newest clips (no ENDLIST)
 
 The paths end in ``.mp4``/``.m3u8``/``.jpg`` because players check the extension of segment URLs. Only
 chunks a range needs are fetched from MinIO and decrypted; nothing is written to disk.
@@ -21,7 +22,7 @@ from urllib.parse import parse_qs, quote
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
-from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist
+from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
 from cryospy.functions.mp4 import Fragment
 from cryospy.functions.services import Services
 
@@ -29,6 +30,8 @@ from .media import serve_sealed_range
 
 StartResponse = Callable[..., Any]
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+LIVE_CLIPS = 4               # clips passed to the live playlist (more than the window needs is fine)
+LIVE_WINDOW_SEGMENTS = 30    # about half a minute of 1-second fragments
 
 
 def _clip_url(key: str) -> str:
@@ -64,6 +67,8 @@ class MediaRoutes:
                 return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
             if path == "/media/thumb.jpg":
                 return self._thumb(start, self._record(query))
+            if path == "/media/live.m3u8":
+                return self._live(start, query.get("device", ""))
             if path == "/media/latest.json":
                 return self._latest(start, query.get("device", ""))
         except LookupError as exc:
@@ -126,6 +131,18 @@ class MediaRoutes:
         doc = {"device_id": device_id, "clip": {"key": newest["key"], "captured_at": newest["captured_at"],
                                                 "duration_s": newest["duration_s"], "motion": newest.get("motion")}}
         return self._text(start, json.dumps(doc), "application/json")
+
+    def _live(self, start: StartResponse, device_id: str) -> list[bytes]:
+        """The live view's playlist: the newest segments of the device's newest clips. The sequence bases come
+        from the index's live numbering (``IndexStore._live_stamp``), so a player reloading it every few
+        seconds sees segments keep their numbers while new clips slide in and old ones out."""
+        clips = self.services.index.live_clips(device_id, LIVE_CLIPS)
+        if not clips:
+            return self._error(start, "404 Not Found", "no clips from this camera yet")
+        segments_before, clips_before = clips[0]["live"]
+        text = live_playlist([clip_media(c) for c in clips], window_segments=LIVE_WINDOW_SEGMENTS,
+                             media_sequence_base=segments_before, discontinuity_sequence_base=clips_before)
+        return self._text(start, text, PLAYLIST_TYPE)
 
     @staticmethod
     def _text(start: StartResponse, text: str, content_type: str) -> list[bytes]:

@@ -118,6 +118,8 @@ def test_live_view_shows_a_clip_recorded_after_it_was_opened(browser, runtime, d
     page.fill("input[name=passphrase]", PASSPHRASE)
     page.click("button[type=submit]")
     page.wait_for_url(deployment.runtime_url + "/")
+    playlist_loads: list[str] = []
+    page.on("request", lambda r: playlist_loads.append(r.url) if "/media/live.m3u8" in r.url else None)
     page.goto(f"{deployment.runtime_url}/{live_page('live-cam')}")
     video = "document.querySelector(\"video[data-live-device='live-cam']\")"
     wait_for(lambda: page.evaluate(f"() => {video}.dataset.key") == first,
@@ -130,6 +132,7 @@ def test_live_view_shows_a_clip_recorded_after_it_was_opened(browser, runtime, d
     wait_for(lambda: page.evaluate(f"() => {video}.currentTime") > 0.5,
              timeout=30, what="the new clip to play")
     page.screenshot(path=str(ARTIFACTS / "live-desktop.png"))
+    assert len(playlist_loads) >= 2, "the live view follows the sliding playlist, reloading it"
     # The grid of all cameras plays this camera's newest clip too.
     page.goto(f"{deployment.runtime_url}/live")
     wait_for(lambda: page.evaluate(f"() => {video}.dataset.key") == second, timeout=30, what="the grid to play")
