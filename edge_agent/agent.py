@@ -1,14 +1,16 @@
 """The edge agent, top to bottom: one line per subsystem, each a loop with ``run()`` and the shared stop event.
 
+    identity    registers the device's public signing key (made at first start)        signing_identity.py
     settings    polls the server's settings (ETag), caches them in the spool dir       settings_sync.py
     recorder    camera → constant-rate clips, motion on every frame                     recorder.py
     finisher    clip → keep/discard (motion_only) → metadata box → seal → spool         finisher.py
-    uploader    spool → upload slot → PUT → forget                                      uploader.py
-    heartbeat   health → server, every settings interval                                heartbeat.py
+    uploader    spool → upload slot → PUT → forget (once the key is registered)        uploader.py
+    heartbeat   health and the applied settings → server, every settings interval      heartbeat.py
 
 It starts and records even when the server is unreachable: nothing here needs the network before the first
 clip (the settings come from the cache, or the defaults), and clips wait in the spool. SIGTERM/SIGINT end
-the current clip early (it is sealed and kept), make one last upload pass, and exit.
+the current clip early (it is sealed and kept), make one last upload pass, and exit. A server that holds a
+different signing key for this device stops the agent (:class:`SigningKeyConflict`, raised by :meth:`run`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cryospy import __version__
-from cryospy.common.keys import DeploymentPublicKey, signing_key_from_text
+from cryospy.common.keys import DeploymentPublicKey
 
 from .api_client import ApiClient
 from .config import AgentConfig
@@ -33,6 +35,7 @@ from .heartbeat import Heartbeat
 from .recorder import Recorder
 from .scratch import close_scratch, open_scratch
 from .settings_sync import SettingsSync
+from .signing_identity import KeyRegistration, device_signing_key
 from .sources import FrameSource, open_source
 from .spool import Spool
 from .uploader import Uploader
@@ -40,17 +43,23 @@ from .uploader import Uploader
 log = logging.getLogger("cryospy.agent")
 
 
+PINS = ("clip_seconds", "fps", "width", "height", "crf", "keyframe_seconds", "settings_sync_seconds")
+
+
 def agent_status(spool: Spool, recorder: Recorder, settings: SettingsSync, started: float) -> dict[str, Any]:
-    """The heartbeat document (the fields the server's /v1/device/heartbeat accepts)."""
+    """The heartbeat document (the fields the server's /v1/device/heartbeat accepts): health, plus the settings
+    in use with their ETag and the config's local pins, so the admin sees what the camera really does."""
     depth, size = spool.stats()
     next_sequence = spool.next_sequence()
     state = recorder.source_state
     if recorder.motion_state != "ok":
         state += f"; motion detection {recorder.motion_state}"
+    snapshot = settings.current()
+    pinned = {name: getattr(settings.config, name) for name in PINS if getattr(settings.config, name) is not None}
     return {
         "agent_version": __version__, "spool_depth": depth, "spool_bytes": size, "dropped_clips": spool.dropped,
-        "source_state": state, "settings_etag": settings.current().etag, "last_sequence": next_sequence - 1,
-        "uptime_s": round(time.monotonic() - started, 1),
+        "source_state": state, "settings_etag": snapshot.etag, "last_sequence": next_sequence - 1,
+        "uptime_s": round(time.monotonic() - started, 1), "settings": snapshot.settings.to_dict(), "pinned": pinned,
     }
 
 SourceOpener = Callable[[float], FrameSource]
@@ -67,6 +76,7 @@ class Agent:
     finisher: ClipFinisher
     uploader: Uploader
     heartbeat: Heartbeat
+    identity: KeyRegistration
     scratch: Path
     started: float
 
@@ -77,10 +87,11 @@ class Agent:
         stop = stop or threading.Event()
         try:
             DeploymentPublicKey.from_text(config.deployment_public_key)
-            signer = signing_key_from_text(config.signing_key)
         except Exception as exc:
-            raise ConfigError(f"deployment_public_key or signing_key in the agent config is not valid: {exc}") from None
+            raise ConfigError(f"deployment_public_key in the agent config is not valid: {exc}") from None
+        signer = device_signing_key(config)
         client = ApiClient(config)
+        identity = KeyRegistration(client, signer, stop, retry_cap_s=config.upload_retry_minutes * 60)
         spool = Spool(config.spool_dir, config.spool_max_bytes)
         settings = SettingsSync(config, client, config.spool_dir / "settings.json", stop)
         scratch = open_scratch(config.spool_dir, config.temp_dir)
@@ -89,11 +100,12 @@ class Agent:
         opener = source or (lambda fps: open_source(config.camera_device, loop=config.loop, fps=fps,
                                                     width=config.width or 0, height=config.height or 0))
         recorder = Recorder(config, settings.current, opener, finisher.submit, scratch, stop)
-        uploader = Uploader(config, spool, client, stop, wake)
+        uploader = Uploader(config, spool, client, stop, wake, ready=identity.registered)
         started = time.monotonic()
         heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
                               stop, settings.wake.set)
-        return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, scratch, started)
+        return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, identity, scratch,
+                   started)
 
     def status(self) -> dict[str, Any]:
         return agent_status(self.spool, self.recorder, self.settings, self.started)
@@ -102,18 +114,20 @@ class Agent:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop.set())
-        loops = {"settings": self.settings.run, "recorder": self.recorder.run, "finisher": self.finisher.run,
-                 "uploader": self.uploader.run, "heartbeat": self.heartbeat.run}
+        loops = {"identity": self.identity.run, "settings": self.settings.run, "recorder": self.recorder.run,
+                 "finisher": self.finisher.run, "uploader": self.uploader.run, "heartbeat": self.heartbeat.run}
         threads = {name: threading.Thread(target=run, name=name, daemon=True) for name, run in loops.items()}
+        threads["identity"].start()
         threads["settings"].start()
         # A first start should record with the admin's settings, not the defaults, if the server answers
         # quickly; an unreachable server delays the first clip by this much at most.
         self.settings.attempted.wait(min(FIRST_SYNC_WAIT_S, self.config.server_timeout_seconds))
         for name, t in threads.items():
-            if name != "settings":
+            if name not in ("identity", "settings"):
                 t.start()
-        log.info("agent %s running: source %s, spool %s, settings from %s", self.config.client_id,
-                 self.config.camera_device, self.config.spool_dir, self.settings.current().origin)
+        log.info("agent %s running: source %s, spool %s, settings from %s, signing key %s", self.config.client_id,
+                 self.config.camera_device, self.config.spool_dir, self.settings.current().origin,
+                 self.identity.fingerprint)
         try:
             while not self.stop.wait(0.5):
                 pass
@@ -122,8 +136,10 @@ class Agent:
             threads["recorder"].join()
             self.finisher.close_input()          # the clip SIGTERM cut short is sealed before we go on
             threads["finisher"].join()
-            for name in ("uploader", "settings", "heartbeat"):
+            for name in ("uploader", "settings", "heartbeat", "identity"):
                 threads[name].join(self.config.server_timeout_seconds + 5)
             self.uploader.drain(timeout=self.config.server_timeout_seconds + 5)
             close_scratch(self.scratch)
         log.info("agent stopped; %d clip(s) left in the spool for next time", len(self.spool.entries()))
+        if self.identity.refusal is not None:
+            raise self.identity.refusal

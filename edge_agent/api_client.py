@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import AgentConfig
-from .errors import UploadError
+from .errors import SigningKeyConflict, UploadError
 
 
 class Retryable(Exception):
@@ -99,6 +99,23 @@ class ApiClient:
         etag_header = next((v for k, v in headers.items() if k.lower() == "etag"), "")
         return SettingsResponse(doc, etag_header)
 
+    def register_signing_key(self, public_key_text: str) -> dict[str, Any]:
+        """Register this device's public signing key (trust on first use); the server's answer on 201 (stored
+        now) or 200 (registered before). SigningKeyConflict when the server holds a different key."""
+        status, body, _ = self._json("POST", "/v1/device/signing-key", {"signing_key": public_key_text})
+        if status == 409:
+            raise SigningKeyConflict(f"the server refused this agent's signing key: {_error_text(body)}")
+        if status == 401:
+            raise UploadError("the server rejected this device's credentials (401): check client_id and "
+                              "client_secret, and that the device is enabled")
+        if status not in (200, 201):
+            raise UploadError(f"the server refused the signing key (HTTP {status}): {body[:300]!r}")
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return {}
+        return answer if isinstance(answer, dict) else {}
+
     def heartbeat(self, doc: dict[str, Any]) -> dict[str, Any]:
         """POST the agent's health; returns the server's answer (it says whether settings changed)."""
         status, body, _ = self._json("POST", "/v1/device/heartbeat", doc)
@@ -117,6 +134,8 @@ class ApiClient:
         if status == 401:
             raise UploadError("the server rejected this device's credentials (401): check client_id and "
                               "client_secret, and that the device is enabled")
+        if status == 409:   # no signing key registered yet: the clip is fine, it waits until the key is
+            raise Retryable(f"no upload slot yet: {_error_text(body)}")
         if status != 201:
             raise UploadError(f"the server refused the upload slot (HTTP {status}): {body[:300]!r}")
         try:
@@ -142,3 +161,14 @@ class ApiClient:
         if status == 403 and b"Expired" in body:
             raise Retryable("the upload slot expired before the upload finished")
         raise UploadError(f"MinIO refused the upload (HTTP {status}): {body[:300]!r}")
+
+
+def _error_text(body: bytes) -> str:
+    """The ``error`` of a JSON error answer, else the start of the body."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return doc["error"]
+    return repr(body[:300])

@@ -8,6 +8,11 @@ them, so the admin can change a camera from the dashboard. A recording key writt
 (``clip_seconds``, ``fps``, ``width``/``height``, ``crf``, ``keyframe_seconds``, ``settings_sync_seconds``)
 is a *local pin*: it wins over the server's value, for a board that cannot do more than it is told or for
 tests and demos that need clips shorter than the server's 5 s minimum. Leave them out to follow the server.
+
+The device's signing key: ``signing_key`` in this file (what ``cryospy devices create`` writes), or, when it is
+left out, a key the agent makes itself at first start and keeps in ``signing_key_file`` (default
+``<spool_dir>/signing-key``, 0600, beside the chain state it signs). Only its public half ever leaves the
+device: the agent registers it with the server (trust on first use).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ _ORIGINAL = {
 _NEW = {
     "deployment_public_key", "signing_key", "spool_dir", "spool_max_megabytes", "clip_seconds", "width",
     "height", "fps", "loop", "ca_bundle", "tls_verify", "keyframe_seconds", "crf", "encoder_preset",
-    "source_retry_max_seconds", "temp_dir",
+    "source_retry_max_seconds", "temp_dir", "signing_key_file",
 }
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
@@ -40,8 +45,9 @@ class AgentConfig:
     client_secret: str = field(repr=False)
     server_url: str
     deployment_public_key: str      # used until the first settings sync brings the server's current key
-    signing_key: str = field(repr=False)
     spool_dir: Path
+    signing_key: str = field(default="", repr=False)    # "" = the agent's own key in signing_key_file
+    signing_key_file: Path | None = None                # resolved: <spool_dir>/signing-key unless set
     camera_device: str = "/dev/video0"
     buffer_size: int = 5            # accepted for compatibility; the disk spool replaced the upload channel
     retry_buffer_size: int = 100    # accepted for compatibility; every spooled clip is retried
@@ -88,6 +94,9 @@ def _check_types(doc: dict[str, Any]) -> None:
     for key in ("camera_device", "proxy_auth_header", "proxy_auth_value", "ca_bundle", "temp_dir", "spool_dir"):
         if doc.get(key) is not None and not isinstance(doc[key], str | int):
             raise ConfigError(f"config key {key!r} must be a string, got {doc[key]!r}")
+    for key in ("signing_key", "signing_key_file"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise ConfigError(f"config key {key!r} must be a string, got {type(doc[key]).__name__}")
     preset = doc.get("encoder_preset")
     if preset is not None and preset not in _PRESETS:
         raise ConfigError(f"config key 'encoder_preset' must be one of {', '.join(_PRESETS)}, got {preset!r}; "
@@ -100,7 +109,7 @@ def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
     problem = unknown_key_message(doc, sorted(_ORIGINAL | _NEW), "the agent config")
     if problem:
         raise ConfigError(problem)
-    for key in ("client_id", "client_secret", "server_url", "deployment_public_key", "signing_key"):
+    for key in ("client_id", "client_secret", "server_url", "deployment_public_key"):
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise ConfigError(f"config key {key!r} is required (a non-empty string); `cryospy devices create "
                               "--out agent.json` writes a complete config")
@@ -130,6 +139,12 @@ def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
     # The original treats a null or missing upload_max_retries as 3; keep that (None = the default).
     values = {k: v for k, v in doc.items() if v is not None}
     values["spool_dir"] = (base_dir / values.get("spool_dir", "spool")).resolve()
+    if values.get("signing_key") and values.get("signing_key_file"):
+        raise ConfigError("config keys 'signing_key' and 'signing_key_file' exclude each other: keep the key in "
+                          "this file (signing_key) or let the agent keep its own (signing_key_file), not both")
+    if not values.get("signing_key"):
+        values["signing_key_file"] = (base_dir / values["signing_key_file"]).resolve() \
+            if values.get("signing_key_file") else values["spool_dir"] / "signing-key"
     values["camera_device"] = str(values.get("camera_device", "/dev/video0"))
     for key in ("width", "height"):
         if values.get(key) == 0:

@@ -4,10 +4,15 @@ Why it exists: a camera runs for months unattended, and "it stopped uploading" m
 that its source is unplugged, its spool is filling or clips are being dropped. A failed heartbeat is only
 logged (the server may be down; that is what the spool is for). When the server answers that the settings
 changed, the settings loop is woken instead of waiting out its interval.
+
+It also carries the settings the agent applies and their ETag, so the dashboard can show what the camera
+really does. Motion zones and masks can make that document large; if the heartbeat would not fit the
+server's body limit they are left out of it (the ETag still says whether the camera is in sync).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -19,6 +24,8 @@ from .errors import UploadError
 log = logging.getLogger("cryospy.agent.heartbeat")
 
 _SOURCE_STATE_MAX = 300      # what the server stores
+_BODY_MAX = 60 * 1024        # the server refuses JSON bodies over 64 KiB
+_BULKY_SETTINGS = ("motion_zones", "motion_masks")
 
 
 class Heartbeat:
@@ -34,6 +41,9 @@ class Heartbeat:
     def beat_once(self) -> dict[str, Any]:
         doc = self.status()
         doc["source_state"] = str(doc.get("source_state", ""))[:_SOURCE_STATE_MAX]
+        settings = doc.get("settings")
+        if isinstance(settings, dict) and len(json.dumps(doc)) > _BODY_MAX:
+            doc["settings"] = {k: v for k, v in settings.items() if k not in _BULKY_SETTINGS}
         answer = self.client.heartbeat(doc)
         self.sent += 1
         if answer.get("settings_changed"):

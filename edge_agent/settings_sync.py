@@ -9,8 +9,9 @@ at the start of each clip, so new settings apply from the next clip.
 
 The document also carries ``deployment_public_key``. When the admin rotates the deployment key the
 document changes and new clips seal to the new key; clips already sealed stay readable with the old one.
-Because the server's ETag hashes only the settings today, every ``full_refresh_every``-th poll is sent
-without ``If-None-Match``, so a rotated key is picked up even when no setting changed.
+The server's ETag covers the whole document (settings and key), so every poll can be conditional: a rotated
+key changes the ETag like an edited setting does. The ETag in use goes out with every heartbeat, which is how
+the dashboard tells whether a camera has caught up.
 """
 
 from __future__ import annotations
@@ -78,16 +79,13 @@ def parse_document(doc: Any) -> tuple[DeviceSettings, DeploymentPublicKey]:
 class SettingsSync:
     """A loop that keeps :meth:`current` fresh; see the module docstring."""
 
-    def __init__(self, config: AgentConfig, client: ApiClient, cache_path: Path, stop: threading.Event,
-                 *, full_refresh_every: int = 12) -> None:
+    def __init__(self, config: AgentConfig, client: ApiClient, cache_path: Path, stop: threading.Event) -> None:
         self.config = config
         self.client = client
         self.cache_path = cache_path
         self.stop = stop
         self.wake = threading.Event()     # set to sync now (the heartbeat says settings changed)
         self.attempted = threading.Event()  # the first poll is over, answered or not
-        self.full_refresh_every = full_refresh_every
-        self._polls = 0
         self._lock = threading.Lock()
         self._snapshot = self._initial()
 
@@ -118,10 +116,8 @@ class SettingsSync:
     # -- syncing --------------------------------------------------------------------------------------
     def sync_once(self) -> bool:
         """Poll the server once; True when the settings or the key changed. Raises Retryable/UploadError."""
-        self._polls += 1
         current = self.current()
-        conditional = current.origin != "defaults" and self._polls % self.full_refresh_every != 0
-        answer = self.client.get_settings(current.etag if conditional else "")
+        answer = self.client.get_settings(current.etag if current.origin != "defaults" else "")
         if answer is None:
             return False
         try:

@@ -6,6 +6,9 @@ it the agent only logs louder, because a clip is never discarded while there is 
 to the PUT means the object already exists, i.e. an earlier attempt succeeded and the agent died before it
 could forget the clip: that is success. A clip the server refuses for good (a 4xx other than 401) is moved
 to ``rejected/`` for the admin, never deleted.
+
+Nothing is uploaded before ``ready`` is set: the server gives no upload slot to a device whose signing key it
+does not know yet (see :mod:`.signing_identity`), so until then clips simply wait in the spool.
 """
 
 from __future__ import annotations
@@ -36,8 +39,12 @@ class UploadStats:
 
 class Uploader:
     def __init__(self, config: AgentConfig, spool: Spool, client: ApiClient, stop: threading.Event,
-                 wake: threading.Event):
+                 wake: threading.Event, ready: threading.Event | None = None):
         self.config = config
+        if ready is None:
+            ready = threading.Event()
+            ready.set()
+        self.ready = ready
         self.spool = spool
         self.client = client
         self.stop = stop
@@ -47,6 +54,8 @@ class Uploader:
 
     def run(self) -> None:
         while not self.stop.is_set():
+            if not self.ready.wait(1.0):
+                continue
             entries = self.spool.entries()
             if not entries:
                 self.wake.wait(1.0)
@@ -61,6 +70,8 @@ class Uploader:
 
     def drain(self, timeout: float) -> None:
         """Used at shutdown: one more pass over what is spooled, without backoff waits beyond ``timeout``."""
+        if not self.ready.is_set():
+            return      # the server would refuse every slot
         deadline = time.monotonic() + timeout
         for entry in self.spool.entries():
             if time.monotonic() > deadline or not self.upload_one(entry, wait_on_failure=False):

@@ -1,4 +1,10 @@
-"""Admin-side domain code: the token check and device lifecycle requests."""
+"""Admin-side domain code: the token check and device lifecycle requests.
+
+A device can be created with its public signing key (the CLI makes the key pair on the admin's machine and
+writes the private half into the agent config) or without one (the dashboard: no key material may reach a
+browser). Without one, the agent makes its own key at first start and registers the public half
+(``POST /v1/device/signing-key``, trust on first use; see :mod:`.devices`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any, Protocol
 
 from chalice.app import Request
 
-from cryospy.common.keys import verify_key_from_text
+from cryospy.common.keys import verify_key_from_text, verify_key_to_text
 from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
 
@@ -41,26 +47,37 @@ def parse_settings(doc: Any, base: DeviceSettings | None = None) -> DeviceSettin
         raise BadRequest(exc.message, field=f"settings.{exc.field}") from None
 
 
+def parse_verify_key(doc: dict[str, Any], field: str = "signing_key") -> str:
+    """A device's public key from a request, in canonical text form (so equal keys compare equal as text)."""
+    text = validate.string(doc, field, 200)
+    try:
+        return verify_key_to_text(verify_key_from_text(text))
+    except Exception:   # the key parser raises several types; all mean "not a public key"
+        raise BadRequest(f"'{field}' is not an Ed25519 public key in CryoSpy's text form (cs1-ed25519-pub:…)",
+                         field=field) from None
+
+
 def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
+    """Enrol a device; ``signing_key`` is optional (without it the agent registers its own at first start).
+    Returns the device's public view plus its secret, which is never shown again."""
     validate.only_known(doc, {"device_id", "signing_key", "settings"})
     device_id = validate.string(doc, "device_id", 63)
     try:
         validate_device_id(device_id)
     except ObjectKeyError as exc:
         raise BadRequest(str(exc), field="device_id") from None
-    signing_key = validate.string(doc, "signing_key", 200)
-    try:
-        verify_key_from_text(signing_key)
-    except Exception:
-        raise BadRequest("'signing_key' is not an Ed25519 public key in CryoSpy's text form (cs1-ed25519-pub:…)",
-                         field="signing_key") from None
+    # Absent, null or "" (an empty form field) all mean "the agent registers its own key".
+    signing_key = parse_verify_key(doc) if doc.get("signing_key") not in (None, "") else None
     settings = parse_settings(doc.get("settings") or {}, DEFAULT_SETTINGS)
     if services.devices.exists(device_id):
         raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
     identity = services.identities.create(device_id) if services.identities else None
     device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity)
-    return {**device.public(), "secret": secret,
-            "note": "the secret is shown once; store it in the agent's config now"}
+    note = "the secret is shown once; store it in the agent's config now"
+    if signing_key is None:
+        note += ("; the agent makes its own signing key at first start and registers it: check that the "
+                 "fingerprint it logs matches the one shown for this device")
+    return {**device.public(), "secret": secret, "note": note}
 
 
 def update_settings(services: Services, device_id: str, doc: dict[str, Any]) -> dict[str, Any]:

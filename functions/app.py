@@ -1,10 +1,11 @@
 """CryoSpy's Chalice app: a routing table. Each view parses, calls one domain function, and returns.
 
-Devices talk to ``/v1/device/*`` with HTTP Basic ``device_id:hex_secret``; the CLI and scripts talk to
-``/v1/admin/*`` with the deployment's admin token. Bucket notifications arrive through the runtime's
-webhook, which calls the ``@app.on_s3_event`` handlers below; their bucket/prefix/suffix/events are also
-what the runtime applies as MinIO's notification configuration (one source of truth). The OpenAPI
-description of these routes is ``functions/openapi.json`` (a test keeps the two in step).
+Devices talk to ``/v1/device/*`` with HTTP Basic ``device_id:hex_secret`` (and register their own signing
+key on first use); the CLI and scripts talk to ``/v1/admin/*`` with the deployment's admin token. Bucket
+notifications arrive through the runtime's webhook, which calls the ``@app.on_s3_event`` handlers below;
+their bucket/prefix/suffix/events are also what the runtime applies as MinIO's notification configuration
+(one source of truth). The OpenAPI description of these routes is ``functions/openapi.json`` (a test keeps
+the two in step).
 """
 
 from chalice import Chalice
@@ -52,6 +53,15 @@ def request_upload_slot():
     slot = issue_slot(services, device, slot_request)
     services.devices.touch(device.device_id)
     return http.json_response(slot, 201)
+
+
+@app.route("/v1/device/signing-key", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def register_signing_key():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    answer, status = device_api.register_signing_key(services, device, http.json_object(app.current_request))
+    return http.json_response(answer, status)
 
 
 @app.route("/v1/device/uploads/confirm", methods=["POST"], content_types=["application/json"])

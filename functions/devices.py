@@ -7,6 +7,12 @@ constant time. An unknown id, a disabled device and a wrong secret all produce t
 
 A device removed with "keep my clips" is *retired*, not forgotten: it can no longer authenticate, but its
 public signing key stays so its clips remain verifiable and browsable (no orphans).
+
+Signing keys are trusted on first use. A device created without one (the dashboard's path: no key material
+passes through the browser) is *awaiting its key* until its agent registers the public half of the key it made
+itself. From then on the key is fixed: a different key is refused, because a camera that could swap its key
+could re-sign and so rewrite its own history. The admin compares the fingerprint the agent logs with the one
+shown here.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
+from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
 
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
@@ -40,7 +47,7 @@ class Device:
     device_id: str
     enabled: bool
     retired: bool
-    signing_key: str
+    signing_key: str | None            # None: created without one, awaiting the agent's registration
     created_at: str
     updated_at: str
     last_seen: str | None
@@ -48,10 +55,24 @@ class Device:
     heartbeat: dict[str, Any] | None = None
     upload_identity: tuple[str, str] | None = field(default=None, repr=False)
 
+    @property
+    def signing_key_fingerprint(self) -> str | None:
+        return key_fingerprint(self.signing_key) if self.signing_key else None
+
     def public(self) -> dict[str, Any]:
         return {"device_id": self.device_id, "enabled": self.enabled, "retired": self.retired,
-                "signing_key": self.signing_key, "created_at": self.created_at, "updated_at": self.updated_at,
+                "signing_key": self.signing_key, "signing_key_fingerprint": self.signing_key_fingerprint,
+                "awaiting_signing_key": not self.signing_key,
+                "created_at": self.created_at, "updated_at": self.updated_at,
                 "last_seen": self.last_seen, "settings": self.settings, "heartbeat": self.heartbeat}
+
+
+def key_fingerprint(signing_key: str) -> str | None:
+    """The fingerprint of a stored public key; None for a value that does not parse (old test data)."""
+    try:
+        return verify_key_fingerprint(verify_key_from_text(signing_key))
+    except Exception:   # the key parser raises several types; all mean "no fingerprint to show"
+        return None
 
 
 def _hash(salt: bytes, secret: bytes) -> bytes:
@@ -111,9 +132,11 @@ class DeviceRegistry:
             return _device(doc)
 
     # -- lifecycle -----------------------------------------------------------------------------------
-    def create(self, device_id: str, signing_key: str, settings: dict[str, Any],
+    def create(self, device_id: str, signing_key: str | None, settings: dict[str, Any],
                upload_identity: tuple[str, str] | None = None) -> tuple[Device, str]:
-        """Register a device; returns it and its secret (hex), which is never stored or shown again."""
+        """Register a device; returns it and its secret (hex), which is never stored or shown again.
+
+        ``signing_key`` None (or "") leaves the device awaiting its key: see :meth:`register_signing_key`."""
         try:
             validate_device_id(device_id)
         except ObjectKeyError as exc:
@@ -124,7 +147,7 @@ class DeviceRegistry:
                 raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
             now = self._clock()
             doc = {
-                "device_id": device_id, "enabled": True, "retired": False, "signing_key": signing_key, **hashed,
+                "device_id": device_id, "enabled": True, "retired": False, "signing_key": signing_key or None, **hashed,
                 "created_at": now, "updated_at": now, "last_seen": None, "settings": settings, "heartbeat": None,
                 "upload_identity": list(upload_identity) if upload_identity else None,
             }
@@ -161,6 +184,29 @@ class DeviceRegistry:
         """Keep the record (and signing key) for its clips; it can never authenticate again."""
         return self._update(device_id, {"enabled": False, "retired": True, "secret_hash": "",
                                         "upload_identity": None})
+
+    def register_signing_key(self, device_id: str, signing_key: str) -> tuple[Device, bool]:
+        """Trust on first use: store the device's public key if it has none; returns the device and whether
+        the key was stored now (False: the same key was registered before, e.g. by an earlier agent start).
+
+        ``signing_key`` must already be in canonical text form (the caller parsed it), so equal keys compare
+        equal as text. Checked and written under the registry lock, so two racing first registrations cannot
+        both win.
+        """
+        with self._lock:
+            doc = self._require(device_id)
+            current = doc.get("signing_key") or None
+            if current == signing_key:
+                return _device(doc), False
+            if doc.get("retired"):
+                raise Conflict(f"device {device_id!r} was removed; enrol it again under a new id")
+            if current is not None:
+                raise Conflict(
+                    f"device {device_id!r} already has a signing key (fingerprint {key_fingerprint(current)}) and a "
+                    "registered key is never replaced, so a camera cannot re-sign its history. If this camera "
+                    "really lost its key, delete the device and create it again (under a new id if you keep its clips) "
+                    "and give the agent the new config")
+            return self._update(device_id, {"signing_key": signing_key}), True
 
     def remove(self, device_id: str) -> None:
         with self._lock:
@@ -227,7 +273,7 @@ def parse_basic(authorization: str | None) -> tuple[str, str]:
 def _device(doc: dict[str, Any]) -> Device:
     identity = doc.get("upload_identity")
     return Device(device_id=doc["device_id"], enabled=bool(doc["enabled"]), retired=bool(doc.get("retired")),
-                  signing_key=doc["signing_key"], created_at=doc["created_at"],
+                  signing_key=doc.get("signing_key") or None, created_at=doc["created_at"],
                   updated_at=doc.get("updated_at", doc["created_at"]), last_seen=doc.get("last_seen"),
                   settings=dict(doc.get("settings") or {}), heartbeat=doc.get("heartbeat"),
                   upload_identity=(identity[0], identity[1]) if identity else None)

@@ -127,6 +127,11 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     if not device.enabled:
         quarantine.quarantine(services, event.key, f"device {ck.device_id!r} is disabled or removed")
         raise PermanentEventError(f"quarantined {event.key}: device {ck.device_id!r} is disabled or removed")
+    if not device.signing_key:
+        # Slots are refused until the key is registered, so this needs a hand-made upload. Not quarantined:
+        # once the device has registered its key, `cryospy events retry` verifies the clip against it.
+        raise PermanentEventError(f"cannot verify {event.key}: device {ck.device_id!r} has not registered its "
+                                  "signing key yet; start its agent, then run `cryospy events retry`")
     keys = services.vault.keys()
     with tempfile.TemporaryFile(prefix="cryospy-sealed-") as spool:
         sealed_size = _download(services, event.key, spool)

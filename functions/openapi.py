@@ -23,7 +23,8 @@ TIMESTAMP = {"type": "string", "format": "date-time"}
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {400: "invalid input; `field` names the culprit", 401: "missing or invalid credentials",
-            404: "no such device", 409: "conflicts with the device's state", 413: "body too large",
+            404: "no such device", 409: "conflicts with the device's state (for a device: a different signing "
+                                        "key is registered, or none is yet)", 413: "body too large",
             429: "too many failed logins from this address"}
     return {str(c): {"description": text[c], "content": {"application/json": {"schema": ERROR}}} for c in codes}
 
@@ -38,7 +39,9 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 DEVICE = {"type": "object", "required": ["device_id", "enabled", "retired", "signing_key", "settings"], "properties": {
     "device_id": DEVICE_ID, "enabled": {"type": "boolean"}, "retired": {"type": "boolean"},
-    "signing_key": {"type": "string"}, "created_at": {"type": "string"}, "updated_at": {"type": "string"},
+    "signing_key": {"type": ["string", "null"], "description": "null until the device registers its key"},
+    "signing_key_fingerprint": {"type": ["string", "null"]}, "awaiting_signing_key": {"type": "boolean"},
+    "created_at": {"type": "string"}, "updated_at": {"type": "string"},
     "last_seen": {"type": ["string", "null"]}, "settings": {"type": "object"},
     "heartbeat": {"type": ["object", "null"]}}}
 SLOT_REQUEST = {"type": "object", "additionalProperties": False,
@@ -59,10 +62,26 @@ HEARTBEAT = {"type": "object", "additionalProperties": False, "properties": {
     "spool_bytes": {"type": "integer", "minimum": 0}, "dropped_clips": {"type": "integer", "minimum": 0},
     "source_state": {"type": "string", "maxLength": 300}, "motion_state": {"type": "string", "maxLength": 300},
     "settings_etag": {"type": "string", "maxLength": 100},
-    "last_sequence": {"type": "integer", "minimum": -1}, "uptime_s": {"type": "number", "minimum": 0}}}
-CREATE = {"type": "object", "additionalProperties": False, "required": ["device_id", "signing_key"], "properties": {
-    "device_id": DEVICE_ID, "signing_key": {"type": "string", "description": "cs1-ed25519-pub:…"},
+    "last_sequence": {"type": "integer", "minimum": -1}, "uptime_s": {"type": "number", "minimum": 0},
+    "settings": {**json_schema(partial=True), "description": "the settings the agent applies"},
+    "pinned": {"type": "object", "additionalProperties": False,
+               "description": "the agent config's local pins, which win over the server's settings",
+               "properties": {
+                   "clip_seconds": {"type": "number", "minimum": 2, "maximum": 1800},
+                   "fps": {"type": "number", "minimum": 1, "maximum": 60},
+                   "width": {"type": "integer", "minimum": 0, "maximum": 4096},
+                   "height": {"type": "integer", "minimum": 0, "maximum": 4096},
+                   "crf": {"type": "integer", "minimum": 0, "maximum": 51},
+                   "keyframe_seconds": {"type": "number", "minimum": 0.5, "maximum": 10},
+                   "settings_sync_seconds": {"type": "integer", "minimum": 5, "maximum": 86400}}}}}
+VERIFY_KEY = {"type": "string", "maxLength": 200, "description": "the device's Ed25519 public key, cs1-ed25519-pub:…"}
+CREATE = {"type": "object", "additionalProperties": False, "required": ["device_id"], "properties": {
+    "device_id": DEVICE_ID,
+    "signing_key": {**VERIFY_KEY, "description": "optional: without it the agent registers its own at first start"},
     "settings": json_schema(partial=True)}}
+KEY_REGISTRATION = {"type": "object", "required": ["device_id", "signing_key_fingerprint", "registered"],
+                    "properties": {"device_id": DEVICE_ID, "signing_key_fingerprint": {"type": "string"},
+                                   "registered": {"enum": ["now", "before"]}}}
 PATH_ID = [{"name": "device_id", "in": "path", "required": True, "schema": DEVICE_ID}]
 DEVICE_AUTH = [{"deviceBasic": []}]
 ADMIN_AUTH = [{"adminToken": []}]
@@ -85,7 +104,15 @@ def build_spec() -> dict[str, Any]:
             "/v1/device/slots": {"post": {
                 "operationId": "request_upload_slot", "security": DEVICE_AUTH, "requestBody": _body(SLOT_REQUEST),
                 "responses": {"201": _json(SLOT, "a presigned PUT for exactly this clip"),
-                              **_errors(400, 401, 413, 429)}}},
+                              **_errors(400, 401, 409, 413, 429)}}},
+            "/v1/device/signing-key": {"post": {
+                "operationId": "register_signing_key", "security": DEVICE_AUTH,
+                "summary": "register the device's own public signing key (trust on first use)",
+                "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["signing_key"],
+                                      "properties": {"signing_key": VERIFY_KEY}}),
+                "responses": {"201": _json(KEY_REGISTRATION, "stored: the device had no key"),
+                              "200": _json(KEY_REGISTRATION, "this key was registered before"),
+                              **_errors(400, 401, 409, 413, 429)}}},
             "/v1/device/uploads/confirm": {"post": {
                 "operationId": "confirm_upload", "security": DEVICE_AUTH,
                 "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["key"],

@@ -3,6 +3,9 @@
 The URL is signed by an identity that may only PutObject under ``clips/``; it pins Content-Length,
 Content-Type, the SHA-256 the device declared (MinIO verifies the body against it) and ``If-None-Match: *``
 so a slot can never overwrite an existing object, not even its own upload a second time.
+
+A device still awaiting its signing key (created without one) gets no slot: nothing it uploaded could be
+verified, so it must register its key first (``POST /v1/device/signing-key``; the agent does this at start).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from cryospy.common.objectkeys import clip_key
 
 from . import validate
 from .devices import Device
-from .errors import BadRequest
+from .errors import BadRequest, Conflict
 from .services import Services
 
 CONTENT_TYPE = "application/octet-stream"
@@ -42,7 +45,14 @@ class SlotRequest:
         )
 
 
+def require_signing_key(device: Device) -> None:
+    if not device.signing_key:
+        raise Conflict(f"device {device.device_id!r} has no signing key yet: register the signing key first "
+                       "(POST /v1/device/signing-key; the edge agent does this when it starts), then ask again")
+
+
 def issue_slot(services: Services, device: Device, req: SlotRequest) -> dict[str, Any]:
+    require_signing_key(device)
     now = services.clock()
     if req.captured_at > now + timedelta(minutes=10):
         raise BadRequest("'captured_at' is in the future; check the device clock (NTP)", field="captured_at")

@@ -109,3 +109,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def offline_services(tmp: Path, admin_token: str) -> Any:
+    """Services for unit tests of the API: a real key vault, registry and index in ``tmp``, and object-store
+    identities that point at a closed port (nothing in these tests may reach MinIO)."""
+    from cryospy.common.keys import KeyStore
+    from cryospy.functions.devices import DeviceRegistry
+    from cryospy.functions.index_store import IndexStore
+    from cryospy.functions.keyvault import KeyVault
+    from cryospy.functions.services import S3Identity, Services
+
+    KeyStore.create(tmp / "keys.json", "pass phrase", scrypt_n=2**10, insecure_for_tests=True)
+    vault = KeyVault(tmp / "keys.json")
+    return Services(
+        bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
+        handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
+        devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
+        vault=vault, admin_token=admin_token, max_clip_bytes=1000)

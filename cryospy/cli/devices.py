@@ -1,4 +1,10 @@
-"""``cryospy devices``: enrol a camera and write its complete agent config in one step."""
+"""``cryospy devices``: enrol a camera and write its complete agent config in one step.
+
+By default the device's signing key pair is made here and its private half goes into the config. With
+``--agent-generates-key`` no key is made here: the agent makes its own at first start, keeps it in
+``<spool_dir>/signing-key`` and registers the public half (trust on first use), as for a device created on
+the dashboard. Either way the secret appears only in the config written here.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +23,23 @@ from cryospy.infra.deployment import Deployment, write_private_file
 from .admin_client import AdminClient
 
 
-def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overrides: dict[str, Any]) -> dict[str, Any]:
-    """Register the device and return its agent config (the secret and signing key appear nowhere else)."""
-    signing = generate_device_signing_key()
+def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overrides: dict[str, Any],
+                  *, agent_generates_key: bool = False) -> dict[str, Any]:
+    """Register the device and return its agent config (the secret and signing key appear nowhere else).
+
+    With ``agent_generates_key`` the config has no ``signing_key``: the agent makes and registers its own."""
+    signing = None if agent_generates_key else generate_device_signing_key()
+    request: dict[str, Any] = {"device_id": device_id}
+    if signing is not None:
+        request["signing_key"] = verify_key_to_text(signing.public_key())
     client = AdminClient(dep.runtime_url, dep.admin_token)
-    created = client.call("POST", "/v1/admin/devices", {
-        "device_id": device_id, "signing_key": verify_key_to_text(signing.public_key())})
+    created = client.call("POST", "/v1/admin/devices", request)
     config = {
         "client_id": device_id,
         "client_secret": created["secret"],
         "server_url": dep.api_url,
         "deployment_public_key": KeyStore.load(dep.keys_path).current_public_key().to_text(),
-        "signing_key": signing_key_to_text(signing),
+        **({"signing_key": signing_key_to_text(signing)} if signing is not None else {}),
         "spool_dir": f"spool-{device_id.replace(' ', '_')}",
         **agent_overrides,
     }

@@ -182,6 +182,15 @@ def verify_key_from_text(text: str) -> Ed25519PublicKey:
         raise BadKeyText("the verify key is not a valid Ed25519 public key; copy it again from the device") from exc
 
 
+def verify_key_fingerprint(key: Ed25519PublicKey) -> str:
+    """A human-comparable name for a device's public key (``ab12-cd34-…``, eight groups: the first 128 bits of
+    SHA-256 over the raw key). The agent logs it and the dashboard shows it, so the admin can check that the
+    key a device registered on first use is the one their camera made. 128 bits because an export's manifest
+    is checked against it: a forger must not be able to make a key with the same fingerprint."""
+    digest = hashlib.sha256(key.public_bytes(_RAW, serialization.PublicFormat.Raw)).hexdigest()[:32]
+    return "-".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+
 def _strip_prefix(text: str, prefix: str, what: str) -> str:
     text = text.strip()
     if text.startswith(prefix + ":"):

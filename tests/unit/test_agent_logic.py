@@ -264,17 +264,17 @@ def test_unchanged_settings_cost_a_304_and_a_change_applies(tmp_path: Path, two_
     assert sync.current().settings.crf == 30 and sync.interval() == 5
 
 
-def test_key_rotation_reaches_new_clips_even_when_the_etag_does_not_change(tmp_path: Path, two_keys):
+def test_key_rotation_reaches_new_clips_through_a_conditional_poll(tmp_path: Path, two_keys):
     old, new = two_keys
-    api = FakeApi([(_document(old), '"same"')])
+    api = FakeApi([(_document(old), '"v1"')])
     sync = SettingsSync(_config(tmp_path, key=old.to_text()), api, tmp_path / "s.json",  # type: ignore[arg-type]
-                        threading.Event(), full_refresh_every=3)
+                        threading.Event())
     sync.sync_once()
-    api.documents.append((_document(new), '"same"'))     # today's server: the ETag covers only the settings
-    sync.sync_once()
-    assert sync.current().recipient.key_id == old.key_id
-    sync.sync_once()                                      # every third poll asks without If-None-Match
-    assert api.asked_with[-1] == "" and sync.current().recipient.key_id == new.key_id
+    for _ in range(15):                                   # no unconditional "full refresh" polls any more
+        assert sync.sync_once() is False
+    api.documents.append((_document(new), '"v2"'))       # the server's ETag covers the key too
+    assert sync.sync_once() is True and sync.current().recipient.key_id == new.key_id
+    assert api.asked_with[0] == "" and all(tag == '"v1"' for tag in api.asked_with[1:])
 
 
 def test_a_document_the_agent_cannot_use_keeps_the_current_settings(tmp_path: Path, two_keys):

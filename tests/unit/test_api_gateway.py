@@ -11,14 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cryospy.common.keys import KeyStore, generate_device_signing_key, verify_key_to_text
+from cryospy.common.keys import generate_device_signing_key, verify_key_to_text
 from cryospy.functions import services as services_mod
 from cryospy.functions.app import app
-from cryospy.functions.devices import DeviceRegistry
-from cryospy.functions.index_store import IndexStore
-from cryospy.functions.keyvault import KeyVault
-from cryospy.functions.services import S3Identity, Services
 from cryospy.infra.gateway import ChaliceWSGI
+from tests.support import offline_services
 
 ADMIN = "admin-token-for-tests"
 _last_headers: dict[str, str] = {}
@@ -26,13 +23,7 @@ _last_headers: dict[str, str] = {}
 
 @pytest.fixture
 def api(tmp_path: Path):
-    KeyStore.create(tmp_path / "keys.json", "pass phrase", scrypt_n=2**10, insecure_for_tests=True)
-    vault = KeyVault(tmp_path / "keys.json")
-    services = Services(
-        bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
-        handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
-        devices=DeviceRegistry(tmp_path / "devices.json"), index=IndexStore(tmp_path / "index", vault.index_key),
-        vault=vault, admin_token=ADMIN, max_clip_bytes=1000)
+    services = offline_services(tmp_path, ADMIN)
     services_mod.configure(services)
     yield ChaliceWSGI(app)
     services_mod.configure(None)
