@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-api-url", default="", help="URL devices use to reach the API, if not the local one")
     p.add_argument("--minio-url", default="", help="MinIO runs elsewhere (containers: http://minio:9000)")
     p.add_argument("--bind-host", default="", help="address the runtime listens on (containers: 0.0.0.0)")
+    p.add_argument("--browser", action="store_true",
+                   help="choose the admin passphrase later, in the browser: `cryospy serve` then offers first-run "
+                        "setup at /setup, protected by a one-time code it writes into the data directory")
     p.add_argument("--from-env", action="store_true",
                    help="take MinIO's root credentials and the webhook token from MINIO_ROOT_USER, "
                         "MINIO_ROOT_PASSWORD and CRYOSPY_WEBHOOK_TOKEN (docker compose sets them)")
@@ -72,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("device_id")
     d.add_argument("--out", type=Path, required=True, help="where to write the agent config (0600)")
     d.add_argument("--camera", default=None, help="camera_device for the agent config")
+    d.add_argument("--agent-generates-key", action="store_true",
+                   help="make no signing key here: the agent makes its own at first start and registers it")
     d = dsub.add_parser("list", help="list enrolled cameras")
     _data_dir(d)
 
@@ -125,8 +130,11 @@ def run(args: argparse.Namespace) -> int:
         from .passphrase import read_passphrase
         from .setup_cmd import setup
 
-        passphrase = read_passphrase(args.passphrase_file, confirm=True)
-        assert passphrase is not None
+        if args.browser and args.passphrase_file is not None:
+            print("cryospy: --browser and --passphrase-file exclude each other: with --browser the passphrase is "
+                  "chosen on the dashboard's /setup page", file=sys.stderr)
+            return 2
+        passphrase = None if args.browser else read_passphrase(args.passphrase_file, confirm=True)
         from_env = {}
         if args.from_env:
             from_env = {"minio_root_user": os.environ.get("MINIO_ROOT_USER", ""),
@@ -141,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
                     public_api_url=args.public_api_url, minio_internal_url=args.minio_url,
                     bind_host=args.bind_host, **from_env)
         print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
+        if passphrase is None:
+            print(f"Then open {dep.runtime_url}/setup and choose the admin passphrase; the one-time setup code "
+                  "is printed by `cryospy serve` and kept in setup-code.txt in the data directory.")
         return 0
     if args.command == "serve":
         return _serve(args)
@@ -152,9 +163,12 @@ def run(args: argparse.Namespace) -> int:
         dep = load(args.data_dir)
         if args.action == "create":
             overrides = {"camera_device": args.camera} if args.camera else {}
-            create_device(dep, args.device_id, args.out, overrides)
+            create_device(dep, args.device_id, args.out, overrides, agent_generates_key=args.agent_generates_key)
             print(f"Enrolled {args.device_id}. Its agent config (with the secret, shown nowhere else) is in "
                   f"{args.out}. Run: cryospy agent --config {args.out}")
+            if args.agent_generates_key:
+                print("The agent makes its signing key at first start and logs its fingerprint; compare it with "
+                      "the device's fingerprint on the dashboard.")
         else:
             for d in list_devices(dep):
                 state = "enabled" if d["enabled"] else "disabled"
@@ -226,9 +240,11 @@ def _serve(args: argparse.Namespace) -> int:
     from cryospy.infra.runtime import Runtime, RuntimeOptions
 
     from .passphrase import read_passphrase
+    from .setup_cmd import announce_browser_setup
 
     dep = load(args.data_dir)
-    passphrase = None if args.locked else read_passphrase(args.passphrase_file, required=False)
+    needs_setup = not dep.keys_path.exists()   # made with `setup --browser`: the passphrase is chosen at /setup
+    passphrase = None if args.locked or needs_setup else read_passphrase(args.passphrase_file, required=False)
 
     def _terminate(*_: object) -> None:
         raise KeyboardInterrupt   # SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C
@@ -241,9 +257,12 @@ def _serve(args: argparse.Namespace) -> int:
         if passphrase:
             runtime.unlock(passphrase)
         runtime.start()
-        print(f"CryoSpy runtime on {dep.runtime_url}/ (MinIO {dep.minio_url}); "
-              f"{'unlocked' if passphrase else 'LOCKED: log in to the dashboard to start processing'}",
-              flush=True)
+        if runtime.setup_code_path is not None:
+            announce_browser_setup(dep.runtime_url, runtime.setup_code_path)
+        else:
+            print(f"CryoSpy runtime on {dep.runtime_url}/ (MinIO {dep.minio_url}); "
+                  f"{'unlocked' if passphrase else 'LOCKED: log in to the dashboard to start processing'}",
+                  flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

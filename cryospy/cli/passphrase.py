@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from cryospy.common.errors import CryoSpyError
+from cryospy.functions.errors import BadRequest
+from cryospy.functions.keyvault import check_new_passphrase
 
 
 class PassphraseError(CryoSpyError):
@@ -32,8 +34,9 @@ def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool 
                                   "in a terminal to be asked")
         return None
     value = getpass.getpass("Admin passphrase: ")
-    if confirm and getpass.getpass("Repeat it: ") != value:
-        raise PassphraseError("the two passphrases differ; nothing was changed")
-    if len(value) < 10 and confirm:
-        raise PassphraseError("choose a passphrase of at least 10 characters (it protects every clip's key)")
+    if confirm:
+        try:   # the same rules first-run setup in the browser applies
+            check_new_passphrase(value, getpass.getpass("Repeat it: "))
+        except BadRequest as exc:
+            raise PassphraseError(f"{exc.message}; nothing was changed") from None
     return value

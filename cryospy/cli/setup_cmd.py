@@ -1,19 +1,39 @@
-"""``cryospy setup``: a new deployment directory with generated credentials and a fresh key store."""
+"""``cryospy setup``: a new deployment directory with generated credentials and a fresh key store.
+
+With ``--browser`` the key store is left out: the admin chooses the passphrase on the dashboard's first-run
+page (``/setup``), which asks for a one-time code that ``cryospy serve`` writes into the data directory.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import TextIO
 
 from cryospy.common.keys import KeyStore
 from cryospy.infra import deployment
 from cryospy.infra.deployment import Deployment
 
 
-def setup(data_dir: Path, passphrase: str, *, scrypt_n: int | None = None, **overrides: object) -> Deployment:
+def setup(data_dir: Path, passphrase: str | None, *, scrypt_n: int | None = None,
+          **overrides: object) -> Deployment:
+    """Create the deployment; with ``passphrase=None`` no key store (first-run setup happens in the browser)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     dep = deployment.create(data_dir, **overrides)
+    if passphrase is None:
+        return dep
     if scrypt_n is None:
         KeyStore.create(dep.keys_path, passphrase)
     else:
         KeyStore.create(dep.keys_path, passphrase, scrypt_n=scrypt_n, insecure_for_tests=True)
     return dep
+
+
+def announce_browser_setup(runtime_url: str, code_path: Path, out: TextIO = sys.stdout) -> None:
+    """Tell the person at the terminal how to finish setup. The code itself is printed only to a terminal:
+    when stdout is a log file or a journal, the code stays in its 0600 file."""
+    print(f"CryoSpy runtime on {runtime_url}/ is waiting for FIRST-RUN SETUP: open {runtime_url}/setup and "
+          f"choose the admin passphrase.\nThe one-time setup code is in {code_path} (readable only by this user).",
+          file=out, flush=True)
+    if out.isatty():
+        print(f"Setup code: {code_path.read_text().strip()}", file=out, flush=True)
