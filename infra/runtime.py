@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from waitress import wasyncore
@@ -34,7 +36,10 @@ from cryospy.functions.index_store import IndexStore
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.mailer import Mailer, SmtpSettings
 from cryospy.functions.services import S3Identity, Services
+from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
+from cryospy.web.export import ExportSection
+from cryospy.web.first_run import SETUP_CODE_FILE, FirstRun
 from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.server import Dashboard
 from cryospy.web.site_store import SiteStore
@@ -52,6 +57,8 @@ from .server_config import ServerConfig, load_server_config
 from .webhook import WebhookReceiver
 
 log = logging.getLogger("cryospy.runtime")
+OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
+OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 
 
 def build_services(dep: Deployment, config: ServerConfig | None = None) -> Services:
@@ -101,12 +108,13 @@ class RuntimeOptions:
     threads: int = 8
     reconcile_seconds: float = 300.0
     provision: bool = True
+    setup_scrypt_n: int | None = None   # tests only: a cheap KDF for the key store first-run setup creates
 
 
 class RuntimeApp:
     """The WSGI application: routes each request to the webhook, the Chalice app or the dashboard."""
 
-    def __init__(self, webhook: WebhookReceiver, api: ChaliceWSGI, dashboard: Dashboard):
+    def __init__(self, webhook: WebhookReceiver, api: ChaliceWSGI, dashboard: Callable[..., list[bytes]]):
         self.webhook, self.api, self.dashboard = webhook, api, dashboard
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -141,10 +149,14 @@ class Runtime:
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
                                    media=MediaRoutes(self.services), actions=self._dashboard_actions())
+        # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
+        self.first_run = FirstRun(self.dashboard, self.services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
+                                  scrypt_n=self.options.setup_scrypt_n)
+        self.setup_code_path: Path | None = None
         self._mount_dashboard_sections()
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
         self.services.event_sink = self.webhook.enqueue
-        self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.dashboard)
+        self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard))
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
@@ -164,7 +176,9 @@ class Runtime:
 
         ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
         mounts = self.dashboard.mounts
-        del mounts   # sections register here, one line each
+        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url)
+        mounts["/export"] = ExportSection(self.dashboard, self.services)
+        self.dashboard.public_mounts["/setup"] = self.first_run
 
     def _verify_passphrase(self, passphrase: str) -> bool:
         try:
@@ -194,9 +208,17 @@ class Runtime:
     def start(self) -> Runtime:
         require_free(self.dep.listen_host, self.dep.runtime_port, "the CryoSpy runtime")
         services_mod.configure(self.services)
+        self.setup_code_path = self.first_run.begin()
+        if self.setup_code_path is not None:
+            log.warning("first-run setup needed: open %s/setup and enter the one-time setup code from %s",
+                        self.dep.runtime_url, self.setup_code_path)
         self._server = create_server(self.wsgi, host=self.dep.listen_host, port=self.dep.runtime_port,
                                      threads=self.options.threads, ident="cryospy",
-                                     clear_untrusted_proxy_headers=True)
+                                     clear_untrusted_proxy_headers=True,
+                                     # waitress spills a slow client's pending output to a temp file past
+                                     # outbuf_overflow; decrypted video must never reach the disk, so the
+                                     # handler waits at 4 MiB instead and the buffer stays in memory.
+                                     outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, outbuf_overflow=OUTBUF_OVERFLOW)
         self._thread = threading.Thread(target=self._serve_http, name="cryospy-http", daemon=True)
         self._thread.start()
         if self.options.provision:

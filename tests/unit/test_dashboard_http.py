@@ -50,7 +50,7 @@ def logged_in(dash: Dashboard) -> str:
     status, headers, _ = call(dash, "/login", "POST", f"csrf={token}&passphrase={PASS.replace(' ', '+')}",
                               cookie=pre, content_type="application/x-www-form-urlencoded")
     assert status.startswith("302"), status
-    return [c for c in headers["set-cookie"] if c.startswith("cryospy_session=")][0].split(";")[0]
+    return next(c for c in headers["set-cookie"] if c.startswith("cryospy_session=")).split(";")[0]
 
 
 def test_pages_are_gzip_encoded_for_clients_that_take_it(dash: Dashboard) -> None:

@@ -93,3 +93,18 @@ def test_edited_bytes_are_named_and_missing_keys_explained(export, capsys):
     assert "PROBLEM" in capsys.readouterr().out
     assert main(["verify", str(clip)]) == 2          # a lone file has no manifest next to it
     assert "--devices" in capsys.readouterr().err
+
+
+def test_keys_from_a_file_of_your_own_override_the_manifest(export, tmp_path, capsys):
+    """A server that swapped the device key in the manifest is caught when the verifier brings the real key."""
+    folder, _ = export
+    real = json.loads((folder / "manifest.json").read_text())["devices"]["porch"]
+    impostor = verify_key_to_text(generate_device_signing_key().public_key())
+    (folder / "manifest.json").write_text(json.dumps({"devices": {"porch": {"verify_key": impostor}}}))
+    assert main(["verify", str(folder)]) == 6
+    assert "PROBLEM bad-signature" in capsys.readouterr().out
+    own = tmp_path / "devices.json"
+    own.write_text(json.dumps({"devices": {"porch": real}}))
+    assert main(["verify", str(folder), "--devices", str(own)]) == 0
+    out = capsys.readouterr().out
+    assert "VERIFIED: 6 clip(s)" in out and "(from devices.json)" in out

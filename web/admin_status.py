@@ -1,0 +1,99 @@
+"""What the admin's system-status page shows, gathered from the parts that know it.
+
+Each probe answers for itself and never hides a failure behind a plausible value: MinIO that does not answer
+is "unreachable" with the error, storage behind a locked index key says so instead of showing zero.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cryospy.functions.errors import KeysLocked
+from cryospy.functions.services import Services
+
+DEAD_LETTERS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str
+
+
+def minio_health(minio_url: str, timeout: float = 2.0) -> Health:
+    """MinIO's liveness probe (``/minio/health/live``), asked from the server with a short timeout."""
+    url = minio_url.rstrip("/") + "/minio/health/live"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+            return Health(resp.status == 200, f"HTTP {resp.status}")
+    except urllib.error.HTTPError as exc:
+        return Health(False, f"HTTP {exc.code} from {url}")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Health(False, f"{url}: {reason}")
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    handler: str
+    object_key: str
+    attempts: int
+    reason: str
+    updated: str
+
+
+@dataclass(frozen=True)
+class Storage:
+    locked: bool
+    total_bytes: int = 0
+    total_clips: int = 0
+    per_device: list[tuple[str, int, int]] = field(default_factory=list)   # (device id, bytes, clips)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _object_key(event: dict[str, Any]) -> str:
+    """The object a dead-lettered event was about, for the admin to recognise (events are S3 records)."""
+    for record in event.get("Records", []) if isinstance(event, dict) else []:
+        key = record.get("s3", {}).get("object", {}).get("key")
+        if key:
+            return str(key)
+    return str(event.get("key", "")) if isinstance(event, dict) else ""
+
+
+def dead_letters(queue: Any, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter]:
+    """The newest dead-lettered jobs first."""
+    rows = queue.dead_letters()[-limit:]
+    return [DeadLetter(r["id"], r["handler"], _object_key(r["event"]), r["attempts"], r["reason"] or "",
+                       _iso(r["updated"])) for r in reversed(rows)]
+
+
+def storage(services: Services) -> Storage:
+    """Stored bytes overall and per device, from the index (which needs the unlocked index key)."""
+    try:
+        total = services.index.usage()
+        ids = sorted(set(services.index.devices()) | {d.device_id for d in services.devices.list()})
+        per_device = [(d, u["bytes"], u["clips"]) for d in ids for u in (services.index.usage(d),)]
+    except KeysLocked:
+        return Storage(locked=True)
+    return Storage(False, total["bytes"], total["clips"], per_device)
+
+
+def uptime_text(started: float, now: float | None = None) -> str:
+    seconds = int((time.monotonic() if now is None else now) - started)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h {minutes} min"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s"
