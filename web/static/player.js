@@ -106,8 +106,10 @@
       li.hidden = !(inRange && (!motionOnly || li.dataset.m === "1"));
       if (!li.hidden) shown += 1;
     }
+    const filtering = motionOnly || from !== null || to !== null;
     for (const group of document.querySelectorAll("details.hour")) {
       group.hidden = !group.querySelector("li.clip:not([hidden])");
+      if (filtering && !group.hidden) group.open = true;   // show what the filter found
     }
     $("shown").textContent = `${shown} of ${items.length} clips shown`;
   }
