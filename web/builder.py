@@ -33,7 +33,7 @@ def _storage_state(percent: float | None) -> str:
 
 
 MIN_MARK = 3.0   # minutes: the narrowest bar the timeline draws, so a short clip stays visible and clickable
-OPEN_ALL_HOURS_UP_TO = 96   # clips; a fuller day opens one hour, so thumbnails load on demand
+OPEN_ALL_HOURS_UP_TO = 96   # clips; a fuller day starts with its hours closed
 
 
 def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
@@ -58,13 +58,10 @@ def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
         group["clips"].append(rows[-1])
         group["motion"] += 1 if c.get("motion") else 0
     ordered = sorted(groups.items())
-    # A busy day opens one hour (the latest with motion, else the latest), so only its thumbnails load; the
-    # timeline and the filters reach the rest.
-    busy = len(clips) > OPEN_ALL_HOURS_UP_TO
-    with_motion = [hour for hour, g in ordered if g["motion"]]
-    featured = (with_motion or [hour for hour, _ in ordered] or [None])[-1]
-    for hour, group in ordered:
-        group["open"] = not busy or hour == featured
+    # A busy day (continuous recording) starts with every hour closed: the timeline, the filters and a click on
+    # an hour load thumbnails as they are wanted, instead of dozens the page would load just by opening.
+    for _, group in ordered:
+        group["open"] = len(clips) <= OPEN_ALL_HOURS_UP_TO
     next_midnight = (midnight + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"clips": rows, "motion_marks": marks, "groups": ordered, "motion_count": motion_count,
             "next_midnight": next_midnight}

@@ -25,12 +25,8 @@ def test_positions_marks_and_groups() -> None:
     assert view["motion_count"] == 2 and view["next_midnight"] == "2026-01-03T00:00:00Z"
 
 
-def test_a_busy_day_opens_only_the_latest_hour_with_motion() -> None:
-    clips = [clip(h, m) for h in range(24) for m in range(0, 60, 10)]
-    clips[5 * 6]["motion"] = True                          # 05:00
-    clips[9 * 6 + 3]["motion"] = True                      # 09:30
+def test_a_busy_day_starts_with_its_hours_closed() -> None:
+    clips = [clip(h, m, motion=(h == 9)) for h in range(24) for m in range(0, 60, 10)]
     assert len(clips) > OPEN_ALL_HOURS_UP_TO
-    assert [hour for hour, g in day_view("2026-01-02", clips)["groups"] if g["open"]] == ["09"]
-    for c in clips:
-        c["motion"] = False
-    assert [hour for hour, g in day_view("2026-01-02", clips)["groups"] if g["open"]] == ["23"]
+    assert not any(g["open"] for _, g in day_view("2026-01-02", clips)["groups"])
+    assert all(g["open"] for _, g in day_view("2026-01-02", clips[:OPEN_ALL_HOURS_UP_TO])["groups"])

@@ -44,17 +44,41 @@
     $("cursor").setAttribute("x", String((start.getTime() - dayStart) / 60000));
     history.replaceState(null, "", "#" + key);
     video.dataset.key = key;
-    if (hls) { hls.destroy(); hls = null; }
-    if (window.Hls && window.Hls.isSupported()) {
-      hls = new window.Hls({ enableWorker: false });
-      hls.loadSource("/media/clip.m3u8" + q);
-      hls.attachMedia(video);
-    } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
-      video.src = "/media/clip.m3u8" + q;
-    } else {
-      video.src = "/media/clip.mp4" + q;
+    loadHls().then(() => {
+      if (current !== index) return;   // another clip was picked meanwhile
+      if (hls) { hls.destroy(); hls = null; }
+      if (window.Hls && window.Hls.isSupported()) {
+        hls = new window.Hls({ enableWorker: false });
+        hls.loadSource("/media/clip.m3u8" + q);
+        hls.attachMedia(video);
+      } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+        video.src = "/media/clip.m3u8" + q;
+      } else {
+        video.src = "/media/clip.mp4" + q;
+      }
+      video.play().catch(() => {});
+    });
+  }
+
+  // hls.js (about 120 KB) loads when it is first needed, or as soon as the pointer nears the clips, not with
+  // the page: a day page mostly gets looked at before anything is played.
+  let hlsLoading = null;
+  function loadHls() {
+    if (window.Hls) return Promise.resolve();
+    if (!hlsLoading) {
+      hlsLoading = new Promise((resolve) => {
+        const script = document.createElement("script");
+        script.src = "/static/hls.light.min.js";
+        script.onload = resolve;
+        script.onerror = resolve;   // then native HLS or the progressive MP4
+        document.head.appendChild(script);
+      });
     }
-    video.play().catch(() => {});
+    return hlsLoading;
+  }
+  for (const id of ["hours", "timeline"]) {
+    $(id).addEventListener("pointerover", loadHls, { once: true });
+    $(id).addEventListener("touchstart", loadHls, { once: true, passive: true });
   }
 
   function step(direction) {
