@@ -417,6 +417,17 @@ def test_an_agent_run_from_the_page_config_reports_a_changed_setting(browser, ru
         _reload_until(page, lambda: page.text_content(reported) == "1234" and "in sync" in page.inner_text(".report"),
                       "the camera to report the new value")
         _shoot(page, "device-reporting")
+
+        # The overview shows the camera this agent feeds, online, with its latest picture; one of its clips,
+        # opened from there, really decodes.
+        card = f"section.device[data-device='{device_id}']"
+        page.goto(base + "/")
+        _reload_until(page, lambda: page.query_selector(f"{card} .badge.presence.online")
+                      and page.query_selector(f"{card} img.latest"), "the overview to show the agent's camera")
+        page.click(f"{card} img.latest")
+        page.click("li.clip a.play")
+        wait_for(lambda: page.evaluate("() => document.getElementById('video').currentTime") > 0.5,
+                 timeout=30, what="a clip the agent recorded to play")
     finally:
         agent.stop.set()
         thread.join(120)
