@@ -127,3 +127,28 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
         handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
         devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
         vault=vault, admin_token=admin_token, max_clip_bytes=1000)
+
+
+LAST_HEADERS: dict[str, str] = {}   # the headers of the last api_call's response
+
+
+def api_call(api: Any, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
+             raw: bytes | None = None) -> tuple[int, dict]:
+    """Call a WSGI app (the Chalice app behind the gateway) with a JSON body; returns (status, JSON answer)."""
+    import json
+
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+    path, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_ADDR": "10.9.8.7",
+               "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(data)}
+    for k, v in (headers or {}).items():
+        environ["HTTP_" + k.upper().replace("-", "_")] = v
+    out: dict = {}
+
+    def start_response(status: str, hdrs: list[tuple[str, str]]) -> None:
+        out["status"] = int(status.split()[0])
+        LAST_HEADERS.clear()
+        LAST_HEADERS.update(dict(hdrs))
+
+    payload = b"".join(api(environ, start_response))
+    return out["status"], json.loads(payload) if payload else {}

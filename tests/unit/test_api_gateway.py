@@ -4,7 +4,6 @@ presigning is offline)."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,10 +14,11 @@ from cryospy.common.keys import generate_device_signing_key, verify_key_to_text
 from cryospy.functions import services as services_mod
 from cryospy.functions.app import app
 from cryospy.infra.gateway import ChaliceWSGI
+from tests.support import LAST_HEADERS as _last_headers
+from tests.support import api_call as call
 from tests.support import offline_services
 
 ADMIN = "admin-token-for-tests"
-_last_headers: dict[str, str] = {}
 
 
 @pytest.fixture
@@ -27,25 +27,6 @@ def api(tmp_path: Path):
     services_mod.configure(services)
     yield ChaliceWSGI(app)
     services_mod.configure(None)
-
-
-def call(api, method: str, path: str, body: object = None, headers: dict[str, str] | None = None,
-         raw: bytes | None = None) -> tuple[int, dict]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
-    path, _, query = path.partition("?")
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "REMOTE_ADDR": "10.9.8.7",
-               "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(data)}
-    for k, v in (headers or {}).items():
-        environ["HTTP_" + k.upper().replace("-", "_")] = v
-    out: dict = {}
-
-    def start_response(status, hdrs):
-        out["status"] = int(status.split()[0])
-        _last_headers.clear()
-        _last_headers.update(dict(hdrs))
-
-    payload = b"".join(api(environ, start_response))
-    return out["status"], json.loads(payload) if payload else {}
 
 
 def enrol(api, device_id: str = "cam1") -> dict[str, str]:

@@ -5,8 +5,6 @@ WSGI gateway (no MinIO needed: presigning is offline)."""
 from __future__ import annotations
 
 import base64
-import io
-import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from cryospy.functions.errors import BadRequest, Conflict, PermanentEventError
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.ingest import ingest_clip
 from cryospy.infra.gateway import ChaliceWSGI
+from tests.support import api_call as call
 from tests.support import offline_services
 
 ADMIN = "admin-token-for-tests"
@@ -49,21 +48,6 @@ def services(tmp_path: Path):
 @pytest.fixture
 def api(services):
     return ChaliceWSGI(app)
-
-
-def call(api, method: str, path: str, body: object = None, headers: dict[str, str] | None = None):
-    data = json.dumps(body).encode() if body is not None else b""
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "REMOTE_ADDR": "10.9.8.7",
-               "CONTENT_LENGTH": str(len(data)), "CONTENT_TYPE": "application/json", "wsgi.input": io.BytesIO(data)}
-    for k, v in (headers or {}).items():
-        environ["HTTP_" + k.upper().replace("-", "_")] = v
-    out: dict = {}
-
-    def start_response(status, hdrs):
-        out["status"] = int(status.split()[0])
-
-    payload = b"".join(api(environ, start_response))
-    return out["status"], json.loads(payload) if payload else {}
 
 
 def _device_auth(device_id: str, secret: str) -> dict[str, str]:
