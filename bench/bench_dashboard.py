@@ -50,7 +50,7 @@ from playwright.sync_api import sync_playwright
 
 from cryospy.common.objectkeys import clip_key, parse_clip_key, thumbnail_key
 from cryospy.functions.devices import DeviceRegistry
-from cryospy.functions.index_store import IndexStore, stored_bytes
+from cryospy.functions.index_store import IndexStore, _dir_name, stored_bytes
 from cryospy.functions.storage import EncryptedJSONStorage
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer
@@ -143,8 +143,13 @@ def write_day(index: IndexStore, records: list[dict[str, Any]]) -> None:
 
     Uses the store's own shard path and storage class (``_shard``), under its lock."""
     first = records[0]
+    # upsert_clip's field order: the record without its fragments, then fragment_count, then the live numbering
+    stored = [{**{k: v for k, v in r.items() if k not in ("fragments", "live")}, "fragment_count": len(r["fragments"]),
+               **({"live": r["live"]} if "live" in r else {})} for r in records]
     with index._lock, index._shard(first["device_id"], first["day"]) as db:
-        db.storage.write({"clips": {str(i): dict(r) for i, r in enumerate(records, 1)}})
+        index.fragments.append(_dir_name(first["device_id"]), first["day"],
+                               ((r["key"], r["fragments"]) for r in records))
+        db.storage.write({"clips": {str(i): r for i, r in enumerate(stored, 1)}})
 
 
 def populate(index: IndexStore, device_ids: list[str], plans: list[DayPlan], fragments: int) -> dict[str, int]:
@@ -183,6 +188,11 @@ def check_bulk_equals_upsert(tmp: Path, fragments: int) -> None:
             sequence += len(plan.minutes)
     populate(by_bulk, devices, plans, fragments)
     a, b = _decrypted_files(tmp / "upsert", key), _decrypted_files(tmp / "bulk", key)
+    for device_id in devices:
+        for plan in plans:
+            day = plan.day_start.strftime("%Y-%m-%d")
+            if by_upsert.fragments.day(_dir_name(device_id), day) != by_bulk.fragments.day(_dir_name(device_id), day):
+                raise SystemExit(f"bulk-written fragment table differs from upsert_clip's: {device_id} {day}")
     if a != b:
         raise SystemExit(f"bulk-written index differs from upsert_clip's: {sorted(set(a) ^ set(b)) or 'contents'}")
 
@@ -200,7 +210,8 @@ def spot_check(index: IndexStore, device_ids: list[str], plans: list[DayPlan], f
         sequence = sum(len(q.minutes) for q in plans[:p]) + i
         want = clip_record(device_id, plan.day_start + timedelta(minutes=plan.minutes[i]), sequence, fragments)
         got = dict(index.get_clip(device_id, want["day"], want["key"]) or {})
-        if got.pop("live", [None, None])[1] != sequence or got != want:
+        if got.pop("live", [None, None])[1] != sequence or got.pop("fragment_count", None) != fragments \
+                or got != want:
             raise SystemExit(f"get_clip({want['key']}) does not return the record that was indexed")
 
 
@@ -319,6 +330,7 @@ def bench_full_rebuild(tmp: Path, days: int, fragments: int) -> list[str]:
     sample = site.store.get(day_page(devices[0], plans[-1].day_start.strftime("%Y-%m-%d"))) or ""
     overview_s = min(_timed(site.builder.render_overview) for _ in range(3))
     shard_bytes = sum(p.stat().st_size for p in (tmp / "full" / "index" / "clips").rglob("*.db"))
+    log_bytes = sum(p.stat().st_size for p in (tmp / "full" / "index" / "fragments").rglob("*.log"))
     lines = ["## 2. Full rebuild (SiteBuilder.rebuild_all)", "",
              "| devices × days | clips | day pages | indexing s (setup) | rebuild_all s | clips/s | goal |",
              "|---|---:|---:|---:|---:|---:|---|"]
@@ -333,7 +345,8 @@ def bench_full_rebuild(tmp: Path, days: int, fragments: int) -> list[str]:
     page_kb, gzip_kb = len(sample.encode()) / 1024, len(gzip.compress(sample.encode(), 6)) / 1024
     lines += ["", f"per day page: {rebuild_s / pages * 1000:.0f} ms; a full day page is {page_kb:,.0f} KB of HTML "
               f"({gzip_kb:,.0f} KB gzip-encoded, as the server sends it); "
-              f"the index is {shard_bytes / 1048576:,.0f} MB on disk ({shard_bytes // clips:,} B a clip); "
+              f"the index is {shard_bytes / 1048576:,.0f} MB of day shards ({shard_bytes // clips:,} B a clip) "
+              f"and {log_bytes / 1048576:,.0f} MB of fragment tables ({log_bytes // clips:,} B a clip) on disk; "
               f"one render_overview with 16 devices and a full day each: {overview_s * 1000:.0f} ms"]
     shutil.rmtree(tmp / "full", ignore_errors=True)
     return lines

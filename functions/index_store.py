@@ -22,6 +22,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
+from .fragment_log import FragmentLog
 from .storage import EncryptedJSONStorage
 
 Listener = Callable[[str, str], None]
@@ -30,6 +31,11 @@ Listener = Callable[[str, str], None]
 def _dir_name(device_id: str) -> str:
     # Device ids may contain spaces and '+'; hex keeps file names portable and unambiguous.
     return device_id.encode().hex()
+
+
+def playable(record: dict[str, Any]) -> bool:
+    """Whether the clip has fragments to play (records indexed before the fragment log carry them inline)."""
+    return bool(record.get("fragment_count") or record.get("fragments"))
 
 
 def stored_bytes(record: dict[str, Any] | None) -> int:
@@ -45,6 +51,7 @@ class IndexStore:
         self._key = key
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self.fragments = FragmentLog(root, key)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -79,11 +86,17 @@ class IndexStore:
     def _upsert_locked(self, record: dict[str, Any]) -> bool:
         device, day = record["device_id"], record["day"]
         live: tuple[int, int, str] | None = None
+        record = dict(record)
+        fragments = record.pop("fragments", None)
+        if fragments is not None:
+            record["fragment_count"] = len(fragments)
         with self._shard(device, day) as db:
             table = db.table("clips", cache_size=0)
             existing = table.get(Query().key == record["key"])
             if existing is not None and {**existing, **record} == dict(existing):
                 return False
+            if fragments is not None and (existing is None or self._fragments(device, day, record["key"]) != fragments):
+                self.fragments.append(_dir_name(device), day, [(record["key"], fragments)])   # before the record
             # update-by-id or insert: TinyDB's upsert() would run a matching pass that writes even when
             # nothing matches, then insert (two full rewrites of the shard).
             if existing is not None:
@@ -100,14 +113,14 @@ class IndexStore:
         it, which is what a sliding HLS playlist needs for stable sequence numbers (functions/hls.py explains why
         they cannot be derived from the newest clips alone). Only a clip newer than every numbered one joins: a
         live playlist cannot insert into its past. Returns the device's counters after this clip."""
-        if not record.get("fragments"):
+        if not record.get("fragment_count"):
             return None
         with self._usage_db() as db:
             row = db.table("usage", cache_size=0).get(Query().device_id == device_id) or {}
         if record["captured_at"] <= row.get("live_last", ""):
             return None
         record["live"] = [int(row.get("live_segments", 0)), int(row.get("live_clips", 0))]
-        return record["live"][0] + len(record["fragments"]), record["live"][1] + 1, record["captured_at"]
+        return record["live"][0] + record["fragment_count"], record["live"][1] + 1, record["captured_at"]
 
     def update_clip(self, device_id: str, day: str, key: str, changes: dict[str, Any]) -> dict[str, Any] | None:
         """Change fields of an indexed clip; returns the new record, or None when the clip is not indexed."""
@@ -130,6 +143,9 @@ class IndexStore:
                 if existing is None:
                     return None
                 table.remove(Query().key == key)
+                emptied = not table.all()
+            if emptied:
+                self.fragments.drop(_dir_name(device_id), day)
             self._add_usage(device_id, -stored_bytes(existing), -1)
         self._notify(device_id, day)
         return dict(existing)
@@ -141,6 +157,7 @@ class IndexStore:
             days = self.days(device_id)
             for shard in base.glob("*.db"):
                 shard.unlink()
+            self.fragments.drop(_dir_name(device_id))
             if base.is_dir():
                 base.rmdir()
             with self._usage_db() as db:
@@ -150,17 +167,33 @@ class IndexStore:
 
     # -- reads ---------------------------------------------------------------------------------------
     def get_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
+        """The clip's record, with its fragments."""
         with self._lock, self._shard(device_id, day) as db:
             doc = db.table("clips", cache_size=0).get(Query().key == key)
-        return dict(doc) if doc is not None else None
+        return self._with_fragments(dict(doc)) if doc is not None else None
+
+    def _fragments(self, device_id: str, day: str, key: str) -> list[list[float]] | None:
+        return self.fragments.day(_dir_name(device_id), day).get(key)
+
+    def _with_fragments(self, record: dict[str, Any]) -> dict[str, Any]:
+        if record.get("fragment_count") and "fragments" not in record:
+            record["fragments"] = self._fragments(record["device_id"], record["day"], record["key"]) or []
+        return record
 
     def has_clip(self, device_id: str, day: str, key: str) -> bool:
         return self.get_clip(device_id, day, key) is not None
 
-    def clips_for_day(self, device_id: str, day: str) -> list[dict[str, Any]]:
+    def clips_for_day(self, device_id: str, day: str, with_fragments: bool = False) -> list[dict[str, Any]]:
+        """The day's clips in capture order; their fragments only when asked (only playback needs them)."""
         with self._lock, self._shard(device_id, day) as db:
             docs = db.table("clips", cache_size=0).all()
-        return sorted((dict(d) for d in docs), key=lambda d: (d["captured_at"], d["key"]))
+        clips = sorted((dict(d) for d in docs), key=lambda d: (d["captured_at"], d["key"]))
+        if with_fragments:
+            table = self.fragments.day(_dir_name(device_id), day)
+            for clip in clips:
+                if clip.get("fragment_count") and "fragments" not in clip:
+                    clip["fragments"] = table.get(clip["key"], [])
+        return clips
 
     def devices(self) -> list[str]:
         base = self.root / "clips"
@@ -185,7 +218,8 @@ class IndexStore:
         """The device's newest clips that joined its live stream (see ``_live_stamp``), oldest first."""
         found: list[dict[str, Any]] = []
         for day in reversed(self.days(device_id)[-2:]):
-            found = [c for c in self.clips_for_day(device_id, day) if c.get("live")][-count:] + found
+            numbered = [c for c in self.clips_for_day(device_id, day, with_fragments=True) if c.get("live")]
+            found = numbered[-count:] + found
             if len(found) >= count:
                 break
         return found[-count:]

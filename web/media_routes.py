@@ -23,6 +23,7 @@ from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
 from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
+from cryospy.functions.index_store import playable as is_playable
 from cryospy.functions.mp4 import Fragment
 from cryospy.functions.services import Services
 
@@ -61,7 +62,8 @@ class MediaRoutes:
                 return self._text(start, clip_playlist(clip_media(self._record(query))), PLAYLIST_TYPE)
             if path == "/media/day.m3u8":
                 device, day = query.get("device", ""), query.get("day", "")
-                clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day) if c.get("fragments")]
+                clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day, with_fragments=True)
+                         if c.get("fragments")]
                 if not clips:
                     return self._error(start, "404 Not Found", "no clips that day")
                 return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
@@ -122,7 +124,7 @@ class MediaRoutes:
         days = self.services.index.days(device_id)
         newest = None
         for day in reversed(days[-2:]):
-            playable = [c for c in self.services.index.clips_for_day(device_id, day) if c.get("fragments")]
+            playable = [c for c in self.services.index.clips_for_day(device_id, day) if is_playable(c)]
             if playable:
                 newest = playable[-1]
                 break
