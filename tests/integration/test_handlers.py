@@ -52,16 +52,21 @@ def test_every_event_three_times_gives_the_same_state_as_once(mailing_runtime, d
     camera = FakeCamera(deployment, "thrice", tmp_path)
     key = camera.upload(clip_with_meta(motion=True, peak_s=1.2))
     record = wait_for(lambda: _indexed(rt, key), what="indexed")
-    wait_for(lambda: smtp.messages, what="the motion mail")
-    state = (record, _objects(rt, "derived/thumbs/clips/thrice/"), len(smtp.messages))
+
+    def mails() -> list:
+        # Only this camera's: MinIO may still deliver an earlier test's events to this runtime (same bucket).
+        return [m for m in smtp.messages if "thrice" in m.as_string()]
+
+    wait_for(mails, what="the motion mail")
+    state = (record, _objects(rt, "derived/thumbs/clips/thrice/"), len(mails()))
     event = ObjectEvent("s3:ObjectCreated:Put", deployment.bucket, key, len(camera.last_upload), None, "x", None)
     for _ in range(3):
         app.handler_map["on_clip_created"](event.to_event(), None)
-    again = (_indexed(rt, key), _objects(rt, "derived/thumbs/clips/thrice/"), len(smtp.messages))
+    again = (_indexed(rt, key), _objects(rt, "derived/thumbs/clips/thrice/"), len(mails()))
     assert {k: v for k, v in again[0].items()} == state[0]
     assert again[1:] == state[1:]
     assert record["motion"] is True and record["peak_s"] == 1.2
-    assert smtp.messages[0]["Subject"] == "CryoSpy motion detected"
+    assert [m["Subject"] for m in mails()] == ["CryoSpy motion detected"]
 
 
 def test_thumbnail_is_a_sealed_jpeg_within_480x360_and_derived_bytes_are_small(runtime, deployment, tmp_path):
