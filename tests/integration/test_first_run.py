@@ -28,7 +28,7 @@ from cryospy.common.keys import KeyStore, KeyStoreExists
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.deployment import Deployment
-from cryospy.infra.minio_server import MinioServer, free_port
+from cryospy.infra.minio_server import MinioServer, free_port, port_is_free
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.web.first_run import SETUP_CODE_FILE
 from tests.conftest import FAST_SCRYPT_N
@@ -266,8 +266,11 @@ def test_cli_setup_browser_then_serve_offers_setup(tmp_path: Path, minio_binary:
     refused = subprocess.run([*cli, "setup", "--browser", "--data-dir", str(data), "--passphrase-file",
                               str(tmp_path / "p")], capture_output=True, text=True, timeout=60, env=env)
     assert refused.returncode == 2 and "exclude each other" in refused.stderr
+    minio_port = free_port(host)
+    while not port_is_free(host, minio_port + 1):   # the CLI puts MinIO's console on the next port
+        minio_port = free_port(host)
     made = subprocess.run([*cli, "setup", "--browser", "--data-dir", str(data), "--runtime-port",
-                           str(free_port(host)), "--minio-port", str(free_port(host))],
+                           str(free_port(host)), "--minio-port", str(minio_port)],
                           capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert made.returncode == 0, made.stderr
     assert "/setup" in made.stdout and (data / "deployment.json").exists() and not (data / "keys.json").exists()
