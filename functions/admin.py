@@ -117,6 +117,7 @@ def delete_device(services: Services, device_id: str, clips: str | None,
     if clips == "keep":
         services.devices.retire(device_id)
         return {"device_id": device_id, "clips": "kept", "retired": True}
+    services.devices.retire(device_id)   # first: the removal events of its clips are then known to be ours
     removed = delete_clips(services, device_id)
     services.devices.remove(device_id)
     return {"device_id": device_id, "clips": "deleted", "deleted_objects": removed}

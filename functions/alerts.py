@@ -103,6 +103,13 @@ class Alerts:
                           "The object was kept under quarantine/ for inspection; run `cryospy verify` on an "
                           "export to see the whole chain.\n")
 
+    def deleted_outside(self, device_id: str, key: str, clip: dict[str, Any]) -> Future[None] | None:
+        return self._send(device_id, "tamper", self.policy.tamper_interval_s, "CryoSpy footage deleted",
+                          f"Device: {device_id}\nClip: {_when(clip.get('captured_at'))} (#{clip.get('sequence')})\n"
+                          f"Object: {key}\nIt was deleted from the bucket by something other than CryoSpy "
+                          "(retention and the dashboard mark their own deletions): someone with MinIO credentials "
+                          "or a lifecycle rule. The dashboard keeps a tombstone in its place.\n")
+
     def gap(self, device_id: str, clip: dict[str, Any]) -> Future[None] | None:
         return self._send(device_id, "gap", self.policy.tamper_interval_s, "CryoSpy footage missing",
                           f"Device: {device_id}\nClip #{clip['sequence'] - 1} (before {_when(clip['captured_at'])})"

@@ -35,7 +35,7 @@ def _dir_name(device_id: str) -> str:
 
 def playable(record: dict[str, Any]) -> bool:
     """Whether the clip has fragments to play (records indexed before the fragment log carry them inline)."""
-    return bool(record.get("fragment_count") or record.get("fragments"))
+    return bool(record.get("fragment_count") or record.get("fragments")) and not record.get("missing")
 
 
 def stored_bytes(record: dict[str, Any] | None) -> int:

@@ -6,9 +6,11 @@ delete that retention already cleaned up, finds nothing left and changes nothing
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key, thumbnail_key
 
+from .errors import NotFound
 from .events import ObjectEvent
 from .services import Services
 
@@ -16,12 +18,35 @@ log = logging.getLogger("cryospy.removal")
 
 
 def clip_removed(services: Services, event: ObjectEvent) -> bool:
+    """Drop what was derived from a removed clip. CryoSpy marks its own deletions (retention, the admin, a
+    deleted device) before it makes them; any other removal (someone with bucket credentials, a lifecycle rule
+    nobody told CryoSpy about) leaves a tombstone in the index, which the dashboard shows, and mails an alert:
+    footage must not disappear quietly."""
     try:
         ck = parse_clip_key(event.key)
     except ObjectKeyError:
         return False
     services.handler_client.delete_object(Bucket=services.bucket, Key=thumbnail_key(event.key))
-    record = services.index.remove_clip(ck.device_id, ck.day, event.key)
-    if record is not None:
+    record = services.index.get_clip(ck.device_id, ck.day, event.key)
+    if record is None:
+        return False
+    if record.get("deleting") or _device_leaving(services, ck.device_id):
+        services.index.remove_clip(ck.device_id, ck.day, event.key)
         log.info("%s was removed from the bucket; dropped its thumbnail and index record", event.key)
-    return record is not None
+        return True
+    if record.get("missing"):
+        return False
+    services.index.update_clip(ck.device_id, ck.day, event.key, {
+        "missing": True, "missing_since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "sealed_size": 0, "thumb_size": 0, "thumb_key": None})
+    log.warning("%s was deleted from the bucket by something other than CryoSpy; kept a tombstone", event.key)
+    if services.alerts is not None:
+        services.alerts.deleted_outside(ck.device_id, event.key, record)
+    return True
+
+
+def _device_leaving(services: Services, device_id: str) -> bool:
+    try:
+        return services.devices.get(device_id).retired
+    except NotFound:
+        return True

@@ -45,7 +45,9 @@ class RetentionResult:
 
 
 def delete_clip(services: Services, record: dict[str, Any]) -> None:
-    """Delete a clip's objects (clip, thumbnail) and its index record."""
+    """Delete a clip's objects (clip, thumbnail) and its index record. The record is marked first, so the
+    removal event that follows is known to be ours (functions/removal.py alerts on any other)."""
+    services.index.update_clip(record["device_id"], record["day"], record["key"], {"deleting": True})
     s3 = services.handler_client
     keys = [record["key"]] + ([record["thumb_key"]] if record.get("thumb_key") else [])
     for key in keys:

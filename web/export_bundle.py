@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
@@ -71,6 +71,7 @@ class Selection:
     request: ExportRequest
     clips: list[dict[str, Any]]
     left_out: list[dict[str, Any]]
+    deleted: list[dict[str, Any]] = field(default_factory=list)   # tombstones: deleted outside CryoSpy
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,15 @@ def select_clips(index: Any, request: ExportRequest) -> Selection:
                 records.append(record)
         day += timedelta(days=1)
     records.sort(key=lambda r: (instant(r["captured_at"]), r["sequence"]))
+    deleted = [r for r in records if r.get("missing")]   # nothing to fetch; the chain check reports the gap
+    records = [r for r in records if not r.get("missing")]
     clips = [r for r in records if r.get("motion")] if request.motion_only else records
     left_out = [r for r in records if not r.get("motion")] if request.motion_only else []
     if not clips:
         what = "clips with motion" if request.motion_only else "clips"
         raise BadRequest(f"{request.device_id} has no {what} between {utc_text(request.start)} and "
                          f"{utc_text(request.end)} (UTC); widen the range.", field="start")
-    return Selection(request, clips, left_out)
+    return Selection(request, clips, left_out, deleted)
 
 
 class HashingReader:
@@ -225,6 +228,9 @@ def build_manifest(selection: Selection, checked: list[CheckedClip], signer: Ed2
         "clips": [_clip_entry(c) for c in checked],
         "left_out": [{"device_id": r["device_id"], "sequence": r["sequence"], "object_key": r["key"],
                       "captured_at": r["captured_at"], "reason": "no motion"} for r in selection.left_out],
+        "deleted_outside_cryospy": [{"device_id": r["device_id"], "sequence": r["sequence"], "object_key": r["key"],
+                                     "captured_at": r["captured_at"], "missing_since": r.get("missing_since")}
+                                    for r in selection.deleted],
         "gaps": [{"kind": f.kind, "where": f.where, "device_id": f.device_id, "sequence": f.sequence,
                   "detail": f.detail} for f in findings],
     }

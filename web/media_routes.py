@@ -48,6 +48,10 @@ def clip_media(record: dict[str, Any]) -> ClipMedia:
                      codec=record["codec"], width=record["width"], height=record["height"])
 
 
+class ClipGone(LookupError):
+    """The index keeps a tombstone: the object was deleted outside CryoSpy (functions/removal.py)."""
+
+
 class MediaRoutes:
     def __init__(self, services: Services):
         self.services = services
@@ -63,7 +67,7 @@ class MediaRoutes:
             if path == "/media/day.m3u8":
                 device, day = query.get("device", ""), query.get("day", "")
                 clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day, with_fragments=True)
-                         if c.get("fragments")]
+                         if c.get("fragments") and is_playable(c)]
                 if not clips:
                     return self._error(start, "404 Not Found", "no clips that day")
                 return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
@@ -73,6 +77,8 @@ class MediaRoutes:
                 return self._live(start, query.get("device", ""))
             if path == "/media/latest.json":
                 return self._latest(start, query.get("device", ""))
+        except ClipGone as exc:
+            return self._error(start, "410 Gone", str(exc))
         except LookupError as exc:
             return self._error(start, "404 Not Found", str(exc))
         except (NothingToPlay, SealedFormatError) as exc:
@@ -88,6 +94,8 @@ class MediaRoutes:
         record = self.services.index.get_clip(ck.device_id, ck.day, key)
         if record is None:
             raise LookupError("no such clip")
+        if record.get("missing"):
+            raise ClipGone("this clip was deleted from the bucket outside CryoSpy; only its index entry is left")
         return record
 
     def _get(self, key: str, first: int, last: int):  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from cryospy.functions import chain_check, maintenance, retention
 from cryospy.infra.bootstrap import root_identity
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
+from cryospy.web.builder import day_page
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
 from tests.support import FakeCamera, wait_for
@@ -31,6 +33,14 @@ def _exists(deployment, key: str) -> bool:
     return listed.get("KeyCount", 0) > 0
 
 
+def _removal_handled(deployment, key: str) -> bool:
+    """Whether the runtime's queue has finished the removal event for ``key`` (read from its SQLite file)."""
+    with sqlite3.connect(deployment.path("runtime", "jobs.sqlite")) as db:
+        rows = db.execute("SELECT state FROM jobs WHERE handler='on_clip_removed' AND dedupe LIKE ?",
+                          (f"%{key}%",)).fetchall()
+    return bool(rows) and all(state == "done" for (state,) in rows)
+
+
 def _admin(deployment, method: str, path: str, body: dict) -> dict:
     req = urllib.request.Request(f"{deployment.runtime_url}{path}", method=method, data=json.dumps(body).encode(),
                                  headers={"Authorization": f"Bearer {deployment.admin_token}",
@@ -39,15 +49,40 @@ def _admin(deployment, method: str, path: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
-def test_a_delete_from_outside_removes_the_thumbnail_and_the_record(runtime, deployment, tmp_path: Path):
-    camera = FakeCamera(deployment, "outsider", tmp_path)
-    key = camera.upload()
-    record = wait_for(lambda: _indexed(runtime, key), what="indexed")
-    assert _exists(deployment, record["thumb_key"])
-    root_identity(deployment).client().delete_object(Bucket=deployment.bucket, Key=key)   # e.g. `mc rm`
-    wait_for(lambda: _indexed(runtime, key) is None, what="the index to forget the clip")
-    wait_for(lambda: not _exists(deployment, thumbnail_key(key)), what="the thumbnail to go")
-    assert runtime.services.index.usage("outsider") == {"bytes": 0, "clips": 0}
+def test_a_delete_from_outside_leaves_a_tombstone_and_is_mailed_but_ours_are_not(deployment, minio,
+                                                                                  tmp_path: Path):
+    with SmtpSink() as smtp:
+        config = ServerConfig(smtp=smtp.settings(), alert_recipients=("owner@test.invalid",))
+        rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
+        rt.unlock(PASSPHRASE)
+        rt.start()
+        try:
+            camera = FakeCamera(deployment, "outsider", tmp_path)
+            key, ours = camera.upload(), camera.upload()
+            record = wait_for(lambda: _indexed(rt, key), what="indexed")
+            wait_for(lambda: _indexed(rt, ours), what="indexed")
+            assert _exists(deployment, record["thumb_key"])
+            root_identity(deployment).client().delete_object(Bucket=deployment.bucket, Key=key)   # e.g. `mc rm`
+            tomb = wait_for(lambda: (_indexed(rt, key) or {}).get("missing") and _indexed(rt, key),
+                            what="a tombstone in the index")
+            assert tomb["sequence"] == record["sequence"] and tomb["sealed_size"] == 0 and tomb["missing_since"]
+            wait_for(lambda: not _exists(deployment, thumbnail_key(key)), what="the thumbnail to go")
+            mail = wait_for(lambda: [m for m in smtp.messages if m["Subject"] == "CryoSpy footage deleted"],
+                            what="the deletion alert")
+            assert key in mail[0].get_content() and "outsider" in mail[0].get_content()
+            ck = parse_clip_key(key)
+            wait_for(lambda: "deleted outside CryoSpy" in (rt.site.get(day_page(ck.device_id, ck.day)) or ""),
+                     what="the day page to show the tombstone")
+            assert rt.services.index.usage("outsider")["bytes"] == _indexed(rt, ours)["sealed_size"] + \
+                _indexed(rt, ours)["thumb_size"]
+            # CryoSpy's own deletion (the admin API, as retention does it) leaves nothing and mails nothing.
+            _admin(deployment, "POST", "/v1/admin/clips/delete", {"key": ours})
+            wait_for(lambda: _indexed(rt, ours) is None, what="the admin delete")
+            wait_for(lambda: _removal_handled(deployment, ours), what="the removal event handled")
+            assert [m["Subject"] for m in smtp.messages].count("CryoSpy footage deleted") == 1
+            assert _indexed(rt, ours) is None
+        finally:
+            rt.stop()
 
 
 def test_age_limit_and_protected_evidence(runtime, deployment, tmp_path: Path):

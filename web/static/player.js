@@ -44,6 +44,12 @@
     $("cursor").setAttribute("x", String((start.getTime() - dayStart) / 60000));
     history.replaceState(null, "", "#" + key);
     video.dataset.key = key;
+    if (li.dataset.x === "1") {   // a tombstone: the object was deleted outside CryoSpy
+      if (hls) { hls.destroy(); hls = null; }
+      video.removeAttribute("src");
+      $("meta-details").textContent = "Deleted from the storage outside CryoSpy; nothing left to play.";
+      return;
+    }
     loadHls().then(() => {
       if (current !== index) return;   // another clip was picked meanwhile
       if (hls) { hls.destroy(); hls = null; }
