@@ -64,3 +64,21 @@ def runtime(deployment: Deployment, minio: MinioServer) -> Iterator[object]:
     rt.start()
     yield rt
     rt.stop()
+
+
+@pytest.fixture
+def mailing_runtime(deployment: Deployment, minio: MinioServer) -> Iterator[tuple[object, object]]:
+    """A runtime whose alerts go to a real SMTP server in this process (``SmtpSink``); yields (runtime, sink)."""
+    from cryospy.infra.runtime import Runtime, RuntimeOptions
+    from cryospy.infra.server_config import ServerConfig
+    from tests.smtp_sink import SmtpSink
+
+    with SmtpSink() as smtp:
+        config = ServerConfig(smtp=smtp.settings(), alert_recipients=("owner@test.invalid",))
+        rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
+        rt.unlock(PASSPHRASE)
+        rt.start()
+        try:
+            yield rt, smtp
+        finally:
+            rt.stop()

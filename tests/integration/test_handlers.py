@@ -34,19 +34,6 @@ def _objects(rt, prefix: str) -> dict[str, str]:
     return {o["Key"]: o["ETag"] for page in pages for o in page.get("Contents", [])}
 
 
-@pytest.fixture
-def mailing_runtime(deployment, minio):
-    with SmtpSink() as smtp:
-        config = ServerConfig(smtp=smtp.settings(), alert_recipients=("owner@test.invalid",))
-        rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
-        rt.unlock(PASSPHRASE)
-        rt.start()
-        try:
-            yield rt, smtp
-        finally:
-            rt.stop()
-
-
 def test_every_event_three_times_gives_the_same_state_as_once(mailing_runtime, deployment, tmp_path: Path):
     rt, smtp = mailing_runtime
     camera = FakeCamera(deployment, "thrice", tmp_path)

@@ -49,40 +49,33 @@ def _admin(deployment, method: str, path: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
-def test_a_delete_from_outside_leaves_a_tombstone_and_is_mailed_but_ours_are_not(deployment, minio,
+def test_a_delete_from_outside_leaves_a_tombstone_and_is_mailed_but_ours_are_not(mailing_runtime, deployment,
                                                                                   tmp_path: Path):
-    with SmtpSink() as smtp:
-        config = ServerConfig(smtp=smtp.settings(), alert_recipients=("owner@test.invalid",))
-        rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
-        rt.unlock(PASSPHRASE)
-        rt.start()
-        try:
-            camera = FakeCamera(deployment, "outsider", tmp_path)
-            key, ours = camera.upload(), camera.upload()
-            record = wait_for(lambda: _indexed(rt, key), what="indexed")
-            wait_for(lambda: _indexed(rt, ours), what="indexed")
-            assert _exists(deployment, record["thumb_key"])
-            root_identity(deployment).client().delete_object(Bucket=deployment.bucket, Key=key)   # e.g. `mc rm`
-            tomb = wait_for(lambda: (_indexed(rt, key) or {}).get("missing") and _indexed(rt, key),
-                            what="a tombstone in the index")
-            assert tomb["sequence"] == record["sequence"] and tomb["sealed_size"] == 0 and tomb["missing_since"]
-            wait_for(lambda: not _exists(deployment, thumbnail_key(key)), what="the thumbnail to go")
-            mail = wait_for(lambda: [m for m in smtp.messages if m["Subject"] == "CryoSpy footage deleted"],
-                            what="the deletion alert")
-            assert key in mail[0].get_content() and "outsider" in mail[0].get_content()
-            ck = parse_clip_key(key)
-            wait_for(lambda: "deleted outside CryoSpy" in (rt.site.get(day_page(ck.device_id, ck.day)) or ""),
-                     what="the day page to show the tombstone")
-            assert rt.services.index.usage("outsider")["bytes"] == _indexed(rt, ours)["sealed_size"] + \
-                _indexed(rt, ours)["thumb_size"]
-            # CryoSpy's own deletion (the admin API, as retention does it) leaves nothing and mails nothing.
-            _admin(deployment, "POST", "/v1/admin/clips/delete", {"key": ours})
-            wait_for(lambda: _indexed(rt, ours) is None, what="the admin delete")
-            wait_for(lambda: _removal_handled(deployment, ours), what="the removal event handled")
-            assert [m["Subject"] for m in smtp.messages].count("CryoSpy footage deleted") == 1
-            assert _indexed(rt, ours) is None
-        finally:
-            rt.stop()
+    rt, smtp = mailing_runtime
+    camera = FakeCamera(deployment, "outsider", tmp_path)
+    key, ours = camera.upload(), camera.upload()
+    record = wait_for(lambda: _indexed(rt, key), what="indexed")
+    wait_for(lambda: _indexed(rt, ours), what="indexed")
+    assert _exists(deployment, record["thumb_key"])
+    root_identity(deployment).client().delete_object(Bucket=deployment.bucket, Key=key)   # e.g. `mc rm`
+    tomb = wait_for(lambda: (_indexed(rt, key) or {}).get("missing") and _indexed(rt, key),
+                    what="a tombstone in the index")
+    assert tomb["sequence"] == record["sequence"] and tomb["sealed_size"] == 0 and tomb["missing_since"]
+    wait_for(lambda: not _exists(deployment, thumbnail_key(key)), what="the thumbnail to go")
+    mail = wait_for(lambda: [m for m in smtp.messages if m["Subject"] == "CryoSpy footage deleted"],
+                    what="the deletion alert")
+    assert key in mail[0].get_content() and "outsider" in mail[0].get_content()
+    ck = parse_clip_key(key)
+    wait_for(lambda: "deleted outside CryoSpy" in (rt.site.get(day_page(ck.device_id, ck.day)) or ""),
+             what="the day page to show the tombstone")
+    assert rt.services.index.usage("outsider")["bytes"] == _indexed(rt, ours)["sealed_size"] + \
+        _indexed(rt, ours)["thumb_size"]
+    # CryoSpy's own deletion (the admin API, as retention does it) leaves nothing and mails nothing.
+    _admin(deployment, "POST", "/v1/admin/clips/delete", {"key": ours})
+    wait_for(lambda: _indexed(rt, ours) is None, what="the admin delete")
+    wait_for(lambda: _removal_handled(deployment, ours), what="the removal event handled")
+    assert [m["Subject"] for m in smtp.messages].count("CryoSpy footage deleted") == 1
+    assert _indexed(rt, ours) is None
 
 
 def test_age_limit_and_protected_evidence(runtime, deployment, tmp_path: Path):
