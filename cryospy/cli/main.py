@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             for d in list_devices(dep):
                 state = "enabled" if d["enabled"] else "disabled"
-                print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never'}")
+                key = d.get("signing_key_fingerprint") or "waiting for the agent's key"
+                print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} key {key}")
         return 0
     if args.command == "agent":
         from cryospy.edge_agent.agent import Agent

@@ -20,7 +20,12 @@ import pytest
 
 from cryospy.cli.admin_client import AdminClient
 from cryospy.cli.devices import create_device
-from cryospy.common.keys import generate_device_signing_key, save_signing_key, verify_key_to_text
+from cryospy.common.keys import (
+    generate_device_signing_key,
+    save_signing_key,
+    verify_key_fingerprint,
+    verify_key_to_text,
+)
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.api_client import ApiClient, Retryable
 from cryospy.edge_agent.config import load_config
@@ -115,7 +120,7 @@ def test_an_agent_makes_and_registers_its_own_key_and_its_clips_are_indexed(depl
     assert (stats.uploaded, stats.failures) == (0, 0), "nothing signed by the new key was even offered"
 
 
-def test_slots_are_refused_before_the_key_is_registered(deployment, runtime, tmp_path: Path):
+def test_slots_are_refused_before_the_key_is_registered(deployment, runtime, tmp_path: Path, capsys):
     created = AdminClient(deployment.runtime_url, deployment.admin_token).call(
         "POST", "/v1/admin/devices", {"device_id": "keyless"})
     assert created["signing_key"] is None and created["signing_key_fingerprint"] is None
@@ -132,10 +137,23 @@ def test_slots_are_refused_before_the_key_is_registered(deployment, runtime, tmp
     with pytest.raises(Retryable, match="register the signing key first"):   # the agent waits, keeps the clip
         client.request_slot(slot_request)
 
+    assert "keyless" in _devices_list(deployment, capsys) and "waiting for the agent's key" in _devices_list(
+        deployment, capsys)
     key = generate_device_signing_key()
     answer = client.register_signing_key(verify_key_to_text(key.public_key()))
     assert answer["registered"] == "now"
     assert client.request_slot(slot_request).key.startswith("clips/keyless/")
+    # `cryospy devices list` now shows the fingerprint the admin compares with the one the agent logs.
+    line = next(row for row in _devices_list(deployment, capsys).splitlines() if row.startswith("keyless "))
+    assert line.endswith("key " + verify_key_fingerprint(key.public_key()))
+
+
+def _devices_list(deployment, capsys) -> str:  # type: ignore[no-untyped-def]
+    from cryospy.cli.main import main
+
+    capsys.readouterr()
+    assert main(["devices", "list", "--data-dir", str(deployment.data_dir)]) == 0
+    return capsys.readouterr().out
 
 
 def test_the_heartbeat_reports_a_setting_the_admin_changed(deployment, runtime, tmp_path: Path):
