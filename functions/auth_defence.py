@@ -71,6 +71,9 @@ _BOUNDS: dict[str, tuple[int, int]] = {
 }
 
 
+SUSPECTS_REFRESH_SECONDS = 5.0
+
+
 class AuthDefenceError(FunctionsError):
     """The failure store cannot be used; the message names the file and what to check."""
 
@@ -178,6 +181,9 @@ class AuthDefence:
         self._window = settings.time_window_minutes * 60.0
         self._interval = settings.min_interval_minutes * 60.0
         self._lock = threading.Lock()
+        self._suspect_set: frozenset[str] = frozenset()
+        self._recent_suspects: dict[str, float] = {}
+        self._suspects_read_at = float("-inf")
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -248,10 +254,27 @@ class AuthDefence:
         Call it before checking credentials, and do not record failures for blocked requests: the block
         then lifts by itself once the address's old failures slide out of the window.
         """
+        key = address_key(ip)
+        if key not in self._suspects():
+            return False   # the common case, answered without the store's lock (it serialised every request)
         cutoff = self._clock() - self._window
-        (count,) = self._read("SELECT COUNT(*) FROM failures WHERE ip = ? AND ts > ?",
-                              (address_key(ip), cutoff))[0]
+        (count,) = self._read("SELECT COUNT(*) FROM failures WHERE ip = ? AND ts > ?", (key, cutoff))[0]
         return bool(count >= self.settings.unknown_id_limit_per_ip)
+
+    def _suspects(self) -> frozenset[str] | set[str]:
+        """Addresses with a failure in the window: recorded here at once, and re-read from the store every few
+        seconds for failures another process recorded. Only these need the store's count."""
+        now = time.monotonic()
+        if now - self._suspects_read_at > SUSPECTS_REFRESH_SECONDS:
+            self._suspects_read_at = now
+            cutoff = self._clock() - self._window
+            rows = self._read("SELECT DISTINCT ip FROM failures WHERE ts > ?", (cutoff,))
+            self._suspect_set = frozenset(ip for (ip,) in rows)
+            # Ones recorded here stay listed until a refresh has surely read them back from the store.
+            self._recent_suspects = {k: t for k, t in self._recent_suspects.items()
+                                     if now - t < 2 * SUSPECTS_REFRESH_SECONDS}
+        recent = self._recent_suspects
+        return self._suspect_set | recent.keys() if recent else self._suspect_set
 
     def record_failure(self, device_id: str | None, ip: str, *, known_device: bool) -> FailureDecision:
         """Record one failed login and say what to do about it.
@@ -269,6 +292,7 @@ class AuthDefence:
         now = self._clock()
         cutoff = now - self._window
         key = address_key(ip)
+        self._recent_suspects = {**self._recent_suspects, key: time.monotonic()}
         device = device_id[:MAX_KEY_CHARS] if known_device and device_id else None
         with self._write() as db:
             db.execute("DELETE FROM failures WHERE ts <= ?", (cutoff,))

@@ -21,6 +21,7 @@ Errors::
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -61,6 +62,7 @@ def parse_trusted_proxies(entries: Sequence[str]) -> tuple[IPNetwork, ...]:
     return _parse_cached(tuple(entries))
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse_address(text: str) -> IPAddress | None:
     """One address from a header or the peer; ``None`` for anything that is not an IP.
 

@@ -250,3 +250,20 @@ def test_store_errors_say_what_to_do(tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a database" * 100)
     with pytest.raises(AuthDefenceError, match="move the file aside"):
         AuthDefence(junk, AuthDefenceSettings())
+
+
+def test_blocks_seen_by_another_process_are_honoured_after_a_refresh(db_path: Path, clock: Clock,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Most requests come from addresses with no failures and skip the store; failures another process records
+    still block here once the list of suspect addresses is read again."""
+    from cryospy.functions import auth_defence
+
+    settings = AuthDefenceSettings()
+    with AuthDefence(db_path, settings, clock=clock) as here, AuthDefence(db_path, settings, clock=clock) as there:
+        assert not here.is_blocked("10.0.0.9")                  # reads the (empty) suspect list
+        for _ in range(settings.unknown_id_limit_per_ip):
+            there.record_failure(None, "10.0.0.9", known_device=False)
+        assert there.is_blocked("10.0.0.9")                     # its own failures count at once
+        monkeypatch.setattr(auth_defence, "SUSPECTS_REFRESH_SECONDS", 0.0)
+        assert here.is_blocked("10.0.0.9")
+        assert not here.is_blocked("10.0.0.10")
