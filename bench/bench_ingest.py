@@ -136,7 +136,7 @@ def main() -> None:
             reader = timed("open + verify signed trailer (full pass)", lambda: (r := opened(), r.verify_length())[0])
             info = timed("parse MP4 boxes through the decrypting reader",
                          lambda: parse_mp4(ingest._read_at(reader), reader.plaintext_size))
-            jpeg = timed("thumbnail: decrypt one fragment, ffmpeg to JPEG",
+            jpeg = timed("thumbnail: decrypt one fragment, decode (PyAV), JPEG",
                          lambda: ingest._thumbnail(reader, info, 4.0))
             timed("seal thumbnail + PUT", lambda: ingest._store_thumbnail(rt.services, ck, jpeg))
             record = rt.services.index.get_clip(ck.device_id, ck.day, key)

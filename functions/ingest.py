@@ -3,7 +3,7 @@
 Idempotent by construction: every output is keyed by the clip's object key (the thumbnail's key is derived
 from it, the index upserts by it), so a replayed event rewrites the same things. No plaintext touches the
 disk: the sealed object is spooled to a private temporary file, the MP4 parser reads the plaintext through the
-decrypting range reader, and the thumbnail is made by piping one decrypted fragment to ffmpeg.
+decrypting range reader, and the thumbnail is decoded in memory from one decrypted fragment (PyAV).
 
 A clip that fails verification is quarantined (moved under ``quarantine/`` with the reason), never deleted.
 """

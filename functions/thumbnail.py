@@ -1,5 +1,8 @@
 """One JPEG still from a clip, for the dashboard's clip list.
 
+Ingest takes it from one decrypted fragment in memory, decoded in-process with PyAV
+(:func:`thumbnail_from_fragment`). A clip file on disk (tools, tests) goes through the ffmpeg binary:
+
 ffmpeg does the work in a single pass with no output file: ``-ss`` before ``-i`` seeks to the keyframe
 before the wanted time (fast; fragments are short so it is close) and decodes forward to it, the scale
 filter fits the frame inside the box without upscaling, and the JPEG comes back on stdout. Nothing
@@ -12,7 +15,11 @@ like a mysterious empty thumbnail. Every failure is a :class:`~cryospy.common.ff
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+import av
+import cv2
 
 from cryospy.common.ffmpeg_tool import FfmpegError, run_ffmpeg
 from cryospy.functions.mp4 import Mp4Error, parse_mp4_file
@@ -38,10 +45,7 @@ def make_thumbnail(
     are even; a clip smaller than the box is not enlarged.
     """
     video_path = Path(video_path)
-    if max_width < 2 or max_height < 2:
-        raise ValueError(f"thumbnail box {max_width}x{max_height} is too small; use at least 2x2")
-    if not 1 <= quality <= 100:
-        raise ValueError(f"quality={quality!r}: use 1 (smallest) to 100 (best); 80 is a good default")
+    _check_box(max_width, max_height, quality)
     if not video_path.is_file():
         raise FfmpegError(f"cannot make a thumbnail: {video_path} does not exist or is not a file")
     try:
@@ -57,27 +61,62 @@ def make_thumbnail(
 
 
 def thumbnail_from_fragment(init: bytes, fragment: bytes, *, offset_s: float, max_width: int = 480,
-                            max_height: int = 360, quality: int = 80, ffmpeg: str | None = None) -> bytes:
-    """A JPEG from one fMP4 fragment (plus the init segment), piped to ffmpeg: no plaintext on disk.
+                            max_height: int = 360, quality: int = 80) -> bytes:
+    """A JPEG from one fMP4 fragment (plus the init segment), decoded in this process: no plaintext on disk.
 
-    ``offset_s`` is the wanted time relative to the fragment's start; fragments begin with a keyframe, so
-    ffmpeg decodes at most one fragment's frames to reach it.
+    ``offset_s`` is the wanted time relative to the fragment's start; fragments begin with a keyframe, so at
+    most one fragment's frames are decoded to reach it. This is ingest's per-clip step, so it uses FFmpeg's
+    libraries through PyAV instead of an ffmpeg process: starting ffmpeg was most of a clip's ingest time.
     """
+    _check_box(max_width, max_height, quality)
     if not init or not fragment:
         raise FfmpegError("cannot make a thumbnail from an empty init segment or fragment")
-    # Seek on the output side: a pipe cannot seek, and a fragment's timestamps start at its tfdt, not at 0.
-    args = ["-f", "mp4", "-i", "pipe:0", "-ss", f"{max(0.0, offset_s):.3f}"]
-    jpeg = _encode_still(args, init + fragment, max_width, max_height, quality,
-                         f"thumbnail at {offset_s:.3f}s into a fragment", ffmpeg)
-    return jpeg
+    frame = _frame_at(init + fragment, max(0.0, offset_s))
+    scale = min(1.0, max_width / frame.width, max_height / frame.height)
+    width, height = max(2, int(frame.width * scale) // 2 * 2), max(2, int(frame.height * scale) // 2 * 2)
+    image = frame.to_ndarray(format="bgr24", width=width, height=height, interpolation="AREA")
+    ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _jpeg_quality(quality)])
+    if not ok:
+        raise FfmpegError(f"could not encode a {width}x{height} JPEG for the thumbnail")
+    return jpeg.tobytes()
 
 
-def _encode_still(input_args: list[str], stdin: bytes | None, max_width: int, max_height: int, quality: int,
-                  what: str, ffmpeg: str | None) -> bytes:
+def _frame_at(data: bytes, offset_s: float) -> av.VideoFrame:
+    """The first frame at or after ``offset_s`` from the first frame, else the last one."""
+    try:
+        # Small probe: the init segment already says everything; probing would decode frames twice.
+        with av.open(io.BytesIO(data), format="mp4", options={"probesize": "32", "analyzeduration": "0"}) as box:
+            if not box.streams.video:
+                raise FfmpegError("the clip has no video track to take a thumbnail from")
+            frame, first = None, None
+            for frame in box.decode(box.streams.video[0]):
+                at = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+                first = at if first is None else first
+                if at - first >= offset_s - 1e-3:
+                    break
+    except av.FFmpegError as exc:
+        raise FfmpegError(f"the fragment could not be decoded for a thumbnail ({exc})") from exc
+    if frame is None:
+        raise FfmpegError("the fragment holds no decodable frame for a thumbnail; check the clip plays, e.g. "
+                          "`ffmpeg -v error -i FILE -f null -`")
+    return frame
+
+
+def _jpeg_quality(quality: int) -> int:
+    """``quality`` 1..100 as libjpeg's scale, close in size to what ffmpeg's mjpeg ``-q:v`` gives (60 at 80)."""
+    return max(1, min(100, round(quality * 0.75)))
+
+
+def _check_box(max_width: int, max_height: int, quality: int) -> None:
     if max_width < 2 or max_height < 2:
         raise ValueError(f"thumbnail box {max_width}x{max_height} is too small; use at least 2x2")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality={quality!r}: use 1 (smallest) to 100 (best); 80 is a good default")
+
+
+def _encode_still(input_args: list[str], stdin: bytes | None, max_width: int, max_height: int, quality: int,
+                  what: str, ffmpeg: str | None) -> bytes:
+    _check_box(max_width, max_height, quality)
     q = round(31 - (quality - 1) * 29 / 99)
     scale = (
         f"scale=w=min(iw\\,{max_width}):h=min(ih\\,{max_height})"

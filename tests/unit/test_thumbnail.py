@@ -12,7 +12,7 @@ from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.edge_agent.encoder import ClipEncoder, EncodeSettings
 from cryospy.edge_agent.synthetic import SyntheticScene
 from cryospy.functions.mp4 import parse_mp4_file
-from cryospy.functions.thumbnail import make_thumbnail
+from cryospy.functions.thumbnail import make_thumbnail, thumbnail_from_fragment
 
 FPS = 10
 SCENE = SyntheticScene(width=640, height=360, fps=FPS, seed=5, crossing_seconds=2.0)
@@ -99,3 +99,42 @@ def test_broken_files_raise_ffmpeg_error(clip: Path, tmp_path: Path) -> None:
     zeroed.write_bytes(bytes(data))
     with pytest.raises(FfmpegError, match="ffmpeg said"):
         make_thumbnail(zeroed, at_seconds=0.5)
+
+
+def _fragment_of(clip: Path, at_seconds: float) -> tuple[bytes, bytes, float]:
+    """The init segment, the fragment holding ``at_seconds`` and the offset into it, as ingest picks them."""
+    data, info = clip.read_bytes(), parse_mp4_file(clip)
+    frag = next(f for f in reversed(info.fragments) if f.start_s <= at_seconds)
+    return data[:info.init_size], data[frag.offset:frag.offset + frag.size], at_seconds - frag.start_s
+
+
+def test_from_a_fragment_in_memory_fits_the_box_and_picks_the_moment(clip: Path) -> None:
+    for index in (3, 14):
+        init, body, offset = _fragment_of(clip, index / FPS)
+        thumb = _jpeg(thumbnail_from_fragment(init, body, offset_s=offset))
+        assert thumb.shape == (270, 480, 3)
+        distances = [
+            float(np.abs(cv2.resize(SCENE.frame(i), (480, 270), interpolation=cv2.INTER_AREA).astype(np.int16)
+                         - thumb.astype(np.int16)).mean())
+            for i in range(2 * FPS)
+        ]
+        assert abs(int(np.argmin(distances)) - index) <= 1
+
+
+def test_from_a_fragment_past_its_end_gives_its_last_frame_and_small_clips_stay_small(clip: Path,
+                                                                                       tmp_path: Path) -> None:
+    init, body, _ = _fragment_of(clip, 0.0)
+    assert _jpeg(thumbnail_from_fragment(init, body, offset_s=99)).shape == (270, 480, 3)
+    small = _write(tmp_path / "small.mp4", SyntheticScene(width=160, height=96, fps=FPS, seed=1), FPS)
+    init, body, _ = _fragment_of(small, 0.0)
+    assert _jpeg(thumbnail_from_fragment(init, body, offset_s=0)).shape == (96, 160, 3)
+
+
+def test_from_a_fragment_refuses_what_is_not_video(clip: Path) -> None:
+    init, body, _ = _fragment_of(clip, 0.0)
+    with pytest.raises(FfmpegError, match="empty"):
+        thumbnail_from_fragment(b"", body, offset_s=0)
+    with pytest.raises(FfmpegError):
+        thumbnail_from_fragment(init, b"\x00" * 4096, offset_s=0)
+    with pytest.raises(ValueError, match="quality"):
+        thumbnail_from_fragment(init, body, offset_s=0, quality=0)
