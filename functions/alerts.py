@@ -20,6 +20,7 @@ from .mailer import Mailer, MailError
 
 log = logging.getLogger("cryospy.alerts")
 MIB = 1024 * 1024
+ONCE = 10 * 365 * 86400.0   # rate-limit interval for alerts that must go out once per incident
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,13 @@ class Alerts:
                           f"Object: {key}\nIt was deleted from the bucket by something other than CryoSpy "
                           "(retention and the dashboard mark their own deletions): someone with MinIO credentials "
                           "or a lifecycle rule. The dashboard keeps a tombstone in its place.\n")
+
+    def newest_missing(self, device_id: str, sequence: int, reported_at: str) -> Future[None] | None:
+        # Once per sequence: the condition lasts until the camera records again.
+        return self._send(device_id, f"newest-missing-{sequence}", ONCE, "CryoSpy footage missing",
+                          f"Device: {device_id}\nClip #{sequence}, which the camera reported as uploaded at "
+                          f"{_when(reported_at)}, never reached the index. It was withheld or removed from the "
+                          "bucket before CryoSpy could check it.\n")
 
     def gap(self, device_id: str, clip: dict[str, Any]) -> Future[None] | None:
         return self._send(device_id, "gap", self.policy.tamper_interval_s, "CryoSpy footage missing",

@@ -19,6 +19,7 @@ from typing import Any
 from .services import Services
 
 GAP_GRACE = timedelta(minutes=10)
+NEWEST_GRACE = timedelta(minutes=2)
 
 
 def _verdict(record: dict[str, Any], predecessor: dict[str, Any] | None) -> str:
@@ -66,4 +67,36 @@ def audit_gaps(services: Services, now: datetime | None = None) -> list[dict[str
                 found.append(clip)
                 if services.alerts is not None:
                     services.alerts.gap(device_id, clip)
+    return found
+
+
+def _instant(stamp: str) -> datetime:
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def audit_newest(services: Services, now: datetime | None = None,
+                 grace: timedelta = NEWEST_GRACE) -> list[tuple[str, int]]:
+    """The edge of the chain: a device's newest clip has no successor to reveal that it vanished.
+
+    A heartbeat says which sequence the camera sealed last (``last_sequence``) and how many clips wait in its
+    spool. With an empty spool that clip has been uploaded; if the device has kept talking to the server for
+    ``grace`` since, and the index still lacks that sequence (not even a tombstone), the clip was withheld or
+    removed before ingest. Each missing sequence is mailed once. Returns ``(device, sequence)`` pairs."""
+    now = now or datetime.now(UTC)
+    found = []
+    for device in services.devices.list():
+        beat = device.heartbeat or {}
+        last, received = beat.get("last_sequence"), beat.get("received_at")
+        if device.retired or not isinstance(last, int) or last < 0 or not received or beat.get("spool_depth"):
+            continue
+        when = _instant(received)
+        if now - when < grace or not device.last_seen or _instant(device.last_seen) < when + grace:
+            continue   # the clip may still be on its way, or the device went quiet (an outage is not a loss)
+        days = services.index.days(device.device_id)
+        if days and services.index.find_sequence(device.device_id, last, days[-1], -1) is not None:
+            continue
+        found.append((device.device_id, last))
+        if services.alerts is not None:
+            services.alerts.newest_missing(device.device_id, last, received)
     return found

@@ -38,6 +38,7 @@ def run_pass(services: Services) -> dict[str, object]:
                                for d in services.index.devices()}),
         ("global_retention", lambda: len(retention.enforce_global(services).deleted)),
         ("gaps", lambda: len(chain_check.audit_gaps(services))),
+        ("newest", lambda: len(chain_check.audit_newest(services))),
         ("silent", lambda: silent_devices(services)),
     ):
         try:

@@ -147,3 +147,32 @@ def test_gap_and_silence_are_mailed_once(deployment, minio, tmp_path: Path):
     ours = [m["Subject"] for m in smtp.messages if "Device: gappy" in m.get_content()]
     assert ours.count("CryoSpy footage missing") == 1
     assert ours.count("CryoSpy camera silent") == 1     # the second pass is inside the rate limit
+
+
+def test_a_newest_clip_that_never_arrives_is_mailed_once(mailing_runtime, deployment, tmp_path: Path):
+    """No successor will ever reveal that the newest clip vanished; the heartbeat does."""
+    rt, smtp = mailing_runtime
+    camera = FakeCamera(deployment, "edge", tmp_path)
+    first = camera.upload()
+    wait_for(lambda: _indexed(rt, first), what="indexed")
+    # A camera that is still uploading, or that went quiet after its heartbeat, is not flagged.
+    camera.client.heartbeat({"last_sequence": 1, "spool_depth": 1})
+    assert chain_check.audit_newest(rt.services, grace=timedelta(0)) == []
+    camera.client.heartbeat({"last_sequence": 1, "spool_depth": 0})
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert chain_check.audit_newest(rt.services, now=later) == []        # nothing heard since the heartbeat
+
+    camera.sealed()   # clip #1: sealed and, the camera says, uploaded; it never reaches the index
+    assert chain_check.audit_newest(rt.services, grace=timedelta(0)) == [("edge", 1)]
+    assert chain_check.audit_newest(rt.services, grace=timedelta(0)) == [("edge", 1)]   # found again, not mailed
+    mail = wait_for(lambda: [m for m in smtp.messages if "Clip #1" in m.get_content() and "edge" in m.get_content()],
+                    what="the missing-clip alert")
+    assert mail[0]["Subject"] == "CryoSpy footage missing"
+    assert not rt.services.alerts.limits.claim("edge", "newest-missing-1", 3600)   # claimed once, kept
+    assert len([m for m in smtp.messages if "Clip #1" in m.get_content()]) == 1
+
+    # Once the camera's next clip is indexed, its heartbeat points past a clip the index has.
+    camera.upload()
+    wait_for(lambda: rt.services.index.find_sequence("edge", 2, parse_clip_key(first).day, -1), what="clip #2")
+    camera.client.heartbeat({"last_sequence": 2, "spool_depth": 0})
+    assert chain_check.audit_newest(rt.services, grace=timedelta(0)) == []
