@@ -274,13 +274,14 @@ def test_cli_setup_browser_then_serve_offers_setup(tmp_path: Path, minio_binary:
                           capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
     assert made.returncode == 0, made.stderr
     assert "/setup" in made.stdout and (data / "deployment.json").exists() and not (data / "keys.json").exists()
+    errors = tmp_path / "serve.stderr"
     proc = subprocess.Popen([*cli, "serve", "--data-dir", str(data)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
+                            stderr=errors.open("w"), stdin=subprocess.DEVNULL, text=True)
     try:
         lines = []
         while not any("one-time setup code is in" in line for line in lines):
             line = proc.stdout.readline()
-            assert line, "serve exited early:\n" + "".join(lines)
+            assert line, "serve exited early:\n" + "".join(lines) + errors.read_text()
             lines.append(line)
         code = (data / SETUP_CODE_FILE).read_text().strip()
         assert "FIRST-RUN SETUP" in "".join(lines) and code not in "".join(lines)   # stdout is a pipe here
