@@ -74,7 +74,8 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
         page.screenshot(path=str(ARTIFACTS / f"day-{label}.png"), full_page=True)
         if label == "desktop":
             # Mark the clip as evidence: a CSRF-protected form; the page re-renders with the badge.
-            page.click("#protect-button")
+            with page.expect_navigation():          # the POST, its redirect and the page it leads back to
+                page.click("#protect-button")
             wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key)["protected"],
                      what="the clip protected")
             # Back on the same clip (the form returns to the page with the clip in the fragment), marked.
