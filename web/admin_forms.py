@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,10 +86,8 @@ def _number(name: str, prop: dict[str, Any], raw: str) -> int | float:
     bounds = f"from {_fmt(prop['minimum'])} to {_fmt(prop['maximum'])}"
     if not text:
         raise BadRequest(f"{name} is empty; enter a number {bounds}", field=SETTINGS_PREFIX + name)
-    try:
-        return int(text)
-    except ValueError:
-        pass
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)   # whole numbers stay ints, so the validator sees what the admin typed
     try:
         number = float(text)
     except ValueError:

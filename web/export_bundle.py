@@ -47,11 +47,11 @@ Fetch = Callable[[str], BinaryIO]
 
 
 class ExportFailed(CryoSpyError):
-    pass
+    """An export could not be checked or streamed (MinIO unreachable, a clip that does not open)."""
 
 
 class ExportChanged(ExportFailed):
-    pass
+    """A clip changed between the check and the download: the zip would contradict its manifest."""
 
 
 @dataclass(frozen=True)

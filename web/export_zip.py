@@ -43,7 +43,7 @@ class ChunkSink:
         return len(data)
 
     def flush(self) -> None:
-        pass
+        """zipfile calls it; what was written waits in memory for :meth:`drain`, so there is nothing to do."""
 
     def drain(self) -> bytes:
         data = b"".join(self._parts)

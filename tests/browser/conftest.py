@@ -27,9 +27,10 @@ def browser():
         b.close()
 
 
-def login(browser, base_url: str, width: int = 1280, height: int = 800):  # type: ignore[no-untyped-def]
-    """A new browser context logged in as the admin; returns (context, page) with the page on the overview."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+def login(browser, base_url: str, width: int = 1280, height: int = 800, **options):  # type: ignore[no-untyped-def]
+    """A new browser context (``options`` go to ``new_context``, e.g. ``timezone_id``) logged in as the admin;
+    returns (context, page) with the page on the overview."""
+    context = browser.new_context(viewport={"width": width, "height": height}, **options)
     page = context.new_page()
     page.goto(base_url + "/login")
     page.fill("input[name=passphrase]", PASSPHRASE)

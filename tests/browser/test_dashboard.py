@@ -18,7 +18,7 @@ from cryospy.web.builder import day_page
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, sample_clip, wait_for
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, login
 
 pytestmark = pytest.mark.integration
 
@@ -89,12 +89,7 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
 
 
 def test_logout_needs_the_csrf_token(browser, runtime, deployment):
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(deployment.runtime_url + "/login")
-    page.fill("input[name=passphrase]", PASSPHRASE)
-    page.click("button[type=submit]")
-    page.wait_for_url(deployment.runtime_url + "/")
+    context, page = login(browser, deployment.runtime_url)
     forged = page.request.post(deployment.runtime_url + "/logout", form={"csrf": "forged"}, max_redirects=0)
     assert forged.status == 403
     forged = page.request.post(deployment.runtime_url + "/actions/protect", max_redirects=0,
@@ -113,12 +108,7 @@ def test_live_view_shows_a_clip_recorded_after_it_was_opened(browser, runtime, d
     first = camera.upload(sample_clip(seconds=4.0, width=320, height=180))
     ck = parse_clip_key(first)
     wait_for(lambda: runtime.site.get(live_page("live-cam")), what="the live page rendered")
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(deployment.runtime_url + "/login")
-    page.fill("input[name=passphrase]", PASSPHRASE)
-    page.click("button[type=submit]")
-    page.wait_for_url(deployment.runtime_url + "/")
+    context, page = login(browser, deployment.runtime_url)
     playlist_loads: list[str] = []
     page.on("request", lambda r: playlist_loads.append(r.url) if "/media/live.m3u8" in r.url else None)
     page.goto(f"{deployment.runtime_url}/{live_page('live-cam')}")

@@ -10,10 +10,9 @@ import pytest
 
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web.builder import day_page
-from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, clip_with_meta, wait_for
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, login
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +35,7 @@ def test_timeline_filters_and_stepping_through_a_day(browser, runtime, deploymen
     wait_for(lambda: all(k in (runtime.site.get(page_name) or "") for k in keys), what="the day page with 3 clips")
     url = f"{deployment.runtime_url}/{page_name}"
 
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="America/New_York",
-                                  locale="en-GB")
-    page = context.new_page()
-    page.goto(deployment.runtime_url + "/login")
-    page.fill("input[name=passphrase]", PASSPHRASE)
-    page.click("button[type=submit]")
-    page.wait_for_url(deployment.runtime_url + "/")
+    context, page = login(browser, deployment.runtime_url, timezone_id="America/New_York", locale="en-GB")
     page.goto(url)
 
     # Timeline: one bar per clip, motion marks for the two clips with motion; hour labels in New York time.
@@ -87,12 +80,7 @@ def test_timeline_filters_and_stepping_through_a_day(browser, runtime, deploymen
     assert page.get_attribute("#export-clip", "href").startswith("/export?device=day-cam&start=")
     context.close()
 
-    phone = browser.new_context(viewport={"width": 390, "height": 844}, timezone_id="Europe/Berlin")
-    page = phone.new_page()
-    page.goto(deployment.runtime_url + "/login")
-    page.fill("input[name=passphrase]", PASSPHRASE)
-    page.click("button[type=submit]")
-    page.wait_for_url(deployment.runtime_url + "/")
+    phone, page = login(browser, deployment.runtime_url, 390, 844, timezone_id="Europe/Berlin")
     page.goto(url + "#" + keys[0])
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390, "no sideways scrolling on a phone"
     page.screenshot(path=str(ARTIFACTS / "day-timeline-phone.png"), full_page=True)
