@@ -26,18 +26,22 @@ from typing import Any
 
 from cryospy import __version__
 from cryospy.common.keys import DeploymentPublicKey
+from cryospy.common.settings import DeviceSettings, parse_resolution
 
 from .api_client import ApiClient
 from .config import AgentConfig
 from .errors import ConfigError
 from .finisher import ClipFinisher
 from .heartbeat import Heartbeat
+from .passthrough import PassthroughRecorder
 from .recorder import Recorder
+from .recording import RecordingLoop
 from .scratch import close_scratch, open_scratch
 from .settings_sync import SettingsSync
 from .signing_identity import KeyRegistration, device_signing_key
 from .sources import FrameSource, open_source
 from .spool import Spool
+from .stream_url import redact
 from .uploader import Uploader
 
 log = logging.getLogger("cryospy.agent")
@@ -46,23 +50,35 @@ log = logging.getLogger("cryospy.agent")
 PINS = ("clip_seconds", "fps", "width", "height", "crf", "keyframe_seconds", "settings_sync_seconds")
 
 
-def agent_status(spool: Spool, recorder: Recorder, settings: SettingsSync, started: float) -> dict[str, Any]:
-    """The heartbeat document (the fields the server's /v1/device/heartbeat accepts): health, plus the settings
-    in use with their ETag and the config's local pins, so the admin sees what the camera really does."""
+def agent_status(spool: Spool, recording: RecordingLoop, settings: SettingsSync, started: float) -> dict[str, Any]:
+    """The heartbeat document (the fields the server's /v1/device/heartbeat accepts): health, how the camera
+    is recorded (mode, the stream as stored, what a USB camera granted), the settings in use with their ETag
+    and the config's local pins, so the admin sees what the camera really does. Nothing here carries the
+    camera URL: states are redacted where they are made."""
     depth, size = spool.stats()
     next_sequence = spool.next_sequence()
-    state = recorder.source_state
-    if recorder.motion_state != "ok":
-        state += f"; motion detection {recorder.motion_state}"
     snapshot = settings.current()
     pinned = {name: getattr(settings.config, name) for name in PINS if getattr(settings.config, name) is not None}
+    passthrough = recording.passthrough
+    stream = passthrough.stream.describe() if recording.mode == "passthrough" and passthrough.stream else ""
     return {
         "agent_version": __version__, "spool_depth": depth, "spool_bytes": size, "dropped_clips": spool.dropped,
-        "source_state": state, "settings_etag": snapshot.etag, "last_sequence": next_sequence - 1,
+        "source_state": recording.source_state, "motion_state": recording.motion_state,
+        "record_mode": recording.mode, "record_mode_reason": recording.why, "stream": stream,
+        "capture": recording.transcode.capture if recording.mode == "transcode" else "",
+        "settings_etag": snapshot.etag, "last_sequence": next_sequence - 1,
         "uptime_s": round(time.monotonic() - started, 1), "settings": snapshot.settings.to_dict(), "pinned": pinned,
     }
 
 SourceOpener = Callable[[float], FrameSource]
+
+
+def _capture_request(config: AgentConfig, settings: DeviceSettings) -> dict[str, Any]:
+    """What a camera device is asked for: the config's pinned size, else the admin's downscale size, and the
+    admin's capture_codec (FourCC). Files and streams ignore it."""
+    size = (config.width, config.height) if config.width and config.height else \
+        parse_resolution(settings.downscale_resolution) or (0, 0)
+    return {"width": size[0], "height": size[1], "fourcc": settings.capture_codec}
 FIRST_SYNC_WAIT_S = 5.0
 
 
@@ -72,7 +88,7 @@ class Agent:
     stop: threading.Event
     spool: Spool
     settings: SettingsSync
-    recorder: Recorder
+    recorder: RecordingLoop
     finisher: ClipFinisher
     uploader: Uploader
     heartbeat: Heartbeat
@@ -98,8 +114,11 @@ class Agent:
         wake = threading.Event()
         finisher = ClipFinisher(config.client_id, spool, signer, on_sealed=lambda _entry: wake.set())
         opener = source or (lambda fps: open_source(config.camera_device, loop=config.loop, fps=fps,
-                                                    width=config.width or 0, height=config.height or 0))
-        recorder = Recorder(config, settings.current, opener, finisher.submit, scratch, stop)
+                                                    **_capture_request(config, settings.current().settings)))
+        recorder = RecordingLoop(
+            config, lambda: settings.current().settings,
+            Recorder(config, settings.current, opener, finisher.submit, scratch, stop),
+            PassthroughRecorder(config, settings.current, finisher.submit, scratch, stop), stop)
         uploader = Uploader(config, spool, client, stop, wake, ready=identity.registered)
         started = time.monotonic()
         heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
@@ -125,9 +144,9 @@ class Agent:
         for name, t in threads.items():
             if name not in ("identity", "settings"):
                 t.start()
-        log.info("agent %s running: source %s, spool %s, settings from %s, signing key %s", self.config.client_id,
-                 self.config.camera_device, self.config.spool_dir, self.settings.current().origin,
-                 self.identity.fingerprint)
+        log.info("agent %s running: source %s (%s: %s), spool %s, settings from %s, signing key %s",
+                 self.config.client_id, redact(self.config.camera_device), self.recorder.mode, self.recorder.why,
+                 self.config.spool_dir, self.settings.current().origin, self.identity.fingerprint)
         try:
             while not self.stop.wait(0.5):
                 pass

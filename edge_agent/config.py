@@ -25,6 +25,7 @@ from typing import Any
 from cryospy.common.strict_keys import unknown_key_message
 
 from .errors import ConfigError
+from .stream_url import is_stream_url
 
 _ORIGINAL = {
     "client_id", "client_secret", "server_url", "camera_device", "buffer_size", "retry_buffer_size",
@@ -34,7 +35,7 @@ _ORIGINAL = {
 _NEW = {
     "deployment_public_key", "signing_key", "spool_dir", "spool_max_megabytes", "clip_seconds", "width",
     "height", "fps", "loop", "ca_bundle", "tls_verify", "keyframe_seconds", "crf", "encoder_preset",
-    "source_retry_max_seconds", "temp_dir", "signing_key_file",
+    "source_retry_max_seconds", "temp_dir", "signing_key_file", "detect_device", "rtsp_transport",
 }
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
@@ -71,6 +72,8 @@ class AgentConfig:
     encoder_preset: str = "veryfast"
     source_retry_max_seconds: float = 30.0
     temp_dir: str = ""              # where plaintext clips live for seconds; "" = the system's (often RAM)
+    detect_device: str = ""         # the camera's low-resolution sub-stream, decoded for motion (passthrough)
+    rtsp_transport: str = "tcp"     # tcp (reliable through NAT and Wi-Fi) or udp
 
     @property
     def spool_max_bytes(self) -> int:
@@ -91,12 +94,20 @@ def _check_types(doc: dict[str, Any]) -> None:
     for key in ("loop", "tls_verify"):
         if key in doc and not isinstance(doc[key], bool):
             raise ConfigError(f"config key {key!r} must be true or false, got {doc[key]!r}")
-    for key in ("camera_device", "proxy_auth_header", "proxy_auth_value", "ca_bundle", "temp_dir", "spool_dir"):
+    for key in ("camera_device", "proxy_auth_header", "proxy_auth_value", "ca_bundle", "temp_dir", "spool_dir",
+                "detect_device"):
         if doc.get(key) is not None and not isinstance(doc[key], str | int):
             raise ConfigError(f"config key {key!r} must be a string, got {doc[key]!r}")
     for key in ("signing_key", "signing_key_file"):
         if doc.get(key) is not None and not isinstance(doc[key], str):
             raise ConfigError(f"config key {key!r} must be a string, got {type(doc[key]).__name__}")
+    if doc.get("rtsp_transport") not in (None, "tcp", "udp"):
+        raise ConfigError(f"config key 'rtsp_transport' must be 'tcp' or 'udp', got {doc['rtsp_transport']!r}; tcp "
+                          "works through NAT and lossy Wi-Fi, udp has less delay on a clean wired network")
+    detect = doc.get("detect_device")
+    if detect and not is_stream_url(str(detect)):
+        raise ConfigError("config key 'detect_device' must be a stream URL (rtsp://...), the camera's "
+                          "low-resolution sub-stream; leave it out to detect motion on the main stream's keyframes")
     preset = doc.get("encoder_preset")
     if preset is not None and preset not in _PRESETS:
         raise ConfigError(f"config key 'encoder_preset' must be one of {', '.join(_PRESETS)}, got {preset!r}; "

@@ -34,6 +34,8 @@ import numpy as np
 
 from cryospy.common.ffmpeg_tool import FfmpegError, ffmpeg_exe
 
+from .recorded import EncodedClip, StreamInfo
+
 __all__ = ["ClipEncoder", "EncodeSettings", "EncodedClip"]
 
 _PRESETS = (
@@ -134,15 +136,6 @@ def _double(bitrate: str) -> str:
     return f"{number * 2:g}{suffix}"
 
 
-@dataclass(frozen=True)
-class EncodedClip:
-    """A finished clip: where it is, how many frames it holds and how long it plays."""
-
-    path: Path
-    frames: int
-    duration_s: float
-
-
 class ClipEncoder:
     """Stream frames into one fragmented-MP4 file; ``close()`` finishes it, ``abort()`` discards it.
 
@@ -234,7 +227,9 @@ class ClipEncoder:
                 stderr=bytes(self._stderr),
                 returncode=returncode,
             )
-        self._result = EncodedClip(self.path, self._frames, self._frames / self.settings.fps)
+        s = self.settings
+        self._result = EncodedClip(self.path, self._frames, self._frames / s.fps,
+                                   StreamInfo("h264", s.width, s.height, s.fps))
         return self._result
 
     def abort(self) -> None:

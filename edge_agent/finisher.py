@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,7 @@ from cryospy.common.sealed import seal
 
 from .motion import MotionSummary
 from .motion_context import ContextKeeper
-from .plan import RecordingPlan
-from .recorder import RecordedClip
+from .recorded import ClipPlan, RecordedClip, SourceGap, StreamInfo, utc_stamp
 from .spool import Spool, SpoolEntry
 
 log = logging.getLogger("cryospy.agent.finisher")
@@ -45,27 +44,32 @@ class FinishedClip:
     """An encoded clip in the scratch directory, waiting to be kept or discarded."""
 
     plain: Path
-    plan: RecordingPlan
+    plan: ClipPlan
     captured_at: datetime
     duration_s: float
     frames: int
     summary: MotionSummary | None
     motion_error: str | None
+    stream: StreamInfo
+    source_gap: SourceGap | None = None
 
 
-def _stamp(when: datetime) -> str:
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_stamp = utc_stamp
 
 
 def clip_metadata(clip: FinishedClip, kept_for: str) -> dict[str, Any]:
     """The JSON that travels sealed inside the clip (see the module docstring)."""
-    enc = clip.plan.encode
-    return {
+    stream = clip.stream
+    meta = {
         "agent_version": __version__, "captured_at": _stamp(clip.captured_at), "frames": clip.frames,
-        "duration_s": round(clip.duration_s, 3), "fps": clip.plan.fps, "width": enc.width, "height": enc.height,
+        "duration_s": round(clip.duration_s, 3), "fps": stream.fps, "width": stream.width, "height": stream.height,
+        "codec": stream.codec, "audio": stream.audio, "record_mode": clip.plan.mode,
         "settings_etag": clip.plan.etag, "motion": clip.summary.to_dict() if clip.summary else None,
         "motion_error": clip.motion_error, "kept_for": kept_for,
     }
+    if clip.source_gap is not None:
+        meta["source_gap"] = clip.source_gap.to_dict()
+    return meta
 
 
 class ClipFinisher:
@@ -81,6 +85,7 @@ class ClipFinisher:
         self.keeper: ContextKeeper[FinishedClip] = ContextKeeper()
         self.sealed = 0
         self.discarded = 0
+        self._unsent_gap: SourceGap | None = None
 
     def submit(self, clip: RecordedClip) -> None:
         self._queue.put(clip)
@@ -103,16 +108,18 @@ class ClipFinisher:
     def finish(self, recorded: RecordedClip) -> list[SpoolEntry]:
         """Close, decide, seal; returns the spool entries written (none, this clip, or it with its context)."""
         try:
-            encoded = recorded.encoder.close()
+            encoded = recorded.file.close()
         except FfmpegError as exc:
             log.error("the clip captured %s is lost: the encoder failed: %s", recorded.captured_at, exc)
             return []
         clip = FinishedClip(encoded.path, recorded.plan, recorded.captured_at, encoded.duration_s, encoded.frames,
-                            recorded.summary, recorded.motion_error)
+                            recorded.summary, recorded.motion_error, encoded.stream, recorded.source_gap)
         settings = clip.plan.settings
         decision = self.keeper.decide(clip, motion_only=clip.plan.motion_only, pre_s=settings.motion_pre_seconds,
                                       post_s=settings.motion_post_seconds)
         for gone in decision.discard:
+            if gone.source_gap is not None:
+                self._unsent_gap = self._unsent_gap or gone.source_gap   # told with the next clip kept
             gone.plain.unlink(missing_ok=True)
             self.discarded += 1
             log.info("motion_only: discarded the quiet clip captured %s", _stamp(gone.captured_at))
@@ -126,6 +133,8 @@ class ClipFinisher:
         return entries
 
     def _seal(self, clip: FinishedClip, kept_for: str) -> SpoolEntry:
+        if self._unsent_gap is not None and clip.source_gap is None:
+            clip = replace(clip, source_gap=self._unsent_gap)
         meta = clip_metadata(clip, kept_for)
         try:
             box = encode_meta_box(meta)
@@ -150,6 +159,7 @@ class ClipFinisher:
             raise
         self.spool.save_chain_state(sequence + 1, header.header_hash)
         self.sealed += 1
+        self._unsent_gap = None
         log.info("sealed clip #%d (%.1fs, %s, %d bytes)", sequence, clip.duration_s,
                  "motion" if motion else kept_for, entry.size)
         self.on_sealed(entry)

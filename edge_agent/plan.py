@@ -45,6 +45,10 @@ class RecordingPlan:
     def motion_only(self) -> bool:
         return self.settings.motion_only
 
+    @property
+    def mode(self) -> str:
+        return "transcode"
+
     @classmethod
     def build(cls, snapshot: SettingsSnapshot, config: AgentConfig, frame_size: tuple[int, int]) -> RecordingPlan:
         settings = snapshot.settings

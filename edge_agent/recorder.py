@@ -39,22 +39,11 @@ from .errors import SourceError
 from .framerate import FrameClock
 from .motion import MotionDetector, MotionError, MotionSummary, detector_for
 from .plan import RecordingPlan, planned_fps
+from .recorded import RecordedClip
 from .settings_sync import SettingsSnapshot
-from .sources import FrameSource, SourceEnded
+from .sources import FrameSource, OpenCvSource, SourceEnded
 
 log = logging.getLogger("cryospy.agent.recorder")
-
-
-@dataclass
-class RecordedClip:
-    """A clip whose frames are all in its encoder; the finisher closes, decides and seals it."""
-
-    encoder: ClipEncoder
-    plan: RecordingPlan
-    captured_at: datetime
-    frames: int
-    summary: MotionSummary | None
-    motion_error: str | None
 
 
 @dataclass(frozen=True)
@@ -82,14 +71,18 @@ class Recorder:
         self.max_gap_s = max_gap_s
         self.source_state = "starting"
         self.motion_state = "ok"
+        self.capture = ""           # what a camera device granted (size, rate, FourCC), for the heartbeat
         self.clips = 0
         self._detector: MotionDetector | None = None
         self._detector_key: tuple[object, ...] | None = None
+        self._keep_going: Callable[[], bool] = lambda: True
 
     # -- the source loop ------------------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, keep_going: Callable[[], bool] = lambda: True) -> None:
+        """Record until stop, or until ``keep_going()`` turns false (checked between clips)."""
+        self._keep_going = keep_going
         backoff = 1.0
-        while not self.stop.is_set():
+        while not self.stop.is_set() and keep_going():
             fps = planned_fps(self.settings(), self.config)
             try:
                 source = self.open_source(fps)
@@ -97,6 +90,7 @@ class Recorder:
                 backoff = self._retry_later(f"unavailable: {exc}", backoff)
                 continue
             self.source_state = "ok"
+            self.capture = source.granted if isinstance(source, OpenCvSource) else ""
             clips_before = self.clips
             try:
                 self._session(source, fps)
@@ -131,7 +125,7 @@ class Recorder:
         """Record clips from one open source until stop, a settings change of rate, or a SourceError."""
         arrivals = self._arrivals(source, FrameClock(fps, self.max_gap_s))
         pending: _Arrival | None = None
-        while not self.stop.is_set():
+        while not self.stop.is_set() and self._keep_going():
             first = pending or next(arrivals)
             pending = None
             plan = RecordingPlan.build(self.settings(), self.config, (first.frame.shape[1], first.frame.shape[0]))
@@ -205,4 +199,4 @@ class Recorder:
         else:
             self.motion_state = "ok"
         self.clips += 1
-        self.handoff(RecordedClip(encoder, plan, captured_at, frames, summary, motion_error))
+        self.handoff(RecordedClip(encoder, plan, captured_at, summary, motion_error))

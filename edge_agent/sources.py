@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
 import numpy as np
 
 from .errors import SourceError
+from .stream_url import is_stream_url, redact
 from .synthetic import SyntheticScene
 
 # A synthetic scene repeats every crossing; caching one crossing makes the fake camera nearly free (so that
@@ -67,12 +69,47 @@ class SyntheticSource:
         self._cache.clear()
 
 
+@dataclass(frozen=True)
+class CaptureRequest:
+    """What the admin asks a camera device (USB/V4L2) for; 0 or '' leaves the driver's choice."""
+
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    fourcc: str = ""
+
+
+def apply_capture_request(cap: cv2.VideoCapture, request: CaptureRequest) -> str:
+    """Ask the device for the request (FourCC first: drivers offer sizes and rates per pixel format), then
+    read back what the driver granted, as one line for the heartbeat: ``1280x720 30 fps MJPG``."""
+    if request.fourcc:
+        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*request.fourcc.ljust(4)[:4]))
+    if request.width and request.height:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, request.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, request.height)
+    if request.fps:
+        cap.set(cv2.CAP_PROP_FPS, request.fps)
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    fourcc = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00 ") if code > 0 else "?"
+    granted = f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))} " \
+              f"{cap.get(cv2.CAP_PROP_FPS):g} fps {fourcc}"
+    asked = [f"{request.width}x{request.height}" if request.width else "", f"{request.fps:g} fps" if request.fps
+             else "", request.fourcc]
+    if any(asked):
+        granted += f" (asked for {' '.join(a for a in asked if a)})"
+    return granted
+
+
 class OpenCvSource:
-    def __init__(self, spec: str, loop: bool, fps_hint: float, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, spec: str, loop: bool, fps_hint: float, clock: Callable[[], float] = time.monotonic,
+                 request: CaptureRequest | None = None):
         self.spec = spec
         self.loop = loop
-        self.is_file = not spec.isdigit() and not spec.startswith(("/dev/", "rtsp://", "http://", "https://"))
+        self.is_device = spec.isdigit() or spec.startswith("/dev/")
+        self.is_file = not self.is_device and not is_stream_url(spec)
         self.cap = self._open()
+        # Only a camera device negotiates a format; files and streams are what they are.
+        self.granted = apply_capture_request(self.cap, request) if self.is_device and request else ""
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 1 <= fps <= 240 else fps_hint
         self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)) or 640
@@ -84,8 +121,8 @@ class OpenCvSource:
         cap = cv2.VideoCapture(int(self.spec) if self.spec.isdigit() else self.spec)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open camera source {self.spec!r}: check the device path/URL/file and that "
-                              "no other program holds the camera")
+            raise SourceError(f"cannot open camera source {redact(self.spec)!r}: check the device path/URL/file "
+                              "and that no other program holds the camera")
         return cap
 
     def read(self) -> np.ndarray:
@@ -94,12 +131,12 @@ class OpenCvSource:
         ok, frame = self.cap.read()
         if not ok and self.is_file:
             if not self.loop:
-                raise SourceEnded(f"video file {self.spec!r} has ended (loop is off)")
+                raise SourceEnded(f"video file {redact(self.spec)!r} has ended (loop is off)")
             self.cap.release()
             self.cap = self._open()
             ok, frame = self.cap.read()
         if not ok or frame is None:
-            raise SourceError(f"camera source {self.spec!r} stopped delivering frames")
+            raise SourceError(f"camera source {redact(self.spec)!r} stopped delivering frames")
         return frame
 
     def close(self) -> None:
@@ -115,7 +152,8 @@ def _pace(src: SyntheticSource | OpenCvSource, clock: Callable[[], float]) -> No
     src._next = max(src._next + 1.0 / src.fps, now - 1.0)
 
 
-def open_source(spec: str, *, loop: bool, fps: float, width: int = 0, height: int = 0) -> FrameSource:
+def open_source(spec: str, *, loop: bool, fps: float, width: int = 0, height: int = 0,
+                fourcc: str = "") -> FrameSource:
     """Open ``spec`` (see the module docstring); ``fps`` is the plan's rate, a hint for sources without one."""
     if spec.startswith("synthetic:"):
         size = spec[len("synthetic:"):]
@@ -127,4 +165,4 @@ def open_source(spec: str, *, loop: bool, fps: float, width: int = 0, height: in
         else:
             w, h = width or 640, height or 360
         return SyntheticSource(w, h, fps)
-    return OpenCvSource(spec, loop, fps)
+    return OpenCvSource(spec, loop, fps, request=CaptureRequest(width, height, fps, fourcc))

@@ -27,7 +27,8 @@ from .services import Services
 log = logging.getLogger("cryospy.devices")
 
 HEARTBEAT_FIELDS = {"agent_version", "spool_depth", "spool_bytes", "dropped_clips", "source_state",
-                    "motion_state", "settings_etag", "last_sequence", "uptime_s", "settings", "pinned"}
+                    "motion_state", "settings_etag", "last_sequence", "uptime_s", "settings", "pinned",
+                    "record_mode", "record_mode_reason", "stream", "capture"}
 # The agent config's local pins (they win over the server's settings on that camera), with the agent's bounds.
 PINNED_FIELDS: dict[str, tuple[type, float, float]] = {
     "clip_seconds": (float, 2, 1800), "fps": (float, 1, 60), "width": (int, 0, 4096), "height": (int, 0, 4096),
@@ -122,6 +123,10 @@ def record_heartbeat(services: Services, device: Device, doc: dict[str, Any]) ->
         "dropped_clips": validate.integer(doc, "dropped_clips", 0, 10**12, default=0),
         "source_state": validate.string(doc, "source_state", 300, default="unknown"),
         "motion_state": validate.string(doc, "motion_state", 300, default="ok"),
+        "record_mode": validate.string(doc, "record_mode", 16, default=""),
+        "record_mode_reason": validate.string(doc, "record_mode_reason", 200, default=""),
+        "stream": validate.string(doc, "stream", 120, default=""),
+        "capture": validate.string(doc, "capture", 160, default=""),
         "settings_etag": validate.string(doc, "settings_etag", 100, default=""),
         "last_sequence": validate.integer(doc, "last_sequence", -1, 2**63 - 1, default=-1),
         "uptime_s": validate.number(doc, "uptime_s", 0, 10**10, default=0.0),

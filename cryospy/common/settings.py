@@ -217,6 +217,21 @@ class DeviceSettings:
         0, 51, "x264 constant quality: 0 lossless, 51 worst, 18-28 typical; capped by video_bitrate."))
     settings_sync_seconds: int = field(default=300, metadata=_int(
         5, 86_400, "How often the agent polls for settings; changes reach it within one interval."))
+    # --- cameras that deliver compressed video (RTSP IP cameras) ---
+    record_mode: str = field(default="auto", metadata=_meta(
+        "choice", "How clips are made. auto: a stream URL (rtsp://, http://) that delivers H.264/H.265 is stored "
+                  "as the camera sends it (passthrough: no re-encode, full quality, ~1/50 of the CPU), unless "
+                  "grayscale or downscale_resolution asks for a transform; other sources are encoded. "
+                  "passthrough: always store the camera's own stream (stream URLs only). transcode: always "
+                  "decode and encode with the settings above.",
+        choices=("auto", "passthrough", "transcode")))
+    record_audio: bool = field(default=False, metadata=_meta(
+        "bool", "Keep the camera's microphone (stored as AAC). Off by default: a microphone is the most "
+                "privacy-sensitive sensor in a home; when on, audio is sealed with the video and plays in the "
+                "dashboard."))
+    motion_detect_fps: float = field(default=5.0, metadata=_float(
+        0.2, 30, "In passthrough mode with a detect (sub-)stream: frames per second decoded for motion. "
+                 "Without a sub-stream only keyframes of the main stream are decoded (about one a second)."))
 
     def __post_init__(self) -> None:
         clean = _normalise({name: getattr(self, name) for name in _SPECS}, touched=())

@@ -61,6 +61,9 @@ TABLE: dict[str, tuple[str, object, float | None, float | None]] = {
     "segment_seconds": ("float", 1.0, 0.5, 10),
     "crf": ("int", 26, 0, 51),
     "settings_sync_seconds": ("int", 300, 5, 86_400),
+    "record_mode": ("choice", "auto", None, None),
+    "record_audio": ("bool", False, None, None),
+    "motion_detect_fps": ("float", 5.0, 0.2, 30),
 }
 NUMERIC = [name for name, (kind, *_) in TABLE.items() if kind in ("int", "float")]
 
@@ -85,7 +88,8 @@ OTHER = {
     "motion_mog_history": 200, "motion_mog_var_thresh": 25.5, "capture_codec": "YUYV", "capture_frame_rate": 30.0,
     "motion_zones": [SQUARE], "motion_masks": [TRIANGLE, SQUARE], "motion_min_seconds": 2.0,
     "motion_detect_width": 640, "motion_pre_seconds": 3.0, "motion_post_seconds": 10.0, "retention_days": 30,
-    "segment_seconds": 2.0, "crf": 20, "settings_sync_seconds": 60,
+    "segment_seconds": 2.0, "crf": 20, "settings_sync_seconds": 60, "record_mode": "transcode",
+    "record_audio": True, "motion_detect_fps": 2.5,
 }
 
 
@@ -101,7 +105,7 @@ def test_defaults_equal_the_originals_and_the_new_ones_are_as_specified():
     doc = DEFAULT_SETTINGS.to_dict()
     assert {k: doc[k] for k in ORIGINAL_DEFAULTS} == ORIGINAL_DEFAULTS
     assert doc == {name: default for name, (_, default, _, _) in TABLE.items()}
-    assert "id" not in doc and len(doc) == 29
+    assert "id" not in doc and len(doc) == 32
     assert DeviceSettings.from_dict({}) == DEFAULT_SETTINGS == DeviceSettings()
 
 
@@ -471,7 +475,7 @@ def test_etag_is_a_quoted_sha256_of_canonical_json_and_pinned_for_the_defaults()
     assert etag == '"' + hashlib.sha256(canonical.encode()).hexdigest() + '"'
     # Pinned: computed in another process. Changing a default changes every device's ETag, so it is
     # deliberate to have to update this.
-    assert etag == '"eeb69b1e5dfde006c73650762817c8a72ae3119b62966104325556d96636e690"'
+    assert etag == '"45c76340445eb7cfd5fcdc96a2d1efb50cd863bcb86e1746c3d56b2e7fb6246d"'
 
 
 def test_etag_ignores_key_order_and_number_spelling():
