@@ -162,3 +162,40 @@ class Agent:
         log.info("agent stopped; %d clip(s) left in the spool for next time", len(self.spool.entries()))
         if self.identity.refusal is not None:
             raise self.identity.refusal
+
+
+def run_agents(configs: list[AgentConfig], stop: threading.Event | None = None) -> None:
+    """Run one agent per camera in this process until SIGTERM/SIGINT (or ``stop``).
+
+    Each camera has its own threads, ffmpeg, spool, chain and stop event, so one broken camera (a dead URL,
+    a refused key, a full disk) never stalls or stops another; a camera whose config cannot be used is
+    logged and skipped.
+    """
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    agents: list[Agent] = []
+    for config in configs:
+        try:
+            agents.append(Agent.build(config, threading.Event()))
+        except Exception as exc:                 # one camera's bad config must not stop the others
+            log.error("camera %s is not started: %s", config.client_id, exc)
+    if not agents:
+        raise ConfigError("no camera could be started; see the errors above")
+
+    def run_one(agent: Agent) -> None:
+        try:
+            agent.run(install_signals=False)
+        except Exception as exc:
+            log.error("camera %s stopped: %s", agent.config.client_id, exc)
+
+    threads = [threading.Thread(target=run_one, args=(a,), name=f"agent-{a.config.client_id}") for a in agents]
+    for t in threads:
+        t.start()
+    while not stop.wait(0.5) and any(t.is_alive() for t in threads):
+        pass
+    for agent in agents:
+        agent.stop.set()
+    for t in threads:
+        t.join()

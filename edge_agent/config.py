@@ -163,12 +163,62 @@ def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
     return AgentConfig(**values)
 
 
-def load_config(path: Path) -> AgentConfig:
+MAX_CAMERAS = 64
+
+
+def parse_configs(doc: Any, base_dir: Path) -> list[AgentConfig]:
+    """One config per camera. A file for one camera is the object itself; a file for several (one agent
+    process near the cameras, as an NVR) has a ``cameras`` list, and its other keys are defaults for every
+    camera (typically ``server_url``, ``deployment_public_key``, ``ca_bundle``). Each camera keeps its own
+    identity, signing key, chain and spool (``spool_dir`` defaults to ``spool-<client_id>`` there)."""
+    if not isinstance(doc, dict) or "cameras" not in doc:
+        return [parse_config(doc, base_dir)]
+    cameras = doc["cameras"]
+    if not isinstance(cameras, list) or not cameras or len(cameras) > MAX_CAMERAS:
+        raise ConfigError(f"config key 'cameras' must be a list of 1 to {MAX_CAMERAS} camera objects, each with "
+                          "client_id, client_secret and camera_device")
+    shared = {k: v for k, v in doc.items() if k != "cameras"}
+    configs: list[AgentConfig] = []
+    for i, camera in enumerate(cameras):
+        if not isinstance(camera, dict):
+            raise ConfigError(f"cameras[{i}] must be a JSON object, got {type(camera).__name__}")
+        merged = shared | camera
+        if "spool_dir" not in camera and isinstance(merged.get("client_id"), str):
+            merged["spool_dir"] = f"spool-{merged['client_id'].replace(' ', '_')}"
+        try:
+            configs.append(parse_config(merged, base_dir))
+        except ConfigError as exc:
+            raise ConfigError(f"cameras[{i}]: {exc}") from None
+    for attr in ("client_id", "spool_dir"):
+        seen: set[object] = set()
+        for config in configs:
+            value = getattr(config, attr)
+            if value in seen:
+                raise ConfigError(f"two cameras share {attr} {str(value)!r}; each camera needs its own identity "
+                                  "and spool (its chain and clips), so give each its own")
+            seen.add(value)
+    return configs
+
+
+def read_config_file(path: Path) -> Any:
     try:
-        doc = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"agent config {path} not found; create one with `cryospy devices create "
                           f"<id> --out {path}`") from None
     except ValueError as exc:
         raise ConfigError(f"agent config {path} is not valid JSON: {exc}") from None
-    return parse_config(doc, path.parent)
+
+
+def load_configs(path: Path) -> list[AgentConfig]:
+    """Every camera in the file (see :func:`parse_configs`)."""
+    return parse_configs(read_config_file(path), path.parent)
+
+
+def load_config(path: Path) -> AgentConfig:
+    """The one camera in a single-camera file."""
+    configs = load_configs(path)
+    if len(configs) != 1:
+        raise ConfigError(f"agent config {path} lists {len(configs)} cameras; run them all with `cryospy agent "
+                          f"--config {path}`")
+    return configs[0]

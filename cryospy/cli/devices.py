@@ -18,16 +18,22 @@ from cryospy.common.keys import (
     signing_key_to_text,
     verify_key_to_text,
 )
+from cryospy.edge_agent.config import parse_configs, read_config_file
+from cryospy.edge_agent.errors import ConfigError
 from cryospy.infra.deployment import Deployment, write_private_file
 
 from .admin_client import AdminClient
 
 
 def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overrides: dict[str, Any],
-                  *, agent_generates_key: bool = False) -> dict[str, Any]:
+                  *, agent_generates_key: bool = False, add_to: Path | None = None) -> dict[str, Any]:
     """Register the device and return its agent config (the secret and signing key appear nowhere else).
 
-    With ``agent_generates_key`` the config has no ``signing_key``: the agent makes and registers its own."""
+    With ``agent_generates_key`` the config has no ``signing_key``: the agent makes and registers its own.
+    With ``add_to`` the camera joins a multi-camera agent config (see
+    :func:`cryospy.edge_agent.config.parse_configs`); the file is checked before the device is registered."""
+    if add_to is not None:
+        existing = _multi_camera_doc(add_to, device_id)
     signing = None if agent_generates_key else generate_device_signing_key()
     request: dict[str, Any] = {"device_id": device_id}
     if signing is not None:
@@ -45,7 +51,23 @@ def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overr
     }
     if out is not None:
         write_private_file(out, json.dumps(config, indent=2).encode())
+    if add_to is not None:
+        existing["cameras"].append(config)
+        write_private_file(add_to, json.dumps(existing, indent=2).encode())
     return config
+
+
+def _multi_camera_doc(path: Path, device_id: str) -> dict[str, Any]:
+    """The agent config at ``path`` as a ``cameras`` document (a single-camera file becomes its first entry)."""
+    if not path.exists():
+        return {"cameras": []}
+    doc = read_config_file(path)
+    if isinstance(doc, dict) and "cameras" not in doc:
+        doc = {"cameras": [doc]}
+    parse_configs(doc, path.parent)                  # refuse to add to a file the agent could not run
+    if any(isinstance(c, dict) and c.get("client_id") == device_id for c in doc["cameras"]):
+        raise ConfigError(f"{path} already has a camera {device_id!r}; pick another id or edit the file")
+    return doc
 
 
 def list_devices(dep: Deployment) -> list[dict[str, Any]]:

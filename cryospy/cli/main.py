@@ -73,8 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("create", help="enrol a camera and write its agent config")
     _data_dir(d)
     d.add_argument("device_id")
-    d.add_argument("--out", type=Path, required=True, help="where to write the agent config (0600)")
-    d.add_argument("--camera", default=None, help="camera_device for the agent config")
+    where = d.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="where to write the agent config (0600)")
+    where.add_argument("--add-to", type=Path, help="add the camera to this agent config (created if missing): one "
+                                                   "agent process then records every camera listed in it")
+    d.add_argument("--camera", default=None, help="camera_device for the agent config (e.g. rtsp://user:pw@cam/1)")
+    d.add_argument("--detect", default=None, help="the camera's low-resolution sub-stream URL, decoded for motion")
     d.add_argument("--agent-generates-key", action="store_true",
                    help="make no signing key here: the agent makes its own at first start and registers it")
     d = dsub.add_parser("list", help="list enrolled cameras")
@@ -162,10 +166,12 @@ def run(args: argparse.Namespace) -> int:
 
         dep = load(args.data_dir)
         if args.action == "create":
-            overrides = {"camera_device": args.camera} if args.camera else {}
-            create_device(dep, args.device_id, args.out, overrides, agent_generates_key=args.agent_generates_key)
+            overrides = {k: v for k, v in (("camera_device", args.camera), ("detect_device", args.detect)) if v}
+            target = args.out or args.add_to
+            create_device(dep, args.device_id, args.out, overrides, agent_generates_key=args.agent_generates_key,
+                          add_to=args.add_to)
             print(f"Enrolled {args.device_id}. Its agent config (with the secret, shown nowhere else) is in "
-                  f"{args.out}. Run: cryospy agent --config {args.out}")
+                  f"{target}. Run: cryospy agent --config {target}")
             if args.agent_generates_key:
                 print("The agent makes its signing key at first start and logs its fingerprint; compare it with "
                       "the device's fingerprint on the dashboard.")
@@ -176,10 +182,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} key {key}")
         return 0
     if args.command == "agent":
-        from cryospy.edge_agent.agent import Agent
-        from cryospy.edge_agent.config import load_config
+        from cryospy.edge_agent.agent import run_agents
+        from cryospy.edge_agent.config import load_configs
 
-        Agent.build(load_config(args.config)).run()
+        run_agents(load_configs(args.config))
         return 0
     if args.command == "events":
         from cryospy.infra.deployment import load
