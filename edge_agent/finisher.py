@@ -30,10 +30,11 @@ from cryospy.common.clipmeta import ClipMetaError, encode_meta_box
 from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.common.objectkeys import clip_key
 from cryospy.common.sealed import seal
+from cryospy.common.timefmt import utc_stamp
 
 from .motion import MotionSummary
 from .motion_context import ContextKeeper
-from .recorded import ClipPlan, RecordedClip, SourceGap, StreamInfo, utc_stamp
+from .recorded import ClipPlan, RecordedClip, SourceGap, StreamInfo
 from .spool import Spool, SpoolEntry
 
 log = logging.getLogger("cryospy.agent.finisher")

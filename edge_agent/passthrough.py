@@ -49,10 +49,11 @@ import ffmpeg
 from cryospy.common.ffmpeg_tool import FfmpegError, ffmpeg_exe
 from cryospy.common.keys import DeploymentPublicKey
 from cryospy.common.settings import DeviceSettings
+from cryospy.common.timefmt import utc_stamp
 
 from .config import AgentConfig
 from .motion_tap import MotionTap, PgmError, read_pgm_frames
-from .recorded import EncodedClip, RecordedClip, SourceGap, StreamInfo, utc_stamp
+from .recorded import EncodedClip, RecordedClip, SourceGap, StreamInfo
 from .settings_sync import SettingsSnapshot
 from .stream_url import redact, url_password
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from cryospy.common.keys import DeploymentPublicKey
 from cryospy.common.settings import DeviceSettings
+from cryospy.common.timefmt import utc_stamp
 
 from .motion import MotionSummary
 
@@ -82,11 +83,6 @@ class SourceGap:
 
     def to_dict(self) -> dict[str, Any]:
         return {"from": utc_stamp(self.start), "to": utc_stamp(self.end), "reason": self.reason[:200]}
-
-
-def utc_stamp(when: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, as clip metadata and the server write times."""
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

@@ -103,6 +103,7 @@ class ClipMedia:
     codec: str
     width: int
     height: int
+    audio_codec: str | None = None      # "mp4a.40.2" when the clip carries sound
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -115,6 +116,8 @@ class ClipMedia:
             )
         if not _SAFE_CODEC.fullmatch(self.codec):
             raise ValueError(f"codec {self.codec!r} of {self.key} is not an RFC 6381 string such as 'avc1.4d401e'")
+        if self.audio_codec is not None and not _SAFE_CODEC.fullmatch(self.audio_codec):
+            raise ValueError(f"audio codec {self.audio_codec!r} of {self.key} is not an RFC 6381 string")
         if self.width < 0 or self.height < 0:
             raise ValueError(f"{self.key}: width and height must be >= 0, got {self.width}x{self.height}")
         if not (math.isfinite(self.duration_s) and self.duration_s >= 0):
@@ -150,6 +153,7 @@ class ClipMedia:
             codec=info.codec,
             width=info.width,
             height=info.height,
+            audio_codec=info.audio_codec,
         )
 
     @property
@@ -231,7 +235,7 @@ def multivariant_playlist(clips: Sequence[ClipMedia], *, media_playlist_url: str
     frags = [f for c in ordered for f in c.fragments]
     peak = max(math.ceil(f.size * 8 / f.duration_s) for f in frags)
     average = math.ceil(sum(f.size for f in frags) * 8 / sum(f.duration_s for f in frags))
-    codecs = ",".join(dict.fromkeys(c.codec for c in ordered))
+    codecs = ",".join(dict.fromkeys([c.codec for c in ordered] + [c.audio_codec for c in ordered if c.audio_codec]))
     width = max(c.width for c in ordered)
     height = max(c.height for c in ordered)
     attrs = f'BANDWIDTH={peak},AVERAGE-BANDWIDTH={average},CODECS="{codecs}"'

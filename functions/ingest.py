@@ -23,6 +23,7 @@ from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ClipKey, ObjectKeyError, parse_clip_key, thumbnail_key
 from cryospy.common.sealed import ZERO_HASH, SealedFormatError, SealedReader, open_sealed, seal_bytes
+from cryospy.common.timefmt import parse_utc, utc_stamp
 
 from . import chain_check, quarantine
 from .errors import NotFound, PermanentEventError
@@ -110,7 +111,26 @@ def describe(info: Mp4Info, meta: dict[str, Any]) -> dict[str, Any]:
         "peak_s": motion.get("peak_s"),
         "agent": {k: meta[k] for k in ("agent_version", "settings_etag") if k in meta},
         "motion_error": bool(meta.get("motion_error", False)),
+        "audio_codec": info.audio_codec,
+        "record_mode": meta["record_mode"] if meta.get("record_mode") in ("passthrough", "transcode") else None,
+        "source_gap": _source_gap(meta.get("source_gap")),
     }
+
+
+def _source_gap(raw: Any) -> dict[str, str] | None:
+    """The camera-outage note the agent seals into the first clip after an outage, checked (a camera's
+    metadata is signed, not trusted): two UTC times in order and a short reason, or nothing."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        start, end = parse_utc(str(raw["from"])[:40]), parse_utc(str(raw["to"])[:40])
+    except (KeyError, ValueError):
+        return None
+    if not start <= end:
+        return None
+    reason = raw.get("reason")
+    return {"from": utc_stamp(start), "to": utc_stamp(end),
+            "reason": reason[:200] if isinstance(reason, str) else ""}
 
 
 def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:

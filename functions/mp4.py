@@ -86,6 +86,7 @@ class Mp4Info:
     fragments: tuple[Fragment, ...]
     timescale: int
     size: int
+    audio_codec: str | None = None     # "mp4a.40.2" when the clip carries AAC sound (the agent's only audio)
 
 
 def parse_mp4_file(path: Path | str) -> Mp4Info:
@@ -143,6 +144,7 @@ def parse_mp4(read_at: ReadAt, size: int) -> Mp4Info:
         fragments=tuple(frag for frag, _, _ in fragments),
         timescale=video.timescale,
         size=size,
+        audio_codec=movie.audio_codec,
     )
 
 
@@ -315,17 +317,21 @@ class _Movie:
     video: _Track
     trex: dict[int, _Trex] = field(default_factory=dict)
     fragmented: bool = False
+    audio_codec: str | None = None
 
 
 def _parse_moov(data: bytes, box: _TopBox) -> _Movie:
     video: _Track | None = None
     trex: dict[int, _Trex] = {}
     fragmented = False
+    audio: str | None = None
     for box_type, start, end in _children(data, box.header, len(data), "moov"):
         if box_type == "trak":
             track = _parse_trak(data, start, end)
             if track.handler == "vide" and video is None:
                 video = track
+            elif track.handler == "soun" and audio is None and track.codec == "mp4a":
+                audio = "mp4a.40.2"        # AAC-LC: what the agent stores camera sound as
         elif box_type == "mvex":
             fragmented = True
             for sub_type, s, e in _children(data, start, end, "mvex"):
@@ -345,7 +351,7 @@ def _parse_moov(data: bytes, box: _TopBox) -> _Movie:
         raise Mp4Error("the video track states no frame size (neither in its sample entry nor in tkhd)")
     if not video.codec:
         raise Mp4Error("the video track has no sample description (stsd); cannot tell its codec")
-    return _Movie(video, trex, fragmented)
+    return _Movie(video, trex, fragmented, audio)
 
 
 def _parse_trak(data: bytes, start: int, end: int) -> _Track:
@@ -393,6 +399,24 @@ def _parse_mdia(data: bytes, start: int, end: int, track: _Track) -> None:
         for sub_type, ms, me in _children(data, minf[0], minf[1], "minf"):
             if sub_type == "stbl":
                 _parse_stbl(data, ms, me, track)
+    elif minf is not None and track.handler == "soun":
+        track.codec = _sound_entry_type(data, minf)
+
+
+def _sound_entry_type(data: bytes, minf: tuple[int, int]) -> str:
+    """The first sample entry's four-character type of a sound track (``mp4a`` for AAC), or ''."""
+    for sub_type, ms, me in _children(data, minf[0], minf[1], "minf"):
+        if sub_type != "stbl":
+            continue
+        for box_type, s, e in _children(data, ms, me, "stbl"):
+            if box_type == "stsd":
+                cur = _Cursor(data, s, e, "stsd")
+                cur.full_box()
+                if cur.u32() == 0:
+                    return ""
+                for entry_type, _, _ in _children(data, cur.pos, e, "stsd"):
+                    return entry_type
+    return ""
 
 
 def _parse_stbl(data: bytes, start: int, end: int, track: _Track) -> None:

@@ -45,7 +45,8 @@ def clip_media(record: dict[str, Any]) -> ClipMedia:
     return ClipMedia(key=record["key"], url=_clip_url(record["key"]),
                      captured_at=datetime.fromisoformat(record["captured_at"].replace("Z", "+00:00")),
                      init_size=record["init_size"], fragments=fragments, duration_s=record["duration_s"],
-                     codec=record["codec"], width=record["width"], height=record["height"])
+                     codec=record["codec"], width=record["width"], height=record["height"],
+                     audio_codec=record.get("audio_codec"))
 
 
 class ClipGone(LookupError):

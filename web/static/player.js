@@ -44,6 +44,18 @@
     $("cursor").setAttribute("x", String((start.getTime() - dayStart) / 60000));
     history.replaceState(null, "", "#" + key);
     video.dataset.key = key;
+    $("unplayable").hidden = true;
+    if (li.dataset.x !== "1" && !playable(li.dataset.c)) {
+      // H.265 where the browser has no HEVC decoder: say so, never a silent black box.
+      if (hls) { hls.destroy(); hls = null; }
+      video.removeAttribute("src");
+      video.load();
+      $("unplayable").textContent = codecName(li.dataset.c) + " cannot be decoded by this browser. " +
+        "Use Download or Export to play it in another player (VLC, mpv), or open it in a browser with " +
+        "HEVC support (Safari, Edge, Chrome with hardware decoding).";
+      $("unplayable").hidden = false;
+      return;
+    }
     if (li.dataset.x === "1") {   // a tombstone: the object was deleted outside CryoSpy
       if (hls) { hls.destroy(); hls = null; }
       video.removeAttribute("src");
@@ -64,6 +76,17 @@
       }
       video.play().catch(() => {});
     });
+  }
+
+  function playable(codecs) {
+    if (!codecs) return true;
+    const mime = 'video/mp4; codecs="' + codecs + '"';
+    if (window.MediaSource && MediaSource.isTypeSupported(mime)) return true;
+    return video.canPlayType(mime) !== "";
+  }
+  function codecName(codecs) {
+    return /^(hvc1|hev1)/.test(codecs || "") ? "This clip is H.265 (HEVC), which" : "This clip's codec (" +
+      codecs + ")";
   }
 
   // hls.js (about 120 KB) loads when it is first needed, or as soon as the pointer nears the clips, not with
