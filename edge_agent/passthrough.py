@@ -18,7 +18,7 @@ Cameras as they behave:
 * a camera that drops mid-clip: ffmpeg ends the clip it was writing (it is sealed and uploaded like any
   other), the loop reconnects with exponential backoff, and the first clip after the outage carries a
   :class:`~.recorded.SourceGap` ("camera offline from ... to ...") in its sealed metadata;
-* clip times come from the agent's clock (when ffmpeg closed the previous clip), not from the camera's
+* clip times come from the agent's clock (see :class:`SessionClock`), not from the camera's
   timestamps, so a camera whose clock jumps or runs backwards still yields clips placed where they were
   recorded; ffmpeg itself repairs non-monotonic timestamps inside a clip;
 * credentials in the URL never leave ffmpeg's command line: every diagnostic is passed through
@@ -274,6 +274,34 @@ class _ClipList:
         return rows
 
 
+class SessionClock:
+    """Places one session's clips on the agent's wall clock from the stream times ffmpeg lists for them.
+
+    The first clip anchors the session: stream time ``end`` was "now" when ffmpeg reported the clip closed.
+    Later clips follow from their listed stream times, so clips of a session are back to back exactly as the
+    camera's packets are. A clip closes only after its content arrived, so "drift" (report time minus
+    content end) is normally a small positive latency; a camera whose timestamps jump (or a server that sends
+    a burst at start) shows up as drift beyond ``tolerance_s`` either way, and the session is re-anchored there.
+    The first clip's report may lag its content by the stream's start-up buffering (about 2 s when audio is
+    encoded); that bias stays with the session rather than overlapping clips.
+    """
+
+    def __init__(self, tolerance_s: float = 5.0, max_latency_s: float = 10.0) -> None:
+        self.anchor: datetime | None = None
+        self.tolerance_s = tolerance_s
+        self.max_latency_s = max_latency_s
+        self.reanchored = 0
+
+    def place(self, now: datetime, start_s: float, end_s: float) -> datetime:
+        if self.anchor is not None:
+            drift = (now - (self.anchor + timedelta(seconds=end_s))).total_seconds()
+            if -self.tolerance_s <= drift <= self.max_latency_s:
+                return self.anchor + timedelta(seconds=start_s)
+            self.reanchored += 1
+        self.anchor = now - timedelta(seconds=end_s)
+        return self.anchor + timedelta(seconds=start_s)
+
+
 class PassthroughRecorder:
     """The capture loop for a compressed camera stream; same role and reporting as :class:`.recorder.Recorder`."""
 
@@ -351,12 +379,13 @@ class PassthroughRecorder:
             t.start()
         clips = _ClipList(out / "clips.csv")
         started = self.monotonic()
+        clock = SessionClock()
         first = True
         requested = False
         try:
             while True:
                 for name, start, end in clips.new_entries():
-                    self._finished(out / name, end - start, plan, first)
+                    self._finished(out / name, start, end, plan, clock)
                     first = False
                 if proc.proc.poll() is not None:
                     break
@@ -372,7 +401,7 @@ class PassthroughRecorder:
         finally:
             code = proc.stop()
             for name, start, end in clips.new_entries():
-                self._finished(out / name, end - start, plan, first)
+                self._finished(out / name, start, end, plan, clock)
                 first = False
             for t in feeders:
                 t.join(timeout=_STOP_WAIT_S)
@@ -384,14 +413,12 @@ class PassthroughRecorder:
             return None
         return explain(proc.stderr()) if code != 0 or first else "the camera ended its stream"
 
-    def _finished(self, path: Path, listed_s: float, plan: PassthroughPlan, first: bool) -> None:
+    def _finished(self, path: Path, start_s: float, end_s: float, plan: PassthroughPlan,
+                  clock: SessionClock) -> None:
         """A clip ffmpeg closed: place it on the agent's clock, attach its motion, hand it to the finisher."""
         now = self.utc()
         summary, motion_error = self.tap.cut()
-        if first or self._last_end is None:
-            captured_at = now - timedelta(seconds=max(0.0, min(listed_s, plan.clip_seconds * 3)))
-        else:
-            captured_at = self._last_end
+        captured_at = clock.place(now, start_s, end_s)
         self._last_end = now
         # Out of the session directory (which is emptied when the session ends) before the finisher gets it.
         kept = self.scratch / f"{path.parent.name}-{path.name}"

@@ -21,7 +21,9 @@ from cryospy.functions.removal import clip_removed
 from cryospy.functions.services import get_services
 from cryospy.functions.slots import SlotRequest, issue_slot
 
-app = Chalice(app_name="cryospy")
+# configure_logs=False: Chalice would otherwise set the "cryospy" logger to ERROR and stop it propagating,
+# which silences every cryospy.* warning and info line (the CLI configures logging once, at the edge).
+app = Chalice(app_name="cryospy", configure_logs=False)
 app.api.binary_types.extend(["video/mp4", "video/mp2t", "application/vnd.apple.mpegurl", "image/jpeg"])
 
 

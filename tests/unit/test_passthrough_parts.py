@@ -251,3 +251,23 @@ def test_capture_request_sets_fourcc_first_and_reports_what_was_granted() -> Non
     assert device.calls[0] == cv2.CAP_PROP_FOURCC
     assert granted == "1280x720 15 fps MJPG (asked for 1920x1080 15 fps MJPG)"
     assert apply_capture_request(Device(), CaptureRequest()) == "640x480 30 fps YUYV"  # type: ignore[arg-type]
+
+
+# --- placing clips on the agent's clock ----------------------------------------------------------------------
+
+def test_a_sessions_clips_are_back_to_back_and_a_timestamp_jump_reanchors() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cryospy.edge_agent.passthrough import SessionClock
+
+    t0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
+    clock = SessionClock()
+    # The first clip's report lags its content by 2 s of start-up buffering; the next comes 1 s later.
+    first = clock.place(t0 + timedelta(seconds=5), 0.0, 3.0)
+    second = clock.place(t0 + timedelta(seconds=6), 3.0, 6.0)
+    third = clock.place(t0 + timedelta(seconds=9.2), 6.0, 9.0)
+    assert first == t0 + timedelta(seconds=2) and second == first + timedelta(seconds=3)
+    assert third == second + timedelta(seconds=3) and clock.reanchored == 0
+    # The camera's clock jumps an hour ahead: placed by when it arrived, not by the camera's word.
+    jumped = clock.place(t0 + timedelta(seconds=12.3), 3609.0, 3612.0)
+    assert jumped == t0 + timedelta(seconds=9.3) and clock.reanchored == 1
