@@ -41,6 +41,7 @@ __all__ = ["ClipEncoder", "EncodeSettings", "EncodedClip"]
 _PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
+_CODECS = ("libx264", "libopenh264")
 _BITRATE = re.compile(r"^[1-9][0-9]*(\.[0-9]+)?[kKmM]?$")
 _STDERR_KEEP = 64 * 1024
 _CLOSE_TIMEOUT_S = 120.0
@@ -63,6 +64,7 @@ class EncodeSettings:
     grayscale: bool = False
     keyframe_seconds: float = 1.0
     preset: str = "veryfast"
+    codec: str = "libx264"          # or libopenh264 (Cisco's encoder: no CRF, the bitrate is its target)
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -86,6 +88,10 @@ class EncodeSettings:
                 f"keyframe_seconds={self.keyframe_seconds!r}: must be between 0.1 and 10; it is also the "
                 "HLS segment length"
             )
+        if self.codec not in _CODECS:
+            raise ValueError(f"codec={self.codec!r}: choose one of {', '.join(_CODECS)}")
+        if self.codec == "libopenh264" and self.bitrate is None:
+            raise ValueError("libopenh264 has no constant-quality mode: set bitrate (e.g. '1500k')")
         if self.preset not in _PRESETS:
             raise ValueError(f"preset={self.preset!r}: choose one of {', '.join(_PRESETS)}")
 
@@ -105,6 +111,16 @@ class EncodeSettings:
             "-framerate", f"{rate.numerator}/{rate.denominator}",
             "-i", "pipe:0",
             "-an",
+        ]
+        if self.codec == "libopenh264":
+            # Constrained baseline: no B-frames by definition, plays everywhere; a keyframe every GOP and no
+            # frame skipping, so fragments tile the clip as with x264.
+            assert self.bitrate is not None
+            return [*args, "-c:v", "libopenh264", "-profile:v", "constrained_baseline", "-pix_fmt", "yuv420p",
+                    "-g", gop, "-b:v", self.bitrate, "-maxrate", self.bitrate, "-allow_skip_frames", "0",
+                    "-movflags", "+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+                    "-f", "mp4", "-y", str(output)]
+        args += [
             "-c:v", "libx264",
             "-preset", self.preset,
             "-profile:v", "main",

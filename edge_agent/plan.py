@@ -67,7 +67,8 @@ class RecordingPlan:
         keyframe = min(max(keyframe, 1.0 / fps), clip_seconds)
         crf = config.crf if config.crf is not None else hints.crf
         encode = EncodeSettings(width=width, height=height, fps=fps, crf=crf, bitrate=hints.bitrate,
-                                grayscale=hints.grayscale, keyframe_seconds=keyframe, preset=config.encoder_preset)
+                                grayscale=hints.grayscale, keyframe_seconds=keyframe, preset=config.encoder_preset,
+                                codec=hints.codec)
         return cls(settings, snapshot.etag, snapshot.recipient, clip_seconds, fps, encode, frame_size)
 
     def motion_key(self) -> tuple[object, ...]:

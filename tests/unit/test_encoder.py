@@ -178,6 +178,19 @@ def test_bitrate_mode_and_fractional_fps(tmp_path: Path) -> None:
     assert info.duration_s == pytest.approx(30 / 29.97, abs=0.002)
 
 
+def test_libopenh264_is_the_encoder_the_setting_names(tmp_path: Path) -> None:
+    """output_codec: libopenh264 really encodes with Cisco's encoder (constrained baseline, profile 66),
+    at the bitrate target, into the same fragment layout; libx264 gives main profile (77)."""
+    scene = SyntheticScene(width=W, height=H, fps=10, seed=3)
+    openh264 = _encode(tmp_path / "oh.mp4", scene, 20, crf=None, bitrate="300k", codec="libopenh264")
+    x264 = _encode(tmp_path / "x.mp4", scene, 20)
+    assert parse_mp4_file(openh264.path).codec.startswith("avc1.42")
+    assert parse_mp4_file(x264.path).codec.startswith("avc1.4d")
+    assert len(_decode_all(openh264.path)) == 20 and len(parse_mp4_file(openh264.path).fragments) == 2
+    with pytest.raises(ValueError, match="no constant-quality mode"):
+        EncodeSettings(width=W, height=H, fps=10, codec="libopenh264", bitrate=None)
+
+
 def test_grayscale_has_no_chroma(tmp_path: Path, scene: SyntheticScene) -> None:
     out = _encode(tmp_path / "grey.mp4", scene, 5, grayscale=True)
     frame = _decode_all(out.path)[2]
