@@ -15,7 +15,6 @@ import logging
 from chalice.app import Request
 
 from .admin import set_enabled
-from .client_ip import client_ip
 from .devices import Device, parse_basic
 from .errors import ApiError, Unauthorized
 from .services import Services
@@ -27,13 +26,14 @@ class TooManyFailures(ApiError):
     status = 429
 
 
-def request_ip(services: Services, request: Request) -> str:
-    remote = str(request.context.get("identity", {}).get("sourceIp") or "")
-    return client_ip(remote, request.headers, services.trusted_proxies)
+def request_ip(request: Request) -> str:
+    """The client's address: ``sourceIp``, which the runtime's front door (or API Gateway) has already resolved
+    through the trusted-proxy rule."""
+    return str(request.context.get("identity", {}).get("sourceIp") or "")
 
 
 def authenticate_device(services: Services, request: Request) -> Device:
-    ip = request_ip(services, request)
+    ip = request_ip(request)
     if services.proxy_auth is not None:
         name, expected = services.proxy_auth
         if not hmac.compare_digest((request.headers.get(name.lower()) or "").encode(), expected.encode()):

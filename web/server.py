@@ -34,6 +34,7 @@ StartResponse = Callable[..., Any]
 SESSION_COOKIE = "cryospy_session"
 PRELOGIN_COOKIE = "cryospy_prelogin"
 SESSION_SECONDS = 12 * 3600
+MAX_FORM_BODY = 16 * 1024   # the largest form post (the runtime refuses bigger bodies before reading them)
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
@@ -333,7 +334,7 @@ def _cookies(environ: dict[str, Any]) -> dict[str, str]:
 
 def _form(environ: dict[str, Any]) -> dict[str, str]:
     try:
-        length = min(int(environ.get("CONTENT_LENGTH") or 0), 16 * 1024)
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_FORM_BODY)
     except ValueError:
         length = 0
     raw = environ["wsgi.input"].read(length).decode("utf-8", "replace") if length else ""
