@@ -40,6 +40,7 @@ from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection
 from cryospy.web.first_run import SETUP_CODE_FILE, FirstRun
+from cryospy.web.login_links import LINKS_DIR, LoginLinks
 from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.server import Dashboard
 from cryospy.web.site_store import SiteStore
@@ -149,7 +150,8 @@ class Runtime:
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
-                                   media=MediaRoutes(self.services), actions=self._dashboard_actions())
+                                   media=MediaRoutes(self.services), actions=self._dashboard_actions(),
+                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: self.services.vault.locked)
         # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
         self.first_run = FirstRun(self.dashboard, self.services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
                                   scrypt_n=self.options.setup_scrypt_n)
