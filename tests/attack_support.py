@@ -17,10 +17,16 @@ from tests.conftest import PASSPHRASE
 BEHIND_PROXY = ServerConfig(trusted_proxies=("127.0.0.1",))
 
 
+def forget_failures(deployment: Deployment) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        deployment.path("runtime", "auth-failures.sqlite" + suffix).unlink(missing_ok=True)
+
+
 @contextmanager
 def serving(deployment: Deployment, config: ServerConfig | None = None) -> Iterator[Runtime]:
-    """A runtime for one attack; the failures it records are forgotten afterwards, so that an attack on
-    127.0.0.1 does not leak into later tests (they share the deployment)."""
+    """A runtime for one attack, starting from no recorded failures (earlier tests share the deployment and
+    may have failed logins from 127.0.0.1); what the attack records is forgotten afterwards too."""
+    forget_failures(deployment)
     rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
     rt.unlock(PASSPHRASE)
     rt.start()
@@ -28,8 +34,7 @@ def serving(deployment: Deployment, config: ServerConfig | None = None) -> Itera
         yield rt
     finally:
         rt.stop()
-        for suffix in ("", "-wal", "-shm"):
-            deployment.path("runtime", "auth-failures.sqlite" + suffix).unlink(missing_ok=True)
+        forget_failures(deployment)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

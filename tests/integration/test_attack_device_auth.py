@@ -40,20 +40,22 @@ def test_wrong_secrets_for_a_camera_name_never_switch_it_off(deployment, minio, 
     assert "Device: porch-kill" in text and "127.0.0.1" in text and "disabled" not in text
 
 
-def test_a_page_under_another_name_cannot_reach_the_runtime(runtime, deployment, tmp_path: Path):
+def test_a_page_under_another_name_cannot_reach_the_runtime(deployment, minio, tmp_path: Path):
     """DNS rebinding: a web page on attacker.example re-points its name at the runtime; the browser then sends
     ``Host: attacker.example``. Every route the browser could reach refuses it before doing anything."""
     port = deployment.runtime_port
-    FakeCamera(deployment, "rebound", tmp_path)
     evil = {"Host": f"attacker.example:{port}"}
-    for method, path in (("GET", "/v1/device/settings"), ("GET", "/login"), ("POST", "/login"), ("GET", "/"),
-                         ("GET", "/health"), ("POST", "/v1/admin/devices")):
-        status, _, body = call(method, deployment.runtime_url + path, b"" if method == "POST" else None,
-                                {**evil, **basic("rebound", "00" * 32)})
-        assert status == 421 and b"allowed_hosts" in body, (method, path, status, body[:200])
-    assert not runtime.services.defence.snapshot()["devices"]                 # nothing was even counted
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
-        assert call("GET", deployment.runtime_url + "/login", headers={"Host": host})[0] == 200, host
+    with serving(deployment) as rt:
+        FakeCamera(deployment, "rebound", tmp_path)
+        for method, path in (("GET", "/v1/device/settings"), ("GET", "/login"), ("POST", "/login"), ("GET", "/"),
+                             ("GET", "/health"), ("POST", "/v1/admin/devices")):
+            status, _, body = call(method, deployment.runtime_url + path, b"" if method == "POST" else None,
+                                   {**evil, **basic("rebound", "00" * 32)})
+            assert status == 421 and b"allowed_hosts" in body, (method, path, status, body[:200])
+        snapshot = rt.services.defence.snapshot()
+        assert not snapshot["devices"] and not snapshot["ips"]                # nothing was even counted
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "127.0.0.1"):
+            assert call("GET", deployment.runtime_url + "/login", headers={"Host": host})[0] == 200, host
 
 
 # -- finding 2: one proxy rule for the device API and the dashboard ----------------------------------------

@@ -15,6 +15,7 @@ from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions.services import S3Identity
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
+from tests.attack_support import forget_failures
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
 from tests.support import FakeCamera, wait_for
@@ -78,6 +79,7 @@ def test_repeated_failures_mail_the_admin_once_across_a_restart_and_never_disabl
                               auth_events={"time_window_minutes": 60, "notification_threshold": 2,
                                            "min_interval_minutes": 30})
         bad = {"Authorization": "Basic " + base64.b64encode(b"brute:" + b"00" * 32).decode()}
+        forget_failures(deployment)
         first = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
         first.unlock(PASSPHRASE)
         first.start()
@@ -101,8 +103,7 @@ def test_repeated_failures_mail_the_admin_once_across_a_restart_and_never_disabl
             time.sleep(1)   # a second mail would have been sent by now
         finally:
             second.stop()
-            for suffix in ("", "-wal", "-shm"):
-                deployment.path("runtime", "auth-failures.sqlite" + suffix).unlink(missing_ok=True)
+            forget_failures(deployment)
     [mail] = smtp.messages                   # the rate limit held across the restart
     assert mail["Subject"] == "CryoSpy repeated authentication failures detected"
     assert "Device: brute" in mail.get_content() and "127.0.0.1" in mail.get_content()
