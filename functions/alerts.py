@@ -81,13 +81,14 @@ class Alerts:
                           f"Device: {device_id}\nUsed: {used / MIB:.0f} MB of {limit / MIB:.0f} MB\n"
                           "The oldest unprotected footage is being deleted to make room for new clips.\n")
 
-    def auth_failures(self, device_id: str | None, count: int, ip: str, *, disabled: bool) -> Future[None] | None:
+    def auth_failures(self, device_id: str | None, count: int, ip: str) -> Future[None] | None:
         lines = [f"Device: {device_id}", f"Failed attempts in the window: {count}", f"Last attempt from: {ip}",
-                 f"Time: {_when()}"]
-        if disabled:
-            lines.append("The device has been disabled. Re-enable it in the dashboard or with the admin API "
-                         "once you know why (and rotate its secret if it may have leaked).")
-        # The auth defence already rate-limits these (and a disable is always worth a mail).
+                 f"Time: {_when()}",
+                 "The device keeps working: failed logins never disable it (its secret cannot be guessed). The "
+                 "address they come from is throttled. If it is not one of your cameras, find out what it is; "
+                 "disable the device yourself (dashboard or admin API) only if its secret may have leaked, and "
+                 "rotate the secret then."]
+        # The auth defence already rate-limits these.
         return self._send(device_id or "(unknown)", "auth", None,
                           "CryoSpy repeated authentication failures detected", "\n".join(lines) + "\n")
 

@@ -1,5 +1,5 @@
 """Auth-failure defence: count failed device logins per device and per source address, and decide when to
-disable a device, alert the admin, or refuse an address.
+alert the admin or throttle an address.
 
 The original meant to do this but recorded a failure only when the verifier returned a client, which it
 never did on failure, so nothing was ever counted; its window also lived in memory and vanished on
@@ -16,20 +16,25 @@ What is counted, and why:
   logins to wash away a brute force against another device (or the same one). A success is only noted
   for the status page.
 
-How the API uses it (the secret is never checked for a blocked address, so blocking also saves the
-hashing work, and blocked requests are not recorded, so the store stays bounded per address)::
+**Failures never disable a device.** Device secrets are 256-bit, so failed guesses cannot succeed and
+disabling protects nothing; it only handed anyone who knew a camera's name (ids are names like "porch") a
+switch to turn it off. The reaction is on the *source*: its address is throttled, and the admin is mailed
+with the address. Only an admin disables a device. The former ``auto_disable_threshold`` setting is refused
+with a message saying so.
 
-    ip = client_ip(peer, headers, trusted_proxies)
+How the API uses it (a right secret always gets in, even from a throttled address, so no attacker can lock
+a camera out by failing from its address or its /64; failures from a throttled address are refused without
+being recorded, so the store stays bounded per address)::
+
+    ... verify the secret; on failure:
     if defence.is_blocked(ip):
-        raise TooManyRequests                    # same answer whether or not the secret was right
-    ... verify; on failure:
+        raise TooManyRequests
     decision = defence.record_failure(device_id, ip, known_device=registry.exists(device_id))
-    if decision.disable_device: registry.disable(device_id)
     if decision.notify: send the alert (on failure: defence.release_notification(device_id))
 
 Decisions are claims made inside the write transaction, so of many concurrent failures exactly one sees
-``disable_device`` or ``notify``. After an admin re-enables a device or rotates its secret, call
-:meth:`AuthDefence.clear_device` so the old failures no longer count against it.
+``notify``. After an admin re-enables a device or rotates its secret, call :meth:`AuthDefence.clear_device` so the old
+failures no longer count against it.
 
 Errors::
 
@@ -63,7 +68,6 @@ MAX_KEY_CHARS = 128
 # key: (minimum, maximum); every number has bounds so a typo such as 0 or 10000000 is caught at start-up.
 _BOUNDS: dict[str, tuple[int, int]] = {
     "time_window_minutes": (1, 7 * 24 * 60),
-    "auto_disable_threshold": (0, 100_000),
     "notification_threshold": (0, 100_000),
     "min_interval_minutes": (0, 7 * 24 * 60),
     # At least 1: without a per-address limit unknown ids would be unlimited and the failure log unbounded.
@@ -72,6 +76,14 @@ _BOUNDS: dict[str, tuple[int, int]] = {
 
 
 SUSPECTS_REFRESH_SECONDS = 5.0
+
+# Settings that no longer exist, and what to write instead: refused with this message, never silently ignored.
+_REMOVED = {
+    "auto_disable_threshold": "failed logins no longer disable a device: anyone who knew a camera's name could "
+                              "switch it off that way. The source address is throttled instead "
+                              "(unknown_id_limit_per_ip) and the admin is mailed (notification_threshold); "
+                              "only an admin disables a device. Remove the key",
+}
 
 
 class AuthDefenceError(FunctionsError):
@@ -86,12 +98,12 @@ class AuthDefenceSettingsError(AuthDefenceError):
 class AuthDefenceSettings:
     """Thresholds of the defence; a threshold of 0 turns that reaction off.
 
-    Defaults follow the original's example configuration (60 min, disable at 10, mail at 5, 30 min apart)
-    plus a per-address limit of 20 failures per window.
+    Defaults follow the original's example configuration (60 min, mail at 5, 30 min apart) plus a per-address
+    limit of 20 failures per window (``unknown_id_limit_per_ip``: every failure from an address counts, for
+    known and unknown ids alike).
     """
 
     time_window_minutes: int = 60
-    auto_disable_threshold: int = 10
     notification_threshold: int = 5
     min_interval_minutes: int = 30
     unknown_id_limit_per_ip: int = 20
@@ -110,6 +122,9 @@ class AuthDefenceSettings:
         """Strict: unknown keys are an error with a hint, so a typo never silently keeps a default."""
         if not isinstance(doc, Mapping):
             raise AuthDefenceSettingsError(f"auth_defence settings must be an object, not {type(doc).__name__}")
+        for key, why in _REMOVED.items():
+            if key in doc:
+                raise AuthDefenceSettingsError(f"auth_defence.{key} was removed: {why}")
         problem = unknown_key_message(doc, (f.name for f in fields(cls)), "auth_defence")
         if problem:
             raise AuthDefenceSettingsError(problem)
@@ -126,7 +141,6 @@ class FailureDecision:
 
     device_failures: int
     ip_failures: int
-    disable_device: bool
     notify: bool
     block_ip: bool
 
@@ -163,7 +177,6 @@ CREATE INDEX IF NOT EXISTS failures_ip ON failures (ip, ts);
 CREATE INDEX IF NOT EXISTS failures_device ON failures (device_id, ts) WHERE device_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
-    disable_signalled_at REAL,
     last_notified_at REAL,
     last_success_at REAL,
     last_success_ip TEXT
@@ -251,8 +264,8 @@ class AuthDefence:
     def is_blocked(self, ip: str) -> bool:
         """True while the address has ``unknown_id_limit_per_ip`` or more failures in the window.
 
-        Call it before checking credentials, and do not record failures for blocked requests: the block
-        then lifts by itself once the address's old failures slide out of the window.
+        Ask it about a failed login before recording it, and do not record failures of blocked requests: the
+        block then lifts by itself once the address's old failures slide out of the window.
         """
         key = address_key(ip)
         if key not in self._suspects():
@@ -282,8 +295,6 @@ class AuthDefence:
         ``known_device`` is whether ``device_id`` exists in the registry (enabled or not); only then does
         the failure count against the device. Thresholds compare with ``>=``.
 
-        * ``disable_device`` is claimed once: again only after a full window has passed since the last
-          claim (with a fresh threshold's worth of failures since), or after :meth:`clear_device`.
         * ``notify`` is claimed when the device is at or over ``notification_threshold`` and the last
           claim is at least ``min_interval_minutes`` old (persisted, so a restart does not re-alert).
         * ``block_ip`` is True when this failure brings the address to its limit or beyond.
@@ -299,24 +310,19 @@ class AuthDefence:
             db.execute("INSERT INTO failures (ts, ip, device_id) VALUES (?, ?, ?)", (now, key, device))
             (ip_failures,) = db.execute("SELECT COUNT(*) FROM failures WHERE ip = ? AND ts > ?",
                                         (key, cutoff)).fetchone()
-            device_failures, disable, notify = 0, False, False
+            device_failures, notify = 0, False
             if device is not None:
                 (device_failures,) = db.execute("SELECT COUNT(*) FROM failures WHERE device_id = ? AND ts > ?",
                                                 (device, cutoff)).fetchone()
                 db.execute("INSERT OR IGNORE INTO devices (device_id) VALUES (?)", (device,))
-                signalled, notified = db.execute(
-                    "SELECT disable_signalled_at, last_notified_at FROM devices WHERE device_id = ?",
-                    (device,)).fetchone()
-                if s.auto_disable_threshold and device_failures >= s.auto_disable_threshold \
-                        and (signalled is None or signalled <= cutoff):
-                    disable = True
-                    db.execute("UPDATE devices SET disable_signalled_at = ? WHERE device_id = ?", (now, device))
+                (notified,) = db.execute("SELECT last_notified_at FROM devices WHERE device_id = ?",
+                                         (device,)).fetchone()
                 if s.notification_threshold and device_failures >= s.notification_threshold \
                         and (notified is None or now - notified >= self._interval):
                     notify = True
                     db.execute("UPDATE devices SET last_notified_at = ? WHERE device_id = ?", (now, device))
-        return FailureDecision(device_failures=device_failures, ip_failures=ip_failures, disable_device=disable,
-                               notify=notify, block_ip=ip_failures >= s.unknown_id_limit_per_ip)
+        return FailureDecision(device_failures=device_failures, ip_failures=ip_failures, notify=notify,
+                               block_ip=ip_failures >= s.unknown_id_limit_per_ip)
 
     def record_success(self, device_id: str, ip: str) -> None:
         """Note a successful login for the status page; deliberately lowers no count (see module doc)."""
@@ -346,7 +352,7 @@ class AuthDefence:
         now = self._clock()
         cutoff = now - self._window
         device_rows = self._read(
-            "SELECT d.device_id, COALESCE(f.n, 0), f.last, d.disable_signalled_at, d.last_notified_at, "
+            "SELECT d.device_id, COALESCE(f.n, 0), f.last, d.last_notified_at, "
             "       d.last_success_at, d.last_success_ip "
             "FROM devices d LEFT JOIN (SELECT device_id, COUNT(*) AS n, MAX(ts) AS last FROM failures "
             "                          WHERE device_id IS NOT NULL AND ts > ? GROUP BY device_id) f "
@@ -363,9 +369,9 @@ class AuthDefence:
             "settings": asdict(self.settings),
             "devices": [
                 {"device_id": dev, "failures": n, "last_failure_at": _iso(last),
-                 "disable_signalled_at": _iso(signalled), "last_notified_at": _iso(notified),
+                 "last_notified_at": _iso(notified),
                  "last_success_at": _iso(success), "last_success_ip": success_ip}
-                for dev, n, last, signalled, notified, success, success_ip in device_rows
+                for dev, n, last, notified, success, success_ip in device_rows
             ],
             "ips": [{"ip": ip, "failures": n, "last_failure_at": _iso(last), "blocked": n >= limit}
                     for ip, n, last in ip_rows],

@@ -6,9 +6,14 @@ proxy we trust was written by someone we do not trust. So the header is honoured
 peer is a trusted proxy, and it is read from the right, skipping our own proxies, until the first address
 that is not ours: that is the client as our outermost proxy saw it.
 
-An empty list of trusted proxies trusts nobody: the headers are ignored and the peer address is used (the
+An empty list of trusted proxies trusts nobody: the header is ignored and the peer address is used (the
 original's release-build semantics; its Docker image, built without the release tag, trusted everybody,
 which let any client pick the address it was blocked under).
+
+``X-Real-IP`` is never read. A proxy that appends to ``X-Forwarded-For`` usually passes a client's own
+``X-Real-IP`` through untouched, so believing it let any client choose the address it was counted under
+(and get a neighbour throttled). One header, one rule, for the device API and the dashboard alike: the
+runtime's front door (``infra/front_door.py``) applies it once per request.
 
 Header values never raise: garbage, ports, brackets, quotes and IPv6 zone ids are tolerated. The trusted
 list is configuration and is validated loudly: call :func:`parse_trusted_proxies` at start-up.
@@ -107,7 +112,7 @@ def client_ip(remote_addr: str, headers: Mapping[str, str], trusted_proxies: Seq
     When the peer is trusted: walk ``X-Forwarded-For`` from the right, skip trusted hops, and return the
     first untrusted address. If every hop is trusted the leftmost is the client (a LAN client inside a
     trusted range). If the walk meets an entry that is not an address, nothing left of it can be
-    attributed, so fall back to ``X-Real-IP`` and then to ``remote_addr``. Addresses come back normalised
+    attributed, so the peer (our proxy) is the best we know. Addresses come back normalised
     (``::ffff:1.2.3.4`` → ``1.2.3.4``, IPv6 compressed); a ``remote_addr`` that is not an IP is returned
     unchanged.
     """
@@ -138,9 +143,4 @@ def client_ip(remote_addr: str, headers: Mapping[str, str], trusted_proxies: Seq
         if leftmost is not None and not truncated:
             return str(leftmost)
 
-    real_ip = _header(headers, "X-Real-IP")
-    if real_ip:
-        address = _parse_address(real_ip)
-        if address is not None:
-            return str(address)
     return str(peer)

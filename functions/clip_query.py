@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import validate
+from . import json_limits, validate
 from .errors import BadRequest
 from .services import Services
 
@@ -47,7 +47,7 @@ class ClipQuery:
         cursor = None
         if params.get("cursor"):
             try:
-                raw = json.loads(base64.urlsafe_b64decode(params["cursor"].encode()))
+                raw = json_limits.loads(base64.urlsafe_b64decode(params["cursor"].encode()))
                 cursor = (str(raw[0]), str(raw[1]))
             except (ValueError, TypeError, IndexError):
                 raise BadRequest("'cursor' is not one this API issued", field="cursor") from None

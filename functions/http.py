@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from chalice.app import Request, Response
 
+from . import json_limits
 from .errors import ApiError, BadRequest, PayloadTooLarge
 
 log = logging.getLogger("cryospy.api")
@@ -55,7 +56,9 @@ def json_object(request: Request) -> dict[str, Any]:
     if not raw:
         raise BadRequest("request body is empty; send a JSON object", field="body")
     try:
-        doc = json.loads(raw)
+        doc = json_limits.loads(raw)
+    except json_limits.JsonTooDeep as exc:
+        raise BadRequest(str(exc), field="body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}", field="body") from None
     if not isinstance(doc, dict):

@@ -62,7 +62,6 @@ class Services:
     identities: Any = None
     # Optional reverse-proxy style check on device routes: (header name, expected value).
     proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
-    trusted_proxies: tuple[str, ...] = ()
     defence: Any = None            # functions.auth_defence.AuthDefence, when configured
     # Where the upload-confirm route hands new-clip events (the runtime's job queue); None = not served.
     event_sink: Callable[[list[Any]], int] | None = None

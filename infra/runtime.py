@@ -40,10 +40,12 @@ from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection
 from cryospy.web.first_run import SETUP_CODE_FILE, FirstRun
+from cryospy.web.login_links import LINKS_DIR, LoginLinks
 from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.server import Dashboard
 from cryospy.web.site_store import SiteStore
 
+from . import front_door
 from .bootstrap import provision
 from .deployment import Deployment
 from .device_identities import MinioDeviceIdentities
@@ -80,7 +82,6 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
         slot_ttl_seconds=config.slot_ttl_seconds,
         identities=MinioDeviceIdentities(dep),
         proxy_auth=config.proxy_auth,
-        trusted_proxies=tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)),
         defence=defence,
         alerts=Alerts(mailer, config.alert_recipients, AlertLimits(dep.path("runtime", "alert-limits.sqlite")),
                       alert_policy(config)) if mailer else None,
@@ -123,8 +124,8 @@ class RuntimeApp:
             if environ["REQUEST_METHOD"] != "POST":
                 start_response(status_line(405), [("Content-Length", "0")])
                 return [b""]
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            body = environ["wsgi.input"].read(min(length, (1 << 20) + 1))
+            length = int(environ.get("CONTENT_LENGTH") or 0)   # the front door refused more than the cap
+            body = environ["wsgi.input"].read(min(length, front_door.body_limit(path) + 1))
             result = self.webhook.handle(environ.get("HTTP_AUTHORIZATION"), body)
             data = json.dumps(result.body).encode()
             start_response(status_line(result.status), [("Content-Type", "application/json"),
@@ -139,6 +140,7 @@ class Runtime:
     def __init__(self, dep: Deployment, options: RuntimeOptions | None = None, config: ServerConfig | None = None):
         self.dep = dep
         self.options = options or RuntimeOptions()
+        config = config or load_server_config(dep.path("server.json"))
         self.services = build_services(dep, config)
         self.routes: list[Route] = routes_from_app(app)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
@@ -148,7 +150,8 @@ class Runtime:
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
-                                   media=MediaRoutes(self.services), actions=self._dashboard_actions())
+                                   media=MediaRoutes(self.services), actions=self._dashboard_actions(),
+                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: self.services.vault.locked)
         # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
         self.first_run = FirstRun(self.dashboard, self.services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
                                   scrypt_n=self.options.setup_scrypt_n)
@@ -156,7 +159,10 @@ class Runtime:
         self._mount_dashboard_sections()
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
         self.services.event_sink = self.webhook.enqueue
-        self.wsgi = RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard))
+        self.wsgi = front_door.FrontDoor(
+            RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard)),
+            front_door.host_names(dep.host, dep.public_api_url, config.allowed_hosts),
+            tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)))
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
@@ -213,12 +219,12 @@ class Runtime:
             log.warning("first-run setup needed: open %s/setup and enter the one-time setup code from %s",
                         self.dep.runtime_url, self.setup_code_path)
         self._server = create_server(self.wsgi, host=self.dep.listen_host, port=self.dep.runtime_port,
-                                     threads=self.options.threads, ident="cryospy",
-                                     clear_untrusted_proxy_headers=True,
+                                     threads=self.options.threads, ident="cryospy", **front_door.server_options(),
                                      # waitress spills a slow client's pending output to a temp file past
                                      # outbuf_overflow; decrypted video must never reach the disk, so the
                                      # handler waits at 4 MiB instead and the buffer stays in memory.
                                      outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, outbuf_overflow=OUTBUF_OVERFLOW)
+        front_door.install(self._server)   # bodies over their route's cap are refused before they are read
         self._thread = threading.Thread(target=self._serve_http, name="cryospy-http", daemon=True)
         self._thread.start()
         if self.options.provision:

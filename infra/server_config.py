@@ -7,9 +7,10 @@ Example::
       "smtp": {"host": "mail.example.com", "port": 587, "from_addr": "cryospy@example.com",
                "username": "cryospy", "password": "…"},
       "alerts": {"recipients": ["me@example.com"]},
-      "auth_events": {"time_window_minutes": 60, "auto_disable_threshold": 10,
-                      "notification_threshold": 5, "min_interval_minutes": 30},
+      "auth_events": {"time_window_minutes": 60, "notification_threshold": 5, "min_interval_minutes": 30,
+                      "unknown_id_limit_per_ip": 20},
       "trusted_proxies": ["127.0.0.1", "10.0.0.0/8"],
+      "allowed_hosts": ["cryospy.lan"],
       "proxy_auth": {"header": "X-Proxy-Auth", "value": "…"},
       "max_clip_megabytes": 512,
       "slot_ttl_seconds": 600
@@ -29,8 +30,8 @@ from cryospy.common.strict_keys import unknown_key_message
 
 from .errors import InfraError
 
-KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "proxy_auth", "max_clip_megabytes", "slot_ttl_seconds",
-         "storage"}
+KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "allowed_hosts", "proxy_auth", "max_clip_megabytes",
+         "slot_ttl_seconds", "storage"}
 ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
               "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
 STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes"}
@@ -46,6 +47,8 @@ class ServerConfig:
     alert_recipients: tuple[str, ...] = ()
     auth_events: dict[str, Any] | None = None
     trusted_proxies: tuple[str, ...] = ()
+    # Names the runtime answers to besides its host, the public API URL's host, localhost and IP literals.
+    allowed_hosts: tuple[str, ...] = ()
     proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
     max_clip_bytes: int = 512 * 1024 * 1024
     slot_ttl_seconds: int = 600
@@ -93,6 +96,11 @@ def load_server_config(path: Path) -> ServerConfig:
     proxies = doc.get("trusted_proxies", [])
     if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
         raise ServerConfigError(f"{path}: trusted_proxies must be a list of addresses or CIDR ranges")
+    hosts = doc.get("allowed_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h and "/" not in h and ":" not in h
+                                              for h in hosts):
+        raise ServerConfigError(f"{path}: allowed_hosts must be a list of host names without scheme or port, "
+                                f"e.g. [\"cryospy.lan\"], got {hosts!r}")
     proxy_auth = doc.get("proxy_auth")
     if proxy_auth is not None and not (isinstance(proxy_auth, dict) and isinstance(proxy_auth.get("header"), str)
                                        and isinstance(proxy_auth.get("value"), str) and proxy_auth["value"]):
@@ -103,7 +111,7 @@ def load_server_config(path: Path) -> ServerConfig:
                  for k in ALERT_KEYS if k.endswith("_interval_minutes") and k in alerts}
     return ServerConfig(
         smtp=doc.get("smtp"), alert_recipients=tuple(recipients), auth_events=doc.get("auth_events"),
-        trusted_proxies=tuple(proxies),
+        trusted_proxies=tuple(proxies), allowed_hosts=tuple(hosts),
         proxy_auth=(proxy_auth["header"], proxy_auth["value"]) if proxy_auth else None,
         max_clip_bytes=int(max_mb) * 1024 * 1024, slot_ttl_seconds=int(ttl),
         attach_thumbnails=bool(alerts.get("attach_thumbnails", False)),

@@ -14,10 +14,10 @@ the work happens on the runtime's own queue. Outcomes:
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from dataclasses import dataclass
 
+from cryospy.functions import json_limits
 from cryospy.functions.events import MalformedEvent, ObjectEvent, parse_notification
 
 from .event_routes import Route
@@ -63,7 +63,9 @@ class WebhookReceiver:
         if len(body) > MAX_BODY:
             return WebhookResult(413, {"error": f"notification larger than {MAX_BODY} bytes"})
         try:
-            records = parse_notification(json.loads(body))
+            records = parse_notification(json_limits.loads(body))
+        except json_limits.JsonTooDeep as exc:
+            return WebhookResult(400, {"error": str(exc)})
         except (ValueError, UnicodeDecodeError) as exc:
             return WebhookResult(400, {"error": f"body is not JSON: {exc}"})
         except MalformedEvent as exc:

@@ -40,6 +40,7 @@ from cryospy.functions.services import Services
 
 from . import admin_status
 from .admin_forms import agent_config, form_to_settings, setting_name, settings_fields
+from .login_limiter import LoginThrottled
 from .server import Dashboard, Session, StartResponse
 
 PREFIX = "/admin"
@@ -263,25 +264,26 @@ class AdminSection:
                           form: dict[str, str]) -> list[bytes]:
         """Re-wrap the deployment keys under a new passphrase; wrong guesses of the current one count against
         the address exactly as failed logins do (same limiter), and every other session is logged out."""
-        limiter, ip = self.dashboard.limiter, environ.get("REMOTE_ADDR", "")
-        wait = limiter.blocked(ip)
-        if wait > 0:
-            return self.passphrase_page(start, session, 429, {
-                "current": f"Too many wrong passphrases. Try again in {int(wait) + 1} s."})
         current, new = form.get("current", ""), form.get("passphrase", "")
         try:
             check_new_passphrase(new, form.get("repeat", ""))
         except BadRequest as exc:
             return self.passphrase_page(start, session, 400, {exc.field or "passphrase": exc.message})
+        limiter = self.dashboard.limiter
+        try:
+            claim = limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before scrypt runs
+        except LoginThrottled as exc:
+            return self.passphrase_page(start, session, 429, {
+                "current": f"Too many wrong passphrases. Try again in {int(exc.wait) + 1} s."})
         try:
             KeyStore.load(self.services.vault.path).change_passphrase(current, new)
         except WrongPassphrase:
-            limiter.failed(ip)
             return self.passphrase_page(start, session, 400, {"current": "That is not the current passphrase. "
                                                                          "Nothing was changed."})
         except CryoSpyError as exc:
+            limiter.succeeded(claim)   # not a wrong passphrase: give the attempt back
             return self.passphrase_page(start, session, 400, {"current": str(exc)})
-        limiter.succeeded(ip)
+        limiter.succeeded(claim)
         self.dashboard.end_other_sessions(session)
         return self.dashboard.redirect(start, PREFIX + "/passphrase?changed=1")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryospy.common.settings import json_schema
+from cryospy.functions import json_limits
 from cryospy.functions.errors import BadRequest
 
 SETTINGS_PREFIX = "settings."
@@ -119,7 +120,9 @@ def form_to_settings(form: dict[str, str], current: dict[str, Any]) -> dict[str,
         elif kind == "json":
             raw = form.get(name, "").strip() or "[]"
             try:
-                value = json.loads(raw)
+                value = json_limits.loads(raw)
+            except json_limits.JsonTooDeep as exc:
+                raise BadRequest(str(exc), field=SETTINGS_PREFIX + name) from None
             except ValueError as exc:
                 raise BadRequest(f"{name} is not valid JSON ({exc.msg} at character {exc.pos + 1}); write a list "
                                  "of polygons like [[[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]] or [] for none",

@@ -26,7 +26,8 @@ from cryospy.common.keys import KeyStoreExists
 from cryospy.functions.errors import BadRequest
 from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, KeyVault, check_new_passphrase
 
-from .server import Dashboard, LoginLimiter, Session, StartResponse
+from .login_limiter import LoginLimiter, LoginThrottled
+from .server import Dashboard, Session, StartResponse
 
 SETUP_CODE_FILE = "setup-code.txt"
 PRESETUP_COOKIE = "cryospy_presetup"
@@ -112,19 +113,19 @@ class FirstRun:
         return self._submit(environ, start, pre)
 
     def _submit(self, environ: dict[str, Any], start: StartResponse, pre: str) -> Any:
-        ip = environ.get("REMOTE_ADDR", "")
-        wait = self.limiter.blocked(ip)
-        if wait > 0:
-            return self._form(environ, start, "429 Too Many Requests", pre,
-                              errors={"code": f"Too many wrong setup codes. Try again in {int(wait) + 1} s."})
         # The pre-session token stands in for a session's CSRF token (there is no session before setup).
         form = self.dashboard.form(environ, Session(token="", csrf=pre))
         if form is None:
             return self._form(environ, start, "403 Forbidden", pre, error="The form expired. Please try again.")
+        try:
+            claim = self.limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before the code is compared
+        except LoginThrottled as exc:
+            return self._form(environ, start, "429 Too Many Requests", pre, errors={
+                "code": f"Too many wrong setup codes. Try again in {int(exc.wait) + 1} s."})
         if not self.code.matches(form.get("code", "")):
-            self.limiter.failed(ip)
             return self._form(environ, start, "403 Forbidden", pre, errors={
                 "code": f"Wrong setup code. Copy it again from {SETUP_CODE_FILE}."})
+        self.limiter.succeeded(claim)   # the code was right: not a failed guess
         passphrase = form.get("passphrase", "")
         try:
             check_new_passphrase(passphrase, form.get("repeat", ""))
@@ -135,7 +136,6 @@ class FirstRun:
             self.vault.initialise(passphrase, scrypt_n=self.scrypt_n)
         except KeyStoreExists:
             return self._done(start)
-        self.limiter.succeeded(ip)
         self.code.discard()
         cookie = self.dashboard.start_session(environ)
         self.on_complete()

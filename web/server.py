@@ -4,7 +4,8 @@ Every page needs a session. Logging in with the admin passphrase also unlocks th
 (that is the same passphrase), so a runtime started without one begins processing as soon as the admin logs
 in. Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
 SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF token bound to the session
-(or, for the login form, to a pre-session cookie). Failed logins are rate-limited per client address.
+(or, for the login form, to a pre-session cookie). Failed logins are limited per client and globally
+(:mod:`.login_limiter`); a one-time link made on the server (:mod:`.login_links`) always gets the admin in.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
@@ -28,40 +28,16 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from cryospy.common.errors import CryoSpyError
 
 from .compression import gzip_response
+from .login_limiter import LoginLimiter, LoginThrottled
+from .login_links import LinkInvalid, LoginLinks
 from .site_store import SiteStore
 
 StartResponse = Callable[..., Any]
 SESSION_COOKIE = "cryospy_session"
 PRELOGIN_COOKIE = "cryospy_prelogin"
 SESSION_SECONDS = 12 * 3600
+MAX_FORM_BODY = 16 * 1024   # the largest form post (the runtime refuses bigger bodies before reading them)
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
-
-
-class LoginLimiter:
-    """At most ``limit`` failed logins per address in ``window`` seconds; then refuse until they age out."""
-
-    def __init__(self, limit: int = 5, window: float = 300.0):
-        self.limit, self.window = limit, window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def blocked(self, ip: str) -> float:
-        with self._lock:
-            q = self._failures.get(ip)
-            now = time.monotonic()
-            while q and q[0] < now - self.window:
-                q.popleft()
-            if q and len(q) >= self.limit:
-                return q[0] + self.window - now
-            return 0.0
-
-    def failed(self, ip: str) -> None:
-        with self._lock:
-            self._failures.setdefault(ip, deque()).append(time.monotonic())
-
-    def succeeded(self, ip: str) -> None:
-        with self._lock:
-            self._failures.pop(ip, None)
 
 
 @dataclass(frozen=True)
@@ -85,7 +61,8 @@ class Dashboard:
                  on_first_login: Callable[[], None] = lambda: None,
                  media: Callable[[dict[str, Any], StartResponse], Any] | None = None,
                  actions: dict[str, Callable[[dict[str, str]], None]] | None = None,
-                 mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None):
+                 mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None,
+                 links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False):
         self.site = site
         self.media = media
         self.actions = actions or {}
@@ -95,6 +72,8 @@ class Dashboard:
         self.on_first_login = on_first_login
         self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
         self.limiter = LoginLimiter()
+        self.links = links
+        self.locked = locked
         self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
                                autoescape=select_autoescape(["html"]))
         self._lock = threading.Lock()
@@ -177,6 +156,8 @@ class Dashboard:
             return self._static(environ, start, path[len("/static/"):])
         if path == "/login":
             return self._login(environ, start, method)
+        if path == "/login/link" and self.links is not None:
+            return self._login_link(environ, start, method)
         public = _mount_for(self.public_mounts, path)
         if public is not None:
             return public(environ, start, None)
@@ -241,27 +222,64 @@ class Dashboard:
             start("405 Method Not Allowed", [("Content-Length", "0")])
             return [b""]
         form = _form(environ)
-        ip = environ.get("REMOTE_ADDR", "")
-        wait = self.limiter.blocked(ip)
-        if wait > 0:
-            html = self.env.get_template("login.html").render(
-                csrf=pre, public=True, error=f"Too many failed attempts. Try again in {int(wait) + 1} s.")
-            return self._html(start, "429 Too Many Requests", html, set_pre)
         if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
             html = self.env.get_template("login.html").render(
                 csrf=pre, public=True, error="The form expired. Please try again.")
             return self._html(start, "403 Forbidden", html, set_pre)
+        try:
+            claim = self.limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before scrypt runs
+        except LoginThrottled as exc:
+            html = self.env.get_template("login.html").render(csrf=pre, public=True, error=exc.message)
+            return self._html(start, "429 Too Many Requests", html, set_pre)
         if not self.verify_passphrase(form.get("passphrase", "")):
-            self.limiter.failed(ip)
             html = self.env.get_template("login.html").render(csrf=pre, public=True, error="Wrong passphrase.")
             return self._html(start, "401 Unauthorized", html, set_pre)
-        self.limiter.succeeded(ip)
+        self.limiter.succeeded(claim)
+        return self._logged_in(environ, start)
+
+    def _logged_in(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
             self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
         self.on_first_login()
         return self._redirect(start, "/", [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
                                            self._cookie(environ, PRELOGIN_COOKIE, "", 0)])
+
+    def _login_link(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
+        """A one-time link from ``cryospy dashboard login-link``: GET shows a button (so that nothing that merely
+        fetches the URL uses it up), POST redeems it. Not rate-limited: a token cannot be guessed. A locked
+        runtime also needs the passphrase, to unlock the footage; a wrong one uses the link up."""
+        assert self.links is not None
+        cookies = _cookies(environ)
+        pre = cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
+        set_pre = [self._cookie(environ, PRELOGIN_COOKIE, pre, 900)]
+
+        def page(status: str, token: str = "", error: str = "") -> list[bytes]:
+            html = self.env.get_template("login_link.html").render(csrf=pre, public=True, token=token,
+                                                                   locked=self.locked(), error=error)
+            return self._html(start, status, html, set_pre)
+
+        if method not in ("GET", "POST"):
+            start("405 Method Not Allowed", [("Content-Length", "0")])
+            return [b""]
+        if method == "GET":
+            token = (parse_qs(environ.get("QUERY_STRING", "")).get("token") or [""])[0]
+            try:
+                self.links.check(token)
+            except LinkInvalid as exc:
+                return page("403 Forbidden", error=str(exc))
+            return page("200 OK", token=token)
+        form = _form(environ)
+        if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
+            return page("403 Forbidden", token=form.get("token", ""), error="The form expired. Please try again.")
+        try:
+            self.links.redeem(form.get("token", ""))
+        except LinkInvalid as exc:
+            return page("403 Forbidden", error=str(exc))
+        if self.locked() and not self.verify_passphrase(form.get("passphrase", "")):
+            return page("401 Unauthorized", error="Wrong passphrase; this link is used up. Make a new one on the "
+                                                  "server with `cryospy dashboard login-link`.")
+        return self._logged_in(environ, start)
 
     def _action(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str],
                 name: str) -> list[bytes]:
@@ -333,7 +351,7 @@ def _cookies(environ: dict[str, Any]) -> dict[str, str]:
 
 def _form(environ: dict[str, Any]) -> dict[str, str]:
     try:
-        length = min(int(environ.get("CONTENT_LENGTH") or 0), 16 * 1024)
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_FORM_BODY)
     except ValueError:
         length = 0
     raw = environ["wsgi.input"].read(length).decode("utf-8", "replace") if length else ""

@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("list", help="list enrolled cameras")
     _data_dir(d)
 
+    p = sub.add_parser("dashboard", help="the dashboard's admin access")
+    dash = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = dash.add_parser("login-link", help="print a one-time login link (works while failed logins are throttled)")
+    _data_dir(d)
+    d.add_argument("--minutes", type=int, default=10, help="how long the link stays valid, 1-60 (default 10)")
+
     p = sub.add_parser("agent", help="run the edge agent beside a camera")
     p.add_argument("--config", type=Path, required=True, help="agent config written by `devices create`")
 
@@ -180,6 +186,16 @@ def run(args: argparse.Namespace) -> int:
                 state = "enabled" if d["enabled"] else "disabled"
                 key = d.get("signing_key_fingerprint") or "waiting for the agent's key"
                 print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} key {key}")
+        return 0
+    if args.command == "dashboard":
+        from cryospy.infra.deployment import load
+        from cryospy.web.login_links import LINKS_DIR, LoginLinks
+
+        dep = load(args.data_dir)
+        token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes)
+        print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
+              file=sys.stderr)
+        print(f"{dep.runtime_url}/login/link?token={token}")
         return 0
     if args.command == "agent":
         from cryospy.edge_agent.agent import run_agents

@@ -59,7 +59,7 @@ def fail(d: AuthDefence, n: int, device: str | None = "cam1", ip: str = "203.0.1
 # -- windows --------------------------------------------------------------------------------------------
 
 def test_window_slides_with_the_clock(db_path: Path, clock: Clock) -> None:
-    settings = AuthDefenceSettings(time_window_minutes=10, auto_disable_threshold=0, notification_threshold=0)
+    settings = AuthDefenceSettings(time_window_minutes=10, notification_threshold=0)
     with AuthDefence(db_path, settings, clock=clock) as d:
         fail(d, 3)                       # at t=0
         clock.advance(6)
@@ -71,22 +71,22 @@ def test_window_slides_with_the_clock(db_path: Path, clock: Clock) -> None:
         assert fail(d, 1)[0].device_failures == 1
 
 
-def test_disable_fires_once_at_the_threshold(defence: AuthDefence) -> None:
+def test_device_failures_are_counted_and_nothing_says_disable(defence: AuthDefence) -> None:
     decisions = fail(defence, 15)
-    flags = [d.disable_device for d in decisions]
-    assert flags.index(True) == 9 and flags.count(True) == 1        # the 10th failure (>=), exactly once
     assert [d.device_failures for d in decisions] == list(range(1, 16))
+    assert not any(hasattr(d, "disable_device") for d in decisions)   # only an admin disables a device
 
 
-def test_disable_fires_again_only_after_a_window_or_a_clear(defence: AuthDefence, clock: Clock) -> None:
-    assert fail(defence, 10)[-1].disable_device
-    clock.advance(59)
-    assert not any(d.disable_device for d in fail(defence, 10))    # still within the claim's window
-    clock.advance(1)                                                # the claim is a window old; 10 fresh remain
-    assert fail(defence, 1)[0].disable_device
-    defence.clear_device("cam1")                                    # admin re-enabled the device
-    decisions = fail(defence, 10)
-    assert [d.disable_device for d in decisions] == [False] * 9 + [True]
+def test_the_removed_auto_disable_setting_is_refused_with_what_changed() -> None:
+    with pytest.raises(AuthDefenceSettingsError, match=r"auto_disable_threshold was removed: failed logins no "
+                                                       r"longer disable a device.*Remove the key"):
+        AuthDefenceSettings.from_dict({"auto_disable_threshold": 10})
+
+
+def test_clear_device_starts_the_notification_afresh(defence: AuthDefence) -> None:
+    assert fail(defence, 5)[-1].notify
+    defence.clear_device("cam1")                                    # admin rotated the secret
+    assert [d.notify for d in fail(defence, 5)] == [False] * 4 + [True]
 
 
 def test_notify_at_threshold_then_rate_limited(defence: AuthDefence, clock: Clock) -> None:
@@ -117,10 +117,10 @@ def test_released_notification_can_be_claimed_again(defence: AuthDefence) -> Non
 
 
 def test_zero_thresholds_turn_reactions_off(db_path: Path, clock: Clock) -> None:
-    settings = AuthDefenceSettings(auto_disable_threshold=0, notification_threshold=0)
+    settings = AuthDefenceSettings(notification_threshold=0)
     with AuthDefence(db_path, settings, clock=clock) as d:
         decisions = fail(d, 19)
-    assert not any(x.disable_device or x.notify for x in decisions)
+    assert not any(x.notify for x in decisions)
 
 
 # -- unknown ids and addresses --------------------------------------------------------------------------
@@ -128,7 +128,7 @@ def test_zero_thresholds_turn_reactions_off(db_path: Path, clock: Clock) -> None
 def test_unknown_ids_count_per_ip_only(defence: AuthDefence) -> None:
     for i in range(5):
         decision = defence.record_failure(f"guess-{i}", "198.51.100.7", known_device=False)
-        assert decision.device_failures == 0 and not decision.notify and not decision.disable_device
+        assert decision.device_failures == 0 and not decision.notify
     assert decision.ip_failures == 5
     snap = defence.snapshot()
     assert snap["devices"] == []                                    # invented ids are never stored
@@ -138,7 +138,6 @@ def test_unknown_ids_count_per_ip_only(defence: AuthDefence) -> None:
 def test_device_failures_from_many_ips_add_up(defence: AuthDefence) -> None:
     decisions = [defence.record_failure("cam1", f"203.0.113.{i}", known_device=True) for i in range(10)]
     assert decisions[-1].device_failures == 10 and decisions[-1].ip_failures == 1
-    assert decisions[-1].disable_device
 
 
 def test_ip_blocked_at_limit_and_released_by_the_window(defence: AuthDefence, clock: Clock) -> None:
@@ -165,7 +164,7 @@ def test_success_does_not_wash_away_failures(defence: AuthDefence) -> None:
     fail(defence, 9, ip="203.0.113.5")
     defence.record_success("cam1", "203.0.113.5")
     decision = fail(defence, 1, ip="203.0.113.5")[0]
-    assert (decision.device_failures, decision.ip_failures, decision.disable_device) == (10, 10, True)
+    assert (decision.device_failures, decision.ip_failures) == (10, 10)
     device = defence.snapshot()["devices"][0]
     assert device["last_success_ip"] == "203.0.113.5" and device["last_success_at"] is not None
 
@@ -181,7 +180,7 @@ def test_snapshot_shape(defence: AuthDefence) -> None:
     fail(defence, 6)
     snap = defence.snapshot()
     assert snap["as_of"] == "2025-06-15T15:06:40Z"
-    assert snap["settings"]["auto_disable_threshold"] == 10
+    assert snap["settings"]["notification_threshold"] == 5 and "auto_disable_threshold" not in snap["settings"]
     assert snap["devices"][0]["failures"] == 6 and snap["devices"][0]["last_notified_at"] == snap["as_of"]
     assert snap["ips"] == [{"ip": "203.0.113.1", "failures": 6, "last_failure_at": snap["as_of"],
                             "blocked": False}]
@@ -191,7 +190,7 @@ def test_snapshot_shape(defence: AuthDefence) -> None:
 # -- concurrency ----------------------------------------------------------------------------------------
 
 def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) -> None:
-    settings = AuthDefenceSettings(auto_disable_threshold=150, notification_threshold=100,
+    settings = AuthDefenceSettings(notification_threshold=100,
                                    unknown_id_limit_per_ip=1_000_000)
     threads, per_thread = 8, 40
     results: list[FailureDecision] = []
@@ -211,7 +210,6 @@ def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) ->
             t.join()
         total = threads * per_thread
         assert sorted(r.device_failures for r in results) == list(range(1, total + 1))
-        assert sum(r.disable_device for r in results) == 1
         assert sum(r.notify for r in results) == 1
         assert {ip["ip"]: ip["failures"] for ip in d.snapshot()["ips"]} == {
             f"203.0.113.{n}": per_thread for n in range(threads)}
@@ -231,11 +229,11 @@ def test_settings_from_dict_is_strict() -> None:
 @pytest.mark.parametrize(("key", "value", "message"), [
     ("time_window_minutes", 0, r"1\.\.10080"),
     ("time_window_minutes", 10081, r"1\.\.10080"),
-    ("auto_disable_threshold", -1, "0 turns it off"),
+    ("notification_threshold", -1, "0 turns it off"),
     ("notification_threshold", 100_001, r"0\.\.100000"),
     ("min_interval_minutes", "30", "whole number"),
     ("unknown_id_limit_per_ip", 0, r"1\.\.1000000"),
-    ("auto_disable_threshold", True, "whole number"),
+    ("notification_threshold", True, "whole number"),
     ("time_window_minutes", 1.5, "whole number"),
 ])
 def test_settings_bounds(key: str, value: object, message: str) -> None:
