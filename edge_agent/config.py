@@ -71,7 +71,7 @@ class AgentConfig:
     tls_verify: bool = True
     encoder_preset: str = "veryfast"
     source_retry_max_seconds: float = 30.0
-    temp_dir: str = ""              # where plaintext clips live for seconds; "" = the system's (often RAM)
+    temp_dir: str = ""              # where plaintext clips live for seconds; "" = a RAM directory if any (scratch.py)
     detect_device: str = ""         # the camera's low-resolution sub-stream, decoded for motion (passthrough)
     rtsp_transport: str = "tcp"     # tcp (reliable through NAT and Wi-Fi) or udp
 

@@ -22,9 +22,65 @@ from .errors import ConfigError
 log = logging.getLogger("cryospy.agent.scratch")
 
 
+# RAM-backed file systems: plaintext there never reaches a disk, so a stolen SD card or disk holds no video.
+RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+# A RAM directory with less room than this is passed over: a few clips in flight must fit (a 60 s clip of a
+# 4 Mbit/s camera is 30 MB), and Docker gives containers a 64 MB /dev/shm by default.
+MIN_RAM_FREE_BYTES = 256 * 1024 * 1024
+
+
+def filesystem_of(path: Path, mounts: str | None = None) -> str:
+    """The file-system type ``path`` lives on (from /proc/mounts: the longest mount point above it), or ''."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return ""
+    best, kind = "", ""
+    target = str(path)
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def default_temp_dir(candidates: tuple[str, ...] | None = None, mounts: str | None = None) -> Path:
+    """Where plaintext clips live when the config does not say: the first RAM-backed candidate
+    (``/dev/shm``, ``$XDG_RUNTIME_DIR``) that is writable and has room, else the system temp directory."""
+    if candidates is None:
+        candidates = ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR", ""))
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        try:
+            usable = path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+            room = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize if usable else 0
+        except OSError:
+            continue
+        if usable and room >= MIN_RAM_FREE_BYTES and filesystem_of(path.resolve(), mounts) in RAM_FILESYSTEMS:
+            return path
+    return Path(tempfile.gettempdir())
+
+
 def scratch_path(spool_dir: Path, temp_dir: str = "") -> Path:
     tag = hashlib.sha256(str(spool_dir.resolve()).encode()).hexdigest()[:16]
-    return Path(temp_dir or tempfile.gettempdir()) / f"cryospy-agent-{tag}"
+    return (Path(temp_dir) if temp_dir else default_temp_dir()) / f"cryospy-agent-{tag}"
+
+
+def warn_if_persistent(path: Path) -> bool:
+    """Log a warning when the scratch directory is on a disk rather than in RAM; True if it is on a disk."""
+    kind = filesystem_of(path.resolve())
+    if kind in RAM_FILESYSTEMS:
+        return False
+    log.warning("plaintext clips live for seconds in %s, which is on %s, not in RAM: a stolen or discarded "
+                "disk may hold traces of unencrypted video. Set temp_dir in the agent config to a tmpfs "
+                "directory (e.g. /dev/shm, or a systemd PrivateTmp/RuntimeDirectory on tmpfs)", path,
+                kind or "an unknown file system")
+    return True
 
 
 def open_scratch(spool_dir: Path, temp_dir: str = "") -> Path:
@@ -47,6 +103,7 @@ def open_scratch(spool_dir: Path, temp_dir: str = "") -> Path:
     except OSError as exc:
         raise ConfigError(f"cannot create the private scratch directory {path}: {exc.strerror}; set temp_dir in "
                           "the agent config to a writable directory") from None
+    warn_if_persistent(path)
     return path
 
 

@@ -271,3 +271,36 @@ def test_a_sessions_clips_are_back_to_back_and_a_timestamp_jump_reanchors() -> N
     # The camera's clock jumps an hour ahead: placed by when it arrived, not by the camera's word.
     jumped = clock.place(t0 + timedelta(seconds=12.3), 3609.0, 3612.0)
     assert jumped == t0 + timedelta(seconds=9.3) and clock.reanchored == 1
+
+
+# --- plaintext scratch prefers RAM -------------------------------------------------------------------------------
+
+MOUNTS = """/dev/vda1 / ext4 rw,relatime 0 0
+tmpfs /dev/shm tmpfs rw,nosuid,nodev 0 0
+tmpfs /run/user/1000 tmpfs rw,nosuid,nodev,size=805300k 0 0
+/dev/sdb1 /srv/my\\040camera ext4 rw 0 0
+"""
+
+
+def test_the_file_system_of_a_path_is_its_longest_mount_point() -> None:
+    from cryospy.edge_agent.scratch import filesystem_of
+
+    assert filesystem_of(Path("/dev/shm/cryospy-agent-1"), MOUNTS) == "tmpfs"
+    assert filesystem_of(Path("/dev/shmem"), MOUNTS) == "ext4"
+    assert filesystem_of(Path("/run/user/1000"), MOUNTS) == "tmpfs"
+    assert filesystem_of(Path("/srv/my camera/x"), MOUNTS) == "ext4"
+    assert filesystem_of(Path("/tmp/x"), MOUNTS) == "ext4"
+
+
+def test_plaintext_scratch_goes_to_ram_when_a_ram_directory_has_room(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import tempfile
+
+    from cryospy.edge_agent.scratch import default_temp_dir, warn_if_persistent
+
+    ram = f"tmpfs {tmp_path} tmpfs rw 0 0\n"
+    assert default_temp_dir((str(tmp_path),), MOUNTS + ram) == tmp_path
+    # Not RAM-backed, or missing: the system temp dir, and a warning where the scratch lands on a disk.
+    assert default_temp_dir((str(tmp_path), "/nonexistent"), MOUNTS) == Path(tempfile.gettempdir())
+    if warn_if_persistent(tmp_path):
+        assert "not in RAM" in caplog.text and "temp_dir" in caplog.text
