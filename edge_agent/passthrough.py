@@ -93,8 +93,10 @@ class PassthroughPlan:
     @classmethod
     def build(cls, snapshot: SettingsSnapshot, config: AgentConfig) -> PassthroughPlan:
         s = snapshot.settings
-        return cls(s, snapshot.etag, snapshot.recipient, float(config.clip_seconds or s.clip_duration_seconds),
-                   s.record_audio, s.motion_detect_fps, s.motion_detect_width)
+        clip_seconds = float(config.clip_seconds or s.clip_duration_seconds)
+        detect_fps = min(s.motion_detect_fps, max(0.2, s.motion_max_frames / clip_seconds))  # the per-clip cap
+        return cls(s, snapshot.etag, snapshot.recipient, clip_seconds, s.record_audio, round(detect_fps, 3),
+                   s.motion_detect_width)
 
 
 def _input(url: str, transport: str, **extra: str) -> ffmpeg.nodes.FilterableStream:

@@ -143,15 +143,18 @@ class Recorder:
         detector, motion_error = self._detector_for(plan)
         encoder = ClipEncoder(self.scratch / f"clip-{self.clips:06d}.mp4", plan.encode)
         want, written, item = plan.frames_per_clip, 0, first
+        # motion_max_frames caps the analysis per clip: frames are sampled evenly, never cut off at the end.
+        stride, distinct = -(-want // plan.settings.motion_max_frames), 0
         try:
             while True:
                 if item.stalled and written:
                     return item
-                if detector is not None and motion_error is None:
+                if detector is not None and motion_error is None and distinct % stride == 0:
                     try:
                         detector.feed(item.frame, written / plan.fps)
                     except MotionError as exc:
                         motion_error = str(exc)
+                distinct += 1
                 n = min(item.copies, want - written)
                 for _ in range(n):
                     encoder.write(item.frame)

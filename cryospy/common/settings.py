@@ -177,7 +177,8 @@ class DeviceSettings:
     motion_min_area: int = field(default=1000, metadata=_int(
         1, 16_777_216, "Smallest moving area that counts, in camera-frame pixels."))
     motion_max_frames: int = field(default=300, metadata=_int(
-        1, 200_000, "Frames analysed per clip at most, warm-up included (200000 covers 1800 s at 60 fps)."))
+        1, 200_000, "Frames motion detection analyses per clip at most, spread evenly over the clip (a CPU cap: "
+                    "300 on 60 s clips is 5 frames a second; 200000 covers 1800 s at 60 fps)."))
     motion_warm_up_frames: int = field(default=30, metadata=_int(
         0, 10_000, "Frames used only to train the background model; must be below motion_max_frames."))
     motion_min_width: int = field(default=20, metadata=_int(

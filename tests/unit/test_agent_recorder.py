@@ -148,6 +148,15 @@ def test_a_moving_object_is_recorded_as_motion_with_a_sealed_metadata_box(tmp_pa
     assert list(rig.scratch.iterdir()) == []
 
 
+def test_motion_max_frames_samples_the_clip_evenly(tmp_path: Path, store: KeyStore):
+    rig = Rig(tmp_path, store, DeviceSettings(**{**FAST_MOTION, "motion_warm_up_frames": 2,
+                                                 "motion_max_frames": 5}), MOVING.frame, clips=2)
+    rig.run()
+    _, meta = rig.opened_clip(rig.spool.entries()[1])
+    # 20 frames, at most 5 analysed: every 4th, across the whole clip (not the first 5).
+    assert meta["frames"] == 20 and meta["motion"]["frames_analysed"] == 5
+
+
 def test_a_quiet_scene_is_no_motion(tmp_path: Path, store: KeyStore):
     rig = Rig(tmp_path, store, DeviceSettings(**FAST_MOTION), QUIET.frame, clips=2)
     rig.run()
