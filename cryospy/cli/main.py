@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         Agent.build(load_config(args.config)).run()
         return 0
     if args.command == "events":
+        from cryospy.functions.events import stored_event_key
         from cryospy.infra.deployment import load
         from cryospy.infra.jobqueue import JobQueue
 
@@ -189,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "dead":
             dead = queue.dead_letters()
             for job in dead:
-                key = job["event"]["Records"][0]["s3"]["object"]["key"]
+                key = stored_event_key(job["event"])
                 print(f"#{job['id']} {job['handler']} {key}: {job['reason']}")
             print(f"{len(dead)} dead-lettered event(s)")
         else:
