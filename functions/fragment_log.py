@@ -26,6 +26,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import validate
+
 Fragments = list[list[float]]
 CACHED_DAYS = 64
 
@@ -38,7 +40,7 @@ class FragmentLog:
         self._lock = threading.Lock()
 
     def _path(self, device_dir: str, day: str) -> Path:
-        return self.root / "fragments" / device_dir / f"{day}.log"
+        return self.root / "fragments" / device_dir / f"{validate.day(day)}.log"
 
     @staticmethod
     def _aad(device_dir: str, day: str) -> bytes:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
+from . import validate
 from .fragment_log import FragmentLog
 from .storage import EncryptedJSONStorage
 
@@ -57,7 +58,9 @@ class IndexStore:
         self._listeners.append(listener)
 
     def _shard(self, device_id: str, day: str) -> TinyDB:
-        path = self.root / "clips" / _dir_name(device_id) / f"{day}.db"
+        # Every read and write of a day goes through here (and FragmentLog._path): the one place where a
+        # day from a request could become a path, so it is checked here whoever called.
+        path = self.root / "clips" / _dir_name(device_id) / f"{validate.day(day)}.db"
         return TinyDB(path, storage=EncryptedJSONStorage, key=self._key())
 
     def _usage_db(self) -> TinyDB:

