@@ -11,6 +11,7 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from .bucket import is_missing
 from .services import Services
 
 log = logging.getLogger("cryospy.quarantine")
@@ -25,7 +26,7 @@ def quarantine(services: Services, key: str, reason: str) -> bool:
                        Metadata={"cryospy-reason": reason.encode("ascii", "replace").decode()[:1000]},
                        MetadataDirective="REPLACE")
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_missing(exc):
             return False   # already moved by an earlier delivery of the same event
         raise
     s3.delete_object(Bucket=services.bucket, Key=key)

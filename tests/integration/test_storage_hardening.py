@@ -8,6 +8,7 @@ and the decoded keys of dead letters.
 from __future__ import annotations
 
 import re
+import sqlite3
 import urllib.parse
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import requests
 
 from cryospy.cli.main import main as cli_main
 from cryospy.common.objectkeys import parse_clip_key
+from cryospy.functions import bucket
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, wait_for
 
@@ -54,6 +56,46 @@ def test_dead_letters_show_the_decoded_key_in_the_cli_and_on_the_status_page(run
     assert key in printed and "%2F" not in printed and "no+body%2Bhere" not in printed
     page = login(deployment.runtime_url).get(deployment.runtime_url + "/admin/status", timeout=10).text
     assert key in page and "clips%2Fno" not in page
+
+
+def handled(deployment, handler: str, key: str) -> bool:
+    """Whether the runtime's queue has finished every ``handler`` job about ``key``."""
+    with sqlite3.connect(deployment.path("runtime", "jobs.sqlite")) as db:
+        states = [s for (s,) in db.execute("SELECT state FROM jobs WHERE handler=? AND dedupe LIKE ?",
+                                           (handler, f"%{key}%"))]
+    return bool(states) and all(s in ("done", "dead") for s in states)
+
+
+def exists(runtime, key: str) -> bool:
+    return bucket.head(runtime.services, key) is not None
+
+
+def indexed(runtime, key: str) -> dict | None:
+    ck = parse_clip_key(key)
+    return runtime.services.index.get_clip(ck.device_id, ck.day, key)
+
+
+# -- finding 7: a forged "object removed" event -----------------------------------------------------------
+def test_a_forged_removal_event_hides_nothing_and_the_reconciler_lifts_stale_tombstones(runtime, deployment,
+                                                                                        tmp_path: Path):
+    key = FakeCamera(deployment, "forged", tmp_path).upload()
+    record = wait_for(lambda: indexed(runtime, key), what="indexed")
+    assert webhook(deployment, key, "s3:ObjectRemoved:Delete") == 200
+    wait_for(lambda: handled(deployment, "on_clip_removed", key), what="the forged event handled")
+    after = indexed(runtime, key)
+    assert not after.get("missing") and after["sealed_size"] == record["sealed_size"]
+    assert exists(runtime, key) and exists(runtime, record["thumb_key"])
+    # A tombstone left behind anyway (by an older runtime, or a removal racing a restore) over an object that
+    # is in the bucket: the reconciler's pass queues the clip and ingest lifts the tombstone.
+    runtime.services.index.update_clip("forged", record["day"], key, {
+        "missing": True, "missing_since": "2026-01-01T00:00:00Z", "sealed_size": 0, "thumb_size": 0,
+        "thumb_key": None})
+    runtime.services.handler_client.delete_object(Bucket=deployment.bucket, Key=record["thumb_key"])
+    assert runtime.reconciler.run_once() >= 1
+    lifted = wait_for(lambda: (r := indexed(runtime, key)) and not r.get("missing") and r.get("thumb_key") and r,
+                      what="the tombstone lifted")
+    assert lifted["sealed_size"] == record["sealed_size"] and exists(runtime, lifted["thumb_key"])
+    assert runtime.services.index.usage("forged")["bytes"] == lifted["sealed_size"] + lifted["thumb_size"]
 
 
 # -- finding 6: day goes into index paths ---------------------------------------------------------------
