@@ -55,7 +55,7 @@ class FragmentLog:
             plain = json.dumps({"key": clip_key, "fragments": fragments}, separators=(",", ":")).encode()
             lines.append(base64.b64encode(nonce + aead.encrypt(nonce, plain, aad)) + b"\n")
         path = self._path(device_dir, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, b"".join(lines))

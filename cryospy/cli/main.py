@@ -237,14 +237,16 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cryospy.infra.deployment import load
+    from cryospy.infra.deployment import load, make_private
     from cryospy.infra.minio_server import MinioServer
     from cryospy.infra.runtime import Runtime, RuntimeOptions
 
     from .passphrase import read_passphrase
     from .setup_cmd import announce_browser_setup
 
+    os.umask(0o077)              # the queue, registry, index, logs and MinIO's files: this user's only
     dep = load(args.data_dir)
+    make_private(dep.data_dir)   # every start: a restore or a copy may have loosened it
     needs_setup = not dep.keys_path.exists()   # made with `setup --browser`: the passphrase is chosen at /setup
     passphrase = None if args.locked or needs_setup else read_passphrase(args.passphrase_file, required=False)
 

@@ -7,8 +7,13 @@ and the decoded keys of dead letters.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import sqlite3
+import stat
+import subprocess
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -19,7 +24,7 @@ from cryospy.cli.main import main as cli_main
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions import bucket
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, cli_setup_browser, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +127,41 @@ def test_day_playlist_refuses_paths_and_leaks_nothing_about_files(runtime, deplo
         assert day_playlist(bad)[0] == 400, bad
     assert day_playlist("2026-01-01")[0] == 404             # a real date with no clips: the ordinary answer
     assert not list(tmp_path.glob("*.db"))[1:] and probe.read_bytes() == b"not an index shard"
+
+
+# -- finding 8: permissions ---------------------------------------------------------------------------
+def _loose(root: Path) -> list[str]:
+    """Everything below ``root`` that a group or other user could read, write or enter."""
+    return sorted(f"{oct(p.lstat().st_mode & 0o777)} {p.relative_to(root)}" for p in [root, *root.rglob("*")]
+                  if not p.is_symlink() and p.lstat().st_mode & 0o077)
+
+
+def test_setup_and_every_serve_make_the_data_dir_private_and_minio_writes_private_files(tmp_path: Path,
+                                                                                       minio_binary: Path):
+    data = tmp_path / "private"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)                             # an existing directory, as `mkdir` under umask 022 leaves it
+    env = {**os.environ, "CRYOSPY_MINIO_BIN": str(minio_binary)}
+    made = cli_setup_browser(data, env)
+    assert made.returncode == 0, made.stderr
+    assert _loose(data) == []
+    # A restore or a copy loosened it again, and left folders as a default umask makes them.
+    data.chmod(0o755)
+    for name in ("index", "site", "logs", "runtime"):
+        (data / name).mkdir(mode=0o755, exist_ok=True)
+        (data / name).chmod(0o755)
+    errors = tmp_path / "serve.stderr"
+    proc = subprocess.Popen([sys.executable, "-m", "cryospy", "serve", "--data-dir", str(data)], env=env,
+                            stdout=subprocess.PIPE, stderr=errors.open("w"), stdin=subprocess.DEVNULL, text=True)
+    try:
+        lines: list[str] = []
+        while not any("one-time setup code is in" in line for line in lines):   # MinIO is provisioned by now
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line, "serve exited early:\n" + "".join(lines) + errors.read_text()
+            lines.append(line)
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert _loose(data) == [], _loose(data)     # MinIO's IAM (the handler's secret), config, queue, our folders
+        assert list((data / "minio" / "data" / ".minio.sys" / "config").rglob("*"))   # it did write them
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
