@@ -23,6 +23,7 @@ import requests
 from cryospy.cli.main import main as cli_main
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions import bucket
+from cryospy.functions.devices import DeviceRegistry
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, cli_setup_browser, wait_for
 
@@ -165,3 +166,19 @@ def test_setup_and_every_serve_make_the_data_dir_private_and_minio_writes_privat
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=60)
+
+
+# -- finding 12: heartbeats ---------------------------------------------------------------------------
+def test_heartbeats_never_rewrite_the_device_registry_and_survive_a_restart(runtime, deployment, tmp_path: Path):
+    camera = FakeCamera(deployment, "chatty", tmp_path)
+    registry = deployment.path("runtime", "devices.json")
+    before = registry.stat()
+    for n in range(64):
+        camera.client.heartbeat({"agent_version": "t", "spool_depth": n, "source_state": "ok"})
+    after = registry.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    shown = runtime.services.devices.get("chatty")
+    assert shown.heartbeat["spool_depth"] == 63 and shown.last_seen
+    runtime.services.devices.flush()                   # what a clean stop does: health reports written behind
+    assert DeviceRegistry(registry).get("chatty").heartbeat["spool_depth"] == 63   # as the next start reads it
+    assert registry.stat().st_mtime_ns == before.st_mtime_ns
