@@ -14,7 +14,9 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import urllib.parse
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ import requests
 
 from cryospy.cli.main import main as cli_main
 from cryospy.common.objectkeys import parse_clip_key
-from cryospy.functions import bucket
+from cryospy.functions import bucket, retention
 from cryospy.functions.devices import DeviceRegistry
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, cli_setup_browser, wait_for
@@ -182,3 +184,40 @@ def test_heartbeats_never_rewrite_the_device_registry_and_survive_a_restart(runt
     runtime.services.devices.flush()                   # what a clean stop does: health reports written behind
     assert DeviceRegistry(registry).get("chatty").heartbeat["spool_depth"] == 63   # as the next start reads it
     assert registry.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# -- finding 10: retention against protect; the index's two files ------------------------------------------
+def test_a_clip_protected_while_retention_runs_is_never_deleted_after_protect_answered(runtime, deployment,
+                                                                                       tmp_path: Path):
+    camera = FakeCamera(deployment, "race", tmp_path)
+    camera.t0 = datetime.now(UTC) - timedelta(days=10)
+    keys = [camera.upload() for _ in range(2)]
+    for key in keys:
+        wait_for(lambda k=key: indexed(runtime, k), what="indexed")
+    api = {"Authorization": f"Bearer {deployment.admin_token}"}
+    requests.patch(f"{deployment.runtime_url}/v1/admin/devices/race/settings", json={"retention_days": 7},
+                   headers=api, timeout=10).raise_for_status()   # both clips are too old
+    answers: list[requests.Response] = []
+    index = runtime.services.index
+    listed = index.oldest_clips
+
+    def protect_after_listing(device_id=None):  # type: ignore[no-untyped-def]
+        yield from listed(device_id)
+        # The pass has its candidates; now the admin protects the oldest, as a click on the day page would.
+        click = threading.Thread(target=lambda: answers.append(requests.post(
+            f"{deployment.runtime_url}/v1/admin/clips/protect", json={"key": keys[0], "protected": True},
+            headers=api, timeout=30)))
+        click.start()
+        click.join(3)   # the old code answers at once; a protect that waits for the pass's lock resumes later
+
+    index.oldest_clips = protect_after_listing   # type: ignore[method-assign]
+    try:
+        result = retention.enforce_device(runtime.services, "race")
+    finally:
+        del index.oldest_clips
+    wait_for(lambda: answers, what="the protect click answered")
+    assert keys[1] in result.deleted                 # the pass did run and delete
+    if answers[0].status_code == 200:             # protected: it must still be there, in the bucket and the index
+        assert exists(runtime, keys[0]) and indexed(runtime, keys[0])["protected"]
+    else:                                          # deleted first: the admin is told, not shown a false "protected"
+        assert answers[0].status_code == 404 and not exists(runtime, keys[0])
