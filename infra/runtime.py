@@ -248,6 +248,7 @@ class Runtime:
         self.reconciler.stop()
         self.dispatcher.stop()
         self.builder.stop()
+        self.services.index.close()
         self.queue.close()
         self.services.devices.flush()
         if self.services.alerts is not None:
