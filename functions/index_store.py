@@ -135,6 +135,14 @@ class IndexStore:
                 row["live_segments"], row["live_clips"], row["live_last"] = live
             table.upsert(row, Query().device_id == device_id)
 
+    def set_quarantined(self, device_id: str, nbytes: int) -> None:
+        """What the device's quarantine holds now (functions/quarantine.py counts it from the bucket)."""
+        with self._lock, self._usage_db() as db:
+            table = db.table("usage", cache_size=0)
+            row = dict(table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0})
+            row.update(device_id=device_id, quarantine_bytes=int(nbytes))
+            table.upsert(row, Query().device_id == device_id)
+
     # -- writes --------------------------------------------------------------------------------------
     def upsert_clip(self, record: dict[str, Any]) -> bool:
         """Insert or update by object key; returns True when anything changed."""
@@ -278,11 +286,13 @@ class IndexStore:
         return sorted(p.stem for p in base.glob("*.db"))
 
     def usage(self, device_id: str | None = None) -> dict[str, int]:
-        """Stored bytes and clip count of one device, or of all devices together."""
+        """Stored bytes and clip count of one device, or of all devices together, and the bytes their
+        quarantine holds (not included in ``bytes``)."""
         with self._lock, self._usage_db() as db:
             rows = db.table("usage", cache_size=0).all()
         picked = [r for r in rows if device_id is None or r["device_id"] == device_id]
-        return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked)}
+        return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked),
+                "quarantine_bytes": sum(r.get("quarantine_bytes", 0) for r in picked)}
 
     def live_clips(self, device_id: str, count: int = 4) -> list[dict[str, Any]]:
         """The device's newest clips that joined its live stream (see ``_live_stamp``), oldest first."""

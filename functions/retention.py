@@ -24,6 +24,7 @@ from typing import Any
 
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
 
+from . import quarantine
 from .errors import NotFound
 from .index_store import stored_bytes
 from .services import Services
@@ -89,7 +90,13 @@ def enforce_device(services: Services, device_id: str, now: datetime | None = No
     deleted: list[str] = []
     for_quota = 0
     with _lock(device_id):
-        used = services.index.usage(device_id)["bytes"]
+        usage = services.index.usage(device_id)
+        used = usage["bytes"] + usage["quarantine_bytes"]
+        if limit > 0 and used > limit and usage["quarantine_bytes"]:
+            # Uploads that failed verification go before footage does (functions/quarantine.py).
+            kept = quarantine.prune(services, device_id, min(services.quarantine_limit_bytes,
+                                                             max(0, limit - usage["bytes"])))
+            used = usage["bytes"] + kept
         for clip in list(services.index.oldest_clips(device_id)):
             over_quota = limit > 0 and used > limit
             too_old = cutoff_stamp is not None and clip["captured_at"] < cutoff_stamp

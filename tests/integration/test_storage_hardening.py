@@ -221,3 +221,60 @@ def test_a_clip_protected_while_retention_runs_is_never_deleted_after_protect_an
         assert exists(runtime, keys[0]) and indexed(runtime, keys[0])["protected"]
     else:                                          # deleted first: the admin is told, not shown a false "protected"
         assert answers[0].status_code == 404 and not exists(runtime, keys[0])
+
+
+# -- finding 5: quarantine filling the disk -------------------------------------------------------------
+def test_a_camera_cannot_fill_the_disk_through_quarantine(deployment, minio, tmp_path: Path):
+    from cryospy.edge_agent.api_client import Retryable
+    from cryospy.infra.runtime import Runtime, RuntimeOptions
+    from cryospy.infra.server_config import ServerConfig
+
+    mib = 1024 * 1024
+    config = ServerConfig(quarantine_bytes=mib, slots_per_minute=6)
+    rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
+    rt.unlock(PASSPHRASE)
+    rt.start()
+    try:
+        rogue = FakeCamera(deployment, "rogue", tmp_path / "r")
+        honest = FakeCamera(deployment, "honest", tmp_path / "h")
+        junk = [camera_junk(rogue, n) for n in range(5)]          # 5 x 400 KiB that fail verification
+        for key in junk:
+            wait_for(lambda k=key: handled(deployment, "on_clip_created", k), what="junk handled")
+        held = quarantined(rt, "rogue")
+        assert sum(held.values()) <= mib and ("quarantine/" + junk[-1]) in held      # capped; the newest kept
+        assert rt.services.index.usage("rogue")["quarantine_bytes"] == sum(held.values())
+        # The sixth slot is the last this minute: the rogue camera is slowed, the honest one is not.
+        good = rogue.upload()
+        with pytest.raises(Retryable, match="429"):     # "retry later": the agent keeps the clip
+            rogue.reserve()
+        honest_key = honest.upload()
+        wait_for(lambda: indexed(rt, good) and indexed(rt, honest_key), what="both good clips indexed")
+        # Quarantine counts against the device's quota, and goes before its footage does.
+        requests.patch(f"{deployment.runtime_url}/v1/admin/devices/rogue/settings",
+                       json={"storage_limit_megabytes": 1},
+                       headers={"Authorization": f"Bearer {deployment.admin_token}"}, timeout=10).raise_for_status()
+        retention.enforce_device(rt.services, "rogue")
+        usage = rt.services.index.usage("rogue")
+        assert usage["bytes"] + usage["quarantine_bytes"] <= mib and indexed(rt, good)
+        assert sum(quarantined(rt, "rogue").values()) == usage["quarantine_bytes"]
+    finally:
+        rt.stop()
+
+
+def camera_junk(camera: FakeCamera, n: int) -> str:
+    """Upload 400 KiB that are not a sealed clip through a real slot, as a compromised camera would."""
+    data = os.urandom(400 * 1024)
+    _, _, stamp = camera.sealed()
+    slot = camera.slot_for(data, stamp, camera.sequence - 1)
+    confirm, camera.confirm = camera.confirm, True
+    try:
+        return camera.put(slot, data)
+    finally:
+        camera.confirm = confirm
+
+
+def quarantined(runtime, device_id: str) -> dict[str, int]:
+    s3 = runtime.services.handler_client
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=runtime.services.bucket,
+                                                           Prefix=f"quarantine/clips/{device_id}/")
+    return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
