@@ -20,6 +20,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,12 +77,10 @@ def _serve(dep, ready, stop) -> None:  # type: ignore[no-untyped-def]
     rt.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--devices", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    args = parser.parse_args()
-    dep = new_deployment(Path(tempfile.mkdtemp(prefix="cryospy-bench-")) / "d")
+@contextmanager
+def runtime_process(dep) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """A real MinIO, and the runtime serving ``dep`` in its own process (so the load generator here does not
+    share the server's interpreter lock)."""
     ctx = multiprocessing.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
     with MinioServer(dep, binary=ensure_minio()):
@@ -89,26 +89,36 @@ def main() -> None:
         try:
             if not ready.wait(60):
                 raise SystemExit("the runtime did not start")
-            clients_slot, clients_health = [], []
-            t0 = datetime(2026, 1, 1, tzinfo=UTC)
-            for n in range(args.devices):
-                cam = FakeCamera(dep, f"bench-{n}", Path(tempfile.mkdtemp()))
-                auth = {"Authorization": cam.client._auth["Authorization"], "Content-Type": "application/json"}
-
-                def bodies(i: int, n: int = n) -> bytes:
-                    stamp = (t0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
-                    return json.dumps({"size": 4_000_000, "sha256": hashlib.sha256(f"{n}-{i}".encode()).hexdigest(),
-                                       "captured_at": stamp, "sequence": i}).encode()
-
-                clients_slot.append((bodies, auth))
-                clients_health.append((None, {}))
-            port = dep.runtime_port
-            run(port, "GET", "/v1/health", clients_health[:4], 1.0)        # warm up
-            empty = run(port, "GET", "/v1/health", clients_health, args.seconds)
-            slots = run(port, "POST", "/v1/device/slots", clients_slot, args.seconds)
+            yield
         finally:
             stop.set()
             server.join(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    dep = new_deployment(Path(tempfile.mkdtemp(prefix="cryospy-bench-")) / "d")
+    with runtime_process(dep):
+        clients_slot, clients_health = [], []
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        for n in range(args.devices):
+            cam = FakeCamera(dep, f"bench-{n}", Path(tempfile.mkdtemp()))
+            auth = {"Authorization": cam.client._auth["Authorization"], "Content-Type": "application/json"}
+
+            def bodies(i: int, n: int = n) -> bytes:
+                stamp = (t0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+                return json.dumps({"size": 4_000_000, "sha256": hashlib.sha256(f"{n}-{i}".encode()).hexdigest(),
+                                   "captured_at": stamp, "sequence": i}).encode()
+
+            clients_slot.append((bodies, auth))
+            clients_health.append((None, {}))
+        port = dep.runtime_port
+        run(port, "GET", "/v1/health", clients_health[:4], 1.0)        # warm up
+        empty = run(port, "GET", "/v1/health", clients_health, args.seconds)
+        slots = run(port, "POST", "/v1/device/slots", clients_slot, args.seconds)
     print(f"\n{args.devices} concurrent clients, {args.seconds:.0f} s each, waitress 8 threads, "
           "server and load generator in separate processes on 2 cores\n")
     print("| route | requests/s | p50 ms | p99 ms | requests | non-2xx |")

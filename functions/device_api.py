@@ -12,12 +12,10 @@ import json
 import logging
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
 
-from . import validate
+from . import bucket, validate
 from .admin import parse_verify_key
 from .devices import Device
 from .errors import BadRequest, Conflict
@@ -175,12 +173,9 @@ def confirm_upload(services: Services, device: Device, doc: dict[str, Any]) -> d
         raise BadRequest("that key belongs to another device", field="key")
     if services.event_sink is None:
         return {"queued": 0}
-    try:
-        head = services.handler_client.head_object(Bucket=services.bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            raise Conflict("no such object: upload the clip before confirming it") from None
-        raise
+    head = bucket.head(services, key)
+    if head is None:
+        raise Conflict("no such object: upload the clip before confirming it")
     event = ObjectEvent("s3:ObjectCreated:Put", services.bucket, key, int(head["ContentLength"]),
                         head["ETag"].strip('"'), None, None)
     return {"queued": services.event_sink([event])}

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from tinydb import Query, TinyDB
 from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
 
+from .device_health import DeviceHealth
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
 from .storage import AtomicJSONStorage
 
@@ -92,17 +92,18 @@ class DeviceRegistry:
     """Reads are served from memory (every device request authenticates, so re-parsing the file each time
     would dominate the API's cost); every change is written through to the TinyDB file before it is visible.
     Being the only writer is what makes the in-memory copy coherent.
+
+    Last-seen and heartbeats are not registry changes: they live in :class:`DeviceHealth` beside the file
+    (``<name>-health.json``), so a heartbeat never rewrites the registry nor waits for its lock.
     """
 
-    LAST_SEEN_PERSIST_SECONDS = 60.0
-
-    def __init__(self, path: Path, clock: Callable[[], str] = _now):
+    def __init__(self, path: Path, clock: Callable[[], str] = _now, health_persist_seconds: float = 30.0):
         self.path = path
         self._lock = threading.RLock()
         self._clock = clock
         with self._db() as db:
             self._docs: dict[str, dict[str, Any]] = {d["device_id"]: dict(d) for d in self._table(db).all()}
-        self._last_seen_written: dict[str, float] = {}
+        self.health = DeviceHealth(path.with_name(f"{path.stem}-health.json"), health_persist_seconds)
 
     def _db(self) -> TinyDB:
         return TinyDB(self.path, storage=AtomicJSONStorage)
@@ -124,12 +125,18 @@ class DeviceRegistry:
             raise NotFound(f"no device {device_id!r}")
         return doc
 
+    def _device(self, doc: dict[str, Any]) -> Device:
+        """The device as callers see it: its registry record with its latest health report laid over it (a
+        registry written by an older version may still hold last-seen and heartbeat itself)."""
+        health = self.health.get(doc["device_id"]) or {}
+        return _device({**doc, **{k: v for k, v in health.items() if v is not None}})
+
     def _update(self, device_id: str, changes: dict[str, Any]) -> Device:
         with self._lock:
             doc = {**self._require(device_id), **changes, "updated_at": self._clock()}
             self._persist(doc, device_id)
             self._docs[device_id] = doc
-            return _device(doc)
+            return self._device(doc)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def create(self, device_id: str, signing_key: str | None, settings: dict[str, Any],
@@ -153,18 +160,18 @@ class DeviceRegistry:
             }
             self._persist(doc, device_id)
             self._docs[device_id] = doc
-            return _device(doc), secret.hex()
+            return self._device(doc), secret.hex()
 
     def exists(self, device_id: str) -> bool:
         return device_id in self._docs
 
     def get(self, device_id: str) -> Device:
         with self._lock:
-            return _device(self._require(device_id))
+            return self._device(self._require(device_id))
 
     def list(self) -> list[Device]:
         with self._lock:
-            return sorted((_device(d) for d in self._docs.values()), key=lambda d: d.device_id)
+            return sorted((self._device(d) for d in self._docs.values()), key=lambda d: d.device_id)
 
     def set_enabled(self, device_id: str, enabled: bool) -> Device:
         if enabled and self.get(device_id).retired:
@@ -197,7 +204,7 @@ class DeviceRegistry:
             doc = self._require(device_id)
             current = doc.get("signing_key") or None
             if current == signing_key:
-                return _device(doc), False
+                return self._device(doc), False
             if doc.get("retired"):
                 raise Conflict(f"device {device_id!r} was removed; enrol it again under a new id")
             if current is not None:
@@ -213,6 +220,7 @@ class DeviceRegistry:
             self._require(device_id)
             self._persist(None, device_id)
             del self._docs[device_id]
+        self.health.forget(device_id)
 
     # -- device-facing -------------------------------------------------------------------------------
     def authenticate(self, device_id: str, secret_hex: str) -> Device:
@@ -229,31 +237,16 @@ class DeviceRegistry:
         ok = hmac.compare_digest(_hash(salt, secret), expected)
         if not (doc and usable and ok and doc["enabled"] and len(secret) == SECRET_BYTES):
             raise Unauthorized()
-        return _device(doc)
+        return self._device(doc)
 
     def touch(self, device_id: str, heartbeat: dict[str, Any] | None = None) -> None:
-        """Record that the device was seen. Last-seen alone is written through at most once a minute per device
-        (it changes with every request); heartbeats are always written."""
-        now = self._clock()
-        with self._lock:
-            doc = self._docs.get(device_id)
-            if doc is None:
-                return
-            doc = {**doc, "last_seen": now}
-            if heartbeat is not None:
-                doc["heartbeat"] = {**heartbeat, "received_at": now}
-            self._docs[device_id] = doc
-            mono = time.monotonic()
-            if heartbeat is not None or mono - self._last_seen_written.get(device_id, -1e9) >= \
-                    self.LAST_SEEN_PERSIST_SECONDS:
-                self._persist(doc, device_id)
-                self._last_seen_written[device_id] = mono
+        """Record that the device was seen (and its heartbeat): memory only, written behind (DeviceHealth)."""
+        if device_id in self._docs:
+            self.health.record(device_id, self._clock(), heartbeat)
 
     def flush(self) -> None:
-        """Write every in-memory last-seen through (at shutdown)."""
-        with self._lock:
-            for device_id, doc in self._docs.items():
-                self._persist(doc, device_id)
+        """Write the health reports through (at shutdown)."""
+        self.health.flush()
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:

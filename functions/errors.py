@@ -9,7 +9,8 @@
         │   ├── Unauthorized (401)   unknown, disabled or wrong credentials: always the same body
         │   ├── NotFound (404)
         │   ├── Conflict (409)
-        │   └── PayloadTooLarge (413)
+        │   ├── PayloadTooLarge (413)
+        │   └── TooManyRequests (429)
         ├── KeysLocked               the private key is not unlocked yet: event work waits, nothing is dropped
         └── PermanentEventError      an event that can never succeed (dead-letter it with this reason)
 """
@@ -59,6 +60,10 @@ class Conflict(ApiError):
 
 class PayloadTooLarge(ApiError):
     status = 413
+
+
+class TooManyRequests(ApiError):
+    status = 429
 
 
 class KeysLocked(FunctionsError):

@@ -95,5 +95,20 @@ def parse_notification(body: Any) -> list[ObjectEvent]:
     return [parse_record(r) for r in body["Records"]]
 
 
+def stored_event_key(body: Any) -> str:
+    """The decoded object key of a stored event body (a queued or dead-lettered job), for people to read.
+
+    Tolerant on purpose: a dead letter may be an event that never parsed, so this shows whatever key it has
+    (``""`` when none) instead of raising. Stored bodies are S3-shaped, so their keys are escaped."""
+    records = body.get("Records") if isinstance(body, dict) else None
+    for record in records if isinstance(records, list) else []:
+        obj = record.get("s3", {}).get("object", {}) if isinstance(record, dict) else {}
+        key = obj.get("key") if isinstance(obj, dict) else None
+        if isinstance(key, str) and key:
+            return unquote_plus(key)
+    key = body.get("key") if isinstance(body, dict) else None
+    return key if isinstance(key, str) else ""
+
+
 def _opt_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None

@@ -26,6 +26,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import validate
+
 Fragments = list[list[float]]
 CACHED_DAYS = 64
 
@@ -38,7 +40,7 @@ class FragmentLog:
         self._lock = threading.Lock()
 
     def _path(self, device_dir: str, day: str) -> Path:
-        return self.root / "fragments" / device_dir / f"{day}.log"
+        return self.root / "fragments" / device_dir / f"{validate.day(day)}.log"
 
     @staticmethod
     def _aad(device_dir: str, day: str) -> bytes:
@@ -53,7 +55,7 @@ class FragmentLog:
             plain = json.dumps({"key": clip_key, "fragments": fragments}, separators=(",", ":")).encode()
             lines.append(base64.b64encode(nonce + aead.encrypt(nonce, plain, aad)) + b"\n")
         path = self._path(device_dir, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, b"".join(lines))

@@ -6,7 +6,11 @@ the runtime is the only writer, and every access here opens a fresh TinyDB under
 per-instance caches). Upserts are keyed by the clip's object key, so replaying an event changes nothing.
 
 Usage totals (stored bytes and clips per device) are kept beside the shards and updated in the same locked
-step as each insert or removal, so quota checks never have to scan the history.
+step as each insert or removal, so quota checks never have to scan the history. Those are two files, so a
+crash between them would leave the totals wrong for good; instead, before its first write to a device this
+process leaves a marker (``pending/<device>``) that only a clean :meth:`IndexStore.close` removes. A store
+that finds markers recounts those devices' totals from their shards before it reads or writes any total
+(once, after a crash, for the devices that were being written).
 
 Listeners get ``(device_id, day)`` after a change, which is how the dashboard re-renders only what a new clip
 touches.
@@ -15,6 +19,7 @@ touches.
 from __future__ import annotations
 
 import heapq
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
+from . import validate
 from .fragment_log import FragmentLog
 from .storage import EncryptedJSONStorage
 
@@ -52,16 +58,71 @@ class IndexStore:
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
         self.fragments = FragmentLog(root, key)
+        self._marked: set[str] = set()    # devices this process has written (their marker is on disk)
+        pending = root / "pending"
+        self._to_recount = {bytes.fromhex(p.name).decode() for p in pending.iterdir()} if pending.is_dir() else set()
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     def _shard(self, device_id: str, day: str) -> TinyDB:
-        path = self.root / "clips" / _dir_name(device_id) / f"{day}.db"
+        # Every read and write of a day goes through here (and FragmentLog._path): the one place where a
+        # day from a request could become a path, so it is checked here whoever called.
+        path = self.root / "clips" / _dir_name(device_id) / f"{validate.day(day)}.db"
         return TinyDB(path, storage=EncryptedJSONStorage, key=self._key())
 
     def _usage_db(self) -> TinyDB:
+        if self._to_recount:
+            self._recount_locked()
         return TinyDB(self.root / "usage.db", storage=EncryptedJSONStorage, key=self._key())
+
+    # -- crash recovery of the usage totals ------------------------------------------------------------
+    def _mark(self, device_id: str) -> None:
+        """Before the first write of a device's shard and totals: leave a durable marker (see the module doc)."""
+        if device_id in self._marked:
+            return
+        folder = self.root / "pending"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(folder / _dir_name(device_id), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        self._marked.add(device_id)
+
+    def _recount_locked(self) -> None:
+        """Set the marked devices' totals from their shards (the truth), then drop their markers."""
+        devices = sorted(self._to_recount)
+        with TinyDB(self.root / "usage.db", storage=EncryptedJSONStorage, key=self._key()) as db:
+            table = db.table("usage", cache_size=0)
+            for device_id in devices:
+                row = dict(table.get(Query().device_id == device_id) or {})
+                clips = list(self._iter_device(device_id))
+                row.update(device_id=device_id, bytes=sum(stored_bytes(c) for c in clips), clips=len(clips))
+                numbered = [c for c in clips if c.get("live")]
+                if numbered:
+                    last = max(numbered, key=lambda c: c["captured_at"])
+                    recount = (last["live"][0] + last.get("fragment_count", 0), last["live"][1] + 1)
+                    row["live_segments"] = max(int(row.get("live_segments", 0)), recount[0])
+                    row["live_clips"] = max(int(row.get("live_clips", 0)), recount[1])
+                    row["live_last"] = max(row.get("live_last", ""), last["captured_at"])
+                table.upsert(row, Query().device_id == device_id)
+        self._to_recount.difference_update(devices)
+        for device_id in devices:
+            if device_id not in self._marked:
+                (self.root / "pending" / _dir_name(device_id)).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """A clean stop: every write finished, so the markers of this process go."""
+        with self._lock:
+            for device_id in self._marked:
+                (self.root / "pending" / _dir_name(device_id)).unlink(missing_ok=True)
+            self._marked.clear()
 
     def _add_usage(self, device_id: str, delta_bytes: int, delta_clips: int,
                    live: tuple[int, int, str] | None = None) -> None:
@@ -72,6 +133,14 @@ class IndexStore:
                        clips=max(0, row["clips"] + delta_clips))
             if live is not None:
                 row["live_segments"], row["live_clips"], row["live_last"] = live
+            table.upsert(row, Query().device_id == device_id)
+
+    def set_quarantined(self, device_id: str, nbytes: int) -> None:
+        """What the device's quarantine holds now (functions/quarantine.py counts it from the bucket)."""
+        with self._lock, self._usage_db() as db:
+            table = db.table("usage", cache_size=0)
+            row = dict(table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0})
+            row.update(device_id=device_id, quarantine_bytes=int(nbytes))
             table.upsert(row, Query().device_id == device_id)
 
     # -- writes --------------------------------------------------------------------------------------
@@ -90,6 +159,9 @@ class IndexStore:
         fragments = record.pop("fragments", None)
         if fragments is not None:
             record["fragment_count"] = len(fragments)
+        if self._to_recount:
+            self._recount_locked()      # before the shard changes, so the recount and this delta never overlap
+        self._mark(device)
         with self._shard(device, day) as db:
             table = db.table("clips", cache_size=0)
             existing = table.get(Query().key == record["key"])
@@ -137,6 +209,9 @@ class IndexStore:
     def remove_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
         """Forget a clip; returns the record it had, or None when it was not indexed."""
         with self._lock:
+            if self._to_recount:
+                self._recount_locked()
+            self._mark(device_id)
             with self._shard(device_id, day) as db:
                 table = db.table("clips", cache_size=0)
                 existing = table.get(Query().key == key)
@@ -154,6 +229,9 @@ class IndexStore:
         """Forget every clip of a device (its objects are already deleted)."""
         base = self.root / "clips" / _dir_name(device_id)
         with self._lock:
+            if self._to_recount:
+                self._recount_locked()
+            self._mark(device_id)
             days = self.days(device_id)
             for shard in base.glob("*.db"):
                 shard.unlink()
@@ -208,11 +286,13 @@ class IndexStore:
         return sorted(p.stem for p in base.glob("*.db"))
 
     def usage(self, device_id: str | None = None) -> dict[str, int]:
-        """Stored bytes and clip count of one device, or of all devices together."""
+        """Stored bytes and clip count of one device, or of all devices together, and the bytes their
+        quarantine holds (not included in ``bytes``)."""
         with self._lock, self._usage_db() as db:
             rows = db.table("usage", cache_size=0).all()
         picked = [r for r in rows if device_id is None or r["device_id"] == device_id]
-        return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked)}
+        return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked),
+                "quarantine_bytes": sum(r.get("quarantine_bytes", 0) for r in picked)}
 
     def live_clips(self, device_id: str, count: int = 4) -> list[dict[str, Any]]:
         """The device's newest clips that joined its live stream (see ``_live_stamp``), oldest first."""

@@ -25,7 +25,7 @@ from cryospy.common.objectkeys import ClipKey, ObjectKeyError, parse_clip_key, t
 from cryospy.common.sealed import ZERO_HASH, SealedFormatError, SealedReader, open_sealed, seal_bytes
 from cryospy.common.timefmt import parse_utc, utc_stamp
 
-from . import chain_check, quarantine
+from . import bucket, chain_check, quarantine
 from .errors import NotFound, PermanentEventError
 from .events import ObjectEvent
 from .mp4 import Mp4Error, Mp4Info, find_uuid_box, parse_mp4
@@ -47,8 +47,7 @@ def _download(services: Services, key: str, into: IO[bytes]) -> int:
     try:
         obj = services.handler_client.get_object(Bucket=services.bucket, Key=key)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("NoSuchKey", "404"):
+        if bucket.is_missing(exc):
             raise PermanentEventError(f"{key} no longer exists (deleted before it was processed)") from None
         raise
     size = 0
@@ -194,6 +193,10 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
         "indexed_at": (existing or {}).get("indexed_at") or datetime.now(UTC).isoformat(timespec="seconds"),
         **described,
     }
+    if existing and existing.get("missing"):
+        # A tombstone whose object is there after all (a forged removal event): the clip is footage again.
+        record.update(missing=False, missing_since=None)
+        log.warning("%s is in the bucket again; its tombstone is lifted", event.key)
     record["chain"] = chain_check.link(services, record)
     changed = services.index.upsert_clip(record)
     chain_check.relink_successor(services, record)

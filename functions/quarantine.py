@@ -1,8 +1,14 @@
-"""Quarantine: a clip that cannot be trusted is moved aside with its reason, never deleted.
+"""Quarantine: a clip that cannot be trusted is moved aside with its reason.
 
 The object is copied to ``quarantine/<original key>`` with the reason in its metadata, then removed from
 ``clips/`` (so retention, the index and the dashboard never treat it as footage). An admin can inspect or
 export it with the bucket tools; ``cryospy events dead`` lists the matching dead letter.
+
+Quarantine is bounded, because a compromised camera could otherwise fill the disk with uploads that fail
+verification (each slot allows up to ``max_clip_megabytes``): per device it keeps the newest uploads within
+``storage.quarantine_megabytes`` (:func:`prune`), what it keeps counts against the device's storage quota
+(the index's usage row carries ``quarantine_bytes``; retention prunes quarantine before it deletes footage),
+and slots are rate-limited per device (functions/slot_limiter.py).
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import logging
 
 from botocore.exceptions import ClientError
 
+from cryospy.common.objectkeys import CLIP_PREFIX, ObjectKeyError, parse_clip_key
+
+from .bucket import is_missing
 from .services import Services
 
 log = logging.getLogger("cryospy.quarantine")
@@ -25,9 +34,34 @@ def quarantine(services: Services, key: str, reason: str) -> bool:
                        Metadata={"cryospy-reason": reason.encode("ascii", "replace").decode()[:1000]},
                        MetadataDirective="REPLACE")
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_missing(exc):
             return False   # already moved by an earlier delivery of the same event
         raise
     s3.delete_object(Bucket=services.bucket, Key=key)
     log.warning("quarantined %s -> %s: %s", key, target, reason)
+    try:
+        device_id = parse_clip_key(key).device_id
+    except ObjectKeyError:
+        return True   # not a key a slot could name: only someone with bucket credentials wrote it
+    prune(services, device_id, services.quarantine_limit_bytes)
     return True
+
+
+def prune(services: Services, device_id: str, cap_bytes: int) -> int:
+    """Delete the device's oldest quarantined uploads until the rest fit in ``cap_bytes``; record what is left
+    in the device's usage (enrolled devices only) and return it. Idempotent: it sets, never adds."""
+    s3 = services.handler_client
+    prefix = f"{PREFIX}{CLIP_PREFIX}{device_id}/"
+    held = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    held.sort(key=lambda o: (o["LastModified"], o["Key"]), reverse=True)   # newest first
+    kept = 0
+    for obj in held:
+        if kept + obj["Size"] <= cap_bytes:
+            kept += obj["Size"]
+            continue
+        s3.delete_object(Bucket=services.bucket, Key=obj["Key"])
+        log.warning("quarantine of %s is over %d bytes: deleted %s", device_id, cap_bytes, obj["Key"])
+    if services.devices.exists(device_id):
+        services.index.set_quarantined(device_id, kept)
+    return kept

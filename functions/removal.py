@@ -1,6 +1,10 @@
 """When a clip object disappears (admin delete, retention, a lifecycle rule, someone with bucket access),
 everything derived from it goes too: its thumbnail and its index record. Idempotent: a second delivery, or a
 delete that retention already cleaned up, finds nothing left and changes nothing.
+
+The event is a claim, not a fact: whoever holds the webhook token can post one. So the bucket is asked first,
+and a removal event for an object that still exists changes nothing (the clip stays indexed, its thumbnail
+stays). The reconciler repairs the other order too: a tombstone whose object exists is ingested again.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from datetime import UTC, datetime
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key, thumbnail_key
 
+from . import bucket
 from .errors import NotFound
 from .events import ObjectEvent
 from .services import Services
@@ -25,6 +30,10 @@ def clip_removed(services: Services, event: ObjectEvent) -> bool:
     try:
         ck = parse_clip_key(event.key)
     except ObjectKeyError:
+        return False
+    if bucket.head(services, event.key) is not None:
+        log.warning("ignored a removal event for %s: the object is still in the bucket (a forged or stale "
+                    "event; whoever can post to the webhook holds its token)", event.key)
         return False
     services.handler_client.delete_object(Bucket=services.bucket, Key=thumbnail_key(event.key))
     record = services.index.get_clip(ck.device_id, ck.day, event.key)

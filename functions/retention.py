@@ -5,7 +5,9 @@ holds: the device's ``storage_limit_megabytes`` (0 = unlimited; an exact fit is 
 its ``retention_days`` (0 = no age limit) and the deployment's global budget. Deleting a clip deletes its
 thumbnail and its index record in the same step; the bucket's ObjectRemoved event then finds nothing left to
 do. Protected clips (evidence) are never deleted here. A per-device lock serialises passes so concurrent
-uploads cannot race each other past the limit (the original checked and deleted without one).
+uploads cannot race each other past the limit (the original checked and deleted without one), and
+protecting or deleting a clip by hand takes the same lock (:func:`device_lock`): each clip is read again under
+it just before it is deleted, so a clip protected after the pass listed its candidates is kept.
 
 Alerts: a storage warning when usage crosses the warning threshold, "capacity reached" when clips had to go;
 both rate-limited per device by the alert limiter.
@@ -22,6 +24,7 @@ from typing import Any
 
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
 
+from . import quarantine
 from .errors import NotFound
 from .index_store import stored_bytes
 from .services import Services
@@ -35,6 +38,21 @@ _locks_guard = threading.Lock()
 def _lock(name: str) -> threading.Lock:
     with _locks_guard:
         return _locks[name]
+
+
+def device_lock(device_id: str) -> threading.Lock:
+    """The lock under which a device's clips are deleted or have their protection changed."""
+    return _lock(device_id)
+
+
+def delete_unless_protected(services: Services, clip: dict[str, Any]) -> dict[str, Any] | None:
+    """With the clip's device lock held: read the clip again and delete it unless it is protected now (or gone).
+    Returns the record that was deleted, or None."""
+    current = services.index.get_clip(clip["device_id"], clip["day"], clip["key"])
+    if current is None or current.get("protected"):
+        return None
+    delete_clip(services, current)
+    return current
 
 
 @dataclass(frozen=True)
@@ -72,16 +90,22 @@ def enforce_device(services: Services, device_id: str, now: datetime | None = No
     deleted: list[str] = []
     for_quota = 0
     with _lock(device_id):
-        used = services.index.usage(device_id)["bytes"]
+        usage = services.index.usage(device_id)
+        used = usage["bytes"] + usage["quarantine_bytes"]
+        if limit > 0 and used > limit and usage["quarantine_bytes"]:
+            # Uploads that failed verification go before footage does (functions/quarantine.py).
+            kept = quarantine.prune(services, device_id, min(services.quarantine_limit_bytes,
+                                                             max(0, limit - usage["bytes"])))
+            used = usage["bytes"] + kept
         for clip in list(services.index.oldest_clips(device_id)):
             over_quota = limit > 0 and used > limit
             too_old = cutoff_stamp is not None and clip["captured_at"] < cutoff_stamp
             if not (over_quota or too_old):
                 break   # oldest first: nothing later is older, and the quota holds
-            if clip.get("protected"):
+            gone = None if clip.get("protected") else delete_unless_protected(services, clip)
+            if gone is None:
                 continue
-            delete_clip(services, clip)
-            used -= stored_bytes(clip)
+            used -= stored_bytes(gone)
             deleted.append(clip["key"])
             for_quota += 0 if too_old else 1
     if deleted:
@@ -108,7 +132,10 @@ def enforce_global(services: Services) -> RetentionResult:
                     break
                 if clip.get("protected"):
                     continue
-                delete_clip(services, clip)
-                used -= stored_bytes(clip)
+                with device_lock(clip["device_id"]):
+                    gone = delete_unless_protected(services, clip)
+                if gone is None:
+                    continue
+                used -= stored_bytes(gone)
                 deleted.append(clip["key"])
     return RetentionResult(tuple(deleted), used, budget)

@@ -67,6 +67,8 @@ class Services:
     event_sink: Callable[[list[Any]], int] | None = None
     storage_warning_threshold: float = 0.8
     global_budget_bytes: int = 0   # 0 = no deployment-wide budget
+    quarantine_limit_bytes: int = 1024 * 1024 * 1024   # per device; counted against its quota too
+    slot_limiter: Any = None       # functions.slot_limiter.SlotLimiter, when configured
     silent_minutes: int = 30
     alerts: Any = None             # functions.alerts.Alerts, when configured
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)

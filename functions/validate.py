@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from .errors import BadRequest
@@ -95,3 +95,16 @@ def only_known(doc: dict[str, Any], known: set[str]) -> None:
     if unknown:
         raise BadRequest(f"unknown field '{unknown[0]}'; known fields: {', '.join(sorted(known))}",
                          field=unknown[0])
+
+
+def day(value: object) -> str:
+    """A UTC day as the index names it (``YYYY-MM-DD``, a real date). The index builds file paths from it, so
+    this is checked wherever a day enters the index, not only where a request parses it."""
+    if isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-" \
+            and (value[:4] + value[5:7] + value[8:]).isascii() and (value[:4] + value[5:7] + value[8:]).isdigit():
+        try:
+            if date.fromisoformat(value).isoformat() == value:
+                return value
+        except ValueError:
+            pass
+    raise BadRequest(f"invalid day {str(value)[:40]!r}: give a date as YYYY-MM-DD, e.g. 2026-01-31", field="day")

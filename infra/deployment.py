@@ -13,6 +13,11 @@ Data-dir layout::
     runtime/               job queue, dead letters, device registry, auth-failure state
     index/                 the TinyDB index shards (encrypted at rest)
     site/                  the rendered dashboard (encrypted at rest)
+    logs/                  MinIO's log
+
+The data directory and those folders are 0700 (:func:`make_private`, at ``setup`` and at every ``serve``): the
+data dir holds MinIO's IAM files, whose handler identity can read every clip, and an existing directory keeps
+whatever mode it had unless something sets it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from cryospy.common.objectkeys import BUCKET
 from .errors import InfraError
 
 FILE_NAME = "deployment.json"
+PRIVATE_FOLDERS = ("minio", "minio/data", "minio/events", "runtime", "index", "site", "logs")
 _SECRET_FIELDS = {"minio_root_password", "presigner_secret", "handler_secret", "webhook_token", "admin_token"}
 
 
@@ -51,6 +57,19 @@ def write_private_file(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_private(data_dir: Path) -> None:
+    """Make the data directory 0700 (creating it if needed) and tighten the folders CryoSpy keeps in it.
+
+    Idempotent and cheap (no walk of MinIO's objects): once the data directory is 0700 no other user reaches
+    anything below it, whatever modes older versions left there."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(data_dir, 0o700)
+    for name in PRIVATE_FOLDERS:
+        folder = data_dir / name
+        if folder.is_dir() and not folder.is_symlink():
+            os.chmod(folder, 0o700)
 
 
 @dataclass(frozen=True)

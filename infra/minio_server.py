@@ -81,10 +81,9 @@ class MinioServer:
         require_free(self.dep.host, self.dep.minio_console_port, "the MinIO console")
         data = self.dep.path("minio", "data")
         try:
-            data.mkdir(parents=True, exist_ok=True)
-            self.dep.path("minio", "events").mkdir(parents=True, exist_ok=True)
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+            for folder in (data, self.dep.path("minio", "events"), self.log_path.parent):
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         except OSError as exc:
             raise MinioStartError(
                 f"cannot prepare MinIO's directories under {self.dep.path('minio')}: {exc.strerror} "
@@ -94,8 +93,10 @@ class MinioServer:
         cmd = [str(binary), "server", str(data),
                "--address", f"{self.dep.host}:{self.dep.minio_port}",
                "--console-address", f"{self.dep.host}:{self.dep.minio_console_port}", "--quiet"]
+        # umask 077: MinIO writes its IAM (the handler identity's secret), config and objects 0600/0700
+        # rather than world-readable 0644.
         self.proc = subprocess.Popen(cmd, env=minio_env(self.dep), stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         log.close()
         try:
             self.wait_healthy(timeout)

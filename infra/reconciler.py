@@ -1,8 +1,10 @@
-"""Lists the bucket periodically and queues any clip the index lacks.
+"""Lists the bucket periodically and queues any clip the index lacks, or keeps only as a tombstone.
 
 MinIO's queue_dir makes event loss unlikely, but not impossible (queue limit reached, a bucket restored
 from backup, notifications misconfigured by hand). The reconciler closes that gap: it is cheap (one LIST
-per pass) and safe, because handlers are idempotent and queued jobs are deduplicated.
+per pass) and safe, because handlers are idempotent and queued jobs are deduplicated. A tombstone (a clip the
+index believes was deleted outside CryoSpy) whose object is listed is queued too: a forged or stale removal
+event must not hide footage that is still there.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ class Reconciler:
                     continue
                 try:
                     ck = parse_clip_key(key)
-                    if self.services.index.has_clip(ck.device_id, ck.day, key):
+                    record = self.services.index.get_clip(ck.device_id, ck.day, key)
+                    if record is not None and not record.get("missing"):
                         continue
                 except ObjectKeyError:
                     pass

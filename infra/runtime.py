@@ -36,6 +36,7 @@ from cryospy.functions.index_store import IndexStore
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.mailer import Mailer, SmtpSettings
 from cryospy.functions.services import S3Identity, Services
+from cryospy.functions.slot_limiter import SlotLimiter
 from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection
@@ -87,6 +88,8 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
                       alert_policy(config)) if mailer else None,
         storage_warning_threshold=config.storage_warning_threshold,
         global_budget_bytes=config.global_budget_bytes,
+        quarantine_limit_bytes=config.quarantine_bytes,
+        slot_limiter=SlotLimiter(config.slots_per_minute),
         silent_minutes=config.silent_minutes,
     )
 
@@ -254,6 +257,7 @@ class Runtime:
         self.reconciler.stop()
         self.dispatcher.stop()
         self.builder.stop()
+        self.services.index.close()
         self.queue.close()
         self.services.devices.flush()
         if self.services.alerts is not None:

@@ -13,7 +13,9 @@ Example::
       "allowed_hosts": ["cryospy.lan"],
       "proxy_auth": {"header": "X-Proxy-Auth", "value": "…"},
       "max_clip_megabytes": 512,
-      "slot_ttl_seconds": 600
+      "slot_ttl_seconds": 600,
+      "storage": {"warning_threshold": 0.8, "global_budget_gigabytes": 0, "quarantine_megabytes": 1024,
+                  "slots_per_minute": 120}
     }
 
 The file may hold the SMTP password, so it is read from a 0600 file and never logged.
@@ -34,7 +36,7 @@ KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "allowed_hosts", "p
          "slot_ttl_seconds", "storage"}
 ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
               "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
-STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes"}
+STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes", "quarantine_megabytes", "slots_per_minute"}
 
 
 class ServerConfigError(InfraError):
@@ -57,6 +59,8 @@ class ServerConfig:
     silent_minutes: int = 30
     storage_warning_threshold: float = 0.8
     global_budget_bytes: int = 0
+    quarantine_bytes: int = 1024 * 1024 * 1024   # per device: the oldest quarantined uploads go beyond this
+    slots_per_minute: int = 120                   # per device, with a burst of as many
 
 
 def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -119,4 +123,6 @@ def load_server_config(path: Path) -> ServerConfig:
         silent_minutes=int(_number(path, alerts, "silent_minutes", 30, 1, 10080)),
         storage_warning_threshold=_number(path, storage, "warning_threshold", 0.8, 0.05, 1.0),
         global_budget_bytes=int(_number(path, storage, "global_budget_gigabytes", 0, 0, 1_000_000) * 1024**3),
+        quarantine_bytes=int(_number(path, storage, "quarantine_megabytes", 1024, 0, 1_000_000) * 1024**2),
+        slots_per_minute=int(_number(path, storage, "slots_per_minute", 120, 1, 6000)),
     )

@@ -111,6 +111,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def cli_setup_browser(data: Path, env: dict[str, str]) -> Any:
+    """``cryospy setup --browser`` in a child process on free loopback ports; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    from cryospy.infra.minio_server import free_port, port_is_free
+
+    host = "127.0.0.1"
+    minio_port = free_port(host)
+    while not port_is_free(host, minio_port + 1):   # the CLI puts MinIO's console on the next port
+        minio_port = free_port(host)
+    return subprocess.run([sys.executable, "-m", "cryospy", "setup", "--browser", "--data-dir", str(data),
+                           "--runtime-port", str(free_port(host)), "--minio-port", str(minio_port)],
+                          capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+
+
 def offline_services(tmp: Path, admin_token: str) -> Any:
     """Services for unit tests of the API: a real key vault, registry and index in ``tmp``, and object-store
     identities that point at a closed port (nothing in these tests may reach MinIO)."""

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryospy.functions.errors import KeysLocked
+from cryospy.functions.events import stored_event_key
 from cryospy.functions.services import Services
 
 DEAD_LETTERS_SHOWN = 20
@@ -60,19 +61,10 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _object_key(event: dict[str, Any]) -> str:
-    """The object a dead-lettered event was about, for the admin to recognise (events are S3 records)."""
-    for record in event.get("Records", []) if isinstance(event, dict) else []:
-        key = record.get("s3", {}).get("object", {}).get("key")
-        if key:
-            return str(key)
-    return str(event.get("key", "")) if isinstance(event, dict) else ""
-
-
 def dead_letters(queue: Any, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter]:
     """The newest dead-lettered jobs first."""
     rows = queue.dead_letters()[-limit:]
-    return [DeadLetter(r["id"], r["handler"], _object_key(r["event"]), r["attempts"], r["reason"] or "",
+    return [DeadLetter(r["id"], r["handler"], stored_event_key(r["event"]), r["attempts"], r["reason"] or "",
                        _iso(r["updated"])) for r in reversed(rows)]
 
 

@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, quote
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
+from cryospy.functions import validate
+from cryospy.functions.errors import BadRequest
 from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
 from cryospy.functions.index_store import playable as is_playable
 from cryospy.functions.mp4 import Fragment
@@ -66,7 +68,7 @@ class MediaRoutes:
             if path == "/media/clip.m3u8":
                 return self._text(start, clip_playlist(clip_media(self._record(query))), PLAYLIST_TYPE)
             if path == "/media/day.m3u8":
-                device, day = query.get("device", ""), query.get("day", "")
+                device, day = query.get("device", ""), validate.day(query.get("day", ""))
                 clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day, with_fragments=True)
                          if c.get("fragments") and is_playable(c)]
                 if not clips:
@@ -78,6 +80,8 @@ class MediaRoutes:
                 return self._live(start, query.get("device", ""))
             if path == "/media/latest.json":
                 return self._latest(start, query.get("device", ""))
+        except BadRequest as exc:
+            return self._error(start, "400 Bad Request", exc.message)
         except ClipGone as exc:
             return self._error(start, "410 Gone", str(exc))
         except LookupError as exc:

@@ -204,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         run_agents(load_configs(args.config))
         return 0
     if args.command == "events":
+        from cryospy.functions.events import stored_event_key
         from cryospy.infra.deployment import load
         from cryospy.infra.jobqueue import JobQueue
 
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "dead":
             dead = queue.dead_letters()
             for job in dead:
-                key = job["event"]["Records"][0]["s3"]["object"]["key"]
+                key = stored_event_key(job["event"])
                 print(f"#{job['id']} {job['handler']} {key}: {job['reason']}")
             print(f"{len(dead)} dead-lettered event(s)")
         else:
@@ -258,14 +259,16 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from cryospy.infra.deployment import load
+    from cryospy.infra.deployment import load, make_private
     from cryospy.infra.minio_server import MinioServer
     from cryospy.infra.runtime import Runtime, RuntimeOptions
 
     from .passphrase import read_passphrase
     from .setup_cmd import announce_browser_setup
 
+    os.umask(0o077)              # the queue, registry, index, logs and MinIO's files: this user's only
     dep = load(args.data_dir)
+    make_private(dep.data_dir)   # every start: a restore or a copy may have loosened it
     needs_setup = not dep.keys_path.exists()   # made with `setup --browser`: the passphrase is chosen at /setup
     passphrase = None if args.locked or needs_setup else read_passphrase(args.passphrase_file, required=False)
 

@@ -18,7 +18,7 @@ from cryospy.infra.deployment import Deployment
 def setup(data_dir: Path, passphrase: str | None, *, scrypt_n: int | None = None,
           **overrides: object) -> Deployment:
     """Create the deployment; with ``passphrase=None`` no key store (first-run setup happens in the browser)."""
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    deployment.make_private(data_dir)   # an existing directory keeps its mode otherwise (755 stays 755)
     dep = deployment.create(data_dir, **overrides)
     if passphrase is None:
         return dep

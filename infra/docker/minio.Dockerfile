@@ -13,4 +13,5 @@ USER minio
 VOLUME ["/data"]
 EXPOSE 9000
 HEALTHCHECK --interval=10s --timeout=3s --retries=30 CMD curl -fsS http://127.0.0.1:9000/minio/health/cluster || exit 1
-ENTRYPOINT ["minio", "server", "/data", "--address", ":9000", "--console-address", ":9001"]
+# umask 077: MinIO's IAM files (service identities' secrets), config and objects are private to its user.
+ENTRYPOINT ["/bin/sh", "-c", "umask 077 && exec minio server /data --address :9000 --console-address :9001"]

@@ -28,11 +28,11 @@ from cryospy.common.keys import KeyStore, KeyStoreExists
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.deployment import Deployment
-from cryospy.infra.minio_server import MinioServer, free_port, port_is_free
+from cryospy.infra.minio_server import MinioServer, free_port
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.web.first_run import SETUP_CODE_FILE
 from tests.conftest import FAST_SCRYPT_N
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, cli_setup_browser, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -259,19 +259,13 @@ def test_the_setup_code_reaches_only_a_terminal(tmp_path: Path):
 
 def test_cli_setup_browser_then_serve_offers_setup(tmp_path: Path, minio_binary: Path):
     data = tmp_path / "cli"
-    host = "127.0.0.1"
     cli = [sys.executable, "-m", "cryospy"]
     env = {**os.environ, "CRYOSPY_MINIO_BIN": str(minio_binary)}
     env.pop("CRYOSPY_PASSPHRASE", None)
     refused = subprocess.run([*cli, "setup", "--browser", "--data-dir", str(data), "--passphrase-file",
                               str(tmp_path / "p")], capture_output=True, text=True, timeout=60, env=env)
     assert refused.returncode == 2 and "exclude each other" in refused.stderr
-    minio_port = free_port(host)
-    while not port_is_free(host, minio_port + 1):   # the CLI puts MinIO's console on the next port
-        minio_port = free_port(host)
-    made = subprocess.run([*cli, "setup", "--browser", "--data-dir", str(data), "--runtime-port",
-                           str(free_port(host)), "--minio-port", str(minio_port)],
-                          capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    made = cli_setup_browser(data, env)
     assert made.returncode == 0, made.stderr
     assert "/setup" in made.stdout and (data / "deployment.json").exists() and not (data / "keys.json").exists()
     errors = tmp_path / "serve.stderr"
