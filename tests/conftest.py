@@ -2,7 +2,9 @@
 
 * ``minio_binary`` finds or builds MinIO once (the build prints progress);
 * ``deployment`` / ``minio`` – one deployment and one MinIO server for the whole session;
-* ``runtime`` – a fresh runtime per test (tests may stop and restart it), unlocked with the passphrase.
+* ``runtime`` – a fresh runtime per test (tests may stop and restart it), unlocked with the passphrase;
+* ``rtsp_camera`` / ``rtsp_media`` – a real RTSP camera for the whole session and its media files
+  (``tests/rtsp_camera/fixture.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cryospy.cli.setup_cmd import setup
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer, free_port
+from tests.rtsp_camera.fixture import rtsp_camera, rtsp_media  # noqa: F401  (fixtures for every test)
 
 PASSPHRASE = "correct horse battery staple"
 FAST_SCRYPT_N = 2**10  # tests only: the production default is 2**16
