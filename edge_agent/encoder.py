@@ -32,7 +32,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from cryospy.common.ffmpeg_tool import FfmpegError, ffmpeg_exe
+from cryospy.common.ffmpeg_tool import FfmpegError, drain_into, ffmpeg_exe
 
 from .recorded import EncodedClip, StreamInfo
 
@@ -290,13 +290,8 @@ class ClipEncoder:
         return np.ascontiguousarray(frame).tobytes()
 
     def _drain_stderr(self) -> None:
-        stream = self._proc.stderr
-        assert stream is not None
-        for chunk in iter(lambda: stream.read(4096), b""):
-            self._stderr += chunk
-            if len(self._stderr) > _STDERR_KEEP:
-                del self._stderr[: len(self._stderr) - _STDERR_KEEP]
-        stream.close()
+        assert self._proc.stderr is not None
+        drain_into(self._proc.stderr, self._stderr, _STDERR_KEEP)
 
     def _remove_output(self) -> None:
         self.path.unlink(missing_ok=True)

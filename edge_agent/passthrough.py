@@ -46,7 +46,7 @@ from urllib.parse import unquote
 import av
 import ffmpeg
 
-from cryospy.common.ffmpeg_tool import FfmpegError, ffmpeg_exe
+from cryospy.common.ffmpeg_tool import FfmpegError, drain_into, ffmpeg_exe
 from cryospy.common.keys import DeploymentPublicKey
 from cryospy.common.settings import DeviceSettings
 from cryospy.common.timefmt import utc_stamp
@@ -227,13 +227,8 @@ class _Ffmpeg:
         self._drain.start()
 
     def _drain_stderr(self) -> None:
-        stream = self.proc.stderr
-        assert stream is not None
-        for chunk in iter(lambda: stream.read(4096), b""):
-            self._stderr += chunk
-            if len(self._stderr) > _STDERR_KEEP:
-                del self._stderr[: len(self._stderr) - _STDERR_KEEP]
-        stream.close()
+        assert self.proc.stderr is not None
+        drain_into(self.proc.stderr, self._stderr, _STDERR_KEEP)
 
     def stderr(self) -> str:
         return redact(self._stderr.decode("utf-8", "replace"), *self.secrets)

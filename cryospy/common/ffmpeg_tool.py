@@ -18,10 +18,11 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from cryospy.common.errors import CryoSpyError
 
-__all__ = ["ENV_VAR", "FfmpegError", "ffmpeg_exe", "run_ffmpeg", "stderr_tail"]
+__all__ = ["ENV_VAR", "FfmpegError", "drain_into", "ffmpeg_exe", "run_ffmpeg", "stderr_tail"]
 
 #: Environment variable that names the ffmpeg binary to use (a path or a command on PATH).
 ENV_VAR = "CRYOSPY_FFMPEG"
@@ -53,6 +54,16 @@ def stderr_tail(stderr: bytes | str | None, *, lines: int = _TAIL_LINES) -> str:
     kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
     tail = "\n".join(kept)
     return tail[-_TAIL_CHARS:]
+
+
+def drain_into(stream: IO[bytes], keep: bytearray, limit: int) -> None:
+    """Read a child's stderr to its end, keeping the last ``limit`` bytes in ``keep``. Run it on a thread:
+    a full stderr pipe would block ffmpeg, which would then stop reading its input."""
+    for chunk in iter(lambda: stream.read(4096), b""):
+        keep += chunk
+        if len(keep) > limit:
+            del keep[: len(keep) - limit]
+    stream.close()
 
 
 @functools.cache
