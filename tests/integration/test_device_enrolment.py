@@ -180,3 +180,23 @@ def test_the_heartbeat_reports_a_setting_the_admin_changed(deployment, runtime, 
     finally:
         running.stop()
     assert running.error is None
+
+
+def test_devices_create_adds_cameras_to_one_agent_config(deployment, runtime, tmp_path: Path, capsys):
+    """`cryospy devices create --add-to FILE` builds a multi-camera agent config, one camera per call; a second
+    camera with the same id is refused with a clear message."""
+    from cryospy.cli.main import main
+    from cryospy.edge_agent.config import load_configs
+
+    nvr = tmp_path / "nvr.json"
+    base = ["devices", "create", "--data-dir", str(deployment.data_dir), "--add-to", str(nvr)]
+    assert main([*base[:2], "nvr-a", *base[2:], "--camera", "rtsp://u:pw@10.0.0.5/1",
+                 "--detect", "rtsp://u:pw@10.0.0.5/2"]) == 0
+    assert main([*base[:2], "nvr-b", *base[2:], "--camera", "rtsp://u:pw@10.0.0.6/1"]) == 0
+    assert f"cryospy agent --config {nvr}" in capsys.readouterr().out
+    a, b = load_configs(nvr)
+    assert (a.client_id, a.detect_device, b.client_id, b.detect_device) == \
+        ("nvr-a", "rtsp://u:pw@10.0.0.5/2", "nvr-b", "")
+    assert a.spool_dir != b.spool_dir and stat.S_IMODE(nvr.stat().st_mode) == 0o600
+    assert main([*base[:2], "nvr-a", *base[2:], "--camera", "rtsp://x/1"]) == 2
+    assert "already has a camera 'nvr-a'" in capsys.readouterr().err
