@@ -188,6 +188,9 @@ class CopiedClip:
         self.path.unlink(missing_ok=True)
 
 
+_NO_VIDEO = "the stream has no video track; point camera_device at the camera's video stream"
+
+
 def explain(stderr: str) -> str:
     """ffmpeg's diagnosis of a failed camera, in words a user can act on (already redacted)."""
     low = stderr.lower()
@@ -199,7 +202,9 @@ def explain(stderr: str) -> str:
         ("connection refused", "connection refused: nothing listens at that address and port"),
         ("no route to host", "no route to the camera: it is off, unplugged or on another network"),
         ("timed out", "the camera stopped answering (timed out)"),
-        ("matches no streams", "the stream has no video track; point camera_device at the camera's video stream"),
+        ("matches no streams", _NO_VIDEO),
+        # Our -skip_frame finds no video decoder to take it, and ffmpeg stops there before it reaches -map.
+        ("avoption skip_frame", _NO_VIDEO),
         ("name or service not known", "the camera's host name does not resolve"),
         ("invalid data found", "the source does not deliver a video stream ffmpeg understands"),
     )
@@ -432,9 +437,13 @@ class PassthroughRecorder:
             return
         self.stream = info.stream
         if info.stream.codec not in PLAYABLE_CODECS:
+            # Not stored: nobody could play it. The transcoding recorder takes over as this session ends.
             self.refused = (f"the camera sends {info.stream.codec}, which browsers cannot play; recording "
                             "re-encodes it to H.264 instead")
-            log.warning("camera %s: %s", self.display_url, self.refused)
+            log.warning("camera %s: %s; the %.1f s copied as sent are discarded", self.display_url, self.refused,
+                        info.duration_s)
+            clip.abort()
+            return
         self.tap.configure(plan.settings, (info.stream.width, info.stream.height))
         self._check_detect_aspect(info.stream)
         gap = None

@@ -7,6 +7,7 @@ server's loop point, with timestamps that keep the file's frame rate.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,8 @@ from tests.rtsp_camera.packets import find_in_loop, packet_digests
 
 pytestmark = pytest.mark.integration
 
-CODEC_NAMES = {"h264": "h264", "h265": "hevc"}
+CODEC_NAMES = {"h264": "h264", "h265": "hevc", "mjpeg": "mjpeg"}
+ALL_MOUNTS = ["main", "sub", "main_h265", "main_aac", "still", "still_sub", "sub_4x3", "mjpeg", "audio_only"]
 SHORT_SECONDS = 3.0
 LOOP_MOUNT = "main_aac"  # recorded past the loop point: video and audio must both wrap cleanly
 
@@ -50,21 +52,25 @@ def recordings(rtsp_camera: RtspCamera, tmp_path_factory: pytest.TempPathFactory
         return dict(pool.map(one, rtsp_camera.mounts))
 
 
-@pytest.mark.parametrize("mount", ["main", "sub", "main_h265", "main_aac", "still", "still_sub"])
+@pytest.mark.parametrize("mount", ALL_MOUNTS)
 def test_mount_streams_its_codec_and_size(rtsp_camera: RtspCamera, recordings: dict[str, Path], mount: str) -> None:
     media = rtsp_camera.media[mount]
     with av.open(str(recordings[mount])) as container:
-        video = container.streams.video[0].codec_context
-        assert (video.name, video.width, video.height) == (CODEC_NAMES[media.video], media.width, media.height)
+        if media.video is None:
+            assert not container.streams.video, f"{mount} is audio only"
+        else:
+            video = container.streams.video[0].codec_context
+            assert (video.name, video.width, video.height) == (CODEC_NAMES[media.video], media.width, media.height)
         audio = [stream.codec_context.name for stream in container.streams.audio]
         assert audio == (["aac"] if media.audio == "aac" else [])
 
 
-@pytest.mark.parametrize("mount", ["main", "sub", "main_h265", "main_aac", "still", "still_sub"])
+# Not mjpeg: RTP/JPEG rebuilds each picture's headers, so its packets are the file's pictures, not its bytes.
+@pytest.mark.parametrize("mount", [m for m in ALL_MOUNTS if m != "mjpeg"])
 def test_recorded_packets_are_the_files_packets(rtsp_camera: RtspCamera, recordings: dict[str, Path],
                                                 mount: str) -> None:
     media = rtsp_camera.media[mount]
-    kinds = ["video", "audio"] if media.audio else ["video"]
+    kinds = (["video"] if media.video else []) + (["audio"] if media.audio else [])
     for kind in kinds:
         recorded = packet_digests(recordings[mount], kind)
         served = packet_digests(media.path, kind)
@@ -86,6 +92,17 @@ def test_the_loop_point_keeps_packets_and_pace(rtsp_camera: RtspCamera, recordin
         steps = [b - a for a, b in itertools.pairwise(pts)]  # type: ignore[operator]
         frame = 1 / media.fps if kind == "video" else AAC_FRAME / AAC_RATE
         assert max(steps) < frame * 1.5 and min(steps) > frame * 0.5, f"{kind} PTS steps {sorted(set(steps))}"
+
+
+def test_the_mjpeg_mount_sends_the_files_pictures(rtsp_camera: RtspCamera, recordings: dict[str, Path]) -> None:
+    """RTP/JPEG rebuilds each picture's headers from RFC 2435's defaults: decoded, every picture is the file's."""
+    def pictures(path: Path) -> list[str]:
+        with av.open(str(path)) as container:
+            return [hashlib.sha256(frame.to_ndarray().tobytes()).hexdigest() for frame in container.decode(video=0)]
+
+    recorded, served = pictures(recordings["mjpeg"]), set(pictures(rtsp_camera.media_path("mjpeg")))
+    assert len(recorded) >= SHORT_SECONDS * rtsp_camera.media["mjpeg"].fps * 0.8
+    assert not [i for i, digest in enumerate(recorded) if digest not in served], "pictures the file does not hold"
 
 
 @pytest.mark.parametrize("credentials", ["wrong", "none"])

@@ -5,10 +5,16 @@ What a user relies on: the clips hold the camera's own packets (compared per pac
 an H.265 camera yields clips that verify, export and decode, a camera outage is reported once and loses
 nothing, one agent records several cameras while one of them is dead, motion comes from the sub-stream, and
 the camera's password appears nowhere the server or the agent writes.
+
+Bad input (issue 11), each camera next to a healthy one in the same agent, which keeps recording: a URL
+that serves sound only is told as "no video track" and stores nothing; an MJPEG camera is re-encoded to
+H.264 and says why; a 4:3 sub-stream under a 16:9 main stream is named in the motion state. Each sentence
+is on the admin device page, and the password is in neither.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import itertools
 import json
@@ -21,6 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import av
+import numpy as np
 import pytest
 
 from cryospy.cli.admin_client import AdminClient
@@ -243,3 +251,114 @@ def test_a_wrong_camera_password_is_told_plainly_and_never_shown(deployment, run
     finally:
         agents.stop()
     assert "401" in beat["source_state"] and "not-the-password" not in json.dumps(beat)
+
+
+def admin_page(deployment: Deployment, device_id: str) -> str:
+    """The device's admin page as a reader sees its words (HTML entities decoded: ``stream's``, not ``&#39;``)."""
+    page = _login(deployment.runtime_url).get(f"{deployment.runtime_url}/admin/devices/{device_id.encode().hex()}",
+                                              timeout=10)
+    assert page.status_code == 200, page.status_code
+    return html.unescape(page.text)
+
+
+def heartbeat_saying(rt: Any, device_id: str, field: str, words: str, timeout: float = 90) -> dict[str, Any]:
+    return wait_for(lambda: words in heartbeat(rt, device_id).get(field, "") and heartbeat(rt, device_id),
+                    timeout=timeout, what=f"{device_id}'s heartbeat to say {words!r} in {field}")
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    """Every video frame of ``path`` as signed greyscale pixels."""
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="gray").astype(np.int16) for frame in container.decode(video=0)]
+
+
+def back_to_back(found: list[dict[str, Any]]) -> None:
+    """Every sequence number, and each clip starting where the previous one ended (on the agent's clock)."""
+    assert [c["sequence"] for c in found] == list(range(len(found)))
+    for a, b in itertools.pairwise(found):
+        gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
+        assert abs(gap) < 1.0, [(c["sequence"], c["captured_at"], c["duration_s"]) for c in found]
+
+
+NO_VIDEO = "the stream has no video track; point camera_device at the camera's video stream"
+MJPEG_REFUSED = "the camera sends mjpeg, which browsers cannot play; recording re-encodes it to H.264 instead"
+OTHER_SHAPE = ("detect stream: the detect stream's picture (320x240) has another shape than the main stream "
+               "(640x360); motion zones are placed on the detect picture")
+
+
+def test_a_stream_without_video_is_told_plainly_and_the_next_camera_records(deployment, runtime,
+                                                                           rtsp_camera: RtspCamera,
+                                                                           tmp_path: Path) -> None:
+    nvr = tmp_path / "nvr.json"
+    enrol(deployment, tmp_path, "mic-porch", rtsp_camera.url("main"), add_to=nvr)
+    enrol(deployment, tmp_path, "mic-only", rtsp_camera.url("audio_only"), add_to=nvr)
+    agents = Agents(nvr)
+    try:
+        beat = heartbeat_saying(runtime, "mic-only", "source_state", NO_VIDEO)
+        healthy = at_least(runtime, "mic-porch", 4)
+        page = admin_page(deployment, "mic-only")
+    finally:
+        agents.stop()
+    assert beat["source_state"].startswith("offline since ") and beat["record_mode"] == "passthrough"
+    assert NO_VIDEO in page
+    assert clips(runtime, "mic-only") == [], "a stream without video yields no clips"
+    back_to_back(healthy)
+    assert rtsp_camera.password not in json.dumps(beat) and rtsp_camera.password not in page
+
+
+def test_an_mjpeg_camera_is_reencoded_to_h264_and_says_why(deployment, runtime, rtsp_camera: RtspCamera,
+                                                           tmp_path: Path) -> None:
+    nvr = tmp_path / "nvr.json"
+    enrol(deployment, tmp_path, "jpeg-porch", rtsp_camera.url("main"), add_to=nvr)
+    enrol(deployment, tmp_path, "jpeg-shed", rtsp_camera.url("mjpeg"), add_to=nvr)
+    agents = Agents(nvr)
+    try:
+        transcoded = wait_for(lambda: len(found := [c for c in clips(runtime, "jpeg-shed")
+                                                    if c["record_mode"] == "transcode"]) >= 3 and found,
+                              timeout=150, what="3 re-encoded clips of the MJPEG camera")
+        beat = heartbeat_saying(runtime, "jpeg-shed", "record_mode_reason", "mjpeg")
+        healthy = at_least(runtime, "jpeg-porch", 4)
+        page = admin_page(deployment, "jpeg-shed")
+    finally:
+        agents.stop()
+    assert beat["record_mode"] == "transcode" and beat["record_mode_reason"] == MJPEG_REFUSED
+    assert f"transcode ({MJPEG_REFUSED})" in page
+    stored = clips(runtime, "jpeg-shed")
+    assert all(c["codec"].startswith("avc1.") for c in stored), [(c["codec"], c["record_mode"]) for c in stored]
+    for clip in transcoded:
+        assert (clip["width"], clip["height"]) == (640, 360) and 2.5 <= clip["duration_s"] <= 4.5, clip
+    video = tmp_path / "mjpeg-as-h264.mp4"
+    video.write_bytes(plaintext(runtime, "jpeg-shed", transcoded[-1]["key"]))
+    recorded = decoded(video)
+    assert len(recorded) >= 30
+    # The camera's picture, not decoder garbage: each sampled frame is close to one the camera sent.
+    served = decoded(rtsp_camera.media_path("mjpeg"))
+    for frame in recorded[::10]:
+        closest = min(float(np.abs(frame - picture).mean()) for picture in served)
+        assert closest < 6, f"a re-encoded frame is {closest:.1f} grey levels from every picture the camera sent"
+    assert all(c["record_mode"] == "passthrough" for c in healthy)
+    back_to_back(healthy)
+    assert rtsp_camera.password not in json.dumps(beat) and rtsp_camera.password not in page
+
+
+def test_a_sub_stream_of_another_shape_is_named_and_motion_goes_on(deployment, runtime, rtsp_camera: RtspCamera,
+                                                                   tmp_path: Path) -> None:
+    nvr = tmp_path / "nvr.json"
+    enrol(deployment, tmp_path, "shape-porch", rtsp_camera.url("main"), detect=rtsp_camera.url("sub"), add_to=nvr)
+    enrol(deployment, tmp_path, "shape-4x3", rtsp_camera.url("main"), detect=rtsp_camera.url("sub_4x3"), add_to=nvr)
+    agents = Agents(nvr)
+    try:
+        beat = heartbeat_saying(runtime, "shape-4x3", "motion_state", "another shape")
+        recorded = {device: at_least(runtime, device, 4) for device in ("shape-porch", "shape-4x3")}
+        healthy_beat = heartbeat(runtime, "shape-porch")
+        page = admin_page(deployment, "shape-4x3")
+    finally:
+        agents.stop()
+    assert beat["motion_state"] == OTHER_SHAPE and OTHER_SHAPE in page
+    assert beat["record_mode"] == "passthrough" and beat["source_state"] == "ok"
+    assert healthy_beat["motion_state"] == "ok"
+    for device, found in recorded.items():
+        back_to_back(found)
+        assert any(c["motion"] for c in found), f"{device}: the crossing object is motion on the sub-stream"
+        assert not any(c["motion_error"] for c in found), device
+    assert rtsp_camera.password not in json.dumps(beat) and rtsp_camera.password not in page

@@ -42,11 +42,15 @@ AAC_FRAME = 1024  # samples per AAC packet
 
 @dataclass(frozen=True)
 class MountMedia:
-    """One mount's file and what is in it (``video`` is ``"h264"`` or ``"h265"``; ``audio`` ``"aac"`` or None)."""
+    """One mount's file and what is in it.
+
+    ``video`` is ``"h264"``, ``"h265"``, ``"mjpeg"`` or None (an audio-only mount, whose size is 0x0 and whose
+    ``fps`` and ``frames`` still give the length of the server's loop); ``audio`` is ``"aac"`` or None.
+    """
 
     name: str
     path: Path
-    video: str
+    video: str | None
     width: int
     height: int
     fps: int
@@ -97,7 +101,8 @@ class MediaSet:
 
 @dataclass(frozen=True)
 class Rendition:
-    """One encoded output of a scene: a mount name, a size and an encoder setting."""
+    """One encoded output of a scene: a mount name, a size and an encoder setting (``video``: h264, h265,
+    mjpeg)."""
 
     mount: str
     width: int
@@ -118,6 +123,11 @@ def suite_media(cache_root: Path) -> MediaSet:
     Mounts: ``main`` (H.264 640x360), ``sub`` (H.264 320x180 of the same scene), ``main_h265`` (H.265
     640x360), ``main_aac`` (``main``'s very packets plus an AAC track), ``still`` and ``still_sub`` (the
     room with sensor noise only: no moving object, no clock). All 15 fps, a keyframe every second, 8 s.
+
+    Cameras that are bad input for passthrough: ``audio_only`` (``main_aac``'s tone and no video track),
+    ``mjpeg`` (Motion JPEG 640x360 of the moving scene: every frame a keyframe) and ``sub_4x3`` (H.264
+    320x240 of the moving scene, stretched: a sub-stream of another shape than ``main``). They are rendered
+    in a second pass over the same frames, so the files above are made exactly as before.
     """
     key = _source_key()
     final = cache_root / "rtsp-media" / key
@@ -136,6 +146,9 @@ def suite_media(cache_root: Path) -> MediaSet:
                                noise_sigma=3.0)
         mounts |= render(work, still, TEST_SECONDS, TEST_GOP_SECONDS,
                          [Rendition("still", 640, 360, kbps=1000), Rendition("still_sub", 320, 180, kbps=250)])
+        mounts |= render(work, moving, TEST_SECONDS, TEST_GOP_SECONDS,
+                         [Rendition("sub_4x3", 320, 240, kbps=250), Rendition("mjpeg", 640, 360, video="mjpeg")])
+        mounts["audio_only"] = aac_only(mounts["main"], "audio_only")
         MediaSet(work, mounts).write_manifest()
         work.chmod(0o755)  # mkdtemp made it private
         try:
@@ -187,7 +200,8 @@ def render(directory: Path, scene: SyntheticScene, seconds: int, gop_seconds: in
     outputs: list[str] = []
     for i, r in enumerate(renditions):
         scale = "" if (r.width, r.height) == (scene.width, scene.height) else f"scale={r.width}:{r.height}:flags=area,"
-        chains.append(f"[v{i}]{scale}format=yuv420p[o{i}]")
+        pix_fmt = "yuvj420p" if r.video == "mjpeg" else "yuv420p"   # full-range, as JPEG is
+        chains.append(f"[v{i}]{scale}format={pix_fmt}[o{i}]")
         outputs += ["-map", f"[o{i}]", *_encoder_args(r, gop), "-an", "-movflags", "+faststart",
                     str(directory / f"{r.mount}.mp4")]
     cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y",
@@ -205,8 +219,8 @@ def render(directory: Path, scene: SyntheticScene, seconds: int, gop_seconds: in
         if proc.wait() != 0:
             errors.seek(0)
             raise RuntimeError(f"ffmpeg could not encode the camera media:\n{errors.read().decode(errors='replace')}")
-    return {r.mount: MountMedia(r.mount, directory / f"{r.mount}.mp4", r.video, r.width, r.height, fps, gop, frames,
-                                moving=scene.moving)
+    return {r.mount: MountMedia(r.mount, directory / f"{r.mount}.mp4", r.video, r.width, r.height, fps,
+                                1 if r.video == "mjpeg" else gop, frames, moving=scene.moving)
             for r in renditions}
 
 
@@ -218,19 +232,38 @@ def add_aac(media: MountMedia, mount: str) -> MountMedia:
     priming frame, and shifting away its negative timestamp moved the video's). The track ends before the
     video does, so every audio packet lies inside the server's loop segment and is served on every pass.
     """
-    packets = int(media.duration * AAC_RATE) // AAC_FRAME  # the encoder adds a priming frame to the content's
-    seconds = (packets - 1) * AAC_FRAME / AAC_RATE
     path = media.path.with_name(f"{mount}.mp4")
-    tone = media.path.with_name(f"{mount}.aac")
-    _run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y",
-          "-f", "lavfi", "-i", f"sine=frequency=1000:beep_factor=4:sample_rate={AAC_RATE}:duration={seconds}",
-          "-c:a", "aac", "-b:a", "32k", "-ac", "1", "-f", "adts", str(tone)], f"encode a tone for {mount}")
+    tone = _tone(media, mount)
     _run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(media.path), "-i", str(tone),
           "-map", "0:v", "-map", "1:a", "-c", "copy", "-use_editlist", "0", "-movflags", "+faststart", str(path)],
          f"add an AAC track to {media.path}")
     tone.unlink()
     return MountMedia(mount, path, media.video, media.width, media.height, media.fps, media.gop_frames,
                       media.frames, audio="aac", moving=media.moving)
+
+
+def aac_only(media: MountMedia, mount: str) -> MountMedia:
+    """A camera's audio channel without its video: the tone :func:`add_aac` adds to ``media``, alone.
+
+    It keeps ``media``'s frame rate and frame count, which here only say how long the server's loop is.
+    """
+    path = media.path.with_name(f"{mount}.mp4")
+    tone = _tone(media, mount)
+    _run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(tone), "-map", "0:a", "-c", "copy",
+          "-use_editlist", "0", "-movflags", "+faststart", str(path)], f"put an AAC track alone in {path.name}")
+    tone.unlink()
+    return MountMedia(mount, path, None, 0, 0, media.fps, 0, media.frames, audio="aac", moving=False)
+
+
+def _tone(media: MountMedia, mount: str) -> Path:
+    """A mono AAC-LC beep in ADTS, one packet shorter than ``media``'s video (see :func:`add_aac`)."""
+    packets = int(media.duration * AAC_RATE) // AAC_FRAME  # the encoder adds a priming frame to the content's
+    seconds = (packets - 1) * AAC_FRAME / AAC_RATE
+    tone = media.path.with_name(f"{mount}.aac")
+    _run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y",
+          "-f", "lavfi", "-i", f"sine=frequency=1000:beep_factor=4:sample_rate={AAC_RATE}:duration={seconds}",
+          "-c:a", "aac", "-b:a", "32k", "-ac", "1", "-f", "adts", str(tone)], f"encode a tone for {mount}")
+    return tone
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -248,17 +281,22 @@ def _encoder_args(r: Rendition, gop: int) -> list[str]:
     if r.video == "h265":
         params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0:bframes=0:repeat-headers=1:log-level=error"
         return ["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", params, *rate]
-    raise ValueError(f"video codec {r.video!r} is not h264 or h265")
+    if r.video == "mjpeg":
+        # What RTP/JPEG (RFC 2435) carries: baseline 4:2:0, no restart markers, and the standard Huffman tables,
+        # because the client rebuilds every header from RFC 2435's defaults (ffmpeg's own optimal tables would
+        # decode as garbage there). Quality, not bitrate, like a camera's MJPEG setting.
+        return ["-c:v", "mjpeg", "-huffman", "default", "-q:v", "6"]
+    raise ValueError(f"video codec {r.video!r} is not h264, h265 or mjpeg")
 
 
 @functools.cache
 def _ffmpeg() -> str:
     exe = ffmpeg_exe()
     encoders = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True, check=False).stdout
-    missing = [name for name in ("libx264", "libx265", "aac") if f" {name} " not in encoders]
+    missing = [name for name in ("libx264", "libx265", "aac", "mjpeg") if f" {name} " not in encoders]
     if missing:
         raise RuntimeError(f"{exe} has no {', '.join(missing)} encoder; the camera media need them. Point "
-                           "CRYOSPY_FFMPEG at the ffmpeg bundled with imageio-ffmpeg, which has all three")
+                           "CRYOSPY_FFMPEG at the ffmpeg bundled with imageio-ffmpeg, which has them all")
     return exe
 
 

@@ -17,7 +17,9 @@ NAL units and AAC frames. The media keep SPS/PPS (H.265: VPS/SPS/PPS) in-band in
 parser finds them there and inserts nothing: a client's depacketised access units are byte-identical to
 the file's packets, apart from the framing its container uses (length prefixes or start codes; compare
 with ``tests/rtsp_camera/packets.py``). Measured with ffmpeg ``-c copy`` into Matroska: every packet of
-every mount, video and audio, across the loop point.
+every H.264/H.265 mount, video and audio, across the loop point. An MJPEG mount is ``jpegparse !
+rtpjpegpay`` (RFC 2435 carries each JPEG's scan data and the client rebuilds its headers, so the pictures
+match the file's, not the bytes); an audio-only mount is its AAC branch alone, paid out as ``pay0``.
 
 The loop. The file plays as a *segment*; at its end qtdemux sends SEGMENT_DONE instead of EOS and the
 server seeks back to 0 without flushing, so the pipeline never stops and running time keeps growing (see
@@ -49,32 +51,37 @@ from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
 HOST = "127.0.0.1"
 ROLE = "camera-user"
 _PARSE_AND_PAY = {
-    "h264": "h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96",
-    "h265": "h265parse config-interval=-1 ! rtph265pay name=pay0 pt=96",
+    "h264": "h264parse config-interval=-1 ! rtph264pay name=pay{n} pt=96",
+    "h265": "h265parse config-interval=-1 ! rtph265pay name=pay{n} pt=96",
+    "mjpeg": "jpegparse ! rtpjpegpay name=pay{n} pt=26",
 }
-_AUDIO_PAY = {"aac": "aacparse ! rtpmp4gpay name=pay1 pt=97"}
+_AUDIO_PAY = {"aac": "aacparse ! rtpmp4gpay name=pay{n} pt=97"}
 
 
-def launch_line(path: Path, video: str, audio: str | None) -> str:
+def launch_line(path: Path, video: str | None, audio: str | None) -> str:
     """The factory's pipeline for one MP4 file: demux, parse and payload, never decode."""
-    if video not in _PARSE_AND_PAY:
+    if video is not None and video not in _PARSE_AND_PAY:
         raise SystemExit(f"video codec {video!r} in the manifest is not one of {sorted(_PARSE_AND_PAY)}")
     if audio is not None and audio not in _AUDIO_PAY:
         raise SystemExit(f"audio codec {audio!r} in the manifest is not one of {sorted(_AUDIO_PAY)}")
+    if video is None and audio is None:
+        raise SystemExit(f"{path.name} has neither video nor audio in the manifest")
     location = str(path).replace("\\", "\\\\").replace('"', '\\"')
-    line = (f'filesrc location="{location}" ! qtdemux name=demux '
-            f"demux.video_0 ! queue ! {_PARSE_AND_PAY[video]}")
+    branches = []          # the payloaders are pay0, pay1, ... in this order, as gst-rtsp-server wants
+    if video is not None:
+        branches.append(f"demux.video_0 ! queue ! {_PARSE_AND_PAY[video].format(n=len(branches))}")
     if audio is not None:
-        line += f" demux.audio_0 ! queue ! {_AUDIO_PAY[audio]}"
-    return f"( {line} )"
+        branches.append(f"demux.audio_0 ! queue ! {_AUDIO_PAY[audio].format(n=len(branches))}")
+    return f'( filesrc location="{location}" ! qtdemux name=demux {" ".join(branches)} )'
 
 
 class LoopingFactory(GstRtspServer.RTSPMediaFactory):
     """A shared media factory whose pipelines replay their file forever (see the module docstring)."""
 
-    def __init__(self, launch: str, loop_ns: int) -> None:
+    def __init__(self, launch: str, loop_ns: int, lead: str = "video") -> None:
         super().__init__()
         self.loop_ns = loop_ns
+        self.lead = lead
         self.set_launch(launch)
         self.set_shared(True)
         self.connect("media-configure", self._on_media_configure)
@@ -83,7 +90,8 @@ class LoopingFactory(GstRtspServer.RTSPMediaFactory):
                             media: GstRtspServer.RTSPMedia) -> None:
         bin_ = media.get_element()
         payloaders = [bin_.get_by_name(f"pay{i}") for i in range(2)]
-        loop = Loop(bin_.get_by_name("demux"), [pay.get_static_pad("sink") for pay in payloaders if pay], self.loop_ns)
+        loop = Loop(bin_.get_by_name("demux"), [pay.get_static_pad("sink") for pay in payloaders if pay], self.loop_ns,
+                    self.lead)
         media.connect("prepared", lambda _media: loop.first_pass(bin_))
 
 
@@ -105,11 +113,13 @@ class Loop:
     arriving again make h264parse put SPS/PPS in front of the next keyframe, changing its bytes.)
 
     The demuxer's pads answer SEEKING queries with "no", like a live camera, so that a client's PLAY with
-    a ``Range`` never rewinds the shared media for everybody.
+    a ``Range`` never rewinds the shared media for everybody. ``lead`` ("video", or "audio" for an
+    audio-only file) is the stream whose SEGMENT_DONE starts the next pass: qtdemux sends one per stream.
     """
 
-    def __init__(self, demux: Gst.Element, pay_pads: list[Gst.Pad], loop_ns: int) -> None:
+    def __init__(self, demux: Gst.Element, pay_pads: list[Gst.Pad], loop_ns: int, lead: str = "video") -> None:
         self.demux = demux
+        self.lead = lead
         self.loop_ns = loop_ns
         self.pay_pads = pay_pads
         self.last_pts = 0  # the largest buffer PTS of this pass, over all streams
@@ -124,8 +134,8 @@ class Loop:
     def _on_pad_added(self, _demux: Gst.Element, pad: Gst.Pad) -> None:
         pad.add_probe(Gst.PadProbeType.QUERY_UPSTREAM, _not_seekable)
         pad.add_probe(Gst.PadProbeType.BUFFER, self._on_buffer)
-        if pad.get_name().startswith("video"):
-            pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_video_event)
+        if pad.get_name().startswith(self.lead):
+            pad.add_probe(Gst.PadProbeType.EVENT_DOWNSTREAM, self._on_lead_event)
 
     def _on_buffer(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         pts = info.get_buffer().pts
@@ -133,7 +143,7 @@ class Loop:
             self.last_pts = pts
         return Gst.PadProbeReturn.OK
 
-    def _on_video_event(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
+    def _on_lead_event(self, _pad: Gst.Pad, info: Gst.PadProbeInfo) -> Gst.PadProbeReturn:
         if info.get_event().type == Gst.EventType.SEGMENT_DONE:
             # Not from the streaming thread: qtdemux pauses its task after SEGMENT_DONE; the seek restarts it.
             GLib.idle_add(self._next_pass)
@@ -195,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.mount:
         entry = mounts[name]
         launch = launch_line(args.media_dir / entry["file"], entry["video"], entry.get("audio"))
-        factory = LoopingFactory(launch, entry["frames"] * Gst.SECOND // entry["fps"])
+        factory = LoopingFactory(launch, entry["frames"] * Gst.SECOND // entry["fps"],
+                                 "video" if entry["video"] else "audio")
         if args.username is not None:
             factory.add_role_from_structure(Gst.Structure.new_from_string(
                 f"{ROLE}, media.factory.access=(boolean)true, media.factory.construct=(boolean)true"))

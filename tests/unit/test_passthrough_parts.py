@@ -102,6 +102,8 @@ def test_audio_only_when_allowed_and_sub_stream_motion_leaves_the_main_stream_un
     ("[rtsp @ 0x55] method DESCRIBE failed: 401 Unauthorized", "username or password"),
     ("Connection to tcp://127.0.0.1:9 failed: Connection refused", "connection refused"),
     ("Stream map '0:v:0' matches no streams.", "no video track"),
+    ("[in#0/rtsp @ 0x56] Codec AVOption skip_frame (Rate Control Based Frame Skip) is not a decoding option.\n"
+     "Error opening input files: Invalid argument", "no video track"),
     ("something new\n  the last line  \n", "the last line"),
 ])
 def test_ffmpeg_failures_are_explained(stderr: str, words: str) -> None:
