@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions.services import S3Identity
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
 from tests.attack_support import forget_failures
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, clip_place, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +112,7 @@ def test_repeated_failures_mail_the_admin_once_across_a_restart_and_never_disabl
 def test_delete_with_clips_removes_objects_and_index(runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "short-lived", tmp_path)
     key = camera.upload()
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
     status, doc = _http("DELETE", f"{deployment.runtime_url}/v1/admin/devices/short-lived?clips=delete",
                         headers=_admin(deployment))
@@ -128,7 +127,7 @@ def test_clip_query_pages_newest_first(runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "pager", tmp_path)
     keys = [camera.upload() for _ in range(3)]
     for key in keys:
-        ck = parse_clip_key(key)
+        ck = clip_place(runtime, key)
         wait_for(lambda k=key, c=ck: runtime.services.index.get_clip(c.device_id, c.day, k), what="indexed")
     base = f"{deployment.runtime_url}/v1/admin/clips?device=pager&limit=2"
     status, page1 = _http("GET", base, headers=_admin(deployment))

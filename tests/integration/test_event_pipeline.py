@@ -12,7 +12,7 @@ import pytest
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, clip_place, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def _jobs_for(runtime, key: str) -> list[tuple[str, str, int]]:
 
 
 def _indexed(runtime, key: str):
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     return runtime.services.index.get_clip(ck.device_id, ck.day, key)
 
 

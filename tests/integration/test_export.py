@@ -22,7 +22,7 @@ from cryospy.common.sealed import verify_content
 from cryospy.functions.services import S3Identity
 from cryospy.web.export_bundle import utc_text
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
 CLI = Path(sys.executable).with_name("cryospy")
@@ -45,7 +45,7 @@ def _upload_three(runtime, deployment, tmp_path: Path, device_id: str) -> tuple[
     camera = FakeCamera(deployment, device_id, tmp_path)
     keys = [camera.upload(sample_clip()) for _ in range(3)]       # captured 10 s apart
     for key in keys:
-        ck = parse_clip_key(key)
+        ck = clip_place(runtime, key)
         wait_for(lambda ck=ck, key=key: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
     return camera, keys
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.keys import KeyStore
-from cryospy.common.objectkeys import parse_clip_key, thumbnail_key
+from cryospy.common.objectkeys import thumbnail_key
 from cryospy.common.sealed import open_bytes
 from cryospy.functions.app import app
 from cryospy.functions.events import ObjectEvent
@@ -18,13 +18,13 @@ from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
-from tests.support import FakeCamera, clip_with_meta, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, clip_with_meta, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def _indexed(rt, key: str):
-    ck = parse_clip_key(key)
+    ck = clip_place(rt, key)
     return rt.services.index.get_clip(ck.device_id, ck.day, key)
 
 
