@@ -66,7 +66,8 @@ def test_device_identity_cannot_write_outside_its_own_prefix(runtime, deployment
     access, secret = device.upload_identity
     own = S3Identity(deployment.minio_url, access, secret).client()
     with pytest.raises(Exception, match="AccessDenied"):
-        own.put_object(Bucket=deployment.bucket, Key="clips/neighbour/2026/01/01/x.cse", Body=b"x")
+        neighbour = runtime.services.devices.get("neighbour").storage_token
+        own.put_object(Bucket=deployment.bucket, Key=f"clips/{neighbour}/2026/01/01/x.cse", Body=b"x")
     with pytest.raises(Exception, match="AccessDenied"):
         own.get_object(Bucket=deployment.bucket, Key=camera.upload())
 
@@ -114,11 +115,12 @@ def test_delete_with_clips_removes_objects_and_index(runtime, deployment, tmp_pa
     key = camera.upload()
     ck = clip_place(runtime, key)
     wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
+    token = runtime.services.devices.get("short-lived").storage_token
     status, doc = _http("DELETE", f"{deployment.runtime_url}/v1/admin/devices/short-lived?clips=delete",
                         headers=_admin(deployment))
     assert status == 200 and doc["deleted_objects"] >= 1
     assert runtime.services.index.days("short-lived") == []
-    listed = runtime.services.handler_client.list_objects_v2(Bucket=deployment.bucket, Prefix="clips/short-lived/")
+    listed = runtime.services.handler_client.list_objects_v2(Bucket=deployment.bucket, Prefix=f"clips/{token}/")
     assert listed.get("KeyCount", 0) == 0
     assert _http("GET", f"{deployment.runtime_url}/v1/admin/devices/short-lived", headers=_admin(deployment))[0] == 404
 
