@@ -274,7 +274,8 @@ def camera_junk(camera: FakeCamera, n: int) -> str:
 
 
 def quarantined(runtime, device_id: str) -> dict[str, int]:
+    token = runtime.services.devices.get(device_id).storage_token
     s3 = runtime.services.handler_client
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=runtime.services.bucket,
-                                                           Prefix=f"quarantine/clips/{device_id}/")
+                                                           Prefix=f"quarantine/clips/{token}/")
     return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}
