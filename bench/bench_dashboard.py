@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.sync_api import sync_playwright
 
-from cryospy.common.objectkeys import clip_key, parse_clip_key, thumbnail_key
+from cryospy.common.objectkeys import legacy_clip_key, thumbnail_key
+from cryospy.functions.clip_place import locate
 from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore, _dir_name, stored_bytes
 from cryospy.functions.storage import EncryptedJSONStorage
@@ -91,7 +92,7 @@ def _hash(device_id: str, sequence: int) -> bytes:
 
 def clip_record(device_id: str, captured_at: datetime, sequence: int, fragments: int) -> dict[str, Any]:
     """A record with every field ``ingest`` writes, in its order, for a 60-second 720p clip."""
-    ck = clip_key(device_id, captured_at, sequence)
+    ck = legacy_clip_key(device_id, captured_at, sequence)   # synthetic records: the key form does not matter
     digest = _hash(device_id, sequence)
     plain = 3_000_000 + int.from_bytes(digest[:3], "big") % 2_000_000
     motion = digest[3] < 26                         # about one clip in ten
@@ -507,7 +508,7 @@ def _in_browser(runtime: Runtime, dep: Any, tmp: Path, fragments: int) -> list[s
     camera = FakeCamera(dep, "bench-cam", tmp / "camera")
     clip = sample_clip(seconds=4.0, width=640, height=360)
     keys = [camera.upload(clip) for _ in range(1 + REPEATS)]   # [0] for cold runs; one never-played clip per warm run
-    ck = parse_clip_key(keys[0])
+    ck = locate(runtime.services.devices, keys[0])
     index = runtime.services.index
     wait_for(lambda: all(index.get_clip(ck.device_id, ck.day, k) for k in keys), timeout=60, what="indexing")
     path = day_page(ck.device_id, ck.day)

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryospy.common.clipmeta import encode_meta_box
 from cryospy.common.keys import verify_key_from_text
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import open_sealed
 from cryospy.edge_agent.synthetic import make_sample_video
 from cryospy.functions import ingest
+from cryospy.functions.clip_place import locate
 from cryospy.functions.mp4 import parse_mp4
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer
@@ -109,7 +109,7 @@ def main() -> None:
             say("sustained done; timing each step")
             # 3. where the time goes, on one clip
             key = keys[0]
-            ck = parse_clip_key(key)
+            ck = locate(rt.services.devices, key)
             s3 = rt.services.handler_client
             steps: dict[str, float] = {}
 

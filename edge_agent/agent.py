@@ -112,7 +112,8 @@ class Agent:
         settings = SettingsSync(config, client, config.spool_dir / "settings.json", stop)
         scratch = open_scratch(config.spool_dir, config.temp_dir)
         wake = threading.Event()
-        finisher = ClipFinisher(config.client_id, spool, signer, on_sealed=lambda _entry: wake.set())
+        finisher = ClipFinisher(config.client_id, spool, signer, on_sealed=lambda _entry: wake.set(),
+                                storage_token=lambda: settings.current().storage_token or config.storage_token)
         opener = source or (lambda fps: open_source(config.camera_device, loop=config.loop, fps=fps,
                                                     **_capture_request(config, settings.current().settings)))
         recorder = RecordingLoop(

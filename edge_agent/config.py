@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.objectkeys import is_storage_token
 from cryospy.common.strict_keys import unknown_key_message
 
 from .errors import ConfigError
@@ -36,6 +37,7 @@ _NEW = {
     "deployment_public_key", "signing_key", "spool_dir", "spool_max_megabytes", "clip_seconds", "width",
     "height", "fps", "loop", "ca_bundle", "tls_verify", "keyframe_seconds", "crf", "encoder_preset",
     "source_retry_max_seconds", "temp_dir", "signing_key_file", "detect_device", "rtsp_transport",
+    "storage_token",
 }
 _PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
@@ -74,6 +76,7 @@ class AgentConfig:
     temp_dir: str = ""              # where plaintext clips live for seconds; "" = a RAM directory if any (scratch.py)
     detect_device: str = ""         # the camera's low-resolution sub-stream, decoded for motion (passthrough)
     rtsp_transport: str = "tcp"     # tcp (reliable through NAT and Wi-Fi) or udp
+    storage_token: str = ""         # the device's pseudonym in object keys; the settings document also brings it
 
     @property
     def spool_max_bytes(self) -> int:
@@ -108,6 +111,9 @@ def _check_types(doc: dict[str, Any]) -> None:
     if detect and not is_stream_url(str(detect)):
         raise ConfigError("config key 'detect_device' must be a stream URL (rtsp://...), the camera's "
                           "low-resolution sub-stream; leave it out to detect motion on the main stream's keyframes")
+    if doc.get("storage_token") is not None and not is_storage_token(doc["storage_token"]):
+        raise ConfigError(f"config key 'storage_token' must be the token the server gave this device ('_' and 26 "
+                          f"letters/digits), got {doc['storage_token']!r}; leave it out to learn it from the server")
     preset = doc.get("encoder_preset")
     if preset is not None and preset not in _PRESETS:
         raise ConfigError(f"config key 'encoder_preset' must be one of {', '.join(_PRESETS)}, got {preset!r}; "

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryospy import __version__
 from cryospy.common.clipmeta import ClipMetaError, encode_meta_box
 from cryospy.common.ffmpeg_tool import FfmpegError
-from cryospy.common.objectkeys import clip_key
+from cryospy.common.objectkeys import clip_key, legacy_clip_key
 from cryospy.common.sealed import seal
 from cryospy.common.timefmt import utc_stamp
 
@@ -75,8 +75,10 @@ def clip_metadata(clip: FinishedClip, kept_for: str) -> dict[str, Any]:
 
 class ClipFinisher:
     def __init__(self, device_id: str, spool: Spool, signer: Ed25519PrivateKey,
-                 on_sealed: Callable[[SpoolEntry], None] = lambda e: None, queue_size: int = 2) -> None:
+                 on_sealed: Callable[[SpoolEntry], None] = lambda e: None, queue_size: int = 2,
+                 storage_token: Callable[[], str] = lambda: "") -> None:
         self.device_id = device_id
+        self.storage_token = storage_token   # the pseudonym keys and headers carry instead of device_id
         self.spool = spool
         self.signer = signer
         self.on_sealed = on_sealed
@@ -145,11 +147,21 @@ class ClipFinisher:
         with open(clip.plain, "ab") as fh:
             fh.write(box)
         sequence, prev_hash = self.spool.chain_state()
-        key = clip_key(self.device_id, clip.captured_at, sequence)
+        owner = self.storage_token()
+        if owner:
+            key = clip_key(owner, clip.captured_at, sequence)
+        else:   # no token from the server, its cached settings or the config: kept here, refused for upload
+            owner = self.device_id
+            key = legacy_clip_key(owner, clip.captured_at, sequence)
+            log.error("clip #%d is sealed under the camera's name: this agent has not learnt its storage token "
+                      "(no settings from the server since enrolment or the upgrade, none in the config). The "
+                      "server refuses such uploads; the clip stays in the spool's rejected/ folder. Put "
+                      "storage_token in the config (the admin page shows it) or let the agent reach the server",
+                      sequence)
         tmp = self.spool.temp_path(sequence)
         try:
             with open(clip.plain, "rb") as src, open(tmp, "wb") as dst:
-                header = seal(src, dst, object_key=key.key, device_id=self.device_id, sequence=sequence,
+                header = seal(src, dst, object_key=key.key, device_id=owner, sequence=sequence,
                               captured_at=key.captured_at, content_type="video/mp4", prev_hash=prev_hash,
                               recipient=clip.plan.recipient, signer=self.signer)
             motion = clip.summary is not None and clip.summary.motion

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cryospy.common.keys import DeploymentPublicKey
+from cryospy.common.objectkeys import is_storage_token
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
 
 from .api_client import ApiClient, Retryable
@@ -46,6 +47,7 @@ class SettingsSnapshot:
     etag: str
     recipient: DeploymentPublicKey
     origin: str          # "server", "cache" or "defaults": for the log and the tests
+    storage_token: str = ""   # the device's pseudonym in object keys ("" until a document brought it)
 
 
 class SettingsDocumentError(ValueError):
@@ -76,6 +78,12 @@ def parse_document(doc: Any) -> tuple[DeviceSettings, DeploymentPublicKey]:
     return settings, recipient
 
 
+def storage_token_of(doc: dict[str, Any]) -> str:
+    """The device's storage token in a settings document; "" when absent or malformed (an older server)."""
+    token = doc.get("storage_token")
+    return token if isinstance(token, str) and is_storage_token(token) else ""
+
+
 class SettingsSync:
     """A loop that keeps :meth:`current` fresh; see the module docstring."""
 
@@ -104,7 +112,8 @@ class SettingsSync:
             settings, recipient = parse_document(cached["document"])
             log.info("starting on the cached settings from %s (ETag %s)", cached.get("saved_at", "?"),
                      cached.get("etag", ""))
-            return SettingsSnapshot(settings, str(cached.get("etag", "")), recipient, "cache")
+            return SettingsSnapshot(settings, str(cached.get("etag", "")), recipient, "cache",
+                                    storage_token_of(cached["document"]))
         except FileNotFoundError:
             pass
         except (ValueError, KeyError, TypeError, SettingsDocumentError) as exc:
@@ -136,11 +145,13 @@ class SettingsSync:
         if changed:
             self._save(answer.document, answer.etag)
             with self._lock:
-                self._snapshot = SettingsSnapshot(settings, answer.etag, recipient, "server")
+                self._snapshot = SettingsSnapshot(settings, answer.etag, recipient, "server",
+                                                  storage_token_of(answer.document))
             log.info("settings updated (ETag %s); they apply from the next clip", answer.etag)
         elif current.origin != "server":
             with self._lock:
-                self._snapshot = SettingsSnapshot(settings, answer.etag, recipient, "server")
+                self._snapshot = SettingsSnapshot(settings, answer.etag, recipient, "server",
+                                                  storage_token_of(answer.document))
         return changed
 
     def _save(self, document: dict[str, Any], etag: str) -> None:

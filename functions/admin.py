@@ -71,8 +71,9 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     settings = parse_settings(doc.get("settings") or {}, DEFAULT_SETTINGS)
     if services.devices.exists(device_id):
         raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
-    identity = services.identities.create(device_id) if services.identities else None
-    device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity)
+    token = services.devices.new_token()
+    identity = services.identities.create(token) if services.identities else None
+    device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity, token)
     note = "the secret is shown once; store it in the agent's config now"
     if signing_key is None:
         note += ("; the agent makes its own signing key at first start and registers it: check that the "
@@ -92,7 +93,7 @@ def set_enabled(services: Services, device_id: str, enabled: bool) -> dict[str, 
     if enabled and services.defence is not None:
         services.defence.clear_device(device_id)   # a fresh start; the failures still count against their IPs
     if services.identities and device.upload_identity:
-        services.identities.set_enabled(device_id, enabled)
+        services.identities.set_enabled(device.upload_identity[0], enabled)
     services.forget_upload_client(device_id)
     return device.public()
 
@@ -112,7 +113,7 @@ def delete_device(services: Services, device_id: str, clips: str | None,
         raise BadRequest("say what happens to the device's clips: ?clips=delete or ?clips=keep", field="clips")
     device = services.devices.get(device_id)
     if services.identities and device.upload_identity:
-        services.identities.remove(device_id)
+        services.identities.remove(device.upload_identity[0])
     services.forget_upload_client(device_id)
     if clips == "keep":
         services.devices.retire(device_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cryospy.common.objectkeys import CLIP_PREFIX, DERIVED_PREFIX
+from cryospy.common.objectkeys import THUMB_PREFIX, owner_prefixes
 
 from .services import Services
 
@@ -11,7 +11,8 @@ def delete_device_clips(services: Services, device_id: str) -> int:
     """Delete every object of the device (clips and derived), then its index shards; returns objects deleted."""
     s3 = services.handler_client
     removed = 0
-    prefixes = [f"{CLIP_PREFIX}{device_id}/", f"{DERIVED_PREFIX}thumbs/{CLIP_PREFIX}{device_id}/"]
+    clips = owner_prefixes(device_id, services.devices.get(device_id).storage_token)   # token, legacy name
+    prefixes = [*clips, *(THUMB_PREFIX + p for p in clips)]
     for prefix in prefixes:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.bucket, Prefix=prefix):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]

@@ -42,7 +42,8 @@ def settings_document(services: Services, device: Device) -> tuple[dict[str, Any
     """The document and its ETag. The ETag covers the whole document (a key rotation must not be a 304)."""
     settings = device_settings(device)
     doc = {"device_id": device.device_id, "settings": settings.to_dict(),
-           "deployment_public_key": services.vault.public_key().to_text()}
+           "deployment_public_key": services.vault.public_key().to_text(),
+           "storage_token": device.storage_token}
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return doc, f'"{digest}"'
 
@@ -169,7 +170,7 @@ def confirm_upload(services: Services, device: Device, doc: dict[str, Any]) -> d
         ck = parse_clip_key(key)
     except ObjectKeyError as exc:
         raise BadRequest(str(exc), field="key") from None
-    if ck.device_id != device.device_id:
+    if ck.owner != device.storage_token:
         raise BadRequest("that key belongs to another device", field="key")
     if services.event_sink is None:
         return {"queued": 0}

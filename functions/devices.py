@@ -13,6 +13,11 @@ passes through the browser) is *awaiting its key* until its agent registers the 
 itself. From then on the key is fixed: a different key is refused, because a camera that could swap its key
 could re-sign and so rewrite its own history. The admin compares the fingerprint the agent logs with the one
 shown here.
+
+Each device also has a *storage token* (:func:`cryospy.common.objectkeys.new_storage_token`): the pseudonym its
+object keys and sealed headers carry instead of its name. It is drawn at random when the device is created (or,
+for a registry from before tokens, when the registry is first opened), never changes, is never given to another
+device, and only this registry maps it back to the name (:meth:`DeviceRegistry.resolve`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 from tinydb import Query, TinyDB
 
 from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
-from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
+from cryospy.common.objectkeys import ObjectKeyError, is_storage_token, new_storage_token, validate_device_id
 
 from .device_health import DeviceHealth
 from .errors import BadRequest, Conflict, NotFound, Unauthorized
@@ -53,6 +58,7 @@ class Device:
     last_seen: str | None
     settings: dict[str, Any]
     heartbeat: dict[str, Any] | None = None
+    storage_token: str = ""            # the pseudonym in its object keys and sealed headers (module docstring)
     upload_identity: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
@@ -64,7 +70,8 @@ class Device:
                 "signing_key": self.signing_key, "signing_key_fingerprint": self.signing_key_fingerprint,
                 "awaiting_signing_key": not self.signing_key,
                 "created_at": self.created_at, "updated_at": self.updated_at,
-                "last_seen": self.last_seen, "settings": self.settings, "heartbeat": self.heartbeat}
+                "last_seen": self.last_seen, "settings": self.settings, "heartbeat": self.heartbeat,
+                "storage_token": self.storage_token}
 
 
 def key_fingerprint(signing_key: str) -> str | None:
@@ -104,6 +111,22 @@ class DeviceRegistry:
         with self._db() as db:
             self._docs: dict[str, dict[str, Any]] = {d["device_id"]: dict(d) for d in self._table(db).all()}
         self.health = DeviceHealth(path.with_name(f"{path.stem}-health.json"), health_persist_seconds)
+        self._by_token: dict[str, str] = {}
+        for device_id, doc in sorted(self._docs.items()):
+            if is_storage_token(doc.get("storage_token", "")) and doc["storage_token"] not in self._by_token:
+                self._by_token[doc["storage_token"]] = device_id
+            else:   # a registry from before storage tokens (or a damaged one): give the device its pseudonym now
+                doc["storage_token"] = self.new_token()
+                self._by_token[doc["storage_token"]] = device_id
+                self._persist(doc, device_id)
+
+    def new_token(self) -> str:
+        """A storage token no device here has (130 random bits: a clash never happens, but is checked)."""
+        with self._lock:
+            token = new_storage_token()
+            while token in self._by_token:
+                token = new_storage_token()
+            return token
 
     def _db(self) -> TinyDB:
         return TinyDB(self.path, storage=AtomicJSONStorage)
@@ -140,10 +163,13 @@ class DeviceRegistry:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def create(self, device_id: str, signing_key: str | None, settings: dict[str, Any],
-               upload_identity: tuple[str, str] | None = None) -> tuple[Device, str]:
+               upload_identity: tuple[str, str] | None = None, storage_token: str | None = None,
+               ) -> tuple[Device, str]:
         """Register a device; returns it and its secret (hex), which is never stored or shown again.
 
-        ``signing_key`` None (or "") leaves the device awaiting its key: see :meth:`register_signing_key`."""
+        ``signing_key`` None (or "") leaves the device awaiting its key: see :meth:`register_signing_key`.
+        ``storage_token`` is one from :meth:`new_token` (the caller made the upload identity for it first);
+        None draws one here."""
         try:
             validate_device_id(device_id)
         except ObjectKeyError as exc:
@@ -152,14 +178,19 @@ class DeviceRegistry:
         with self._lock:
             if device_id in self._docs:
                 raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
+            if storage_token is not None and (not is_storage_token(storage_token) or storage_token in self._by_token):
+                raise Conflict("that storage token is malformed or taken; draw one with new_token()")
             now = self._clock()
+            token = storage_token or self.new_token()
             doc = {
-                "device_id": device_id, "enabled": True, "retired": False, "signing_key": signing_key or None, **hashed,
+                "device_id": device_id, "storage_token": token,
+                "enabled": True, "retired": False, "signing_key": signing_key or None, **hashed,
                 "created_at": now, "updated_at": now, "last_seen": None, "settings": settings, "heartbeat": None,
                 "upload_identity": list(upload_identity) if upload_identity else None,
             }
             self._persist(doc, device_id)
             self._docs[device_id] = doc
+            self._by_token[token] = device_id
             return self._device(doc), secret.hex()
 
     def exists(self, device_id: str) -> bool:
@@ -167,6 +198,14 @@ class DeviceRegistry:
 
     def get(self, device_id: str) -> Device:
         with self._lock:
+            return self._device(self._require(device_id))
+
+    def resolve(self, owner: str) -> Device:
+        """The device a clip key's owner segment names: a storage token, or a device id in a legacy key."""
+        with self._lock:
+            device_id = self._by_token.get(owner) if is_storage_token(owner) else owner
+            if device_id is None:
+                raise NotFound("no device has that storage token")
             return self._device(self._require(device_id))
 
     def list(self) -> list[Device]:
@@ -186,6 +225,9 @@ class DeviceRegistry:
 
     def update_settings(self, device_id: str, settings: dict[str, Any]) -> Device:
         return self._update(device_id, {"settings": settings})
+
+    def set_upload_identity(self, device_id: str, identity: tuple[str, str]) -> Device:
+        return self._update(device_id, {"upload_identity": list(identity)})
 
     def retire(self, device_id: str) -> Device:
         """Keep the record (and signing key) for its clips; it can never authenticate again."""
@@ -220,6 +262,7 @@ class DeviceRegistry:
             self._require(device_id)
             self._persist(None, device_id)
             del self._docs[device_id]
+            # The token stays taken for the life of this process; a new one is 130 random bits anyway.
         self.health.forget(device_id)
 
     # -- device-facing -------------------------------------------------------------------------------
@@ -269,4 +312,5 @@ def _device(doc: dict[str, Any]) -> Device:
                   signing_key=doc.get("signing_key") or None, created_at=doc["created_at"],
                   updated_at=doc.get("updated_at", doc["created_at"]), last_seen=doc.get("last_seen"),
                   settings=dict(doc.get("settings") or {}), heartbeat=doc.get("heartbeat"),
+                  storage_token=doc.get("storage_token", ""),
                   upload_identity=(identity[0], identity[1]) if identity else None)

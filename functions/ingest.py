@@ -21,11 +21,11 @@ from botocore.exceptions import ClientError
 from cryospy.common.clipmeta import CLIP_META_UUID, ClipMetaError, decode_meta_payload
 from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.common.keys import verify_key_from_text
-from cryospy.common.objectkeys import ClipKey, ObjectKeyError, parse_clip_key, thumbnail_key
+from cryospy.common.objectkeys import ClipKey, ObjectKeyError, thumbnail_key
 from cryospy.common.sealed import ZERO_HASH, SealedFormatError, SealedReader, open_sealed, seal_bytes
 from cryospy.common.timefmt import parse_utc, utc_stamp
 
-from . import bucket, chain_check, quarantine
+from . import bucket, chain_check, clip_place, quarantine
 from .errors import NotFound, PermanentEventError
 from .events import ObjectEvent
 from .mp4 import Mp4Error, Mp4Info, find_uuid_box, parse_mp4
@@ -134,22 +134,23 @@ def _source_gap(raw: Any) -> dict[str, str] | None:
 
 def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     try:
-        ck = parse_clip_key(event.key)
+        place = clip_place.locate(services.devices, event.key)
     except ObjectKeyError as exc:
         quarantine.quarantine(services, event.key, f"not a clip key: {exc}")
         raise PermanentEventError(f"quarantined {event.key}: not a clip key ({exc})") from None
-    try:
-        device = services.devices.get(ck.device_id)
     except NotFound:
-        quarantine.quarantine(services, event.key, f"no device {ck.device_id!r} is enrolled")
-        raise PermanentEventError(f"quarantined {event.key}: clip from unknown device {ck.device_id!r}") from None
+        quarantine.quarantine(services, event.key, "no enrolled device owns this key")
+        raise PermanentEventError(f"quarantined {event.key}: no enrolled device owns this key") from None
+    ck, device = place.clip, place.device
+    device_id = device.device_id
     if not device.enabled:
-        quarantine.quarantine(services, event.key, f"device {ck.device_id!r} is disabled or removed")
-        raise PermanentEventError(f"quarantined {event.key}: device {ck.device_id!r} is disabled or removed")
+        # The reason goes into the bucket (object metadata): it must not name the camera.
+        quarantine.quarantine(services, event.key, "its device is disabled or removed")
+        raise PermanentEventError(f"quarantined {event.key}: device {device_id!r} is disabled or removed")
     if not device.signing_key:
         # Slots are refused until the key is registered, so this needs a hand-made upload. Not quarantined:
         # once the device has registered its key, `cryospy events retry` verifies the clip against it.
-        raise PermanentEventError(f"cannot verify {event.key}: device {ck.device_id!r} has not registered its "
+        raise PermanentEventError(f"cannot verify {event.key}: device {device_id!r} has not registered its "
                                   "signing key yet; start its agent, then run `cryospy events retry`")
     keys = services.vault.keys()
     with tempfile.TemporaryFile(prefix="cryospy-sealed-") as spool:
@@ -164,14 +165,15 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
             reason = f"sealed clip failed verification: {exc}"
             quarantine.quarantine(services, event.key, reason)
             if services.alerts is not None:
-                services.alerts.tampering(ck.device_id, event.key, reason)
+                services.alerts.tampering(device_id, event.key, reason)
             raise PermanentEventError(f"quarantined {event.key}: {reason}") from None
         header = reader.header
-        if header.device_id != ck.device_id or header.sequence != ck.sequence:
+        # The header names the device as its key does: by storage token (by name in a legacy key).
+        if header.device_id != ck.owner or header.sequence != ck.sequence:
             quarantine.quarantine(services, event.key, "sealed header disagrees with its object key")
             raise PermanentEventError(f"quarantined {event.key}: header disagrees with its object key")
         described = describe(info, meta)
-        existing = services.index.get_clip(ck.device_id, ck.day, event.key)
+        existing = services.index.get_clip(device_id, ck.day, event.key)
         done_before = bool(existing and existing.get("header_hash") == header.header_hash.hex()
                            and existing.get("thumb_key"))
         jpeg = None
@@ -184,7 +186,7 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     else:
         thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
     record = {
-        "key": event.key, "device_id": ck.device_id, "day": ck.day, "sequence": header.sequence,
+        "key": event.key, "device_id": device_id, "day": ck.day, "sequence": header.sequence,
         "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "sealed_size": sealed_size, "plain_size": reader.plaintext_size,
         "header_hash": header.header_hash.hex(), "prev_hash": header.prev_hash.hex(),
@@ -201,6 +203,6 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     changed = services.index.upsert_clip(record)
     chain_check.relink_successor(services, record)
     if changed and existing is None and services.alerts is not None and record["motion"]:
-        services.alerts.motion(ck.device_id, record, jpeg)
+        services.alerts.motion(device_id, record, jpeg)
     log.info("indexed %s (%s)", event.key, "new" if existing is None else "unchanged" if not changed else "updated")
-    return IngestResult(event.key, ck.device_id, changed, record)
+    return IngestResult(event.key, device_id, changed, record)

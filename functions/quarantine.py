@@ -17,9 +17,10 @@ import logging
 
 from botocore.exceptions import ClientError
 
-from cryospy.common.objectkeys import CLIP_PREFIX, ObjectKeyError, parse_clip_key
+from cryospy.common.objectkeys import ObjectKeyError, owner_prefixes, parse_clip_key
 
 from .bucket import is_missing
+from .errors import NotFound
 from .services import Services
 
 log = logging.getLogger("cryospy.quarantine")
@@ -40,9 +41,13 @@ def quarantine(services: Services, key: str, reason: str) -> bool:
     s3.delete_object(Bucket=services.bucket, Key=key)
     log.warning("quarantined %s -> %s: %s", key, target, reason)
     try:
-        device_id = parse_clip_key(key).device_id
+        owner = parse_clip_key(key).owner
     except ObjectKeyError:
         return True   # not a key a slot could name: only someone with bucket credentials wrote it
+    try:
+        device_id = services.devices.resolve(owner).device_id
+    except NotFound:
+        device_id = owner   # a token no device has (or a deleted device's name): its own prefix is pruned
     prune(services, device_id, services.quarantine_limit_bytes)
     return True
 
@@ -51,8 +56,10 @@ def prune(services: Services, device_id: str, cap_bytes: int) -> int:
     """Delete the device's oldest quarantined uploads until the rest fit in ``cap_bytes``; record what is left
     in the device's usage (enrolled devices only) and return it. Idempotent: it sets, never adds."""
     s3 = services.handler_client
-    prefix = f"{PREFIX}{CLIP_PREFIX}{device_id}/"
-    held = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.bucket, Prefix=prefix)
+    token = services.devices.get(device_id).storage_token if services.devices.exists(device_id) else None
+    prefixes = [PREFIX + p for p in owner_prefixes(device_id, token)]   # its token's, and legacy keys'
+    held = [o for prefix in prefixes
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.bucket, Prefix=prefix)
             for o in page.get("Contents", [])]
     held.sort(key=lambda o: (o["LastModified"], o["Key"]), reverse=True)   # newest first
     kept = 0

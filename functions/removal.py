@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key, thumbnail_key
 
-from . import bucket
+from . import bucket, clip_place
 from .errors import NotFound
 from .events import ObjectEvent
 from .services import Services
@@ -36,21 +36,25 @@ def clip_removed(services: Services, event: ObjectEvent) -> bool:
                     "event; whoever can post to the webhook holds its token)", event.key)
         return False
     services.handler_client.delete_object(Bucket=services.bucket, Key=thumbnail_key(event.key))
-    record = services.index.get_clip(ck.device_id, ck.day, event.key)
+    try:
+        device_id = clip_place.locate(services.devices, event.key).device_id
+    except NotFound:    # its device was deleted with its clips: no index shard is left to tidy
+        return False
+    record = services.index.get_clip(device_id, ck.day, event.key)
     if record is None:
         return False
-    if record.get("deleting") or _device_leaving(services, ck.device_id):
-        services.index.remove_clip(ck.device_id, ck.day, event.key)
+    if record.get("deleting") or _device_leaving(services, device_id):
+        services.index.remove_clip(device_id, ck.day, event.key)
         log.info("%s was removed from the bucket; dropped its thumbnail and index record", event.key)
         return True
     if record.get("missing"):
         return False
-    services.index.update_clip(ck.device_id, ck.day, event.key, {
+    services.index.update_clip(device_id, ck.day, event.key, {
         "missing": True, "missing_since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "sealed_size": 0, "thumb_size": 0, "thumb_key": None})
     log.warning("%s was deleted from the bucket by something other than CryoSpy; kept a tombstone", event.key)
     if services.alerts is not None:
-        services.alerts.deleted_outside(ck.device_id, event.key, record)
+        services.alerts.deleted_outside(device_id, event.key, record)
     return True
 
 

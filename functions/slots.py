@@ -1,5 +1,8 @@
 """Upload slots: a short-lived presigned PUT for a key the server chose, pinning exactly one clip.
 
+The key names the device by its storage token, never by its name (``clips/<token>/<day>/<time>-<seq>.cse``);
+the agent learns the token from its settings document and seals the same key into the clip's header.
+
 The URL is signed by an identity that may only PutObject under ``clips/``; it pins Content-Length,
 Content-Type, the SHA-256 the device declared (MinIO verifies the body against it) and ``If-None-Match: *``
 so a slot can never overwrite an existing object, not even its own upload a second time.
@@ -58,7 +61,7 @@ def issue_slot(services: Services, device: Device, req: SlotRequest) -> dict[str
     now = services.clock()
     if req.captured_at > now + timedelta(minutes=10):
         raise BadRequest("'captured_at' is in the future; check the device clock (NTP)", field="captured_at")
-    key = clip_key(device.device_id, req.captured_at, req.sequence)
+    key = clip_key(device.storage_token, req.captured_at, req.sequence)
     headers = {
         "Content-Length": str(req.size), "Content-Type": CONTENT_TYPE,
         "x-amz-checksum-sha256": req.sha256_b64, "If-None-Match": "*",

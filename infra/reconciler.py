@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError, parse_clip_key
+from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError
 from cryospy.functions import maintenance
-from cryospy.functions.errors import KeysLocked
+from cryospy.functions.clip_place import locate
+from cryospy.functions.errors import KeysLocked, NotFound
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
 
@@ -64,12 +65,12 @@ class Reconciler:
                 if not key.endswith(CLIP_SUFFIX):
                     continue
                 try:
-                    ck = parse_clip_key(key)
-                    record = self.services.index.get_clip(ck.device_id, ck.day, key)
+                    place = locate(self.services.devices, key)
+                    record = self.services.index.get_clip(place.device_id, place.day, key)
                     if record is not None and not record.get("missing"):
                         continue
-                except ObjectKeyError:
-                    pass
+                except (ObjectKeyError, NotFound):
+                    pass    # ingest quarantines it with the reason
                 event = ObjectEvent("s3:ObjectCreated:Put", self.services.bucket, key, obj.get("Size"),
                                     obj.get("ETag", "").strip('"') or None, None, None)
                 for route in self.routes:

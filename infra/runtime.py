@@ -49,7 +49,7 @@ from cryospy.web.site_store import SiteStore
 from . import front_door
 from .bootstrap import provision
 from .deployment import Deployment
-from .device_identities import MinioDeviceIdentities
+from .device_identities import MinioDeviceIdentities, upgrade_legacy_identities
 from .dispatcher import Dispatcher
 from .event_routes import Route, routes_from_app
 from .gateway import ChaliceWSGI, status_line
@@ -232,6 +232,12 @@ class Runtime:
         self._thread.start()
         if self.options.provision:
             provision(self.dep, self.routes)
+            replaced = upgrade_legacy_identities(self.services.identities, self.services.devices)
+            if replaced:
+                for device in self.services.devices.list():
+                    self.services.forget_upload_client(device.device_id)
+                log.info("replaced %d device upload identit%s that named the camera with pseudonymous ones",
+                         replaced, "y" if replaced == 1 else "ies")
         self.dispatcher.start()
         self.builder.start()
         if not self.services.vault.locked:

@@ -61,10 +61,10 @@ class FakeCamera:
 
     def sealed(self, payload: bytes | None = None, captured_at: datetime | None = None) -> tuple[str, bytes, str]:
         captured_at = captured_at or self.t0 + timedelta(seconds=10 * self.sequence)
-        key = clip_key(self.config.client_id, captured_at, self.sequence)
+        key = clip_key(self.config.storage_token, captured_at, self.sequence)   # from its enrolment config
         out = io.BytesIO()
         header = seal(io.BytesIO(payload if payload is not None else sample_clip()), out, object_key=key.key,
-                      device_id=self.config.client_id, sequence=self.sequence, captured_at=key.captured_at,
+                      device_id=self.config.storage_token, sequence=self.sequence, captured_at=key.captured_at,
                       content_type="video/mp4", prev_hash=self.prev_hash, recipient=self.recipient,
                       signer=self.signer)
         self.prev_hash = header.header_hash
@@ -168,3 +168,9 @@ def api_call(api: Any, method: str, path: str, body: object = None, headers: dic
 
     payload = b"".join(api(environ, start_response))
     return out["status"], json.loads(payload) if payload else {}
+
+
+def clip_place(runtime, key: str):  # type: ignore[no-untyped-def]
+    """Where the runtime indexes a clip key: its device (mapped back from the storage token) and its day."""
+    from cryospy.functions.clip_place import locate
+    return locate(runtime.services.devices, key)

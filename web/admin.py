@@ -194,7 +194,8 @@ class AdminSection:
     def _secret_page(self, start: StartResponse, session: Session, device_id: str, secret: str,
                      what: str) -> list[bytes]:
         """The only page that ever carries a device secret; rendered into this response and forgotten."""
-        config = agent_config(device_id, secret, self.api_url, self.services.vault.public_key().to_text())
+        config = agent_config(device_id, secret, self.api_url, self.services.vault.public_key().to_text(),
+                              self.services.devices.get(device_id).storage_token)
         return self.dashboard.render(start, "200 OK", "admin_secret.html", session, device_id=device_id,
                                      device_path=device_path(device_id), secret=secret, config=config, what=what,
                                      section="devices")

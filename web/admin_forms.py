@@ -141,7 +141,8 @@ def setting_name(field: str | None) -> str | None:
     return None
 
 
-def agent_config(device_id: str, secret: str, server_url: str, deployment_public_key: str) -> str:
+def agent_config(device_id: str, secret: str, server_url: str, deployment_public_key: str,
+                 storage_token: str = "") -> str:
     """The agent config the admin copies to the camera, as JSON text.
 
     It carries no signing key: the agent makes its own at first start and registers the public half, so no
@@ -151,5 +152,6 @@ def agent_config(device_id: str, secret: str, server_url: str, deployment_public
         "client_secret": secret,
         "server_url": server_url,
         "deployment_public_key": deployment_public_key,
+        **({"storage_token": storage_token} if storage_token else {}),
         "spool_dir": f"spool-{device_id.replace(' ', '_')}",
     }, indent=2)

@@ -35,11 +35,12 @@ from cryospy.cli.verify import explain_gaps
 from cryospy.common.chain import ChainProblem, verify_chain
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyRing, verify_key_fingerprint, verify_key_to_text
+from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import SealedFormatError, SealedHeader, open_sealed
 from cryospy.functions.errors import BadRequest
 
 MAX_RANGE = timedelta(days=7)
-MANIFEST_FORMAT = "cryospy-export-v1"
+MANIFEST_FORMAT = "cryospy-export-v2"   # v2: devices keyed by the id clips are signed as (the storage token)
 READ_SIZE = 1 << 20
 
 # Fetch a whole sealed object from storage: key -> readable stream (closed by the caller).
@@ -210,8 +211,12 @@ def build_manifest(selection: Selection, checked: list[CheckedClip], signer: Ed2
     request = selection.request
     device = request.device_id
     headers = [(c.sealed_path, c.header) for c in checked]
-    left_out = {device: {r["sequence"] for r in selection.left_out}}
-    findings, _ = explain_gaps(verify_chain(headers, {device: signer}), headers, left_out)
+    # Clips are signed as the device's storage token (legacy clips as its name): one key under every id in use.
+    signed_as = sorted({h.device_id for _, h in headers} | {_signed_as(r) for r in selection.left_out})
+    left_out: dict[str, set[int]] = {}
+    for r in selection.left_out:
+        left_out.setdefault(_signed_as(r), set()).add(r["sequence"])
+    findings, _ = explain_gaps(verify_chain(headers, dict.fromkeys(signed_as, signer)), headers, left_out)
     # The index's own verdicts name breaks the range alone cannot show (the first clip's predecessor missing).
     for c in checked:
         if c.record.get("chain") in ("gap", "broken-link"):
@@ -223,10 +228,13 @@ def build_manifest(selection: Selection, checked: list[CheckedClip], signer: Ed2
         "range": {"device_id": device, "start": utc_text(request.start), "end": utc_text(request.end),
                   "motion_only": request.motion_only},
         "deployment": {"key_id": deployment_key.key_id, "public_key": deployment_key.to_text()},
-        "devices": {device: {"verify_key": verify_key_to_text(signer), "fingerprint": verify_key_fingerprint(signer),
-                             "source": "the server's device registry: compare the fingerprint with your own record"}},
+        "devices": {owner: {"camera": device, "verify_key": verify_key_to_text(signer),
+                            "fingerprint": verify_key_fingerprint(signer),
+                            "source": "the server's device registry: compare the fingerprint with your own record"}
+                    for owner in signed_as},
         "clips": [_clip_entry(c) for c in checked],
-        "left_out": [{"device_id": r["device_id"], "sequence": r["sequence"], "object_key": r["key"],
+        "left_out": [{"device_id": r["device_id"], "signed_as": _signed_as(r), "sequence": r["sequence"],
+                      "object_key": r["key"],
                       "captured_at": r["captured_at"], "reason": "no motion"} for r in selection.left_out],
         "deleted_outside_cryospy": [{"device_id": r["device_id"], "sequence": r["sequence"], "object_key": r["key"],
                                      "captured_at": r["captured_at"], "missing_since": r.get("missing_since")}
@@ -234,6 +242,11 @@ def build_manifest(selection: Selection, checked: list[CheckedClip], signer: Ed2
         "gaps": [{"kind": f.kind, "where": f.where, "device_id": f.device_id, "sequence": f.sequence,
                   "detail": f.detail} for f in findings],
     }
+
+
+def _signed_as(record: dict[str, Any]) -> str:
+    """The device id a clip's header carries: the owner segment of its key (token, or the name if legacy)."""
+    return parse_clip_key(record["key"]).owner
 
 
 def _index_finding(kind: str, where: str, sequence: int, device_id: str) -> ChainProblem:
@@ -249,7 +262,8 @@ def _index_finding(kind: str, where: str, sequence: int, device_id: str) -> Chai
 def _clip_entry(c: CheckedClip) -> dict[str, Any]:
     r = c.record
     return {
-        "device_id": r["device_id"], "object_key": r["key"], "captured_at": r["captured_at"],
+        "device_id": r["device_id"], "signed_as": c.header.device_id, "object_key": r["key"],
+        "captured_at": r["captured_at"],
         "sequence": r["sequence"], "duration_s": r.get("duration_s"), "motion": bool(r.get("motion")),
         "sealed": c.sealed_path, "sealed_size": r["sealed_size"], "sealed_sha256": c.sealed_sha256,
         "video": c.video_path, "video_size": c.video_size, "video_sha256": c.video_sha256,

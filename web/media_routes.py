@@ -20,10 +20,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from cryospy.common.keys import verify_key_from_text
-from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
+from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
 from cryospy.functions import validate
-from cryospy.functions.errors import BadRequest
+from cryospy.functions.clip_place import locate
+from cryospy.functions.errors import BadRequest, NotFound
 from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
 from cryospy.functions.index_store import playable as is_playable
 from cryospy.functions.mp4 import Fragment
@@ -93,10 +94,10 @@ class MediaRoutes:
     def _record(self, query: dict[str, str]) -> dict[str, Any]:
         key = query.get("key", "")
         try:
-            ck = parse_clip_key(key)
-        except ObjectKeyError:
+            place = locate(self.services.devices, key)
+        except (ObjectKeyError, NotFound):
             raise LookupError("no such clip") from None
-        record = self.services.index.get_clip(ck.device_id, ck.day, key)
+        record = self.services.index.get_clip(place.device_id, place.day, key)
         if record is None:
             raise LookupError("no such clip")
         if record.get("missing"):

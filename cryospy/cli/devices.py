@@ -45,6 +45,7 @@ def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overr
         "client_secret": created["secret"],
         "server_url": dep.api_url,
         "deployment_public_key": KeyStore.load(dep.keys_path).current_public_key().to_text(),
+        "storage_token": created["storage_token"],   # so it records under its pseudonym before it first syncs
         **({"signing_key": signing_key_to_text(signing)} if signing is not None else {}),
         "spool_dir": f"spool-{device_id.replace(' ', '_')}",
         **agent_overrides,

@@ -185,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
             for d in list_devices(dep):
                 state = "enabled" if d["enabled"] else "disabled"
                 key = d.get("signing_key_fingerprint") or "waiting for the agent's key"
-                print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} key {key}")
+                print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} "
+                      f"token {d.get('storage_token') or '-'} key {key}")
         return 0
     if args.command == "dashboard":
         from cryospy.infra.deployment import load

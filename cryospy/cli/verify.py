@@ -85,7 +85,7 @@ class ExportListing:
             if not isinstance(sequence, int):
                 raise VerifyUsageError(f"{path}: every left_out entry needs an integer 'sequence'; the manifest is "
                                        "damaged — take it again from the export zip")
-            left_out.setdefault(str(entry.get("device_id")), set()).add(sequence)
+            left_out.setdefault(str(entry.get("signed_as", entry.get("device_id"))), set()).add(sequence)
         return cls(clips, left_out)
 
     def check(self, base: Path, found: dict[str, SealedHeader], cse_files: Iterable[str]) -> list[ChainProblem]:
@@ -98,11 +98,12 @@ class ExportListing:
                 listed.add(where)
                 problems += _check_file(base, where, digest, role)
             header = found.get(str(entry.get("sealed", "")))
-            if header is not None and (header.device_id, header.sequence) != (entry.get("device_id"),
-                                                                             entry.get("sequence")):
+            # v2 manifests name the id the clip is signed as (its storage token) apart from the camera's name.
+            signed_as = entry.get("signed_as", entry.get("device_id"))
+            if header is not None and (header.device_id, header.sequence) != (signed_as, entry.get("sequence")):
                 problems.append(ChainProblem(
                     "manifest-mismatch", str(entry.get("sealed")),
-                    f"the manifest calls this clip {entry.get('sequence')} of device {entry.get('device_id')!r}, "
+                    f"the manifest calls this clip {entry.get('sequence')} of device {signed_as!r}, "
                     f"but it is signed as clip {header.sequence} of {header.device_id!r}: the manifest was edited",
                     header.device_id, header.sequence))
         videos = sorted(str(p.relative_to(base)) for p in (base / "video").rglob("*") if p.is_file()) \
@@ -173,6 +174,13 @@ def load_device_keys(path: Path) -> dict[str, Ed25519PublicKey]:
         raise VerifyUsageError(f"{path}: {exc}") from None
 
 
+def camera_names(path: Path) -> dict[str, str]:
+    """Storage token -> camera name, from the ``camera`` field an export's manifest gives each device entry."""
+    doc = json.loads(path.read_text())
+    devices = doc.get("devices", doc) if isinstance(doc, dict) else {}
+    return {str(k): str(v["camera"]) for k, v in devices.items() if isinstance(v, dict) and "camera" in v}
+
+
 def _signature_holds(header: SealedHeader, key: Ed25519PublicKey) -> bool:
     try:
         verify_header_signature(header, key)
@@ -230,10 +238,12 @@ def run(path: Path, devices_file: Path | None) -> int:
                                    "(exports include one)")
         devices_file = manifest
     keys = load_device_keys(devices_file)
+    cameras = camera_names(devices_file)
     listing = ExportListing.load(manifest) if path.is_dir() and manifest.exists() else None
     for device_id, key in sorted(keys.items()):
-        print(f"KEY {device_id}: fingerprint {verify_key_fingerprint(key)} (from {devices_file.name}); it must match "
-              "the fingerprint recorded when the camera was enrolled")
+        camera = f" (camera {cameras[device_id]!r})" if cameras.get(device_id, device_id) != device_id else ""
+        print(f"KEY {device_id}{camera}: fingerprint {verify_key_fingerprint(key)} (from {devices_file.name}); it "
+              "must match the fingerprint recorded when the camera was enrolled")
     started = last = time.monotonic()
 
     def progress(done: int, total: int) -> None:

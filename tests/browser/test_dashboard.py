@@ -13,10 +13,9 @@ from urllib.parse import quote
 
 import pytest
 
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web.builder import day_page
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 from .conftest import ARTIFACTS, login
 
@@ -37,7 +36,7 @@ def _no_redirect_status(url: str) -> int:
 def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "browser-cam", tmp_path)
     key = camera.upload(sample_clip(seconds=4.0, width=320, height=180))
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
     page_path = "/" + day_page(ck.device_id, ck.day)
     wait_for(lambda: runtime.site.get(page_path.strip("/")) and key in runtime.site.get(page_path.strip("/")),
@@ -106,7 +105,7 @@ def test_live_view_shows_a_clip_recorded_after_it_was_opened(browser, runtime, d
 
     camera = FakeCamera(deployment, "live-cam", tmp_path)
     first = camera.upload(sample_clip(seconds=4.0, width=320, height=180))
-    ck = parse_clip_key(first)
+    ck = clip_place(runtime, first)
     wait_for(lambda: runtime.site.get(live_page("live-cam")), what="the live page rendered")
     context, page = login(browser, deployment.runtime_url)
     playlist_loads: list[str] = []

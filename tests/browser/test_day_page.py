@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web.builder import day_page
-from tests.support import FakeCamera, clip_with_meta, wait_for
+from tests.support import FakeCamera, clip_place, clip_with_meta, wait_for
 
 from .conftest import ARTIFACTS, login
 
@@ -30,7 +29,7 @@ def test_timeline_filters_and_stepping_through_a_day(browser, runtime, deploymen
     for i, motion in enumerate((True, False, True)):   # 03:04, 09:04 and 15:04 UTC
         camera.t0 = base + timedelta(hours=6 * i) - timedelta(seconds=10 * i)
         keys.append(camera.upload(clip_with_meta(motion=motion, seconds=3.0)))
-    ck = parse_clip_key(keys[0])
+    ck = clip_place(runtime, keys[0])
     page_name = day_page(ck.device_id, ck.day)
     wait_for(lambda: all(k in (runtime.site.get(page_name) or "") for k in keys), what="the day page with 3 clips")
     url = f"{deployment.runtime_url}/{page_name}"

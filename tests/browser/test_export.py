@@ -15,7 +15,7 @@ import pytest
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web.export_bundle import utc_text
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 from .conftest import ARTIFACTS
 
@@ -32,7 +32,7 @@ def test_export_in_the_browser(browser, runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "export-browser", tmp_path)
     keys = [camera.upload(sample_clip()) for _ in range(3)]
     for key in keys:
-        ck = parse_clip_key(key)
+        ck = clip_place(runtime, key)
         wait_for(lambda ck=ck, key=key: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
     t0 = parse_clip_key(keys[0]).captured_at
     start, end = t0 + timedelta(seconds=5), t0 + timedelta(seconds=25)      # the 2nd and 3rd clips

@@ -12,10 +12,9 @@ from urllib.parse import quote
 
 import pytest
 
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web import media_routes
 from cryospy.web.builder import day_page, live_page
-from tests.support import FakeCamera, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +37,7 @@ def _fetch(url: str, method: str) -> tuple[int, str, bytes]:
 def test_every_route_refuses_a_logged_out_request(runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "route-cam", tmp_path)
     key = camera.upload(sample_clip(seconds=2.0))
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     wait_for(lambda: runtime.site.get(day_page(ck.device_id, ck.day)), what="the day page rendered")
     k, dev = quote(key, safe=""), quote(ck.device_id, safe="")
     hex_id = ck.device_id.encode().hex()

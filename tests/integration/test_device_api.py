@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions.services import S3Identity
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
 from tests.attack_support import forget_failures
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, clip_place, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +66,8 @@ def test_device_identity_cannot_write_outside_its_own_prefix(runtime, deployment
     access, secret = device.upload_identity
     own = S3Identity(deployment.minio_url, access, secret).client()
     with pytest.raises(Exception, match="AccessDenied"):
-        own.put_object(Bucket=deployment.bucket, Key="clips/neighbour/2026/01/01/x.cse", Body=b"x")
+        neighbour = runtime.services.devices.get("neighbour").storage_token
+        own.put_object(Bucket=deployment.bucket, Key=f"clips/{neighbour}/2026/01/01/x.cse", Body=b"x")
     with pytest.raises(Exception, match="AccessDenied"):
         own.get_object(Bucket=deployment.bucket, Key=camera.upload())
 
@@ -113,13 +113,14 @@ def test_repeated_failures_mail_the_admin_once_across_a_restart_and_never_disabl
 def test_delete_with_clips_removes_objects_and_index(runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "short-lived", tmp_path)
     key = camera.upload()
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
+    token = runtime.services.devices.get("short-lived").storage_token
     status, doc = _http("DELETE", f"{deployment.runtime_url}/v1/admin/devices/short-lived?clips=delete",
                         headers=_admin(deployment))
     assert status == 200 and doc["deleted_objects"] >= 1
     assert runtime.services.index.days("short-lived") == []
-    listed = runtime.services.handler_client.list_objects_v2(Bucket=deployment.bucket, Prefix="clips/short-lived/")
+    listed = runtime.services.handler_client.list_objects_v2(Bucket=deployment.bucket, Prefix=f"clips/{token}/")
     assert listed.get("KeyCount", 0) == 0
     assert _http("GET", f"{deployment.runtime_url}/v1/admin/devices/short-lived", headers=_admin(deployment))[0] == 404
 
@@ -128,7 +129,7 @@ def test_clip_query_pages_newest_first(runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "pager", tmp_path)
     keys = [camera.upload() for _ in range(3)]
     for key in keys:
-        ck = parse_clip_key(key)
+        ck = clip_place(runtime, key)
         wait_for(lambda k=key, c=ck: runtime.services.index.get_clip(c.device_id, c.day, k), what="indexed")
     base = f"{deployment.runtime_url}/v1/admin/clips?device=pager&limit=2"
     status, page1 = _http("GET", base, headers=_admin(deployment))

@@ -142,7 +142,8 @@ def test_slots_are_refused_before_the_key_is_registered(deployment, runtime, tmp
     key = generate_device_signing_key()
     answer = client.register_signing_key(verify_key_to_text(key.public_key()))
     assert answer["registered"] == "now"
-    assert client.request_slot(slot_request).key.startswith("clips/keyless/")
+    token = runtime.services.devices.get("keyless").storage_token
+    assert client.request_slot(slot_request).key.startswith(f"clips/{token}/")
     # `cryospy devices list` now shows the fingerprint the admin compares with the one the agent logs.
     line = next(row for row in _devices_list(deployment, capsys).splitlines() if row.startswith("keyless "))
     assert line.endswith("key " + verify_key_fingerprint(key.public_key()))

@@ -22,7 +22,7 @@ from cryospy.common.sealed import verify_content
 from cryospy.functions.services import S3Identity
 from cryospy.web.export_bundle import utc_text
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
 CLI = Path(sys.executable).with_name("cryospy")
@@ -45,9 +45,14 @@ def _upload_three(runtime, deployment, tmp_path: Path, device_id: str) -> tuple[
     camera = FakeCamera(deployment, device_id, tmp_path)
     keys = [camera.upload(sample_clip()) for _ in range(3)]       # captured 10 s apart
     for key in keys:
-        ck = parse_clip_key(key)
+        ck = clip_place(runtime, key)
         wait_for(lambda ck=ck, key=key: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
     return camera, keys
+
+
+def _token(runtime) -> str:  # type: ignore[no-untyped-def]
+    """The id export-cam's clips are signed as, which keys the manifest's devices."""
+    return runtime.services.devices.get("export-cam").storage_token
 
 
 def _start_export(http: requests.Session, base: str, fields: dict[str, str]) -> requests.Response:
@@ -108,7 +113,7 @@ def test_export_a_range_download_it_and_verify_it_offline(runtime, deployment, t
     manifest = json.loads((folder / "manifest.json").read_text())
     assert [c["object_key"] for c in manifest["clips"]] == keys[1:]
     assert manifest["deployment"]["public_key"] == runtime.services.vault.public_key().to_text()
-    assert manifest["devices"]["export-cam"]["verify_key"] == runtime.services.devices.get("export-cam").signing_key
+    assert manifest["devices"][_token(runtime)]["verify_key"] == runtime.services.devices.get("export-cam").signing_key
     signer = camera.signer.public_key()
     for clip in manifest["clips"]:
         sealed = folder / clip["sealed"]
@@ -119,7 +124,7 @@ def test_export_a_range_download_it_and_verify_it_offline(runtime, deployment, t
         frames = run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-f", "framemd5", "-"],
                             what=f"decoding {video.name}")
         assert len([ln for ln in frames.decode().splitlines() if ln and not ln.startswith("#")]) >= 10
-    assert "fingerprint " + manifest["devices"]["export-cam"]["fingerprint"] in (folder / "VERIFY.txt").read_text()
+    assert "fingerprint " + manifest["devices"][_token(runtime)]["fingerprint"] in (folder / "VERIFY.txt").read_text()
 
     result = _verify(folder)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -25,14 +25,13 @@ import pytest
 
 from cryospy.cli.setup_cmd import announce_browser_setup, setup
 from cryospy.common.keys import KeyStore, KeyStoreExists
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_server import MinioServer, free_port
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.web.first_run import SETUP_CODE_FILE
 from tests.conftest import FAST_SCRYPT_N
-from tests.support import FakeCamera, cli_setup_browser, wait_for
+from tests.support import FakeCamera, cli_setup_browser, clip_place, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -218,7 +217,7 @@ def test_setup_logs_in_unlocks_and_clips_get_indexed(system: System, tmp_path: P
     # The system works: a camera enrolled now uploads a clip, and it gets indexed.
     camera = FakeCamera(system.dep, "first-run-cam", tmp_path)
     key = camera.upload()
-    ck = parse_clip_key(key)
+    ck = clip_place(rt, key)
     wait_for(lambda: rt.services.index.get_clip(ck.device_id, ck.day, key), what="the clip indexed")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.keys import KeyStore
-from cryospy.common.objectkeys import parse_clip_key, thumbnail_key
+from cryospy.common.objectkeys import thumbnail_key
 from cryospy.common.sealed import open_bytes
 from cryospy.functions.app import app
 from cryospy.functions.events import ObjectEvent
@@ -18,13 +18,13 @@ from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
-from tests.support import FakeCamera, clip_with_meta, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, clip_with_meta, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def _indexed(rt, key: str):
-    ck = parse_clip_key(key)
+    ck = clip_place(rt, key)
     return rt.services.index.get_clip(ck.device_id, ck.day, key)
 
 
@@ -45,11 +45,12 @@ def test_every_event_three_times_gives_the_same_state_as_once(mailing_runtime, d
         return [m for m in smtp.messages if "thrice" in m.as_string()]
 
     wait_for(mails, what="the motion mail")
-    state = (record, _objects(rt, "derived/thumbs/clips/thrice/"), len(mails()))
+    thumbs = f"derived/thumbs/clips/{rt.services.devices.get('thrice').storage_token}/"
+    state = (record, _objects(rt, thumbs), len(mails()))
     event = ObjectEvent("s3:ObjectCreated:Put", deployment.bucket, key, len(camera.last_upload), None, "x", None)
     for _ in range(3):
         app.handler_map["on_clip_created"](event.to_event(), None)
-    again = (_indexed(rt, key), _objects(rt, "derived/thumbs/clips/thrice/"), len(mails()))
+    again = (_indexed(rt, key), _objects(rt, thumbs), len(mails()))
     assert {k: v for k, v in again[0].items()} == state[0]
     assert again[1:] == state[1:]
     assert record["motion"] is True and record["peak_s"] == 1.2
@@ -99,7 +100,8 @@ def test_corrupt_unknown_and_disabled_clips_are_quarantined_and_the_queue_keeps_
         return [j["reason"] for j in runtime.queue.dead_letters()]
 
     wait_for(lambda: any("failed verification" in r for r in reasons())
-             and any("unknown device 'nobody'" in r for r in reasons()), what="both dead-lettered with a reason")
+             and any("no enrolled device owns" in r and "nobody" in r for r in reasons()),
+             what="both dead-lettered with a reason")
     # 4. a disabled device's clip (signed before it was disabled, uploaded by someone with bucket access)
     slot, data = camera.reserve()
     runtime.services.devices.set_enabled("bad-apples", False)
@@ -141,7 +143,8 @@ def test_quota_holds_under_concurrent_uploads_oldest_first_and_warns_once(deploy
             kept = [c["key"] for c in rt.services.index.oldest_clips("tight")]
             assert kept == sorted(kept) and set(newest) <= set(kept)      # the oldest went, the newest stayed
             assert set(first[:2]).isdisjoint(kept)
-            assert set(_objects(rt, "clips/tight/")) == set(kept)        # no orphans, nothing lost in between
+            token = rt.services.devices.get("tight").storage_token
+            assert set(_objects(rt, f"clips/{token}/")) == set(kept)        # no orphans, nothing lost in between
         finally:
             rt.stop()
         subjects = [m["Subject"] for m in smtp.messages]

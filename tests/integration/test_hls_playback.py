@@ -38,7 +38,7 @@ import pytest
 
 from cryospy.common.ffmpeg_tool import run_ffmpeg
 from cryospy.common.keys import KeyStore, UnlockedKeys, generate_device_signing_key
-from cryospy.common.objectkeys import clip_key
+from cryospy.common.objectkeys import legacy_clip_key
 from cryospy.common.sealed import MAX_HEADER_SIZE, ZERO_HASH, seal
 from cryospy.edge_agent.synthetic import make_sample_video
 from cryospy.functions.hls import PLAYLIST_CONTENT_TYPE, ClipMedia, clip_playlist, day_playlist, live_playlist
@@ -162,7 +162,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     prev_hash = ZERO_HASH
     for seq in (1, 2):
         captured_at = START + timedelta(seconds=(seq - 1) * SECONDS)
-        key = clip_key("porch cam", captured_at, seq).key
+        key = legacy_clip_key("porch cam", captured_at, seq).key   # self-contained: no registry
         plain = make_sample_video(tmp / f"clip{seq}.mp4", seconds=SECONDS, width=WIDTH, height=HEIGHT, fps=FPS,
                                   seed=seq)
         sealed = tmp / f"clip{seq}.cse"

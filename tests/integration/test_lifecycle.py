@@ -18,13 +18,13 @@ from cryospy.infra.server_config import ServerConfig
 from cryospy.web.builder import day_page
 from tests.conftest import PASSPHRASE
 from tests.smtp_sink import SmtpSink
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, clip_place, wait_for
 
 pytestmark = pytest.mark.integration
 
 
 def _indexed(rt, key: str):
-    ck = parse_clip_key(key)
+    ck = clip_place(rt, key)
     return rt.services.index.get_clip(ck.device_id, ck.day, key)
 
 
@@ -65,7 +65,7 @@ def test_a_delete_from_outside_leaves_a_tombstone_and_is_mailed_but_ours_are_not
     mail = wait_for(lambda: [m for m in smtp.messages if m["Subject"] == "CryoSpy footage deleted"],
                     what="the deletion alert")
     assert key in mail[0].get_content() and "outsider" in mail[0].get_content()
-    ck = parse_clip_key(key)
+    ck = clip_place(rt, key)
     wait_for(lambda: "deleted outside CryoSpy" in (rt.site.get(day_page(ck.device_id, ck.day)) or ""),
              what="the day page to show the tombstone")
     assert rt.services.index.usage("outsider")["bytes"] == _indexed(rt, ours)["sealed_size"] + \

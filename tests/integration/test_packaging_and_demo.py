@@ -109,7 +109,8 @@ def _run_demo_until(data: Path, minio_binary: Path, want: Callable[[str], bool])
 
 
 def _clip_keys(html: str) -> list[str]:
-    return re.findall(r'class="clip" data-key="(clips/demo-cam/[^"]+)"', html)
+    # The demo camera's clips sit under its storage token (a pseudonym), never under "demo-cam".
+    return re.findall(r'class="clip" data-key="(clips/_[a-z2-7]{26}/[^"]+)"', html)
 
 
 @pytest.mark.integration

@@ -27,7 +27,7 @@ from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions import bucket, retention
 from cryospy.functions.devices import DeviceRegistry
 from tests.conftest import PASSPHRASE
-from tests.support import FakeCamera, cli_setup_browser, wait_for
+from tests.support import FakeCamera, cli_setup_browser, clip_place, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ def exists(runtime, key: str) -> bool:
 
 
 def indexed(runtime, key: str) -> dict | None:
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     return runtime.services.index.get_clip(ck.device_id, ck.day, key)
 
 
@@ -274,7 +274,8 @@ def camera_junk(camera: FakeCamera, n: int) -> str:
 
 
 def quarantined(runtime, device_id: str) -> dict[str, int]:
+    token = runtime.services.devices.get(device_id).storage_token
     s3 = runtime.services.handler_client
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=runtime.services.bucket,
-                                                           Prefix=f"quarantine/clips/{device_id}/")
+                                                           Prefix=f"quarantine/clips/{token}/")
     return {o["Key"]: o["Size"] for page in pages for o in page.get("Contents", [])}

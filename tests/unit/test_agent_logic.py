@@ -253,6 +253,19 @@ def test_fetched_settings_are_cached_and_used_when_the_server_is_down(tmp_path: 
     assert restarted.current().settings.clip_duration_seconds == 20 and restarted.current().etag == '"v1"'
 
 
+def test_the_storage_token_comes_with_the_settings_and_survives_a_restart_offline(tmp_path: Path, two_keys):
+    token = "_storagetokenstoragetokenst"
+    api = FakeApi([({**_document(two_keys[0]), "storage_token": token}, '"v1"')])
+    config = _config(tmp_path, key=two_keys[0].to_text())
+    sync = SettingsSync(config, api, tmp_path / "settings.json", threading.Event())  # type: ignore[arg-type]
+    assert sync.current().storage_token == ""              # nothing known before the first answer
+    sync.sync_once()
+    assert sync.current().storage_token == token
+    restarted = SettingsSync(config, FakeApi(up=False), tmp_path / "settings.json",  # type: ignore[arg-type]
+                             threading.Event())
+    assert restarted.current().storage_token == token      # from the cache: it seals under the token offline
+
+
 def test_unchanged_settings_cost_a_304_and_a_change_applies(tmp_path: Path, two_keys):
     api = FakeApi([(_document(two_keys[0]), '"v1"')])
     sync = SettingsSync(_config(tmp_path, key=two_keys[0].to_text()), api, tmp_path / "s.json",  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ import pytest
 
 from cryospy.common.clipmeta import CLIP_META_UUID, decode_meta_payload
 from cryospy.common.keys import KeyStore, generate_device_signing_key, signing_key_to_text
-from cryospy.common.sealed import open_sealed
+from cryospy.common.sealed import open_sealed, read_header
 from cryospy.common.settings import DeviceSettings
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.config import parse_config
@@ -79,6 +79,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
                            insecure_for_tests=True)
 
 
+TOKEN = "_qtokenqtokenqtokenqtokenqt"
+
+
 class Rig:
     """A recorder feeding a finisher synchronously, stopping after ``clips`` clips or at the scene's end."""
 
@@ -96,7 +99,7 @@ class Rig:
         self.spool = Spool(self.config.spool_dir, 10**8)
         self.scratch = open_scratch(self.config.spool_dir, self.config.temp_dir)
         self.stop = threading.Event()
-        self.finisher = ClipFinisher("cam", self.spool, self.signer)
+        self.finisher = ClipFinisher("cam", self.spool, self.signer, storage_token=lambda: TOKEN)
         self.clock = FakeClock()
         self.opened = 0
         self.recorded: list[RecordedClip] = []
@@ -135,6 +138,10 @@ def test_a_moving_object_is_recorded_as_motion_with_a_sealed_metadata_box(tmp_pa
     rig.run()
     entries = rig.spool.entries()
     assert [e.sequence for e in entries] == [0, 1]
+    # Sealed under the storage token the server gave, in the key and in the clear header: never "cam".
+    assert all(e.key.startswith(f"clips/{TOKEN}/") for e in entries)
+    header = read_header(io.BytesIO(rig.spool.sealed_path(entries[0]).read_bytes()))
+    assert header.device_id == TOKEN and header.object_key == entries[0].key
     last = entries[-1]
     assert last.motion is True and last.motion_summary is not None and last.motion_summary["motion"] is True
     plain, meta = rig.opened_clip(last)

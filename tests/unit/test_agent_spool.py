@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.keys import KeyStore, generate_device_signing_key, signing_key_to_text
-from cryospy.common.objectkeys import clip_key
+from cryospy.common.objectkeys import legacy_clip_key as clip_key
 from cryospy.common.sealed import ZERO_HASH, read_header, seal
 from cryospy.edge_agent.config import parse_config
 from cryospy.edge_agent.errors import ConfigError

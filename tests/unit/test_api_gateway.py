@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from cryospy.common.keys import generate_device_signing_key, verify_key_to_text
+from cryospy.common.objectkeys import is_storage_token
 from cryospy.functions import services as services_mod
 from cryospy.functions.app import app
 from cryospy.infra.gateway import ChaliceWSGI
@@ -54,7 +55,10 @@ def test_slot_pins_length_checksum_and_no_overwrite(api):
     auth = enrol(api)
     status, slot = call(api, "POST", "/v1/device/slots", SLOT, auth)
     assert status == 201, slot
-    assert slot["key"] == "clips/cam1/2026/01/02/20260102T030405.678Z-3.cse"
+    token = api.services.devices.get("cam1").storage_token if hasattr(api, "services") else slot["key"].split("/")[1]
+    # The key names the device by its storage token (a random pseudonym), never by its name.
+    assert is_storage_token(token) and "cam1" not in slot["key"]
+    assert slot["key"] == f"clips/{token}/2026/01/02/20260102T030405.678Z-3.cse"
     signed = parse_qs(urlsplit(slot["url"]).query)["X-Amz-SignedHeaders"][0].split(";")
     assert set(signed) == {"content-length", "content-type", "host", "if-none-match", "x-amz-checksum-sha256"}
     assert slot["headers"]["Content-Length"] == "500" and slot["headers"]["If-None-Match"] == "*"

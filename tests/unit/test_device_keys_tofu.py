@@ -131,7 +131,8 @@ def test_slots_are_refused_until_the_key_is_registered(api):
     assert (status, doc["registered"]) == (201, "now")
     assert doc["signing_key_fingerprint"] == verify_key_fingerprint(key)
     status, slot = call(api, "POST", "/v1/device/slots", SLOT, auth)
-    assert status == 201 and slot["key"].startswith("clips/cam1/")
+    token = call(api, "GET", "/v1/device/settings", None, auth)[1]["storage_token"]
+    assert status == 201 and slot["key"].startswith(f"clips/{token}/")
 
 
 def test_registration_is_idempotent_and_a_different_key_is_a_conflict(api, services):
@@ -178,8 +179,8 @@ def test_registration_needs_the_device_secret(api, services):
 
 
 def test_a_clip_from_a_device_without_a_key_is_dead_lettered_with_the_reason(services):
-    services.devices.create("keyless", None, {})
-    key = clip_key("keyless", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), 0).key
+    device, _ = services.devices.create("keyless", None, {})
+    key = clip_key(device.storage_token, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), 0).key
     with pytest.raises(PermanentEventError, match="has not registered its signing key"):
         ingest_clip(services, ObjectEvent("s3:ObjectCreated:Put", "cryospy", key, 10, "e", None, None))
 

@@ -29,6 +29,7 @@ from cryospy.web.export_bundle import (
 from cryospy.web.export_zip import stream_zip
 
 T0 = datetime(2026, 3, 1, 23, 59, 40, tzinfo=UTC)   # the clips straddle midnight: two day shards
+TOKEN = "_porchtokenporchtokenporcht"   # the storage token 'porch' signs its clips as
 
 
 class Bucket:
@@ -43,10 +44,10 @@ class Bucket:
         self.records: dict[str, list[dict[str, Any]]] = {}
         prev = ZERO_HASH
         for seq in range(count):
-            ck = clip_key("porch", T0 + timedelta(seconds=10 * seq), seq)
+            ck = clip_key(TOKEN, T0 + timedelta(seconds=10 * seq), seq)
             plain = f"clip {seq} ".encode() * 300
             out = io.BytesIO()
-            header = seal(io.BytesIO(plain), out, object_key=ck.key, device_id="porch", sequence=seq,
+            header = seal(io.BytesIO(plain), out, object_key=ck.key, device_id=TOKEN, sequence=seq,
                           captured_at=ck.captured_at, content_type="video/mp4", prev_hash=prev,
                           recipient=self.deployment_key, signer=self.signer, chunk_size=1024)
             prev = header.header_hash
@@ -120,7 +121,8 @@ def test_streamed_zip_verifies_offline_and_names_every_defect(tmp_path: Path, ca
     folder = _unzip(b"".join(pieces), tmp_path / "export")
     doc = json.loads((folder / "manifest.json").read_text())
     assert [c["sequence"] for c in doc["clips"]] == [1, 2, 3] and doc["gaps"] == []
-    assert doc["devices"]["porch"]["fingerprint"] == verify_key_fingerprint(bucket.signer.public_key())
+    assert doc["devices"][TOKEN]["fingerprint"] == verify_key_fingerprint(bucket.signer.public_key())
+    assert doc["devices"][TOKEN]["camera"] == "porch" and {c["signed_as"] for c in doc["clips"]} == {TOKEN}
     assert (folder / doc["clips"][0]["video"]).read_bytes() == b"clip 1 " * 300
     assert "cryospy verify" in (folder / "VERIFY.txt").read_text()
 
@@ -161,7 +163,7 @@ def test_motion_only_export_explains_its_gaps_but_a_lost_clip_is_still_a_gap(tmp
     folder = _unzip(b"".join(stream_zip(manifest, checked, bucket.fetch, bucket.keys, bucket.signer.public_key())),
                     tmp_path / "export")
     assert main(["verify", str(folder)]) == 0
-    assert "NOTE clip 1 of device 'porch' left out of this export on purpose" in capsys.readouterr().out
+    assert f"NOTE clip 1 of device '{TOKEN}' left out of this export on purpose" in capsys.readouterr().out
     doc = json.loads((folder / "manifest.json").read_text())
     doc["left_out"] = doc["left_out"][:1]                           # claim less than was left out
     (folder / "manifest.json").write_text(json.dumps(doc))

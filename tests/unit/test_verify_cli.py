@@ -12,7 +12,7 @@ import pytest
 
 from cryospy.cli.main import main
 from cryospy.common.keys import KeyStore, generate_device_signing_key, verify_key_to_text
-from cryospy.common.objectkeys import clip_key
+from cryospy.common.objectkeys import legacy_clip_key as clip_key
 from cryospy.common.sealed import ZERO_HASH, seal
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
