@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.ffmpeg_tool import run_ffmpeg
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web.builder import day_page
-from tests.support import FakeCamera, wait_for
+from tests.support import FakeCamera, clip_place, wait_for
 
 from .conftest import login
 
@@ -38,7 +37,7 @@ def test_sound_plays_and_an_h265_clip_never_plays_as_a_black_box(browser, runtim
     camera.t0 += timedelta(seconds=10)
     hevc = camera.upload(_clip(tmp_path / "hevc.mp4", ["-c:v", "libx265", "-tag:v", "hvc1", "-x265-params",
                                                        "log-level=error:keyint=15:min-keyint=15:bframes=0"]))
-    ck = parse_clip_key(with_sound)
+    ck = clip_place(runtime, with_sound)
     name = day_page(ck.device_id, ck.day)
     wait_for(lambda: all(k in (runtime.site.get(name) or "") for k in (with_sound, hevc)), what="both clips listed")
     record = runtime.services.index.get_clip(ck.device_id, ck.day, with_sound)
