@@ -380,7 +380,7 @@ class PassthroughRecorder:
         for t in feeders:
             t.start()
         clips = _ClipList(out / "clips.csv")
-        started = self.monotonic()
+        progress = self.monotonic()               # when ffmpeg last closed a clip (or started)
         clock = SessionClock()
         first = True
         requested = False
@@ -388,7 +388,7 @@ class PassthroughRecorder:
             while True:
                 for name, start, end in clips.new_entries():
                     self._finished(out / name, start, end, plan, clock)
-                    first = False
+                    first, progress = False, self.monotonic()
                 if proc.proc.poll() is not None:
                     break
                 if self.stop.is_set() or not keep_going() or \
@@ -396,9 +396,9 @@ class PassthroughRecorder:
                     requested = True
                     proc.stop()
                     continue                      # pick up the clip ffmpeg closed on its way out
-                if first and self.monotonic() - started > 2 * plan.clip_seconds + 30:
-                    proc.stop()                   # connected but nothing usable arrives: treat as a failure
-                    return "the camera sends no video (no clip closed in twice the clip length)"
+                if self.monotonic() - progress > 2 * plan.clip_seconds + 30:
+                    proc.stop()                   # connected but no video arrives: treat as a failure
+                    return "the camera stopped sending video (no clip closed in twice the clip length)"
                 self.stop.wait(_POLL_S)
         finally:
             code = proc.stop()
