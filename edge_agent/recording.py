@@ -75,9 +75,13 @@ class RecordingLoop:
     def clips(self) -> int:
         return self.transcode.clips + self.passthrough.clips
 
+    def _still(self, mode: str) -> Callable[[], bool]:
+        """A recorder runs while the settings still call for its mode (checked between clips)."""
+        return lambda: self._choose()[0] == mode
+
     def run(self) -> None:
         while not self.stop.is_set():
-            self.mode, self.why = mode, _ = self._choose()
-            self.active.run(keep_going=lambda m=mode: self._choose()[0] == m)
+            self.mode, self.why = self._choose()
+            self.active.run(keep_going=self._still(self.mode))
             if self.mode == "transcode" and not self.stop.is_set() and self._choose()[0] == "transcode":
                 return      # the transcoding recorder ended for good (a file played once)
