@@ -2,12 +2,14 @@
 
 Why: decoding and re-encoding a 1080p camera costs most of a core and throws quality away; copying its
 packets keeps every bit the camera sent, and the whole agent then needs about a fourteenth of that, motion,
-sealing and upload included (bench/bench_cameras.py: 0.054 against 0.76 of a core at 1080p25). One ffmpeg process per camera reads
-the stream (RTSP over TCP by default) and writes it with ``-c copy`` through ffmpeg's segment muxer, which
-cuts a new clip at the first keyframe after each ``clip_duration_seconds`` boundary, as fragmented MP4 with
-one fragment per keyframe (the layout the server's byte-range HLS needs, as for encoded clips). The muxer
-reports each finished clip in a CSV list, which this loop tails; each finished clip goes to the finisher,
-which seals, chains and spools it exactly as it does encoded clips.
+sealing and upload included (bench/bench_cameras.py: 0.054 against 0.76 of a core at 1080p25).
+
+One ffmpeg process per camera reads the stream (RTSP over TCP by default) and writes it with ``-c copy``
+through ffmpeg's segment muxer, which cuts a new clip at the first keyframe after each
+``clip_duration_seconds`` boundary, as fragmented MP4 with one fragment per keyframe (the layout the server's
+byte-range HLS needs, as for encoded clips). The muxer reports each finished clip in a CSV list, which this
+loop tails; each finished clip goes to the finisher, which seals, chains and spools it exactly as it does
+encoded clips.
 
 Motion (see :mod:`.motion_tap`): with a ``detect_device`` (the camera's low-resolution sub-stream) a second
 ffmpeg decodes that stream at ``motion_detect_fps``; without one, the same ffmpeg that copies the main stream

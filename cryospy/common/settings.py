@@ -221,7 +221,7 @@ class DeviceSettings:
     # --- cameras that deliver compressed video (RTSP IP cameras) ---
     record_mode: str = field(default="auto", metadata=_meta(
         "choice", "How clips are made. auto: a stream URL (rtsp://, http://) that delivers H.264/H.265 is stored "
-                  "as the camera sends it (passthrough: no re-encode, full quality, a small fraction of the CPU), unless "
+                  "as the camera sends it (passthrough: no re-encode, full quality, a fraction of the CPU), unless "
                   "grayscale or downscale_resolution asks for a transform; other sources are encoded. "
                   "passthrough: always store the camera's own stream (stream URLs only). transcode: always "
                   "decode and encode with the settings above.",
