@@ -62,7 +62,10 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
         meter = card.query_selector(".storage.ok meter")               # the storage bar (1024 MB default quota)
         assert meter and float(meter.get_attribute("value")) < 1
         thumb = card.query_selector("img.latest")
-        assert thumb and page.evaluate("(img) => img.complete && img.naturalWidth > 0", thumb)
+        # A lazy image on a busy machine may still be on its way: poll (the page's CSP forbids the eval
+        # that wait_for_function would use).
+        assert thumb and wait_for(lambda p=page, t=thumb: p.evaluate("(i) => i.complete && i.naturalWidth > 0", t),
+                                  timeout=15, what="the latest picture loaded")
         page.screenshot(path=str(ARTIFACTS / f"overview-{label}.png"), full_page=True)
         page.goto(base + page_path)
         page.click(f"a.play[data-key='{key}']")
