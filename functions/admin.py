@@ -18,6 +18,7 @@ from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
 
 from . import validate
+from .channels import feed
 from .devices import Device
 from .errors import BadRequest, Conflict, Unauthorized
 from .services import Services
@@ -114,6 +115,7 @@ def delete_device(services: Services, device_id: str, clips: str | None,
     if services.identities and device.upload_identity:
         services.identities.remove(device_id)
     services.forget_upload_client(device_id)
+    feed.camera_removed(services, device_id)    # MQTT clears the camera's Home Assistant entities
     if clips == "keep":
         services.devices.retire(device_id)
         return {"device_id": device_id, "clips": "kept", "retired": True}
