@@ -11,8 +11,9 @@ event lost on the way is repaired by the clip's own metadata, which stays the du
 Motion, as the detector sees it: a *run* starts with a moving frame and lasts while moving frames keep coming
 less than ``QUIET_S`` apart. ``motion_start`` is sent once the run has lasted the camera's
 ``motion_min_seconds`` (the detector's own rule against insects and noise), with the onset time and score;
-``motion_end`` after ``QUIET_S`` without a moving frame, with the peak score and duration. When the clips that
-the run overlaps are sealed, ``motion_clip`` names them by sequence number (the clip they belong to).
+``motion_end`` after ``QUIET_S`` without a moving frame (or when the agent stops), with the peak score and
+duration. When the clips that the run overlaps are sealed, ``motion_clip`` names them by sequence number (the
+clip they belong to). A stopping agent ends with ``camera_offline`` ("the agent stopped").
 
 State, polled every tick from the recorder: ``source_state`` "ok" is ``camera_online``; a failure ("lost",
 "unavailable", "offline", "ended", "error") is ``camera_offline`` with the (already redacted) reason; a
@@ -133,6 +134,7 @@ class EventReporter:
             self.wake.wait(TICK_S)
             self.wake.clear()
         self.tick()
+        self.stopping()
         with contextlib.suppress(Retryable):
             self.flush()        # a last try: the camera is going offline with us
 
@@ -143,10 +145,7 @@ class EventReporter:
             run = self._run
             if run is not None and now - run.last > QUIET_S:
                 self._run = None
-                if run.reported:
-                    run.ended_utc = run.started_utc + timedelta(seconds=run.last - run.started)
-                    self._queue({"kind": "motion_end", "id": run.motion_id, "at": _stamp(run.ended_utc),
-                                 "score": round(run.peak, 4), "duration_s": round(run.last - run.started, 3)})
+                self._end(run)
             state = str(self.source_state())
             online = state == "ok" if state == "ok" or state.startswith(_OFFLINE_PREFIXES) else self._online
             if online is not None and online != self._online:
@@ -160,6 +159,16 @@ class EventReporter:
             if problem and not self._problem:
                 self._queue({"kind": "source_problem", "at": _stamp(self.utc()), "detail": motion_state[:_DETAIL_MAX]})
             self._problem = problem
+
+    def stopping(self) -> None:
+        """The agent is stopping: end an open motion run and say the camera goes offline."""
+        with self._lock:
+            run, self._run = self._run, None
+            if run is not None:
+                self._end(run)
+            if self._online is not False:
+                self._online = False
+                self._queue({"kind": "camera_offline", "at": _stamp(self.utc()), "detail": "the agent stopped"})
 
     def flush(self) -> None:
         """Post what is queued, in batches; a batch the server refuses for good (4xx) is dropped and logged."""
@@ -177,6 +186,12 @@ class EventReporter:
                 for doc in batch:     # those the full queue dropped meanwhile are gone already
                     if self.queue and self.queue[0] is doc:
                         self.queue.popleft()
+
+    def _end(self, run: _Run) -> None:
+        if run.reported:
+            run.ended_utc = run.started_utc + timedelta(seconds=run.last - run.started)
+            self._queue({"kind": "motion_end", "id": run.motion_id, "at": _stamp(run.ended_utc),
+                         "score": round(run.peak, 4), "duration_s": round(run.last - run.started, 3)})
 
     def _queue(self, doc: dict[str, Any]) -> None:
         if len(self.queue) == self.queue.maxlen:

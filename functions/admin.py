@@ -74,6 +74,7 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
         raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
     identity = services.identities.create(device_id) if services.identities else None
     device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity)
+    feed.camera_added(services, device_id)      # MQTT announces it to Home Assistant
     note = "the secret is shown once; store it in the agent's config now"
     if signing_key is None:
         note += ("; the agent makes its own signing key at first start and registers it: check that the "

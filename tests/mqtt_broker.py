@@ -133,6 +133,7 @@ class Subscriber:
 
     def __init__(self, broker: Broker, pattern: str = "#") -> None:
         self.messages: list[tuple[str, str, bool, float]] = []
+        self.walls: list[tuple[str, str, bool, float]] = []     # the same with wall-clock arrival times
         self.lock = threading.Lock()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{time.monotonic_ns()}")
         self.client.username_pw_set(USER, PASSWORD)
@@ -148,6 +149,7 @@ class Subscriber:
     def _keep(self, _c: object, _u: object, msg: paho.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload.decode(), bool(msg.retain), time.monotonic()))
+            self.walls.append((msg.topic, msg.payload.decode(), bool(msg.retain), time.time()))
 
     def on(self, topic: str) -> list[tuple[str, str, bool, float]]:
         with self.lock:

@@ -2,8 +2,8 @@
 
 A device posts ``{"events": [{"kind": "motion_start", "at": "…Z", "id": "…", "score": 0.12}, …]}``; the
 camera id comes from its credentials, never from the body. Handlers make ``clip_stored`` (storage use and
-last-clip time after a clip is indexed) and the admin makes ``camera_removed``. Payloads carry camera ids,
-times, scores and clip sequence numbers: never keys, secrets, object names or frames.
+last-clip time after a clip is indexed) and the admin makes ``camera_added`` and ``camera_removed``. Payloads
+carry camera ids, times, scores and clip sequence numbers: never keys, secrets, object names or frames.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .. import validate
 from ..errors import BadRequest
 
 DEVICE_KINDS = ("motion_start", "motion_end", "motion_clip", "camera_online", "camera_offline", "source_problem")
-SERVER_KINDS = ("clip_stored", "camera_removed", "test")
+SERVER_KINDS = ("clip_stored", "camera_added", "camera_removed", "test")
 KINDS = DEVICE_KINDS + SERVER_KINDS
 BATCH_MAX = 100
 _FIELDS = {"kind", "at", "id", "score", "duration_s", "clip_sequence", "detail"}
@@ -48,6 +48,7 @@ TEXT = {
     "camera_offline": ("Camera offline", "{camera} went offline at {at}: {detail}", "rotating_light", "5"),
     "source_problem": ("Camera problem", "{camera} at {at}: {detail}", "warning", "4"),
     "clip_stored": ("Clip stored", "A clip of {camera} captured at {last_clip_at} is stored", "floppy_disk", "1"),
+    "camera_added": ("Camera added", "{camera} was added to CryoSpy", "heavy_plus_sign", "2"),
     "camera_removed": ("Camera removed", "{camera} was removed from CryoSpy", "wastebasket", "2"),
     "test": ("CryoSpy test", "A test event from CryoSpy ({at}): push works", "bell", "3"),
 }

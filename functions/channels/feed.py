@@ -29,6 +29,10 @@ def clip_stored(services: Services, device_id: str, record: dict[str, Any]) -> N
                                             last_clip_at=record.get("captured_at") or "")])
 
 
+def camera_added(services: Services, device_id: str) -> None:
+    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_added", at=now_stamp())])
+
+
 def camera_removed(services: Services, device_id: str) -> None:
     services.home_events.publish([HomeEvent(camera=device_id, kind="camera_removed", at=now_stamp())])
 

@@ -22,7 +22,7 @@ from .event import HomeEvent, now_stamp
 from .settings import Delivery
 
 log = logging.getLogger("cryospy.channels")
-UNLIMITED = ("camera_removed", "clip_stored", "test", "motion_end", "camera_online")
+UNLIMITED = ("camera_added", "camera_removed", "clip_stored", "test", "motion_end", "camera_online")
 
 
 class Channel(Protocol):

@@ -44,6 +44,7 @@ ENTITIES = (  # (component, entity, state topic leaf, config extras)
 )
 NAMES = {"motion": "Motion", "connectivity": "Camera connection", "storage": "Storage used",
          "last_clip": "Last clip"}
+RECONNECT_MAX_S = 10  # paho retries a lost broker after 1, 2, 4, 8, 10, 10 … s
 MAX_QUEUED = 10_000   # paho's own outgoing queue; past it a publish fails and the hub retries later
 
 
@@ -97,7 +98,7 @@ class MqttChannel:
         if s.tls:
             self.client.tls_set(ca_certs=s.ca_file or None)
         self.client.will_set(self.topic("status"), "offline", qos=1, retain=True)
-        self.client.reconnect_delay_set(1, 30)
+        self.client.reconnect_delay_set(1, RECONNECT_MAX_S)
         self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
@@ -195,6 +196,9 @@ class MqttChannel:
     def _apply(self, event: HomeEvent) -> dict[str, str]:
         """Update the cached state; returns the state topics (leaf -> value) that changed."""
         if event.kind == "test":
+            return {}
+        if event.kind == "camera_added":
+            self._state.setdefault(event.camera, CameraState())
             return {}
         if event.kind == "camera_removed":
             self._state.pop(event.camera, None)
