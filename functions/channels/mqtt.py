@@ -46,6 +46,7 @@ NAMES = {"motion": "Motion", "connectivity": "Camera connection", "storage": "St
          "last_clip": "Last clip"}
 RECONNECT_MAX_S = 10  # paho retries a lost broker after 1, 2, 4, 8, 10, 10 … s
 MAX_QUEUED = 10_000   # paho's own outgoing queue; past it a publish fails and the hub retries later
+MAX_INFLIGHT = 200    # QoS 1 messages awaiting the broker's ack (paho's default of 20 throttles bursts)
 
 
 def camera_slug(camera: str) -> str:
@@ -100,6 +101,7 @@ class MqttChannel:
         self.client.will_set(self.topic("status"), "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(1, RECONNECT_MAX_S)
         self.client.max_queued_messages_set(MAX_QUEUED)
+        self.client.max_inflight_messages_set(MAX_INFLIGHT)
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
@@ -146,7 +148,9 @@ class MqttChannel:
         log.info("connected to the MQTT broker at %s", self.where)
 
     def _on_connect_fail(self, _client: paho.Client, _userdata: object) -> None:
-        self._problem(f"cannot reach the MQTT broker at {self.where} (refused or timed out); retrying")
+        # paho does not hand over the cause; name everything it can be.
+        tls = ", or the TLS handshake failed (check tls and ca_file)" if self.settings.tls else ""
+        self._problem(f"cannot connect to the MQTT broker at {self.where}: refused or timed out{tls}; retrying")
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: object, reason: object,
                        _props: object = None) -> None:

@@ -32,7 +32,7 @@ from cryospy.cli.devices import create_device
 from cryospy.edge_agent.api_client import ApiClient
 from cryospy.edge_agent.config import load_config
 from cryospy.functions.channels import parse_channels
-from cryospy.functions.channels.mqtt import camera_slug
+from cryospy.functions.channels.mqtt import MqttChannel, camera_slug
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_server import free_port
 from cryospy.infra.runtime import Runtime, RuntimeOptions
@@ -143,6 +143,25 @@ def test_motion_in_front_of_a_camera_turns_motion_on_on_the_broker(deployment, m
     assert {"motion_start", "motion_end", "camera_online", "camera_offline"} <= {e["kind"] for e in events}
     assert not any(k in json.dumps(events) for k in ("secret", "clips/", "key")), "ids and times only"
     sub.close()
+
+
+def test_the_channel_uses_tls_with_the_brokers_ca_and_refuses_an_unknown_one(mqtt_broker: Broker) -> None:
+    good = parse_channels({"mqtt": mqtt_broker.settings(port=mqtt_broker.tls_port, tls=True,
+                                                        ca_file=str(mqtt_broker.ca_file), node_id="tls-ok")},
+                          smtp_ready=False).mqtt
+    bad = parse_channels({"mqtt": mqtt_broker.settings(port=mqtt_broker.tls_port, tls=True, node_id="tls-bad")},
+                         smtp_ready=False).mqtt       # the system trust store does not know the test CA
+    assert good and bad
+    channels = [MqttChannel(good, dict), MqttChannel(bad, dict)]
+    for channel in channels:
+        channel.start()
+    try:
+        wait_for(lambda: channels[0].health()[0], 10, "connected over TLS")
+        wait_for(lambda: "TLS handshake failed" in channels[1].health()[1], 10, "an unknown CA refused")
+        assert not channels[1].health()[0]
+    finally:
+        for channel in channels:
+            channel.close()
 
 
 def test_discovery_is_retained_stable_across_restarts_and_cleared_on_delete(deployment, minio, mqtt_broker: Broker,
