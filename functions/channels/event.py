@@ -50,7 +50,7 @@ TEXT = {
     "clip_stored": ("Clip stored", "A clip of {camera} captured at {last_clip_at} is stored", "floppy_disk", "1"),
     "camera_added": ("Camera added", "{camera} was added to CryoSpy", "heavy_plus_sign", "2"),
     "camera_removed": ("Camera removed", "{camera} was removed from CryoSpy", "wastebasket", "2"),
-    "test": ("CryoSpy test", "A test event from CryoSpy ({at}): push works", "bell", "3"),
+    "test": ("CryoSpy test", "A test event from CryoSpy ({at}): this channel works", "bell", "3"),
 }
 
 

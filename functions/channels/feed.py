@@ -23,6 +23,8 @@ def from_device(services: Services, device: Device, doc: dict[str, Any]) -> dict
 
 def clip_stored(services: Services, device_id: str, record: dict[str, Any]) -> None:
     """After a new clip is indexed: the camera's storage use and newest capture time (MQTT sensors)."""
+    if not services.home_events.wants("clip_stored"):
+        return                      # the usage read below is not free; skip it when no channel takes these
     stored = services.index.usage(device_id)["bytes"]
     services.home_events.publish([HomeEvent(camera=device_id, kind="clip_stored", at=now_stamp(),
                                             clip_sequence=record.get("sequence"), stored_bytes=stored,

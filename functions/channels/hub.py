@@ -182,6 +182,10 @@ class ChannelHub:
             w.thread.start()
         self._started = True
 
+    def wants(self, kind: str) -> bool:
+        """Whether any channel sends this kind (lets callers skip work for an event nobody takes)."""
+        return any(kind in w.delivery.kinds for w in self._workers.values())
+
     def publish(self, events: Iterable[HomeEvent]) -> None:
         for event in events:
             for w in self._workers.values():
