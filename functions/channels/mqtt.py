@@ -232,8 +232,9 @@ class MqttChannel:
         device = {"identifiers": [f"{self.settings.node_id}_{slug}"], "name": f"CryoSpy {camera}",
                   "manufacturer": "CryoSpy", "model": "Camera"}
         for component, entity, leaf, extra in ENTITIES:
+            # No object_id: Home Assistant deprecated it; entity ids follow from the device and entity names.
             config = {"name": NAMES[entity], "unique_id": self.unique_id(camera, entity),
-                      "object_id": f"cryospy_{slug}_{entity}", "state_topic": self.topic(slug, leaf),
+                      "state_topic": self.topic(slug, leaf),
                       "availability_topic": self.topic("status"), "payload_available": "online",
                       "payload_not_available": "offline", "device": device, **extra}
             self._publish(self.discovery_topic(component, camera, entity), json.dumps(config), qos=1, retain=True)
