@@ -93,6 +93,8 @@ class EventReporter:
         with self._lock:
             run = self._run
             if run is None or now - run.last > QUIET_S:
+                if run is not None:
+                    self._end(run)       # the loop has not ticked since it went quiet (a slow POST)
                 run = self._run = _Run(uuid.uuid4().hex[:16], now, self.utc(), now, score)
             run.last = now
             run.peak = max(run.peak, score)

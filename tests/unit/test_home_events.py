@@ -86,6 +86,13 @@ def test_motion_start_waits_for_the_minimum_duration_and_ends_after_a_quiet_spel
     clock.t += 10
     rep.tick()
     assert kinds(rep) == ["motion_start", "motion_end"]
+    # A run that went quiet before the loop ticked is still ended when the next one starts.
+    rep.moving(0.4)
+    clock.t += 0.5
+    rep.moving(0.4)
+    clock.t += QUIET_S + 1
+    rep.moving(0.5)
+    assert kinds(rep) == ["motion_start", "motion_end", "motion_start", "motion_end"]
 
 
 def test_the_clip_a_motion_run_belongs_to_is_named_once_sealed() -> None:
