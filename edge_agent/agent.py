@@ -6,6 +6,7 @@
     finisher    clip → keep/discard (motion_only) → metadata box → seal → spool         finisher.py
     uploader    spool → upload slot → PUT → forget (once the key is registered)        uploader.py
     heartbeat   health and the applied settings → server, every settings interval      heartbeat.py
+    events      motion start/end, camera online/offline → server, as they happen        live_events.py
 
 It starts and records even when the server is unreachable: nothing here needs the network before the first
 clip (the settings come from the cache, or the defaults), and clips wait in the spool. SIGTERM/SIGINT end
@@ -33,6 +34,7 @@ from .config import AgentConfig
 from .errors import ConfigError
 from .finisher import ClipFinisher
 from .heartbeat import Heartbeat
+from .live_events import EventReporter
 from .passthrough import PassthroughRecorder
 from .recorder import Recorder
 from .recording import RecordingLoop
@@ -92,6 +94,7 @@ class Agent:
     finisher: ClipFinisher
     uploader: Uploader
     heartbeat: Heartbeat
+    events: EventReporter
     identity: KeyRegistration
     scratch: Path
     started: float
@@ -112,20 +115,30 @@ class Agent:
         settings = SettingsSync(config, client, config.spool_dir / "settings.json", stop)
         scratch = open_scratch(config.spool_dir, config.temp_dir)
         wake = threading.Event()
-        finisher = ClipFinisher(config.client_id, spool, signer, on_sealed=lambda _entry: wake.set(),
+        # The reporter polls the recording loop built below (its thread starts in run(), after build()).
+        events = EventReporter(client, stop, source_state=lambda: recorder.source_state,
+                               motion_state=lambda: recorder.motion_state,
+                               min_seconds=lambda: settings.current().settings.motion_min_seconds)
+
+        def sealed(entry: Any) -> None:
+            wake.set()
+            events.clip_sealed(entry)
+
+        finisher = ClipFinisher(config.client_id, spool, signer, on_sealed=sealed,
                                 storage_token=lambda: settings.current().storage_token or config.storage_token)
         opener = source or (lambda fps: open_source(config.camera_device, loop=config.loop, fps=fps,
                                                     **_capture_request(config, settings.current().settings)))
         recorder = RecordingLoop(
             config, lambda: settings.current().settings,
-            Recorder(config, settings.current, opener, finisher.submit, scratch, stop),
-            PassthroughRecorder(config, settings.current, finisher.submit, scratch, stop), stop)
+            Recorder(config, settings.current, opener, finisher.submit, scratch, stop, on_motion=events.moving),
+            PassthroughRecorder(config, settings.current, finisher.submit, scratch, stop, on_motion=events.moving),
+            stop)
         uploader = Uploader(config, spool, client, stop, wake, ready=identity.registered)
         started = time.monotonic()
         heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
                               stop, settings.wake.set)
-        return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, identity, scratch,
-                   started)
+        return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, events, identity,
+                   scratch, started)
 
     def status(self) -> dict[str, Any]:
         return agent_status(self.spool, self.recorder, self.settings, self.started)
@@ -135,7 +148,8 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop.set())
         loops = {"identity": self.identity.run, "settings": self.settings.run, "recorder": self.recorder.run,
-                 "finisher": self.finisher.run, "uploader": self.uploader.run, "heartbeat": self.heartbeat.run}
+                 "finisher": self.finisher.run, "uploader": self.uploader.run, "heartbeat": self.heartbeat.run,
+                 "events": self.events.run}
         threads = {name: threading.Thread(target=run, name=name, daemon=True) for name, run in loops.items()}
         threads["identity"].start()
         threads["settings"].start()
@@ -156,7 +170,7 @@ class Agent:
             threads["recorder"].join()
             self.finisher.close_input()          # the clip SIGTERM cut short is sealed before we go on
             threads["finisher"].join()
-            for name in ("uploader", "settings", "heartbeat", "identity"):
+            for name in ("uploader", "settings", "heartbeat", "events", "identity"):
                 threads[name].join(self.config.server_timeout_seconds + 5)
             self.uploader.drain(timeout=self.config.server_timeout_seconds + 5)
             close_scratch(self.scratch)

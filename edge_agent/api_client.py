@@ -127,6 +127,12 @@ class ApiClient:
             return {}
         return answer if isinstance(answer, dict) else {}
 
+    def post_events(self, events: list[dict[str, Any]]) -> None:
+        """POST real-time events (motion, camera state); Retryable when the server is out of reach."""
+        status, body, _ = self._json("POST", "/v1/device/events", {"events": events})
+        if status != 200:
+            raise UploadError(f"the server refused the events (HTTP {status}): {body[:300]!r}")
+
     def request_slot(self, doc: dict[str, Any]) -> Slot:
         req = urllib.request.Request(f"{self.base}/v1/device/slots", data=json.dumps(doc).encode(), method="POST",
                                      headers={**self._auth, "Content-Type": "application/json"})

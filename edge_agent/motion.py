@@ -28,6 +28,7 @@ Errors::
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -300,7 +301,7 @@ class CryoMotionDetector:
                  min_height: int = 20, min_aspect: float = 0.3, max_aspect: float = 3.0,
                  zones: tuple[Polygon, ...] = (), masks: tuple[Polygon, ...] = (), min_seconds: float = 0.5,
                  merge_gap_s: float = 1.0, global_fraction: float = 0.6, brightness_jump: float = 20.0,
-                 relearn_frames: int = 5) -> None:
+                 relearn_frames: int = 5, on_motion: Callable[[float], None] | None = None) -> None:
         fw, fh = frame_size
         if fw < 1 or fh < 1:
             raise MotionError(f"frame size {fw}x{fh} is empty; pass the camera's (width, height)")
@@ -336,6 +337,9 @@ class CryoMotionDetector:
         self._prev_mean: float | None = None
         self._carry_s = 0.0          # a run still open at the end of the previous clip, and its length
         self._clip = _Clip()
+        # Told the score of every moving frame as it is analysed (real-time events, edge_agent/live_events.py);
+        # must not block: it runs on the capture thread.
+        self._on_motion = on_motion
 
     def feed(self, frame: np.ndarray, t: float) -> None:
         clip = self._clip
@@ -405,6 +409,8 @@ class CryoMotionDetector:
             self._record(t, min(1.0, moving / self._active_area))
 
     def _record(self, t: float, score: float) -> None:
+        if self._on_motion is not None:
+            self._on_motion(score)
         runs = self._clip.runs
         if runs and t - runs[-1].last <= _BRIDGE_S:
             run = runs[-1]
@@ -449,8 +455,10 @@ class CryoMotionDetector:
         )
 
 
-def detector_for(settings: DeviceSettings, frame_size: tuple[int, int]) -> MotionDetector:
-    """The detector the agent runs for a camera of ``frame_size`` (width, height) under ``settings``."""
+def detector_for(settings: DeviceSettings, frame_size: tuple[int, int],
+                 on_motion: Callable[[float], None] | None = None) -> MotionDetector:
+    """The detector the agent runs for a camera of ``frame_size`` (width, height) under ``settings``;
+    ``on_motion`` hears each moving frame's score as it happens."""
     return CryoMotionDetector(
         frame_size,
         detect_width=settings.motion_detect_width,
@@ -465,4 +473,5 @@ def detector_for(settings: DeviceSettings, frame_size: tuple[int, int]) -> Motio
         zones=settings.motion_zones,
         masks=settings.motion_masks,
         min_seconds=settings.motion_min_seconds,
+        on_motion=on_motion,
     )

@@ -85,8 +85,10 @@ class _Config:
 class MotionTap:
     """Thread-safe: a reader thread calls :meth:`feed`, the recorder calls :meth:`configure` and :meth:`cut`."""
 
-    def __init__(self, settings: DeviceSettings, *, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: DeviceSettings, *, monotonic: Callable[[], float] = time.monotonic,
+                 on_motion: Callable[[float], None] | None = None) -> None:
         self._lock = threading.Lock()
+        self._on_motion = on_motion   # each moving frame's score, as it is analysed (real-time events)
         self._monotonic = monotonic
         self._config = _Config(settings, None)
         self._detector: MotionDetector | None = None
@@ -158,7 +160,8 @@ class MotionTap:
         if self._detector is not None and key == self._built_for:
             return self._detector
         try:
-            self._detector = detector_for(_in_detect_pixels(s, size, config.camera_size), size)
+            self._detector = detector_for(_in_detect_pixels(s, size, config.camera_size), size,
+                                          self._on_motion)
         except MotionError as exc:
             self._detector, self._error = None, self._error or str(exc)
             return None

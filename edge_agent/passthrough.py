@@ -313,7 +313,8 @@ class PassthroughRecorder:
     def __init__(self, config: AgentConfig, settings: Callable[[], SettingsSnapshot],
                  handoff: Callable[[RecordedClip], None], scratch: Path, stop: threading.Event, *,
                  utc: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 on_motion: Callable[[float], None] | None = None) -> None:
         self.config = config
         self.settings = settings
         self.handoff = handoff
@@ -333,7 +334,7 @@ class PassthroughRecorder:
         self.stream: StreamInfo | None = None
         self.refused: str | None = None          # set when the camera's codec cannot be passed through
         self.clips = 0
-        self.tap = MotionTap(settings().settings, monotonic=monotonic)
+        self.tap = MotionTap(settings().settings, monotonic=monotonic, on_motion=on_motion)
         self._sessions = 0
         self._offline_since: datetime | None = None
         self._offline_reason = ""

@@ -59,7 +59,8 @@ class Recorder:
                  open_source: Callable[[float], FrameSource], handoff: Callable[[RecordedClip], None],
                  scratch: Path, stop: threading.Event, *,
                  utc: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 monotonic: Callable[[], float] = time.monotonic, max_gap_s: float = 2.0) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, max_gap_s: float = 2.0,
+                 on_motion: Callable[[float], None] | None = None) -> None:
         self.config = config
         self.settings = settings
         self.open_source = open_source
@@ -69,6 +70,7 @@ class Recorder:
         self.utc = utc
         self.monotonic = monotonic
         self.max_gap_s = max_gap_s
+        self.on_motion = on_motion   # each moving frame's score, as it is analysed (real-time events)
         self.source_state = "starting"
         self.motion_state = "ok"
         self.capture = ""           # what a camera device granted (size, rate, FourCC), for the heartbeat
@@ -178,7 +180,7 @@ class Recorder:
         key = plan.motion_key()
         if self._detector is None or key != self._detector_key:
             try:
-                self._detector = detector_for(plan.settings, plan.frame_size)
+                self._detector = detector_for(plan.settings, plan.frame_size, self.on_motion)
             except MotionError as exc:
                 self._detector = None
                 return None, str(exc)

@@ -18,6 +18,7 @@ from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
 
 from . import validate
+from .channels import feed
 from .devices import Device
 from .errors import BadRequest, Conflict, Unauthorized
 from .services import Services
@@ -74,6 +75,7 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     token = services.devices.new_token()
     identity = services.identities.create(token) if services.identities else None
     device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity, token)
+    feed.camera_added(services, device_id)      # MQTT announces it to Home Assistant
     note = "the secret is shown once; store it in the agent's config now"
     if signing_key is None:
         note += ("; the agent makes its own signing key at first start and registers it: check that the "
@@ -115,6 +117,7 @@ def delete_device(services: Services, device_id: str, clips: str | None,
     if services.identities and device.upload_identity:
         services.identities.remove(device.upload_identity[0])
     services.forget_upload_client(device_id)
+    feed.camera_removed(services, device_id)    # MQTT clears the camera's Home Assistant entities
     if clips == "keep":
         services.devices.retire(device_id)
         return {"device_id": device_id, "clips": "kept", "retired": True}

@@ -12,6 +12,7 @@ from chalice import Chalice
 
 from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
 from cryospy.functions import admin, clip_admin, device_api, http, retention
+from cryospy.functions.channels import feed
 from cryospy.functions.clip_query import ClipQuery, run_query
 from cryospy.functions.clip_removal import delete_device_clips
 from cryospy.functions.device_auth import authenticate_device
@@ -91,6 +92,14 @@ def device_heartbeat():
     services = get_services()
     device = authenticate_device(services, app.current_request)
     return device_api.record_heartbeat(services, device, http.json_object(app.current_request))
+
+
+@app.route("/v1/device/events", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def device_events():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    return feed.from_device(services, device, http.json_object(app.current_request))
 
 
 # -- admin: devices ----------------------------------------------------------------------------------
@@ -175,6 +184,8 @@ def on_clip_created(event):
     for record in parse_notification(event.to_dict()):
         result = ingest_clip(services, record)
         retention.enforce_device(services, result.device_id)
+        if result.changed:
+            feed.clip_stored(services, result.device_id, result.record)
 
 
 @app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectRemoved:*"])

@@ -57,6 +57,15 @@ SLOT = {"type": "object", "required": ["method", "url", "headers", "key", "expir
     "headers": {"type": "object", "additionalProperties": {"type": "string"},
                 "description": "send exactly these headers with the PUT"},
     "key": {"type": "string"}, "expires_at": TIMESTAMP}}
+DEVICE_EVENT = {"type": "object", "additionalProperties": False, "required": ["kind", "at"], "properties": {
+    "kind": {"enum": ["motion_start", "motion_end", "motion_clip", "camera_online", "camera_offline",
+                      "source_problem"]},
+    "at": {**TIMESTAMP, "maxLength": 40}, "id": {"type": "string", "maxLength": 64, "description": "motion run id"},
+    "score": {"type": "number", "minimum": 0, "maximum": 1},
+    "duration_s": {"type": "number", "minimum": 0, "maximum": 86400},
+    "clip_sequence": {"type": "integer", "minimum": 0}, "detail": {"type": "string", "maxLength": 300}}}
+DEVICE_EVENTS = {"type": "object", "additionalProperties": False, "required": ["events"], "properties": {
+    "events": {"type": "array", "maxItems": 100, "items": DEVICE_EVENT}}}
 HEARTBEAT = {"type": "object", "additionalProperties": False, "properties": {
     "agent_version": {"type": "string", "maxLength": 64}, "spool_depth": {"type": "integer", "minimum": 0},
     "spool_bytes": {"type": "integer", "minimum": 0}, "dropped_clips": {"type": "integer", "minimum": 0},
@@ -113,6 +122,12 @@ def build_spec() -> dict[str, Any]:
                 "responses": {"201": _json(KEY_REGISTRATION, "stored: the device had no key"),
                               "200": _json(KEY_REGISTRATION, "this key was registered before"),
                               **_errors(400, 401, 409, 413, 429)}}},
+            "/v1/device/events": {"post": {
+                "operationId": "device_events", "security": DEVICE_AUTH,
+                "summary": "real-time events (motion, camera state), fanned out to the configured channels",
+                "requestBody": _body(DEVICE_EVENTS),
+                "responses": {"200": _json({"type": "object", "properties": {"accepted": {"type": "integer"}}}),
+                              **_errors(400, 401, 413, 429)}}},
             "/v1/device/uploads/confirm": {"post": {
                 "operationId": "confirm_upload", "security": DEVICE_AUTH,
                 "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["key"],

@@ -18,6 +18,7 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
+from .channels.hub import ChannelHub
 from .devices import Device, DeviceRegistry
 from .errors import FunctionsError
 from .index_store import IndexStore
@@ -71,6 +72,7 @@ class Services:
     slot_limiter: Any = None       # functions.slot_limiter.SlotLimiter, when configured
     silent_minutes: int = 30
     alerts: Any = None             # functions.alerts.Alerts, when configured
+    home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -30,6 +30,8 @@ from cryospy.functions.alert_limits import AlertLimits
 from cryospy.functions.alerts import AlertPolicy, Alerts
 from cryospy.functions.app import app
 from cryospy.functions.auth_defence import AuthDefence, AuthDefenceSettings
+from cryospy.functions.channels import feed
+from cryospy.functions.channels.build import build_hub
 from cryospy.functions.client_ip import parse_trusted_proxies
 from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore
@@ -71,7 +73,10 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
     mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
     defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
                           AuthDefenceSettings.from_dict(config.auth_events or {}))
-    return Services(
+    # The hub asks for the camera list at each MQTT connect, long after this returns.
+    hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
+                    cameras=lambda: feed.camera_states(services))
+    services = Services(
         bucket=dep.bucket,
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region),
         handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region),
@@ -91,7 +96,9 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
         quarantine_limit_bytes=config.quarantine_bytes,
         slot_limiter=SlotLimiter(config.slots_per_minute),
         silent_minutes=config.silent_minutes,
+        home_events=hub,
     )
+    return services
 
 
 def alert_policy(config: ServerConfig) -> AlertPolicy:
@@ -244,6 +251,7 @@ class Runtime:
             self._rebuilt = True
             self._safe_rebuild()
         self.reconciler.start()
+        self.services.home_events.start()
         return self
 
     def _serve_http(self) -> None:
@@ -262,6 +270,7 @@ class Runtime:
             self._thread.join(10)
         self.reconciler.stop()
         self.dispatcher.stop()
+        self.services.home_events.close()
         self.builder.stop()
         self.services.index.close()
         self.queue.close()

@@ -15,8 +15,12 @@ Example::
       "max_clip_megabytes": 512,
       "slot_ttl_seconds": 600,
       "storage": {"warning_threshold": 0.8, "global_budget_gigabytes": 0, "quarantine_megabytes": 1024,
-                  "slots_per_minute": 120}
+                  "slots_per_minute": 120},
+      "channels": {"mqtt": {"enabled": true, "host": "broker.lan", "username": "cryospy", "password": "…"}}
     }
+
+``channels`` (real-time events to e-mail, MQTT/Home Assistant, a signed webhook, ntfy-style push) is parsed
+by :func:`cryospy.functions.channels.parse_channels`; its keys are documented there and in docs/home-events.md.
 
 The file may hold the SMTP password, so it is read from a 0600 file and never logged.
 """
@@ -29,11 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from cryospy.common.strict_keys import unknown_key_message
+from cryospy.functions.channels import ChannelSettingsError, ChannelsSettings, parse_channels
 
 from .errors import InfraError
 
 KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "allowed_hosts", "proxy_auth", "max_clip_megabytes",
-         "slot_ttl_seconds", "storage"}
+         "slot_ttl_seconds", "storage", "channels"}
 ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
               "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
 STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes", "quarantine_megabytes", "slots_per_minute"}
@@ -61,6 +66,7 @@ class ServerConfig:
     global_budget_bytes: int = 0
     quarantine_bytes: int = 1024 * 1024 * 1024   # per device: the oldest quarantined uploads go beyond this
     slots_per_minute: int = 120                   # per device, with a burst of as many
+    channels: ChannelsSettings = field(default_factory=ChannelsSettings, repr=False)
 
 
 def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -111,6 +117,10 @@ def load_server_config(path: Path) -> ServerConfig:
         raise ServerConfigError(f"{path}: proxy_auth must be {{\"header\": \"X-Proxy-Auth\", \"value\": \"…\"}}")
     max_mb = _number(path, doc, "max_clip_megabytes", 512, 1, 5 * 1024)
     ttl = _number(path, doc, "slot_ttl_seconds", 600, 30, 900)
+    try:
+        channels = parse_channels(doc.get("channels"), smtp_ready=bool(doc.get("smtp")) and bool(recipients))
+    except ChannelSettingsError as exc:
+        raise ServerConfigError(f"{path}: {exc}") from None
     intervals = {k.removesuffix("_interval_minutes"): _number(path, alerts, k, 0, 0, 10080)
                  for k in ALERT_KEYS if k.endswith("_interval_minutes") and k in alerts}
     return ServerConfig(
@@ -125,4 +135,5 @@ def load_server_config(path: Path) -> ServerConfig:
         global_budget_bytes=int(_number(path, storage, "global_budget_gigabytes", 0, 0, 1_000_000) * 1024**3),
         quarantine_bytes=int(_number(path, storage, "quarantine_megabytes", 1024, 0, 1_000_000) * 1024**2),
         slots_per_minute=int(_number(path, storage, "slots_per_minute", 120, 1, 6000)),
+        channels=channels,
     )

@@ -14,7 +14,7 @@ Routes (relative to ``/admin``)::
     GET  /devices/<hex id>         one device: heartbeat, settings form, actions
     POST /devices/<hex id>/settings|enabled|rotate|delete
     GET  /passphrase   POST /passphrase
-    GET  /status       POST /status/retry
+    GET  /status       POST /status/retry   POST /status/test (a test event to one channel)
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ class AdminSection:
             if parts == ["passphrase"]:
                 return self.passphrase_page(start, session, changed=query.get("changed") == "1")
             if parts == ["status"]:
-                return self.status_page(start, session)
+                return self.status_page(start, session, query)
             if len(parts) == 2 and parts[0] == "devices":
                 return self._with_device(start, session, parts[1], lambda d: self.device_page(
                     start, session, d, notice=_NOTICES.get(query.get("done", ""), "")))
@@ -129,6 +129,8 @@ class AdminSection:
             return self.change_passphrase(environ, start, session, form)
         if parts == ["status", "retry"]:
             return self.retry(start, session, form)
+        if parts == ["status", "test"]:
+            return self.send_test(start, session, form)
         if len(parts) == 3 and parts[0] == "devices":
             action = self._device_actions().get(parts[2])
             if action is not None:
@@ -289,7 +291,7 @@ class AdminSection:
         return self.dashboard.redirect(start, PREFIX + "/passphrase?changed=1")
 
     # -- system status -------------------------------------------------------------------------------
-    def status_page(self, start: StartResponse, session: Session) -> list[bytes]:
+    def status_page(self, start: StartResponse, session: Session, query: dict[str, str]) -> list[bytes]:
         counts = self.queue.counts()
         return self.dashboard.render(
             start, "200 OK", "admin_status.html", session, section="status",
@@ -297,7 +299,16 @@ class AdminSection:
             dead=admin_status.dead_letters(self.queue), minio=admin_status.minio_health(self.minio_url),
             storage=admin_status.storage(self.services), budget=self.services.global_budget_bytes,
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
-            version=self.version)
+            version=self.version, channels=self.services.home_events.status(),
+            tested=query.get("tested", ""))
+
+    def send_test(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
+        name = form.get("channel", "")
+        if name not in self.services.home_events.names:
+            return self._message(start, session, 400, "That did not work", "No configured channel was named; reload "
+                                                                               "the status page and try again.")
+        self.services.home_events.send_test(name)
+        return self.dashboard.redirect(start, PREFIX + "/status?tested=" + name)
 
     def retry(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
         try:

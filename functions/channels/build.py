@@ -1,0 +1,28 @@
+"""Build the hub from the ``channels`` settings (called once by the runtime at start)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .email import EmailChannel
+from .hub import ChannelHub
+from .mqtt import CameraState, MqttChannel
+from .push import PushChannel
+from .settings import ChannelsSettings
+from .webhook import WebhookChannel
+
+
+def build_hub(settings: ChannelsSettings, *, mailer: Any, recipients: Sequence[str],
+              cameras: Callable[[], dict[str, CameraState]]) -> ChannelHub:
+    made: dict[str, Any] = {}
+    if settings.email:
+        made["email"] = EmailChannel(mailer, recipients)
+    if settings.mqtt is not None:
+        made["mqtt"] = MqttChannel(settings.mqtt, cameras)
+    if settings.webhook is not None:
+        made["webhook"] = WebhookChannel(settings.webhook)
+    if settings.push is not None:
+        made["push"] = PushChannel(settings.push)
+    return ChannelHub((made[name], settings.delivery[name]) for name in ("email", "mqtt", "webhook", "push")
+                      if name in made)

@@ -1,0 +1,57 @@
+"""Where events come from: a device's batch, a clip just indexed, a camera deleted. Each a small function the
+routes and handlers call with the services; the hub does the rest without blocking them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import KeysLocked
+from .event import HomeEvent, now_stamp, parse_device_events
+from .mqtt import CameraState
+
+if TYPE_CHECKING:
+    from ..devices import Device
+    from ..services import Services
+
+
+def from_device(services: Services, device: Device, doc: dict[str, Any]) -> dict[str, Any]:
+    events = parse_device_events(device.device_id, doc)
+    services.home_events.publish(events)
+    services.devices.touch(device.device_id)
+    return {"accepted": len(events)}
+
+
+def clip_stored(services: Services, device_id: str, record: dict[str, Any]) -> None:
+    """After a new clip is indexed: the camera's storage use and newest capture time (MQTT sensors)."""
+    if not services.home_events.wants("clip_stored"):
+        return                      # the usage read below is not free; skip it when no channel takes these
+    stored = services.index.usage(device_id)["bytes"]
+    services.home_events.publish([HomeEvent(camera=device_id, kind="clip_stored", at=now_stamp(),
+                                            clip_sequence=record.get("sequence"), stored_bytes=stored,
+                                            last_clip_at=record.get("captured_at") or "")])
+
+
+def camera_added(services: Services, device_id: str) -> None:
+    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_added", at=now_stamp())])
+
+
+def camera_removed(services: Services, device_id: str) -> None:
+    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_removed", at=now_stamp())])
+
+
+def camera_states(services: Services) -> dict[str, CameraState]:
+    """Every enrolled camera with its storage use and newest clip time (unknown while the index is locked):
+    what MQTT announces on each connect."""
+    out: dict[str, CameraState] = {}
+    for device in services.devices.list():
+        if device.retired:
+            continue
+        state = out[device.device_id] = CameraState()
+        try:
+            state.storage_bytes = services.index.usage(device.device_id)["bytes"]
+            days = services.index.days(device.device_id)
+            clips = services.index.clips_for_day(device.device_id, days[-1]) if days else []
+            state.last_clip = max((c["captured_at"] for c in clips), default=None)
+        except KeysLocked:
+            pass
+    return out
