@@ -6,6 +6,7 @@
     finisher    clip → keep/discard (motion_only) → metadata box → seal → spool         finisher.py
     uploader    spool → upload slot → PUT → forget (once the key is registered)        uploader.py
     heartbeat   health and the applied settings → server, every settings interval      heartbeat.py
+    live        while someone watches: each new fragment → sealed live part → upload    live_view.py
 
 It starts and records even when the server is unreachable: nothing here needs the network before the first
 clip (the settings come from the cache, or the defaults), and clips wait in the spool. SIGTERM/SIGINT end
@@ -33,6 +34,7 @@ from .config import AgentConfig
 from .errors import ConfigError
 from .finisher import ClipFinisher
 from .heartbeat import Heartbeat
+from .live_view import ClipTail, LiveParts, LiveWatch
 from .passthrough import PassthroughRecorder
 from .recorder import Recorder
 from .recording import RecordingLoop
@@ -95,6 +97,8 @@ class Agent:
     identity: KeyRegistration
     scratch: Path
     started: float
+    live_watch: LiveWatch
+    live_parts: LiveParts
 
     @classmethod
     def build(cls, config: AgentConfig, stop: threading.Event | None = None, *,
@@ -123,8 +127,10 @@ class Agent:
         started = time.monotonic()
         heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
                               stop, settings.wake.set)
+        live_watch = LiveWatch(client, stop)
+        live_parts = LiveParts(client, config.client_id, signer, settings.current, ClipTail(scratch), live_watch, stop)
         return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, identity, scratch,
-                   started)
+                   started, live_watch, live_parts)
 
     def status(self) -> dict[str, Any]:
         return agent_status(self.spool, self.recorder, self.settings, self.started)
@@ -134,7 +140,8 @@ class Agent:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop.set())
         loops = {"identity": self.identity.run, "settings": self.settings.run, "recorder": self.recorder.run,
-                 "finisher": self.finisher.run, "uploader": self.uploader.run, "heartbeat": self.heartbeat.run}
+                 "finisher": self.finisher.run, "uploader": self.uploader.run, "heartbeat": self.heartbeat.run,
+                 "live-watch": self.live_watch.run, "live-parts": self.live_parts.run}
         threads = {name: threading.Thread(target=run, name=name, daemon=True) for name, run in loops.items()}
         threads["identity"].start()
         threads["settings"].start()
@@ -155,8 +162,9 @@ class Agent:
             threads["recorder"].join()
             self.finisher.close_input()          # the clip SIGTERM cut short is sealed before we go on
             threads["finisher"].join()
-            for name in ("uploader", "settings", "heartbeat", "identity"):
+            for name in ("uploader", "settings", "heartbeat", "identity", "live-parts"):
                 threads[name].join(self.config.server_timeout_seconds + 5)
+            threads["live-watch"].join(1)      # a daemon; its long-poll ends by itself within seconds
             self.uploader.drain(timeout=self.config.server_timeout_seconds + 5)
             close_scratch(self.scratch)
         log.info("agent stopped; %d clip(s) left in the spool for next time", len(self.spool.entries()))

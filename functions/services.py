@@ -22,6 +22,7 @@ from .devices import Device, DeviceRegistry
 from .errors import FunctionsError
 from .index_store import IndexStore
 from .keyvault import KeyVault
+from .live_hub import LiveHub
 from .presign import PutPresigner
 
 
@@ -49,7 +50,7 @@ class S3Identity:
 @dataclass
 class Services:
     bucket: str
-    presigner: S3Identity          # may only PutObject under clips/; endpoint = the URL devices use
+    presigner: S3Identity          # may only PutObject under clips/ and live/; endpoint = the URL devices use
     handler: S3Identity            # reads clips, writes derived objects
     devices: DeviceRegistry
     index: IndexStore
@@ -71,6 +72,7 @@ class Services:
     slot_limiter: Any = None       # functions.slot_limiter.SlotLimiter, when configured
     silent_minutes: int = 30
     alerts: Any = None             # functions.alerts.Alerts, when configured
+    live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
