@@ -53,10 +53,12 @@ class LiveWatch:
     def __init__(self, client: ApiClient, stop: threading.Event, *, retry_s: float = 5.0) -> None:
         self.client, self.stop, self.retry_s = client, stop, retry_s
         self.watched = threading.Event()
+        self.polls = 0               # long-polls asked (for tests and the benchmark)
 
     def run(self) -> None:
         while not self.stop.is_set():
             known = self.watched.is_set()
+            self.polls += 1
             try:
                 status, answer = self.client.call(
                     "GET", f"/v1/device/live/watch?watching={int(known)}&wait={WATCH_WAIT_S:g}",
@@ -176,7 +178,8 @@ class LiveParts:
         self.tail, self.watch, self.stop = tail, watch, stop
         self.slots: deque[tuple[float, dict[str, object]]] = deque()
         self.sequence = 0
-        self.sent = 0
+        self.sent = 0                # parts uploaded
+        self.exchanges = 0           # POST /v1/device/live/parts calls
         self._uploaded: list[str] = []
 
     def run(self) -> None:
@@ -238,6 +241,7 @@ class LiveParts:
     def _exchange(self) -> None:
         """Report what was uploaded, refill the slots; the answer also says whether anyone still watches."""
         uploaded, self._uploaded = self._uploaded, []
+        self.exchanges += 1
         try:
             status, answer = self.client.call("POST", "/v1/device/live/parts",
                                               {"uploaded": uploaded, "slots": max(0, SLOTS_KEPT - len(self.slots))})
