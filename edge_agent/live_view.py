@@ -73,6 +73,9 @@ class LiveWatch:
                 self.stop.wait(self.retry_s * 6)
                 continue
             self.set(answer["watch"])
+            again = answer.get("poll_again_s")
+            if isinstance(again, (int, float)) and 0 < again <= 60:
+                self.stop.wait(again)       # the server had no thread free to hold this poll
 
     def set(self, watched: bool) -> None:
         if watched != self.watched.is_set():

@@ -69,9 +69,11 @@ class _Camera:
 
 
 class LiveHub:
-    def __init__(self, *, grace_s: float = 10.0, window: int = 6, fresh_s: float = 20.0,
+    def __init__(self, *, grace_s: float = 10.0, window: int = 6, fresh_s: float = 20.0, max_waiters: int = 4,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.grace_s, self.window, self.fresh_s, self.clock = grace_s, window, fresh_s, clock
+        self.max_waiters = max_waiters
+        self._waiters = 0
         self._cameras: dict[str, _Camera] = {}
         self._cond = threading.Condition()
 
@@ -97,20 +99,28 @@ class LiveHub:
     def _watched(self, cam: _Camera) -> bool:
         return self.clock() - cam.last_viewer <= self.grace_s
 
-    def wait_for_change(self, device_id: str, known: bool, timeout_s: float) -> bool:
-        """Whether the camera is watched, as soon as that differs from ``known``, else after ``timeout_s``."""
+    def wait_for_change(self, device_id: str, known: bool, timeout_s: float) -> tuple[bool, bool]:
+        """Whether the camera is watched, as soon as that differs from ``known``, else after ``timeout_s``; and
+        whether the answer waited. Each waiting poll holds one of the server's request threads, so at most
+        ``max_waiters`` wait at once; the others are answered at once and poll again a second later."""
         deadline = self.clock() + timeout_s
         with self._cond:
             cam = self._camera(device_id)
-            while True:
-                now = self.clock()
-                state = self._watched(cam)
-                if state != known or now >= deadline:
-                    return state
-                wait = deadline - now
-                if state:       # wake when the grace period after the last viewer runs out
-                    wait = min(wait, cam.last_viewer + self.grace_s - now + 0.01)
-                self._cond.wait(max(wait, 0.01))
+            if self._waiters >= self.max_waiters:
+                return self._watched(cam), False
+            self._waiters += 1
+            try:
+                while True:
+                    now = self.clock()
+                    state = self._watched(cam)
+                    if state != known or now >= deadline:
+                        return state, True
+                    wait = deadline - now
+                    if state:       # wake when the grace period after the last viewer runs out
+                        wait = min(wait, cam.last_viewer + self.grace_s - now + 0.01)
+                    self._cond.wait(max(wait, 0.01))
+            finally:
+                self._waiters -= 1
 
     # -- parts --------------------------------------------------------------------------------------------
     def add_part(self, device_id: str, part: ParsedPart) -> LivePart:

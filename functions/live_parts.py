@@ -50,6 +50,7 @@ PART_LIFETIME_S = 120        # after its slot was issued, a part object is delet
 MAX_PART_BYTES = 4 * 1024 * 1024
 MAX_SLOTS = 8
 MAX_WAIT_S = 25.0
+BUSY_POLL_S = 1.0            # the answer to a poll that could not wait (every waiting slot taken)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ def watch_request(query: dict[str, str]) -> tuple[bool, float]:
 
 
 def wait_for_viewers(services: Services, device: Device, watching: bool, wait_s: float) -> dict[str, Any]:
-    return {"watch": services.live.wait_for_change(device.device_id, watching, wait_s)}
+    watch, waited = services.live.wait_for_change(device.device_id, watching, wait_s)
+    return {"watch": watch} if waited else {"watch": watch, "poll_again_s": BUSY_POLL_S}
 
 
 def exchange_parts(services: Services, device: Device, req: PartsRequest) -> dict[str, Any]:

@@ -82,7 +82,9 @@ CREATE = {"type": "object", "additionalProperties": False, "required": ["device_
 KEY_REGISTRATION = {"type": "object", "required": ["device_id", "signing_key_fingerprint", "registered"],
                     "properties": {"device_id": DEVICE_ID, "signing_key_fingerprint": {"type": "string"},
                                    "registered": {"enum": ["now", "before"]}}}
-LIVE_WATCH = {"type": "object", "required": ["watch"], "properties": {"watch": {"type": "boolean"}}}
+LIVE_WATCH = {"type": "object", "required": ["watch"], "properties": {
+    "watch": {"type": "boolean"},
+    "poll_again_s": {"type": "number", "description": "the server could not hold the poll: ask again after this"}}}
 LIVE_PARTS_REQUEST = {"type": "object", "additionalProperties": False, "properties": {
     "uploaded": {"type": "array", "maxItems": 8, "items": {"type": "string"}},
     "slots": {"type": "integer", "minimum": 0, "maximum": 8}}}

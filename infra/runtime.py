@@ -147,6 +147,7 @@ class Runtime:
         self.options = options or RuntimeOptions()
         config = config or load_server_config(dep.path("server.json"))
         self.services = build_services(dep, config)
+        self.services.live.max_waiters = max(1, self.options.threads // 2)   # long-polls leave threads for the rest
         self.routes: list[Route] = routes_from_app(app)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)

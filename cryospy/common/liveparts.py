@@ -53,7 +53,10 @@ def parse_live_part_key(key: str) -> LivePartKey:
     m = _LIVE_KEY.match(key) if isinstance(key, str) else None
     if not m:
         raise ObjectKeyError(f"{key!r} is not a CryoSpy live-part key")
-    issued = datetime.strptime(m["ts"], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    try:
+        issued = datetime.strptime(m["ts"], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ObjectKeyError(f"{key!r} holds no real time") from None
     parsed = LivePartKey(validate_device_id(m["device"]), issued, m["token"])
     if parsed.key != key:
         raise ObjectKeyError(f"{key!r} is not in canonical form")
