@@ -60,7 +60,7 @@
       playing = "clips";
       video.dataset.mode = "clips";
       delete video.dataset.behindMs;
-      if (behind) behind.textContent = "";
+      if (behind) behind.textContent = "";   // until the recorded clips play
       say("No live parts from this camera (" + why + "): showing its newest recorded clips, about a clip's " +
           "length behind. Live resumes by itself when parts arrive.");
       if (mse) {
@@ -120,9 +120,10 @@
       setTimeout(status, STATUS_EVERY_MS);
     }
 
-    // How far behind real time the picture is: now minus the capture time of the frame on screen.
+    // How far behind real time the picture is: now minus the capture time of the frame on screen (both
+    // playlists carry PROGRAM-DATE-TIME, so the fallback says how far behind it is too).
     setInterval(() => {
-      if (playing !== "parts" || !hls || !hls.playingDate) return;
+      if (!hls || !hls.playingDate) return;
       const ms = Date.now() - hls.playingDate.getTime();
       video.dataset.behindMs = String(Math.round(ms));
       if (behind) behind.textContent = (ms / 1000).toFixed(1) + " s behind real time";
