@@ -21,6 +21,7 @@ watches: nothing is read, sealed or sent.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -108,15 +109,29 @@ class ClipTail:
         self.files: dict[Path, _Followed] = {}
         self._last_scan: datetime | None = None
 
-    def _candidates(self) -> list[Path]:
-        found = [p for p in self.scratch.glob("clip-*.mp4") if _CLIP_NAME.match(p.name)]
-        found += [p for p in self.scratch.glob("session-*/clip-*.mp4") if _CLIP_NAME.match(p.name)]
+    def _candidates(self) -> set[Path]:
+        """Clip files being written: ``clip-NNNNNN.mp4`` (encoder) and ``session-N/clip-NNNNNN.mp4`` (passthrough).
+        Plain directory listings: this runs 5 times a second while nobody watches."""
+        found: set[Path] = set()
+        try:
+            names = os.listdir(self.scratch)
+        except FileNotFoundError:
+            return found
+        for name in names:
+            if _CLIP_NAME.match(name):
+                found.add(self.scratch / name)
+            elif name.startswith("session-"):
+                session = self.scratch / name
+                try:
+                    found.update(session / n for n in os.listdir(session) if _CLIP_NAME.match(n))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
         return found
 
     def scan(self) -> None:
         """Notice new clip files (dated at the previous scan) and forget removed ones; reads nothing."""
         now = self.utc()
-        seen = set(self._candidates())
+        seen = self._candidates()
         for path in seen - self.files.keys():
             self.files[path] = _Followed(self._last_scan or now)
         for path in self.files.keys() - seen:
@@ -196,14 +211,20 @@ class LiveParts:
             while self.watch.watched.is_set() and not self.stop.is_set():
                 self.tail.scan()
                 for piece in self.tail.read():
-                    self._send(piece)
+                    try:
+                        self._send(piece)
+                    except Exception:       # live view is best effort; recording must never notice
+                        log.exception("a live part could not be sent; going on with the next")
                 self.stop.wait(ACTIVE_SCAN_S)
 
     def _catch_up(self) -> None:
         """A viewer just arrived: send the newest complete fragment at once, skip the older ones."""
-        pieces = self.tail.read()
-        if pieces:
-            self._send(pieces[-1])
+        try:
+            pieces = self.tail.read()
+            if pieces:
+                self._send(pieces[-1])
+        except Exception:
+            log.exception("the first live part could not be sent")
 
     def _send(self, piece: Fragment) -> None:
         plain = piece.init + piece.fragment

@@ -94,6 +94,9 @@ def exchange_parts(services: Services, device: Device, req: PartsRequest) -> dic
     for key in req.uploaded:
         try:
             parsed = check_part(services, device, key)
+        except KeysLocked:      # nobody can watch a locked server: tell the agent to stop
+            return {"watch": False, "accepted": accepted, "slots": [],
+                    "refused": {**refused, key: "the server is locked; no one can watch until an admin unlocks"}}
         except PartRefused as exc:
             refused[key] = str(exc)
             log.warning("live part %s from %s refused: %s", key, device.device_id, exc)
