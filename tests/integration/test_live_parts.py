@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from cryospy.cli.devices import create_device
 from cryospy.common.keys import generate_device_signing_key
 from cryospy.common.liveparts import LIVE_CONTENT_TYPE, LIVE_PREFIX, NO_CHAIN, parse_live_part_key
 from cryospy.common.sealed import seal_bytes
@@ -28,7 +29,7 @@ from cryospy.functions.mp4 import parse_mp4
 from cryospy.infra.bootstrap import root_identity
 from cryospy.infra.live_sweep import RULE_ID, LiveSweeper
 from tests.live_support import ask, live_agent, live_objects
-from tests.support import FakeCamera, dashboard_login, sample_clip, wait_for
+from tests.support import FakeCamera, RunningAgent, dashboard_login, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +200,33 @@ def test_parts_of_another_device_or_forged_are_refused(runtime, deployment, tmp_
     assert frag_answer.content == plain[info.init_size:]
     assert io.BytesIO(frag_answer.content).read(8)[4:] == b"moof"
 
+
+
+def test_an_rtsp_camera_in_passthrough_sends_parts_of_its_own_stream(runtime, deployment, rtsp_camera, tmp_path):
+    """The passthrough path (ffmpeg -c copy through the segment muxer) flushes each fragment as it closes, so
+    its parts arrive as promptly as the encoder's: the first within 2 s of the viewer, then one per GOP."""
+    device = "live-rtsp"
+    path = tmp_path / f"{device}.json"
+    create_device(deployment, device, path, {"camera_device": rtsp_camera.url("main"), "clip_seconds": 10,
+                                             "settings_sync_seconds": 5, "server_timeout_seconds": 5,
+                                             "upload_retry_minutes": 0.05, "temp_dir": str(tmp_path)})
+    cam = RunningAgent(path)
+    try:
+        wait_for(lambda: cam.agent.recorder.mode == "passthrough" and list(tmp_path.rglob("session-*/clip-*.mp4")),
+                 timeout=30, what="passthrough writing a clip")
+        time.sleep(3)
+        http = dashboard_login(deployment.runtime_url)
+        ask(http, deployment.runtime_url, device)
+        wait_for(lambda: hub_parts(runtime, device) > 0, timeout=2.0, what="the first live part within 2 s")
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            ask(http, deployment.runtime_url, device)
+            time.sleep(0.5)
+        parts = runtime.services.live.parts(device)
+        behind = (datetime.now(UTC) - parts[-1].captured_at).total_seconds()
+    finally:
+        cam.stop()
+    assert cam.error is None
+    assert len(parts) >= 4 and all(p.codec.startswith("avc1") and p.duration_s > 0 for p in parts)
+    assert [p.media_sequence for p in parts] == list(range(parts[0].media_sequence, parts[-1].media_sequence + 1))
+    assert behind < 6, behind
