@@ -7,6 +7,7 @@
     uploader    spool → upload slot → PUT → forget (once the key is registered)        uploader.py
     heartbeat   health and the applied settings → server, every settings interval      heartbeat.py
     events      motion start/end, camera online/offline → server, as they happen        live_events.py
+    live        while someone watches: each new fragment → sealed live part → upload    live_view.py
 
 It starts and records even when the server is unreachable: nothing here needs the network before the first
 clip (the settings come from the cache, or the defaults), and clips wait in the spool. SIGTERM/SIGINT end
@@ -35,6 +36,7 @@ from .errors import ConfigError
 from .finisher import ClipFinisher
 from .heartbeat import Heartbeat
 from .live_events import EventReporter
+from .live_view import ClipTail, LiveParts, LiveWatch
 from .passthrough import PassthroughRecorder
 from .recorder import Recorder
 from .recording import RecordingLoop
@@ -98,6 +100,8 @@ class Agent:
     identity: KeyRegistration
     scratch: Path
     started: float
+    live_watch: LiveWatch
+    live_parts: LiveParts
 
     @classmethod
     def build(cls, config: AgentConfig, stop: threading.Event | None = None, *,
@@ -137,8 +141,10 @@ class Agent:
         started = time.monotonic()
         heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
                               stop, settings.wake.set)
+        live_watch = LiveWatch(client, stop)
+        live_parts = LiveParts(client, config.client_id, signer, settings.current, ClipTail(scratch), live_watch, stop)
         return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, events, identity,
-                   scratch, started)
+                   scratch, started, live_watch, live_parts)
 
     def status(self) -> dict[str, Any]:
         return agent_status(self.spool, self.recorder, self.settings, self.started)
@@ -149,7 +155,7 @@ class Agent:
                 signal.signal(sig, lambda *_: self.stop.set())
         loops = {"identity": self.identity.run, "settings": self.settings.run, "recorder": self.recorder.run,
                  "finisher": self.finisher.run, "uploader": self.uploader.run, "heartbeat": self.heartbeat.run,
-                 "events": self.events.run}
+                 "events": self.events.run, "live-watch": self.live_watch.run, "live-parts": self.live_parts.run}
         threads = {name: threading.Thread(target=run, name=name, daemon=True) for name, run in loops.items()}
         threads["identity"].start()
         threads["settings"].start()
@@ -170,8 +176,9 @@ class Agent:
             threads["recorder"].join()
             self.finisher.close_input()          # the clip SIGTERM cut short is sealed before we go on
             threads["finisher"].join()
-            for name in ("uploader", "settings", "heartbeat", "events", "identity"):
+            for name in ("uploader", "settings", "heartbeat", "events", "identity", "live-parts"):
                 threads[name].join(self.config.server_timeout_seconds + 5)
+            threads["live-watch"].join(1)      # a daemon; its long-poll ends by itself within seconds
             self.uploader.drain(timeout=self.config.server_timeout_seconds + 5)
             close_scratch(self.scratch)
         log.info("agent stopped; %d clip(s) left in the spool for next time", len(self.spool.entries()))

@@ -65,12 +65,13 @@ class ApiClient:
             raise Retryable(f"cannot reach {req.full_url.split('?')[0]}: {exc}") from None
 
     def _json(self, method: str, path: str, doc: dict[str, Any] | None = None,
-              headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+              headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, bytes, dict[str, str]]:
         data = json.dumps(doc).encode() if doc is not None else None
         req = urllib.request.Request(f"{self.base}{path}", data=data, method=method,
                                      headers={**self._auth, "Content-Type": "application/json", **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.config.server_timeout_seconds, context=self._ssl) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.config.server_timeout_seconds,
+                                        context=self._ssl) as resp:
                 return resp.status, resp.read(), dict(resp.headers.items())
         except urllib.error.HTTPError as exc:
             if exc.code >= 500 or exc.code in (408, 429):
@@ -156,6 +157,20 @@ class ApiClient:
         status, body, _ = self._json("POST", "/v1/device/uploads/confirm", {"key": key})
         if status != 200:
             raise UploadError(f"the server refused the upload confirmation (HTTP {status}): {body[:200]!r}")
+
+    def call(self, method: str, path: str, doc: dict[str, Any] | None = None,
+             timeout: float | None = None) -> tuple[int, dict[str, Any]]:
+        """An API call for the newer loops (live view): the status and the JSON object answered ({} if none)."""
+        status, body, _ = self._json(method, path, doc, timeout=timeout)
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            answer = {}
+        return status, answer if isinstance(answer, dict) else {}
+
+    def put_bytes(self, url: str, headers: dict[str, str], data: bytes) -> int:
+        """PUT ``data`` to a presigned URL; the HTTP status (errors other than retryable ones are returned)."""
+        return self._open(urllib.request.Request(url, data=data, method="PUT", headers=headers))[0]
 
     def put(self, slot: Slot, path: Path) -> int:
         """PUT the file to the presigned URL; returns the HTTP status (200, or 412 when it already exists)."""

@@ -129,6 +129,10 @@ class EncodeSettings:
             "-g", gop,
             "-keyint_min", gop,
             "-sc_threshold", "0",
+            # A 3-frame lookahead (x264 veryfast uses 10, plus sync lookahead) lets a fragment reach the file
+            # ~0.6 s after its last frame instead of ~2.4 s at 10 fps, which is what live view waits for;
+            # mb-tree still runs, and the synthetic scene came out 5% smaller at the same CPU.
+            "-x264-params", "rc-lookahead=3:sync-lookahead=0",
         ]
         if self.crf is not None:
             args += ["-crf", str(self.crf)]
@@ -139,6 +143,7 @@ class EncodeSettings:
             args += ["-b:v", self.bitrate, "-maxrate", self.bitrate, "-bufsize", _double(self.bitrate)]
         args += [
             "-movflags", "+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+            "-flush_packets", "1",
             "-f", "mp4",
             "-y", str(output),
         ]

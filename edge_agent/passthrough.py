@@ -126,7 +126,9 @@ def recording_command(url: str, out_dir: Path, plan: PassthroughPlan, *, transpo
     clips = ffmpeg.output(
         *streams, str(out_dir / "clip-%06d.mp4"), vcodec="copy", **audio,
         f="segment", segment_time=f"{plan.clip_seconds:g}", segment_format="mp4",
-        segment_format_options="movflags=+frag_keyframe+empty_moov+default_base_moof",
+        # flush_packets=1: each fragment reaches the file when ffmpeg closes it, not when 32 KiB have
+        # piled up, so live view (live_parts.py) can tail the clip being written.
+        segment_format_options="movflags=+frag_keyframe+empty_moov+default_base_moof:flush_packets=1",
         reset_timestamps=1, segment_list=str(out_dir / "clips.csv"), segment_list_type="csv",
         max_muxing_queue_size=4096)
     outputs = [clips, _grey_frames(src["v:0"], plan.detect_width)] if motion_from_main else [clips]

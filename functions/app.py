@@ -18,6 +18,7 @@ from cryospy.functions.clip_removal import delete_device_clips
 from cryospy.functions.device_auth import authenticate_device
 from cryospy.functions.events import parse_notification
 from cryospy.functions.ingest import ingest_clip
+from cryospy.functions.live_parts import PartsRequest, exchange_parts, wait_for_viewers, watch_request
 from cryospy.functions.removal import clip_removed
 from cryospy.functions.services import get_services
 from cryospy.functions.slots import SlotRequest, issue_slot
@@ -73,6 +74,23 @@ def confirm_upload():
     services = get_services()
     device = authenticate_device(services, app.current_request)
     return device_api.confirm_upload(services, device, http.json_object(app.current_request))
+
+
+@app.route("/v1/device/live/watch", methods=["GET"])
+@http.api_view
+def watch_live_viewers():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    watching, wait_s = watch_request(_query())
+    return wait_for_viewers(services, device, watching, wait_s)
+
+
+@app.route("/v1/device/live/parts", methods=["POST"], content_types=["application/json"])
+@http.api_view
+def exchange_live_parts():
+    services = get_services()
+    device = authenticate_device(services, app.current_request)
+    return exchange_parts(services, device, PartsRequest.parse(http.json_object(app.current_request)))
 
 
 @app.route("/v1/device/settings", methods=["GET"])

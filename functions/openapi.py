@@ -91,6 +91,16 @@ CREATE = {"type": "object", "additionalProperties": False, "required": ["device_
 KEY_REGISTRATION = {"type": "object", "required": ["device_id", "signing_key_fingerprint", "registered"],
                     "properties": {"device_id": DEVICE_ID, "signing_key_fingerprint": {"type": "string"},
                                    "registered": {"enum": ["now", "before"]}}}
+LIVE_WATCH = {"type": "object", "required": ["watch"], "properties": {
+    "watch": {"type": "boolean"},
+    "poll_again_s": {"type": "number", "description": "the server could not hold the poll: ask again after this"}}}
+LIVE_PARTS_REQUEST = {"type": "object", "additionalProperties": False, "properties": {
+    "uploaded": {"type": "array", "maxItems": 8, "items": {"type": "string"}},
+    "slots": {"type": "integer", "minimum": 0, "maximum": 8}}}
+LIVE_PARTS = {"type": "object", "required": ["watch", "accepted", "refused", "slots"], "properties": {
+    "watch": {"type": "boolean"}, "accepted": {"type": "array", "items": {"type": "string"}},
+    "refused": {"type": "object", "additionalProperties": {"type": "string"}},
+    "slots": {"type": "array", "items": SLOT}}}
 PATH_ID = [{"name": "device_id", "in": "path", "required": True, "schema": DEVICE_ID}]
 DEVICE_AUTH = [{"deviceBasic": []}]
 ADMIN_AUTH = [{"adminToken": []}]
@@ -133,6 +143,18 @@ def build_spec() -> dict[str, Any]:
                 "requestBody": _body({"type": "object", "additionalProperties": False, "required": ["key"],
                                       "properties": {"key": {"type": "string"}}}),
                 "responses": {"200": _json({"type": "object"}), **_errors(400, 401, 409, 413, 429)}}},
+            "/v1/device/live/watch": {"get": {
+                "operationId": "watch_live_viewers", "security": DEVICE_AUTH,
+                "summary": "long-poll: answers when 'is anyone watching this camera' differs from `watching`",
+                "parameters": [{"name": "watching", "in": "query", "required": False, "schema": {"enum": ["0", "1"]}},
+                               {"name": "wait", "in": "query", "required": False,
+                                "schema": {"type": "number", "minimum": 0, "maximum": 25}}],
+                "responses": {"200": _json(LIVE_WATCH), **_errors(400, 401, 429)}}},
+            "/v1/device/live/parts": {"post": {
+                "operationId": "exchange_live_parts", "security": DEVICE_AUTH,
+                "summary": "report uploaded live parts (each is checked) and get fresh live-part slots",
+                "requestBody": _body(LIVE_PARTS_REQUEST),
+                "responses": {"200": _json(LIVE_PARTS), **_errors(400, 401, 409, 413, 429)}}},
             "/v1/device/settings": {"get": {
                 "operationId": "get_device_settings", "security": DEVICE_AUTH,
                 "parameters": [{"name": "If-None-Match", "in": "header", "required": False,

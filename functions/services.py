@@ -23,6 +23,7 @@ from .devices import Device, DeviceRegistry
 from .errors import FunctionsError
 from .index_store import IndexStore
 from .keyvault import KeyVault
+from .live_hub import LiveHub
 from .presign import PutPresigner
 
 
@@ -50,7 +51,7 @@ class S3Identity:
 @dataclass
 class Services:
     bucket: str
-    presigner: S3Identity          # may only PutObject under clips/; endpoint = the URL devices use
+    presigner: S3Identity          # may only PutObject under clips/ and live/; endpoint = the URL devices use
     handler: S3Identity            # reads clips, writes derived objects
     devices: DeviceRegistry
     index: IndexStore
@@ -73,6 +74,7 @@ class Services:
     silent_minutes: int = 30
     alerts: Any = None             # functions.alerts.Alerts, when configured
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
+    live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -5,8 +5,9 @@ happens on every ``cryospy serve``). MinIO-only calls (the admin API) stay in th
 boto3 so another S3-compatible store could stand in for the data plane.
 
 Identities:
-* presigner — may only ``PutObject`` under ``clips/``. Presigned URLs carry the signer's rights, so a
-  device holding one can do nothing else: not read, list, overwrite (the URL pins If-None-Match) or delete.
+* presigner — may only ``PutObject`` under ``clips/`` and ``live/`` (live parts: live_sweep.py). Presigned URLs
+  carry the signer's rights, so a device holding one can do nothing else: not read, list, overwrite (the URL
+  pins If-None-Match) or delete.
 * handler — reads clips, writes and deletes derived objects, deletes clips for retention, lists the
   bucket for the reconciler.
 """
@@ -22,17 +23,20 @@ from minio import MinioAdmin
 from minio.credentials import StaticProvider
 from minio.error import MinioAdminException
 
+from cryospy.common.liveparts import LIVE_PREFIX
 from cryospy.common.objectkeys import CLIP_PREFIX
 from cryospy.functions.services import S3Identity
 
 from .deployment import Deployment
 from .errors import StorageError
 from .event_routes import Route, notification_configuration
+from .live_sweep import apply_lifecycle_rule
 
 
 def presigner_policy(bucket: str) -> dict[str, Any]:
     return {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"arn:aws:s3:::{bucket}/{CLIP_PREFIX}*"]},
+        {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": [f"arn:aws:s3:::{bucket}/{CLIP_PREFIX}*",
+                                                                      f"arn:aws:s3:::{bucket}/{LIVE_PREFIX}*"]},
     ]}
 
 
@@ -78,6 +82,7 @@ def provision(dep: Deployment, routes: list[Route]) -> None:
                     raise
         s3.put_bucket_notification_configuration(
             Bucket=dep.bucket, NotificationConfiguration=notification_configuration(routes, dep.bucket))
+        apply_lifecycle_rule(s3, dep.bucket)
     except EndpointConnectionError as exc:
         raise StorageError(f"cannot reach MinIO at {dep.minio_url}: is it running? ({exc})") from None
     except ClientError as exc:

@@ -56,6 +56,7 @@ from .dispatcher import Dispatcher
 from .event_routes import Route, routes_from_app
 from .gateway import ChaliceWSGI, status_line
 from .jobqueue import JobQueue
+from .live_sweep import LiveSweeper
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
@@ -118,6 +119,7 @@ class RuntimeOptions:
     workers: int = 2
     threads: int = 8
     reconcile_seconds: float = 300.0
+    live_sweep_seconds: float = 30.0
     provision: bool = True
     setup_scrypt_n: int | None = None   # tests only: a cheap KDF for the key store first-run setup creates
 
@@ -152,10 +154,13 @@ class Runtime:
         self.options = options or RuntimeOptions()
         config = config or load_server_config(dep.path("server.json"))
         self.services = build_services(dep, config)
+        self.services.live.max_waiters = max(1, self.options.threads // 2)   # long-polls leave threads for the rest
         self.routes: list[Route] = routes_from_app(app)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
+        self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
+                                        self.options.live_sweep_seconds)
         self.site = SiteStore(dep.path("site"), self.services.vault.index_key)
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
@@ -252,6 +257,7 @@ class Runtime:
             self._safe_rebuild()
         self.reconciler.start()
         self.services.home_events.start()
+        self.live_sweeper.start()
         return self
 
     def _serve_http(self) -> None:
@@ -269,6 +275,7 @@ class Runtime:
         if self._thread:
             self._thread.join(10)
         self.reconciler.stop()
+        self.live_sweeper.stop()
         self.dispatcher.stop()
         self.services.home_events.close()
         self.builder.stop()

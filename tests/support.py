@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from cryospy.cli.devices import create_device
 from cryospy.common.keys import DeploymentPublicKey, signing_key_from_text
 from cryospy.common.objectkeys import clip_key
 from cryospy.common.sealed import ZERO_HASH, seal
+from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.api_client import ApiClient, Slot
-from cryospy.edge_agent.config import AgentConfig, parse_config
+from cryospy.edge_agent.config import AgentConfig, load_config, parse_config
 from cryospy.infra.deployment import Deployment
+from tests.conftest import PASSPHRASE
 
 _SAMPLE: dict[tuple[float, int, int], bytes] = {}
 
@@ -174,3 +180,34 @@ def clip_place(runtime, key: str):  # type: ignore[no-untyped-def]
     """Where the runtime indexes a clip key: its device (mapped back from the storage token) and its day."""
     from cryospy.functions.clip_place import locate
     return locate(runtime.services.devices, key)
+
+
+class RunningAgent:
+    """An Agent on a thread, as `cryospy agent` runs it minus the signal handlers; keeps what run() raised."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.agent = Agent.build(load_config(config_path))
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="agent")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.agent.run(install_signals=False)
+        except BaseException as exc:   # handed to the test
+            self.error = exc
+
+    def stop(self) -> None:
+        self.agent.stop.set()
+        self.thread.join(120)
+        assert not self.thread.is_alive()
+
+
+def dashboard_login(base: str) -> requests.Session:
+    http = requests.Session()
+    page = http.get(base + "/login", timeout=10)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)   # type: ignore[union-attr]
+    answer = http.post(base + "/login", data={"csrf": csrf, "passphrase": PASSPHRASE}, allow_redirects=False,
+                       timeout=10)
+    assert answer.status_code == 302, answer.status_code
+    return http

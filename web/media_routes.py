@@ -6,6 +6,9 @@
     /media/thumb.jpg?key=K               the clip's thumbnail
     /media/latest.json?device=D          the device's newest playable clip
     /media/live.m3u8?device=D            a sliding live playlist over the device's newest clips (no ENDLIST)
+    /media/live-status.json?device=D     whether live parts are arriving (and: someone watches); live_media.py
+    /media/live-parts.m3u8?device=D      the newest live parts as a live playlist (seconds behind)
+    /media/live-part.mp4?device=D&key=K&p=init|frag   one live part's init segment or fragment
 
 The paths end in ``.mp4``/``.m3u8``/``.jpg`` because players check the extension of segment URLs. Only
 chunks a range needs are fetched from MinIO and decrypted; nothing is written to disk.
@@ -30,6 +33,7 @@ from cryospy.functions.index_store import playable as is_playable
 from cryospy.functions.mp4 import Fragment
 from cryospy.functions.services import Services
 
+from .live_media import LiveMedia
 from .media import serve_sealed_range
 
 StartResponse = Callable[..., Any]
@@ -59,6 +63,7 @@ class ClipGone(LookupError):
 class MediaRoutes:
     def __init__(self, services: Services):
         self.services = services
+        self.live_parts = LiveMedia(services)
 
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> list[bytes] | Any:
         path = environ.get("PATH_INFO", "")
@@ -81,6 +86,10 @@ class MediaRoutes:
                 return self._live(start, query.get("device", ""))
             if path == "/media/latest.json":
                 return self._latest(start, query.get("device", ""))
+            if path.startswith("/media/live-"):
+                answer = self.live_parts(start, path, query)
+                if answer is not None:
+                    return answer
         except BadRequest as exc:
             return self._error(start, "400 Bad Request", exc.message)
         except ClipGone as exc:

@@ -48,8 +48,11 @@ def test_every_route_refuses_a_logged_out_request(runtime, deployment, tmp_path:
         "/media/thumb.jpg": f"/media/thumb.jpg?key={k}",
         "/media/latest.json": f"/media/latest.json?device={dev}",
         "/media/live.m3u8": f"/media/live.m3u8?device={dev}",
+        "/media/live-status.json": f"/media/live-status.json?device={dev}",
+        "/media/live-parts.m3u8": f"/media/live-parts.m3u8?device={dev}",
+        "/media/live-part.mp4": f"/media/live-part.mp4?device={dev}&key=live%2F{dev}%2Fx.cse&p=frag",
     }
-    documented = set(re.findall(r"^\s+(/media/[\w./]+)", media_routes.__doc__ or "", re.M))
+    documented = set(re.findall(r"^\s+(/media/[\w./-]+)", media_routes.__doc__ or "", re.M))
     assert documented == set(media), "a media route is missing from this walk (or the module's table)"
     sections = ["/admin", f"/admin/devices/{hex_id}", "/admin/passphrase", "/admin/status",
                 "/export", "/export/0123456789abcdef", "/export/0123456789abcdef/progress.json",

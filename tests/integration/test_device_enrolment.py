@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import stat
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -33,7 +32,7 @@ from cryospy.edge_agent.errors import SigningKeyConflict
 from cryospy.edge_agent.signing_identity import load_or_create_signing_key
 from cryospy.functions.device_api import settings_document, settings_in_sync
 from cryospy.infra.deployment import Deployment
-from tests.support import wait_for
+from tests.support import RunningAgent, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,27 +50,6 @@ def enrol_keyless(dep: Deployment, device_id: str, tmp_path: Path) -> Path:
 
 def indexed(rt: Any, device_id: str) -> list[dict[str, Any]]:
     return [c for day in rt.services.index.days(device_id) for c in rt.services.index.clips_for_day(device_id, day)]
-
-
-class RunningAgent:
-    """An Agent on a thread, as `cryospy agent` runs it minus the signal handlers; keeps what run() raised."""
-
-    def __init__(self, config_path: Path) -> None:
-        self.agent = Agent.build(load_config(config_path))
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="agent")
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.agent.run(install_signals=False)
-        except BaseException as exc:   # handed to the test
-            self.error = exc
-
-    def stop(self) -> None:
-        self.agent.stop.set()
-        self.thread.join(120)
-        assert not self.thread.is_alive()
 
 
 def _device_post(dep: Deployment, path: str, secret_auth: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

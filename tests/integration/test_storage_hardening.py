@@ -8,7 +8,6 @@ and the decoded keys of dead letters.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sqlite3
 import stat
@@ -28,18 +27,9 @@ from cryospy.functions import bucket, retention
 from cryospy.functions.devices import DeviceRegistry
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, cli_setup_browser, clip_place, wait_for
+from tests.support import dashboard_login as login
 
 pytestmark = pytest.mark.integration
-
-
-def login(base: str) -> requests.Session:
-    http = requests.Session()
-    page = http.get(base + "/login", timeout=10)
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)   # type: ignore[union-attr]
-    answer = http.post(base + "/login", data={"csrf": csrf, "passphrase": PASSPHRASE}, allow_redirects=False,
-                       timeout=10)
-    assert answer.status_code == 302, answer.status_code
-    return http
 
 
 def webhook(deployment, key: str, event: str = "s3:ObjectCreated:Put") -> int:

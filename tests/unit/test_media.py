@@ -31,7 +31,7 @@ RING = UnlockedKeys(
     index_key=bytes(32),
 )
 DEVICE = Ed25519PrivateKey.generate()
-CHUNK = 4096
+CHUNK = 2048
 
 
 def _seal(plain: bytes, *, chunk_size: int = CHUNK, key: str = KEY) -> bytes:

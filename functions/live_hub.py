@@ -1,0 +1,169 @@
+"""The runtime's live state, in memory only: who is watching which camera, and each camera's newest parts.
+
+Nothing here is durable or evidence. A restart forgets viewers (their next poll brings them back) and parts
+(the agent's next part starts a new window). One lock and one condition variable guard everything; the
+agent's long-poll waits on the condition, so it wakes the moment a viewer arrives or the grace period after
+the last one runs out.
+
+* **Viewers** are counted per camera by when a live page last asked (its status or playlist poll). A camera
+  is *watched* while any page asked within ``grace_s``; the agent only ever sees that one boolean, so ten
+  viewers cost it exactly what one does.
+* **Parts** are the verified, parsed facts about each uploaded part (never its bytes): the runtime numbers them
+  (media sequence) and counts discontinuities (a new init segment or a jump in decode time: a new clip) so a
+  playlist over a sliding window keeps stable numbers. Parts older than ``fresh_s`` are not offered.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class LivePart:
+    """One verified part, as the playlist needs it; ``map_key`` is the part whose init segment this one uses."""
+
+    key: str
+    media_sequence: int
+    discontinuity: int
+    captured_at: datetime
+    duration_s: float
+    init_size: int
+    fragment_offset: int
+    fragment_size: int
+    sealed_size: int
+    codec: str
+    map_key: str
+    received: float              # hub clock (monotonic seconds)
+
+
+@dataclass(frozen=True)
+class ParsedPart:
+    """What the uploaded-part check found in a part (see :mod:`.live_parts`)."""
+
+    key: str
+    captured_at: datetime
+    duration_s: float
+    start_s: float
+    init_size: int
+    init_digest: bytes
+    fragment_offset: int
+    fragment_size: int
+    sealed_size: int
+    codec: str
+
+
+@dataclass
+class _Camera:
+    last_viewer: float = float("-inf")
+    parts: deque[LivePart] | None = None
+    next_sequence: int = 0
+    discontinuities: int = 0
+    last_init: bytes = b""
+    expected_start: float | None = None
+    map_key: str = ""
+
+
+class LiveHub:
+    def __init__(self, *, grace_s: float = 10.0, window: int = 6, fresh_s: float = 20.0, max_waiters: int = 4,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace_s, self.window, self.fresh_s, self.clock = grace_s, window, fresh_s, clock
+        self.max_waiters = max_waiters
+        self._waiters = 0
+        self._cameras: dict[str, _Camera] = {}
+        self._cond = threading.Condition()
+
+    def _camera(self, device_id: str) -> _Camera:
+        cam = self._cameras.get(device_id)
+        if cam is None:
+            cam = self._cameras[device_id] = _Camera(parts=deque(maxlen=self.window))
+        return cam
+
+    # -- viewers ------------------------------------------------------------------------------------------
+    def viewer_seen(self, device_id: str) -> None:
+        with self._cond:
+            cam = self._camera(device_id)
+            was = self._watched(cam)
+            cam.last_viewer = self.clock()
+            if not was:
+                self._cond.notify_all()
+
+    def watched(self, device_id: str) -> bool:
+        with self._cond:
+            return self._watched(self._camera(device_id))
+
+    def _watched(self, cam: _Camera) -> bool:
+        return self.clock() - cam.last_viewer <= self.grace_s
+
+    def wait_for_change(self, device_id: str, known: bool, timeout_s: float) -> tuple[bool, bool]:
+        """Whether the camera is watched, as soon as that differs from ``known``, else after ``timeout_s``; and
+        whether the answer waited. Each waiting poll holds one of the server's request threads, so at most
+        ``max_waiters`` wait at once; the others are answered at once and poll again a second later."""
+        deadline = self.clock() + timeout_s
+        with self._cond:
+            cam = self._camera(device_id)
+            if self._waiters >= self.max_waiters:
+                return self._watched(cam), False
+            self._waiters += 1
+            try:
+                while True:
+                    now = self.clock()
+                    state = self._watched(cam)
+                    if state != known or now >= deadline:
+                        return state, True
+                    wait = deadline - now
+                    if state:       # wake when the grace period after the last viewer runs out
+                        wait = min(wait, cam.last_viewer + self.grace_s - now + 0.01)
+                    self._cond.wait(max(wait, 0.01))
+            finally:
+                self._waiters -= 1
+
+    # -- parts --------------------------------------------------------------------------------------------
+    def add_part(self, device_id: str, part: ParsedPart) -> LivePart:
+        with self._cond:
+            cam = self._camera(device_id)
+            if part.key in {p.key for p in cam.parts or ()}:
+                return next(p for p in cam.parts or () if p.key == part.key)
+            contiguous = (cam.expected_start is not None and part.init_digest == cam.last_init
+                          and abs(part.start_s - cam.expected_start) < 0.002)
+            if not contiguous:
+                if cam.next_sequence:
+                    cam.discontinuities += 1
+                cam.map_key, cam.last_init = part.key, part.init_digest
+            cam.expected_start = part.start_s + part.duration_s
+            live = LivePart(part.key, cam.next_sequence, cam.discontinuities, part.captured_at, part.duration_s,
+                            part.init_size, part.fragment_offset, part.fragment_size, part.sealed_size, part.codec,
+                            cam.map_key, self.clock())
+            cam.next_sequence += 1
+            assert cam.parts is not None
+            cam.parts.append(live)
+            return live
+
+    def parts(self, device_id: str) -> list[LivePart]:
+        """The camera's newest parts that are still fresh, oldest first."""
+        with self._cond:
+            cam = self._cameras.get(device_id)
+            if cam is None or not cam.parts:
+                return []
+            now = self.clock()
+            return [p for p in cam.parts if now - p.received <= self.fresh_s]
+
+    def part(self, device_id: str, key: str) -> LivePart | None:
+        with self._cond:
+            cam = self._cameras.get(device_id)
+            return next((p for p in cam.parts or () if p.key == key), None) if cam else None
+
+    def init_holder(self, device_id: str, map_key: str) -> LivePart | None:
+        """A part that carries the init segment named ``map_key`` (its run's first part may have slid out)."""
+        with self._cond:
+            cam = self._cameras.get(device_id)
+            return next((p for p in reversed(cam.parts or ()) if p.map_key == map_key), None) if cam else None
+
+    def forget(self, device_id: str) -> None:
+        with self._cond:
+            self._cameras.pop(device_id, None)
+            self._cond.notify_all()
