@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.common.objectkeys import parse_clip_key
 from cryospy.web.builder import live_page
 from tests.live_support import live_agent, live_objects
-from tests.support import FakeCamera, sample_clip, wait_for
+from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 from .conftest import ARTIFACTS, login
 
@@ -77,7 +76,7 @@ def test_live_parts_play_seconds_behind_in_chromium(browser, runtime, deployment
 def test_a_camera_without_parts_plays_recorded_clips_and_says_so(browser, runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "clips-only-cam", tmp_path)
     key = camera.upload(sample_clip(seconds=4.0, width=320, height=180))
-    ck = parse_clip_key(key)
+    ck = clip_place(runtime, key)
     wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key), what="indexed")
     wait_for(lambda: runtime.site.get(live_page(ck.device_id)), what="the live page")
     context, page = login(browser, deployment.runtime_url)
