@@ -142,7 +142,10 @@ class Agent:
         heartbeat = Heartbeat(client, lambda: agent_status(spool, recorder, settings, started), settings.interval,
                               stop, settings.wake.set)
         live_watch = LiveWatch(client, stop)
-        live_parts = LiveParts(client, config.client_id, signer, settings.current, ClipTail(scratch), live_watch, stop)
+        def owner() -> str:        # the storage token names the device in part keys and headers, as in clips
+            return settings.current().storage_token or config.storage_token or config.client_id
+
+        live_parts = LiveParts(client, owner, signer, settings.current, ClipTail(scratch), live_watch, stop)
         return cls(config, stop, spool, settings, recorder, finisher, uploader, heartbeat, events, identity,
                    scratch, started, live_watch, live_parts)
 

@@ -190,9 +190,11 @@ def _advance(path: Path, followed: _Followed) -> None:
 class LiveParts:
     """While watched, seal and upload each new fragment as a live part; otherwise only notice new clip files."""
 
-    def __init__(self, client: ApiClient, device_id: str, signer: object, settings: Callable[[], SettingsSnapshot],
-                 tail: ClipTail, watch: LiveWatch, stop: threading.Event) -> None:
-        self.client, self.device_id, self.signer, self.settings = client, device_id, signer, settings
+    def __init__(self, client: ApiClient, owner: Callable[[], str], signer: object,
+                 settings: Callable[[], SettingsSnapshot], tail: ClipTail, watch: LiveWatch,
+                 stop: threading.Event) -> None:
+        # ``owner``: what the part's header names the device by, its storage token (as its clips do).
+        self.client, self.owner, self.signer, self.settings = client, owner, signer, settings
         self.tail, self.watch, self.stop = tail, watch, stop
         self.slots: deque[tuple[float, dict[str, object]]] = deque()
         self.sequence = 0
@@ -239,7 +241,7 @@ class LiveParts:
         slot = self._slot()
         if slot is None:
             return
-        sealed, _ = seal_bytes(plain, object_key=str(slot["key"]), device_id=self.device_id, sequence=self.sequence,
+        sealed, _ = seal_bytes(plain, object_key=str(slot["key"]), device_id=self.owner(), sequence=self.sequence,
                                captured_at=captured, content_type=LIVE_CONTENT_TYPE, prev_hash=NO_CHAIN,
                                recipient=self.settings().recipient, signer=self.signer)  # type: ignore[arg-type]
         self.sequence += 1

@@ -108,12 +108,17 @@ def exchange_parts(services: Services, device: Device, req: PartsRequest) -> dic
             "slots": issue_live_slots(services, device, req.slots if watch else 0)}
 
 
+def part_owner(device: Device) -> str:
+    """What a device's live-part keys and headers name it by: its storage token (no camera name in MinIO)."""
+    return device.storage_token or device.device_id
+
+
 def issue_live_slots(services: Services, device: Device, count: int) -> list[dict[str, Any]]:
     now = services.clock()
     headers = {"Content-Type": CONTENT_TYPE, "If-None-Match": "*"}
     slots = []
     for _ in range(count):
-        key = new_live_part_key(device.device_id, now).key
+        key = new_live_part_key(part_owner(device), now).key
         url = services.shared_presigner.presign_put(services.bucket, key, headers, SLOT_TTL_S, now)
         slots.append({"method": "PUT", "url": url, "headers": headers, "key": key,
                       "expires_at": utc_stamp(now + timedelta(seconds=SLOT_TTL_S))})
@@ -129,7 +134,7 @@ def check_part(services: Services, device: Device, key: str) -> ParsedPart:
         lk = parse_live_part_key(key)
     except ObjectKeyError as exc:
         raise PartRefused(str(exc)) from None
-    if lk.device_id != device.device_id:
+    if lk.owner != part_owner(device):
         raise PartRefused("that key belongs to another device")
     try:
         obj = services.handler_client.get_object(Bucket=services.bucket, Key=key)
@@ -146,7 +151,7 @@ def check_part(services: Services, device: Device, key: str) -> ParsedPart:
                              signer_public_key=verify_key_from_text(device.signing_key or ""),
                              expected_object_key=key)
         header = reader.header
-        if header.content_type != LIVE_CONTENT_TYPE or header.device_id != device.device_id:
+        if header.content_type != LIVE_CONTENT_TYPE or header.device_id != part_owner(device):
             raise SealedFormatError("not a live part of this device")
         out = io.BytesIO()
         reader.copy_to(out)

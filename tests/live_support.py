@@ -34,6 +34,7 @@ def ask(http: requests.Session, base: str, device_id: str) -> dict[str, Any]:
 
 def live_objects(runtime: Any, device_id: str | None = None) -> list[str]:
     s3 = runtime.services.handler_client
-    prefix = LIVE_PREFIX + (f"{device_id}/" if device_id else "")
+    owner = runtime.services.devices.get(device_id).storage_token if device_id else ""   # keys name the token
+    prefix = LIVE_PREFIX + (f"{owner}/" if owner else "")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=runtime.services.bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]

@@ -28,6 +28,7 @@ from cryospy.common.sealed import open_sealed
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import NotFound
 from cryospy.functions.live_hub import LivePart
+from cryospy.functions.live_parts import part_owner
 from cryospy.functions.services import Services
 
 StartResponse = Callable[..., Any]
@@ -90,9 +91,9 @@ class LiveMedia:
 
     def _piece(self, device_id: str, key: str, piece: str) -> bytes:
         try:
-            if parse_live_part_key(key).device_id != device_id:
+            if parse_live_part_key(key).owner != part_owner(self.services.devices.get(device_id)):
                 raise LookupError("no such live part")
-        except ObjectKeyError:
+        except (ObjectKeyError, NotFound):
             raise LookupError("no such live part") from None
         hub = self.services.live
         part = hub.part(device_id, key) if piece == "frag" else hub.init_holder(device_id, key) if piece == "init" \

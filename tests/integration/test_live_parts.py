@@ -94,7 +94,8 @@ def test_parts_only_while_watched_ten_viewers_cost_one_and_nothing_of_them_is_ev
         # While live runs: nothing plaintext on the server's disks (MinIO's drive, the index, the site, queues).
         assert plaintext_on_disk(deployment.data_dir) == []
         keys = live_objects(runtime, device)
-        assert keys and all(parse_live_part_key(k).device_id == device for k in keys)
+        token = runtime.services.devices.get(device).storage_token      # parts name no camera, as clips do
+        assert keys and all(parse_live_part_key(k).owner == token and device not in k for k in keys)
 
         # The viewer leaves: parts stop within the grace period (plus the fragment being sent).
         left = time.monotonic()
@@ -149,7 +150,8 @@ def test_parts_of_another_device_or_forged_are_refused(runtime, deployment, tmp_
         return answer["slots"]
 
     def sealed(cam: FakeCamera, key: str, signer=None, content_type: str = LIVE_CONTENT_TYPE) -> bytes:  # type: ignore[no-untyped-def]
-        data, _ = seal_bytes(plain, object_key=key, device_id=cam.config.client_id, sequence=0,
+        owner = parse_live_part_key(key).owner             # the header names the device as the key does
+        data, _ = seal_bytes(plain, object_key=key, device_id=owner, sequence=0,
                              captured_at=datetime.now(UTC), content_type=content_type, prev_hash=NO_CHAIN,
                              recipient=cam.recipient, signer=signer or cam.signer)
         return data
@@ -164,7 +166,8 @@ def test_parts_of_another_device_or_forged_are_refused(runtime, deployment, tmp_
 
     genuine, forged, clip_typed, foreign = slots(a, 4)
     b_slot = slots(b, 1)[0]
-    assert all(parse_live_part_key(s["key"]).device_id == "live-a" for s in (genuine, forged, clip_typed, foreign))
+    token_a = runtime.services.devices.get("live-a").storage_token
+    assert all(parse_live_part_key(s["key"]).owner == token_a for s in (genuine, forged, clip_typed, foreign))
     assert put(a, genuine, sealed(a, genuine["key"])) == 200
     assert report(a, genuine["key"])["accepted"] == [genuine["key"]]
 
