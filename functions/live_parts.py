@@ -6,7 +6,7 @@
                                                      checks each uploaded part, answers n fresh slots and
                                                      whether anyone is still watching: one small request per part
 
-A slot is a presigned PUT for a server-chosen ``live/<device>/…`` key (:mod:`cryospy.common.liveparts`),
+A slot is a presigned PUT for a server-chosen ``live/<storage token>/…`` key (:mod:`cryospy.common.liveparts`),
 signed by the shared presigner (whose policy allows ``clips/`` and ``live/``), pinning Content-Type and
 ``If-None-Match: *`` and valid for :data:`SLOT_TTL_S`. It cannot pin the size or digest (the slot is asked for
 before the part exists), so the check below refuses any part over :data:`MAX_PART_BYTES`, and the runtime's
