@@ -11,6 +11,9 @@ builds Docker Compose v2 from its module source and makes a Debian bookworm root
   imported, plus the CAs this machine trusts: its registries may sit behind a TLS-inspecting proxy) and
   ``cryospy-test/golang`` (that plus this machine's Go toolchain, what ``golang:1.26`` holds).
 
+``dockerd`` adds a ``docker0`` bridge and iptables rules (and sets the FORWARD policy to DROP). The engine notes
+the iptables tables and whether ``docker0`` existed before it starts, and puts both back after it stops.
+
 Without root or the prerequisites the engine is skipped with the reason, except when ``CI`` is set, where it
 fails: CI on this kind of machine must run it.
 """
@@ -36,6 +39,21 @@ GO_IMAGE = "cryospy-test/golang"
 DOCKER = "/usr/bin/docker"          # Debian's CLI, the engine's own version (another may be earlier on PATH)
 
 
+BRIDGE = Path("/sys/class/net/docker0")
+# What a table looks like when nothing has touched it; restored for tables that had no rules before.
+_EMPTY_TABLES = {
+    "filter": "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n",
+    "nat": "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
+           "COMMIT\n",
+}
+
+
+def _iptables_state() -> str:
+    """The filter and nat tables as iptables-restore takes them back (empty ones spelled out)."""
+    saved = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    return saved + "".join(empty for table, empty in _EMPTY_TABLES.items() if f"*{table}" not in saved)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CRYOSPY_CACHE", Path.home() / ".cache" / "cryospy")) / "docker"
 
@@ -56,8 +74,12 @@ class DockerEngine:
         self.data_root = data_root
         self.log = root / "dockerd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._iptables = ""
+        self._had_bridge = False
 
     def start(self) -> None:
+        self._iptables = _iptables_state()
+        self._had_bridge = BRIDGE.exists()
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.root / "exec"),
@@ -81,6 +103,9 @@ class DockerEngine:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
         self.proc = None
+        subprocess.run(["iptables-restore"], input=self._iptables, text=True, capture_output=True, check=True)
+        if not self._had_bridge and BRIDGE.exists():
+            subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True, check=True)
 
     def run(self, *args: str, check: bool = True, timeout: float = 120, input: bytes | None = None,
             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import browser, login  # noqa: F401  (the Chromium fixture plays the clip)
+from tests.conftest import PASSPHRASE  # the browser fixture's login uses it
 from tests.docker_engine import BASE_IMAGE, GO_IMAGE, DockerEngine, docker_engine
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-PASSPHRASE = "compose test passphrase, long enough"
 
 
 def _free_port() -> int:
@@ -139,7 +140,7 @@ def test_exec_cryospy_finds_the_deployment_and_leaves_nothing_root_owned(stack: 
     assert stack.exec("runtime", "find", "/data", "-not", "-user", "cryospy").strip() == ""
 
 
-def test_a_camera_is_enrolled_recorded_played_and_survives_a_restart(stack: Stack):
+def test_a_camera_is_enrolled_recorded_played_and_survives_a_restart(stack: Stack, browser):  # noqa: F811
     stack.exec("runtime", "cryospy", "devices", "create", "porch", "--out", "/data/porch.json",
                "--camera", "synthetic:320x180")
     config = json.loads(stack.exec("runtime", "cat", "/data/porch.json"))
@@ -159,6 +160,13 @@ def test_a_camera_is_enrolled_recorded_played_and_survives_a_restart(stack: Stac
     ranged = opener.open(urllib.request.Request(mp4_url, headers={"Range": "bytes=0-99"}), timeout=30)
     assert ranged.status == 206 and len(ranged.read()) == 100
     _assert_decodes(opener.open(mp4_url, timeout=60).read())
+    # And in the dashboard's player (hls.js in Chromium), from the day page.
+    context, page = login(browser, stack.url)
+    page.goto(f"{stack.url}/devices/{b'porch'.hex()}/{'-'.join(key.split('/')[2:5])}")
+    page.click(f"li[data-key='{key}'] a.play")
+    wait_for(lambda: page.evaluate("() => document.getElementById('video').currentTime") > 0.5, timeout=60,
+             what="the clip to play in Chromium")
+    context.close()
 
     before = _clip_keys(opener, stack.url)
     stack.down()
