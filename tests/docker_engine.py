@@ -11,8 +11,9 @@ builds Docker Compose v2 from its module source and makes a Debian bookworm root
   imported, plus the CAs this machine trusts: its registries may sit behind a TLS-inspecting proxy) and
   ``cryospy-test/golang`` (that plus this machine's Go toolchain, what ``golang:1.26`` holds).
 
-``dockerd`` adds a ``docker0`` bridge and iptables rules (and sets the FORWARD policy to DROP). The engine notes
-the iptables tables and whether ``docker0`` existed before it starts, and puts both back after it stops.
+``dockerd`` adds a ``docker0`` bridge and iptables rules (and sets the FORWARD policy to DROP), and leaves a
+network namespace mounted under its exec root. The engine notes the iptables tables and whether ``docker0``
+existed before it starts, and after it stops puts both back and unmounts what dockerd left.
 
 Without root or the prerequisites the engine is skipped with the reason, except when ``CI`` is set, where it
 fails: CI on this kind of machine must run it.
@@ -52,6 +53,11 @@ def _iptables_state() -> str:
     """The filter and nat tables as iptables-restore takes them back (empty ones spelled out)."""
     saved = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     return saved + "".join(empty for table, empty in _EMPTY_TABLES.items() if f"*{table}" not in saved)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    with open("/proc/mounts") as mounts:
+        return [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
 
 
 def cache_dir() -> Path:
@@ -103,6 +109,9 @@ class DockerEngine:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
         self.proc = None
+        # dockerd leaves its default network namespace bind-mounted under the exec root (host networking).
+        for point in sorted(_mounts_under(self.root), reverse=True):
+            subprocess.run(["umount", point], capture_output=True, check=True)
         subprocess.run(["iptables-restore"], input=self._iptables, text=True, capture_output=True, check=True)
         if not self._had_bridge and BRIDGE.exists():
             subprocess.run(["ip", "link", "delete", "docker0"], capture_output=True, check=True)
@@ -174,4 +183,4 @@ def docker_engine() -> Iterator[DockerEngine]:
         yield engine
     finally:
         engine.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(root)
