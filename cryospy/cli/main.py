@@ -27,7 +27,8 @@ def _data_dir(p: argparse.ArgumentParser) -> None:
 
 def _passphrase_file(p: argparse.ArgumentParser) -> None:
     p.add_argument("--passphrase-file", type=Path,
-                   help="read the admin passphrase from this file (else $CRYOSPY_PASSPHRASE, else a prompt)")
+                   help="read the admin passphrase from this file, - for standard input (else "
+                        "$CRYOSPY_PASSPHRASE, else a prompt)")
 
 
 def build_parser() -> argparse.ArgumentParser:

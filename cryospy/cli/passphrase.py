@@ -1,4 +1,6 @@
-"""Where the admin passphrase comes from: a file, the environment, or a prompt, in that order."""
+"""Where the admin passphrase comes from: a file (``-`` is standard input), the environment, or a prompt, in that
+order. Standard input lets a container entrypoint hand over a secret file it can read and the service user
+cannot (Compose secrets keep the host file's owner)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ class PassphraseError(CryoSpyError):
 def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool = True) -> str | None:
     if file is not None:
         try:
-            value = file.read_text().rstrip("\n")
+            value = (sys.stdin.read() if str(file) == "-" else file.read_text()).rstrip("\n")
         except OSError as exc:
             raise PassphraseError(f"cannot read the passphrase file {file}: {exc}") from None
         if not value:
