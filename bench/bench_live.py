@@ -39,12 +39,15 @@ from pathlib import Path
 
 from bench_agent import PASSPHRASE, start_server
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.live_support: the page's latency reader
+
 from cryospy.cli.devices import create_device
 from cryospy.common.liveparts import LIVE_PREFIX
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.config import load_config
 from cryospy.functions.services import S3Identity
 from cryospy.web.builder import live_page
+from tests.live_support import measure_latency
 
 CHROMIUM = "/usr/bin/chromium"
 GOAL_P95_S, GOAL_AGENT_CPU = 3.0, 0.02
@@ -87,17 +90,6 @@ class Meter:
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def sample_latency(page, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
-    samples: list[float] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        value = page.eval_on_selector("video[data-live-device]", "v => v.dataset.behindMs || null")
-        if value is not None:
-            samples.append(int(value) / 1000)
-        time.sleep(0.5)
-    return samples
 
 
 def open_live(browser, base: str, device: str, *, force_fallback: bool):  # type: ignore[no-untyped-def]
@@ -163,7 +155,7 @@ def main() -> None:
                 print(f"Live parts in Chromium for {args.seconds:g} s ...", flush=True)
                 context, page = open_live(browser, dep.runtime_url, "live-cam", force_fallback=False)
                 sent0, a = agent.live_parts.sent, meter.read()
-                live = sample_latency(page, args.seconds)
+                live = measure_latency(page, args.seconds)
                 watched = Meter.rates(a, meter.read())
                 sent = agent.live_parts.sent - sent0
                 context.close()
@@ -173,7 +165,7 @@ def main() -> None:
                 print(f"Clip-based live view (today's) in Chromium for {args.seconds:g} s ...", flush=True)
                 context, page = open_live(browser, dep.runtime_url, "live-cam", force_fallback=True)
                 sent_before = agent.live_parts.sent
-                baseline = sample_latency(page, args.seconds)
+                baseline = measure_latency(page, args.seconds)
                 baseline_sent = agent.live_parts.sent - sent_before
                 context.close()
                 browser.close()

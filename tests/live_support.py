@@ -3,6 +3,7 @@ a viewer that asks for live view as the page does, and what is under ``live/`` i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,15 @@ def live_objects(runtime: Any, device_id: str | None = None) -> list[str]:
     prefix = LIVE_PREFIX + (f"{owner}/" if owner else "")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=runtime.services.bucket, Prefix=prefix)
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def measure_latency(page, seconds: float, every: float = 0.5) -> list[float]:  # type: ignore[no-untyped-def]
+    """Seconds behind real time, sampled from the page while it plays live parts."""
+    samples: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        value = page.eval_on_selector("video[data-live-device]", "v => v.dataset.behindMs || null")
+        if value is not None:
+            samples.append(int(value) / 1000)
+        time.sleep(every)
+    return samples

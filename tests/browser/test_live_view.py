@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from pathlib import Path
 
 import pytest
 
 from cryospy.web.builder import live_page
-from tests.live_support import live_agent, live_objects
+from tests.live_support import live_agent, live_objects, measure_latency
 from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 from .conftest import ARTIFACTS, login
@@ -29,18 +28,6 @@ SAMPLE_S = 60.0
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def measure_latency(page, seconds: float, every: float = 0.5) -> list[float]:  # type: ignore[no-untyped-def]
-    """Seconds behind real time, sampled from the page while it plays live parts."""
-    samples: list[float] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        value = page.eval_on_selector("video[data-live-device]", "v => v.dataset.behindMs || null")
-        if value is not None:
-            samples.append(int(value) / 1000)
-        time.sleep(every)
-    return samples
 
 
 def test_live_parts_play_seconds_behind_in_chromium(browser, runtime, deployment, tmp_path: Path):
