@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from playwright.sync_api import sync_playwright
 
 from cryospy.common.objectkeys import legacy_clip_key, thumbnail_key
-from cryospy.functions.clip_place import locate
-from cryospy.functions.devices import DeviceRegistry
-from cryospy.functions.index_store import IndexStore, _dir_name, stored_bytes
-from cryospy.functions.storage import EncryptedJSONStorage
+from cryospy.functions.clips.place import locate
+from cryospy.functions.devices.registry import DeviceRegistry
+from cryospy.functions.index.store import IndexStore, _dir_name, stored_bytes
+from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer
 from cryospy.infra.runtime import Runtime, RuntimeOptions

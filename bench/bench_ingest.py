@@ -28,9 +28,9 @@ from cryospy.common.clipmeta import encode_meta_box
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.sealed import open_sealed
 from cryospy.edge_agent.synthetic import make_sample_video
-from cryospy.functions import ingest
-from cryospy.functions.clip_place import locate
-from cryospy.functions.mp4 import parse_mp4
+from cryospy.functions.clips import ingest
+from cryospy.functions.clips.mp4 import parse_mp4
+from cryospy.functions.clips.place import locate
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer
 from cryospy.infra.runtime import Runtime, RuntimeOptions

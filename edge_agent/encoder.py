@@ -1,7 +1,7 @@
 """Encode camera frames into browser-playable fragmented MP4 through an ffmpeg pipe.
 
 Why this exact format: the server never transcodes. Its HLS handler only parses box offsets
-(:mod:`cryospy.functions.mp4`) and writes byte-range playlists, so the file the agent produces *is* the
+(:mod:`cryospy.functions.clips.mp4`) and writes byte-range playlists, so the file the agent produces *is* the
 stream the browser plays. That pins down every choice below:
 
 * H.264 (libx264), ``yuv420p``, main profile, no B-frames: decodable by every browser's MSE; without

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from cryospy.common.liveparts import LIVE_CONTENT_TYPE, NO_CHAIN
 from cryospy.common.sealed import seal_bytes
-from cryospy.functions.mp4 import Mp4Error, parse_mp4
+from cryospy.functions.clips.mp4 import Mp4Error, parse_mp4
 
 from .api_client import ApiClient, Retryable
 from .settings_sync import SettingsSnapshot

@@ -11,17 +11,19 @@ the two in step).
 from chalice import Chalice
 
 from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
-from cryospy.functions import admin, clip_admin, device_api, http, retention
+from cryospy.functions.api import http
 from cryospy.functions.channels import feed
-from cryospy.functions.clip_query import ClipQuery, run_query
-from cryospy.functions.clip_removal import delete_device_clips
-from cryospy.functions.device_auth import authenticate_device
+from cryospy.functions.clips.ingest import ingest_clip
+from cryospy.functions.devices import lifecycle, self_service
+from cryospy.functions.devices.auth import authenticate_device
 from cryospy.functions.events import parse_notification
-from cryospy.functions.ingest import ingest_clip
-from cryospy.functions.live_parts import PartsRequest, exchange_parts, wait_for_viewers, watch_request
-from cryospy.functions.removal import clip_removed
+from cryospy.functions.index.query import ClipQuery, run_query
+from cryospy.functions.live.parts import PartsRequest, exchange_parts, wait_for_viewers, watch_request
+from cryospy.functions.retention import clip_admin, policy
+from cryospy.functions.retention.deletion import delete_device_clips
+from cryospy.functions.retention.removed import clip_removed
 from cryospy.functions.services import get_services
-from cryospy.functions.slots import SlotRequest, issue_slot
+from cryospy.functions.uploads.slots import SlotRequest, issue_slot
 
 # configure_logs=False: Chalice would otherwise set the "cryospy" logger to ERROR and stop it propagating,
 # which silences every cryospy.* warning and info line (the CLI configures logging once, at the edge).
@@ -31,7 +33,7 @@ app.api.binary_types.extend(["video/mp4", "video/mp2t", "application/vnd.apple.m
 
 def _admin():
     services = get_services()
-    admin.require_admin(services, app.current_request)
+    lifecycle.require_admin(services, app.current_request)
     return services
 
 
@@ -64,7 +66,7 @@ def request_upload_slot():
 def register_signing_key():
     services = get_services()
     device = authenticate_device(services, app.current_request)
-    answer, status = device_api.register_signing_key(services, device, http.json_object(app.current_request))
+    answer, status = self_service.register_signing_key(services, device, http.json_object(app.current_request))
     return http.json_response(answer, status)
 
 
@@ -73,7 +75,7 @@ def register_signing_key():
 def confirm_upload():
     services = get_services()
     device = authenticate_device(services, app.current_request)
-    return device_api.confirm_upload(services, device, http.json_object(app.current_request))
+    return self_service.confirm_upload(services, device, http.json_object(app.current_request))
 
 
 @app.route("/v1/device/live/watch", methods=["GET"])
@@ -98,8 +100,8 @@ def exchange_live_parts():
 def get_device_settings():
     services = get_services()
     device = authenticate_device(services, app.current_request)
-    doc, etag = device_api.settings_document(services, device)
-    if device_api.etag_matches(http.header(app.current_request, "if-none-match"), etag):
+    doc, etag = self_service.settings_document(services, device)
+    if self_service.etag_matches(http.header(app.current_request, "if-none-match"), etag):
         return http.not_modified(etag)
     return http.json_response(doc, headers={"ETag": etag})
 
@@ -109,7 +111,7 @@ def get_device_settings():
 def device_heartbeat():
     services = get_services()
     device = authenticate_device(services, app.current_request)
-    return device_api.record_heartbeat(services, device, http.json_object(app.current_request))
+    return self_service.record_heartbeat(services, device, http.json_object(app.current_request))
 
 
 @app.route("/v1/device/events", methods=["POST"], content_types=["application/json"])
@@ -125,7 +127,7 @@ def device_events():
 @http.api_view
 def create_device():
     services = _admin()
-    return http.json_response(admin.create_device(services, http.json_object(app.current_request)), 201)
+    return http.json_response(lifecycle.create_device(services, http.json_object(app.current_request)), 201)
 
 
 @app.route("/v1/admin/devices", methods=["GET"])
@@ -145,32 +147,32 @@ def show_device(device_id):
 @http.api_view
 def update_device_settings(device_id):
     services = _admin()
-    return admin.update_settings(services, device_id, http.json_object(app.current_request))
+    return lifecycle.update_settings(services, device_id, http.json_object(app.current_request))
 
 
 @app.route("/v1/admin/devices/{device_id}/disable", methods=["POST"])
 @http.api_view
 def disable_device(device_id):
-    return admin.set_enabled(_admin(), device_id, False)
+    return lifecycle.set_enabled(_admin(), device_id, False)
 
 
 @app.route("/v1/admin/devices/{device_id}/enable", methods=["POST"])
 @http.api_view
 def enable_device(device_id):
-    return admin.set_enabled(_admin(), device_id, True)
+    return lifecycle.set_enabled(_admin(), device_id, True)
 
 
 @app.route("/v1/admin/devices/{device_id}/rotate-secret", methods=["POST"])
 @http.api_view
 def rotate_device_secret(device_id):
-    return admin.rotate_secret(_admin(), device_id)
+    return lifecycle.rotate_secret(_admin(), device_id)
 
 
 @app.route("/v1/admin/devices/{device_id}", methods=["DELETE"])
 @http.api_view
 def delete_device(device_id):
     services = _admin()
-    return admin.delete_device(services, device_id, _query().get("clips"), delete_device_clips)
+    return lifecycle.delete_device(services, device_id, _query().get("clips"), delete_device_clips)
 
 
 # -- admin: clips ------------------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def on_clip_created(event):
     services = get_services()
     for record in parse_notification(event.to_dict()):
         result = ingest_clip(services, record)
-        retention.enforce_device(services, result.device_id)
+        policy.enforce_device(services, result.device_id)
         if result.changed:
             feed.clip_stored(services, result.device_id, result.record)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from .services import Services
+from cryospy.functions.services import Services
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
-from .errors import FunctionsError
+from cryospy.functions.errors import FunctionsError
 
 
 class MalformedEvent(FunctionsError):

@@ -14,8 +14,7 @@ import threading
 from pathlib import Path
 
 from cryospy.common.keys import DeploymentPublicKey, KeyStore, KeyStoreError, KeyStoreExists, UnlockedKeys
-
-from .errors import BadRequest, KeysLocked
+from cryospy.functions.errors import BadRequest, KeysLocked
 
 MIN_PASSPHRASE_CHARS = 10
 """The admin passphrase wraps every private key; the CLI prompt and first-run setup both enforce this minimum."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from . import chain_check, retention
-from .services import Services
+from cryospy.functions.clips import chain_check
+from cryospy.functions.retention import policy
+from cryospy.functions.services import Services
 
 log = logging.getLogger("cryospy.maintenance")
 
@@ -34,9 +35,9 @@ def silent_devices(services: Services, now: datetime | None = None) -> list[str]
 def run_pass(services: Services) -> dict[str, object]:
     report: dict[str, object] = {}
     for name, step in (
-        ("retention", lambda: {d: len(retention.enforce_device(services, d).deleted)
+        ("retention", lambda: {d: len(policy.enforce_device(services, d).deleted)
                                for d in services.index.devices()}),
-        ("global_retention", lambda: len(retention.enforce_global(services).deleted)),
+        ("global_retention", lambda: len(policy.enforce_global(services).deleted)),
         ("gaps", lambda: len(chain_check.audit_gaps(services))),
         ("newest", lambda: len(chain_check.audit_newest(services))),
         ("silent", lambda: silent_devices(services)),

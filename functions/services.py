@@ -18,13 +18,14 @@ import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
+from cryospy.functions.devices.registry import Device, DeviceRegistry
+from cryospy.functions.errors import FunctionsError
+from cryospy.functions.index.store import IndexStore
+from cryospy.functions.keyvault import KeyVault
+from cryospy.functions.live.hub import LiveHub
+from cryospy.functions.uploads.presign import PutPresigner
+
 from .channels.hub import ChannelHub
-from .devices import Device, DeviceRegistry
-from .errors import FunctionsError
-from .index_store import IndexStore
-from .keyvault import KeyVault
-from .live_hub import LiveHub
-from .presign import PutPresigner
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from minio.credentials import StaticProvider
 from minio.error import MinioAdminException
 
 from cryospy.common.objectkeys import CLIP_PREFIX, validate_storage_token
-from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.devices.registry import DeviceRegistry
 
 from .deployment import Deployment
 from .errors import StorageError

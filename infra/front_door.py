@@ -13,7 +13,7 @@ name it was sent to, and who sent it.
   literal, and ``allowed_hosts`` in ``server.json``); anything else gets 421 with the fix in the message.
   MinIO's webhook is exempt: it authenticates with a bearer token no browser has, and inside a container
   network it calls the runtime by its service name.
-* **The client's address**, by the one rule in :mod:`cryospy.functions.client_ip` (``X-Forwarded-For`` only
+* **The client's address**, by the one rule in :mod:`cryospy.functions.api.client_ip` (``X-Forwarded-For`` only
   from a trusted proxy, read from the right). ``REMOTE_ADDR`` becomes that address for everything behind the
   front door: the device API's throttle, the dashboard's login limiter and the export log see the same
   client. The TCP peer stays in ``cryospy.peer_addr``.
@@ -32,8 +32,8 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
 from waitress.utilities import RequestEntityTooLarge
 
-from cryospy.functions.client_ip import client_ip
-from cryospy.functions.http import MAX_JSON_BODY
+from cryospy.functions.api.client_ip import client_ip
+from cryospy.functions.api.http import MAX_JSON_BODY
 from cryospy.web.server import MAX_FORM_BODY
 
 from .gateway import status_line

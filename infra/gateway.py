@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 from chalice import Chalice
 
-from cryospy.functions.http import MAX_JSON_BODY
+from cryospy.functions.api.http import MAX_JSON_BODY
 
 StartResponse = Callable[..., Any]
 MAX_BODY = MAX_JSON_BODY   # every route takes a small JSON document at most

@@ -3,7 +3,7 @@
 MinIO's lifecycle rules count whole days, so the rule applied at start-up (``live/``, expire after 1 day) only
 catches what a stopped runtime left behind. The sweep does the real work: every ``interval`` seconds it lists
 ``live/`` and deletes each object whose slot was issued more than
-:data:`~cryospy.functions.live_parts.PART_LIFETIME_S` ago (by the time in its key; an object under ``live/``
+:data:`~cryospy.functions.live.parts.PART_LIFETIME_S` ago (by the time in its key; an object under ``live/``
 whose name CryoSpy would never issue goes by its upload time). One LIST per pass, one batched DELETE for what
 is due; nothing under ``clips/`` is ever touched.
 """
@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from cryospy.common.liveparts import LIVE_PREFIX, parse_live_part_key
 from cryospy.common.objectkeys import ObjectKeyError
-from cryospy.functions.live_parts import PART_LIFETIME_S
+from cryospy.functions.live.parts import PART_LIFETIME_S
 
 log = logging.getLogger("cryospy.live")
 RULE_ID = "cryospy-live-parts"

@@ -14,7 +14,7 @@ import threading
 
 from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError
 from cryospy.functions import maintenance
-from cryospy.functions.clip_place import locate
+from cryospy.functions.clips.place import locate
 from cryospy.functions.errors import KeysLocked, NotFound
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services

@@ -24,21 +24,21 @@ from waitress import wasyncore
 from waitress.server import create_server
 
 from cryospy.common.keys import KeyStoreError
-from cryospy.functions import clip_admin
 from cryospy.functions import services as services_mod
-from cryospy.functions.alert_limits import AlertLimits
-from cryospy.functions.alerts import AlertPolicy, Alerts
+from cryospy.functions.alerts.limits import AlertLimits
+from cryospy.functions.alerts.mailer import Mailer, SmtpSettings
+from cryospy.functions.alerts.rules import AlertPolicy, Alerts
+from cryospy.functions.api.client_ip import parse_trusted_proxies
 from cryospy.functions.app import app
-from cryospy.functions.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
-from cryospy.functions.client_ip import parse_trusted_proxies
-from cryospy.functions.devices import DeviceRegistry
-from cryospy.functions.index_store import IndexStore
+from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
+from cryospy.functions.devices.registry import DeviceRegistry
+from cryospy.functions.index.store import IndexStore
 from cryospy.functions.keyvault import KeyVault
-from cryospy.functions.mailer import Mailer, SmtpSettings
+from cryospy.functions.retention import clip_admin
 from cryospy.functions.services import S3Identity, Services
-from cryospy.functions.slot_limiter import SlotLimiter
+from cryospy.functions.uploads.slot_limiter import SlotLimiter
 from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection

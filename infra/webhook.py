@@ -17,7 +17,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 
-from cryospy.functions import json_limits
+from cryospy.functions.api import json_limits
 from cryospy.functions.events import MalformedEvent, ObjectEvent, parse_notification
 
 from .event_routes import Route

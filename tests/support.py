@@ -137,8 +137,8 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     """Services for unit tests of the API: a real key vault, registry and index in ``tmp``, and object-store
     identities that point at a closed port (nothing in these tests may reach MinIO)."""
     from cryospy.common.keys import KeyStore
-    from cryospy.functions.devices import DeviceRegistry
-    from cryospy.functions.index_store import IndexStore
+    from cryospy.functions.devices.registry import DeviceRegistry
+    from cryospy.functions.index.store import IndexStore
     from cryospy.functions.keyvault import KeyVault
     from cryospy.functions.services import S3Identity, Services
 
@@ -178,7 +178,7 @@ def api_call(api: Any, method: str, path: str, body: object = None, headers: dic
 
 def clip_place(runtime, key: str):  # type: ignore[no-untyped-def]
     """Where the runtime indexes a clip key: its device (mapped back from the storage token) and its day."""
-    from cryospy.functions.clip_place import locate
+    from cryospy.functions.clips.place import locate
     return locate(runtime.services.devices, key)
 
 

@@ -30,12 +30,12 @@ from urllib.parse import parse_qs
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStore, WrongPassphrase
-from cryospy.functions import admin
-from cryospy.functions.clip_removal import delete_device_clips
-from cryospy.functions.device_api import settings_in_sync, settings_report
-from cryospy.functions.devices import Device
+from cryospy.functions.devices import lifecycle
+from cryospy.functions.devices.registry import Device
+from cryospy.functions.devices.self_service import settings_in_sync, settings_report
 from cryospy.functions.errors import ApiError, BadRequest, KeysLocked, NotFound
 from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphrase
+from cryospy.functions.retention.deletion import delete_device_clips
 from cryospy.functions.services import Services
 
 from . import admin_status
@@ -186,7 +186,7 @@ class AdminSection:
     def create(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
         device_id = form.get("device_id", "").strip()
         try:
-            created = admin.create_device(self.services, {"device_id": device_id, "settings": {}})
+            created = lifecycle.create_device(self.services, {"device_id": device_id, "settings": {}})
         except ApiError as exc:
             return self.devices_page(start, session, exc.status, {exc.field or "form": exc.message}, device_id)
         except CryoSpyError as exc:
@@ -224,7 +224,7 @@ class AdminSection:
         try:
             update = form_to_settings(form, device.settings)
             if update:
-                admin.update_settings(self.services, device.device_id, update)
+                lifecycle.update_settings(self.services, device.device_id, update)
         except BadRequest as exc:
             return self.device_page(start, session, device, 400, submitted=form,
                                     errors={exc.field or "settings": exc.message})
@@ -233,7 +233,7 @@ class AdminSection:
     def set_enabled(self, start: StartResponse, session: Session, device: Device,
                     form: dict[str, str]) -> list[bytes]:
         enabled = form.get("enabled") == "1"
-        admin.set_enabled(self.services, device.device_id, enabled)
+        lifecycle.set_enabled(self.services, device.device_id, enabled)
         return self.dashboard.redirect(start, device_path(device.device_id)
                                        + ("?done=enabled" if enabled else "?done=disabled"))
 
@@ -242,7 +242,7 @@ class AdminSection:
             return self._message(start, session, 409, "Already rotated",
                                  "This rotation form was already used; its new secret was shown once and is not "
                                  "shown again. To get another secret, open the device page and rotate again.")
-        rotated = admin.rotate_secret(self.services, device.device_id)
+        rotated = lifecycle.rotate_secret(self.services, device.device_id)
         return self._secret_page(start, session, device.device_id, rotated["secret"], "rotated")
 
     def delete(self, start: StartResponse, session: Session, device: Device, form: dict[str, str]) -> list[bytes]:
@@ -254,7 +254,7 @@ class AdminSection:
             errors["confirm"] = f"Type the device id ({device.device_id}) exactly to confirm."
         if errors:
             return self.device_page(start, session, device, 400, submitted=form, errors=errors)
-        admin.delete_device(self.services, device.device_id, clips, delete_device_clips)
+        lifecycle.delete_device(self.services, device.device_id, clips, delete_device_clips)
         return self.dashboard.redirect(start, PREFIX)
 
     # -- passphrase ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryospy.common.settings import json_schema
-from cryospy.functions import json_limits
+from cryospy.functions.api import json_limits
 from cryospy.functions.errors import BadRequest
 
 SETTINGS_PREFIX = "settings."

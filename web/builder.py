@@ -16,9 +16,9 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import KeysLocked
-from cryospy.functions.index_store import IndexStore
+from cryospy.functions.index.store import IndexStore
 
 from .site_store import SiteStore
 

@@ -4,7 +4,7 @@
     /media/live-parts.m3u8?device=D               the newest parts as a live HLS playlist (no ENDLIST)
     /media/live-part.mp4?device=D&key=K&p=init|frag   a part's init segment or its fragment
 
-Asking for the status or the playlist is what marks a camera as watched (:class:`~cryospy.functions.live_hub.
+Asking for the status or the playlist is what marks a camera as watched (:class:`~cryospy.functions.live.hub.
 LiveHub`); the agent is told within its long-poll and sends parts until the grace period after the last ask.
 Each part is read from the bucket and opened whole (header signature by the device's key, every chunk, the
 content trailer) on every request; parts are tens of kilobytes, and nothing decrypted is kept or written.
@@ -27,8 +27,8 @@ from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import open_sealed
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import NotFound
-from cryospy.functions.live_hub import LivePart
-from cryospy.functions.live_parts import part_owner
+from cryospy.functions.live.hub import LivePart
+from cryospy.functions.live.parts import part_owner
 from cryospy.functions.services import Services
 
 StartResponse = Callable[..., Any]

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryospy.common.errors import CryoSpyError
-from cryospy.functions.auth_defence import address_key
+from cryospy.functions.devices.auth_defence import address_key
 
 LINK_HINT = "or run `cryospy dashboard login-link` on the server for a one-time login link"
 

@@ -25,12 +25,12 @@ from urllib.parse import parse_qs, quote
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
-from cryospy.functions import validate
-from cryospy.functions.clip_place import locate
+from cryospy.functions.api import validate
+from cryospy.functions.clips.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
+from cryospy.functions.clips.mp4 import Fragment
+from cryospy.functions.clips.place import locate
 from cryospy.functions.errors import BadRequest, NotFound
-from cryospy.functions.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
-from cryospy.functions.index_store import playable as is_playable
-from cryospy.functions.mp4 import Fragment
+from cryospy.functions.index.store import playable as is_playable
 from cryospy.functions.services import Services
 
 from .live_media import LiveMedia
@@ -57,7 +57,7 @@ def clip_media(record: dict[str, Any]) -> ClipMedia:
 
 
 class ClipGone(LookupError):
-    """The index keeps a tombstone: the object was deleted outside CryoSpy (functions/removal.py)."""
+    """The index keeps a tombstone: the object was deleted outside CryoSpy (functions/retention/removed.py)."""
 
 
 class MediaRoutes:

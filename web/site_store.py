@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cryospy.functions.storage import atomic_write
+from cryospy.functions.index.tinydb_files import atomic_write
 
 
 class SiteStore:

@@ -5,7 +5,7 @@ learns (a clip stored, a camera deleted). :class:`.hub.ChannelHub` hands each ev
 that wants its kind, each with its own bounded queue, worker thread, per-camera-and-kind rate limit and retry
 with backoff, so one failing channel never delays another. One module per channel:
 
-    email     the alert mailer (functions/mailer.py)                           email.py
+    email     the alert mailer (functions/alerts/mailer.py)                           email.py
     mqtt      paho-mqtt, retained state, Home Assistant discovery              mqtt.py   (docs/mqtt.md)
     webhook   JSON POST signed with HMAC-SHA256 (timestamp + signature)        webhook.py
     push      an ntfy-compatible HTTP endpoint                                 push.py

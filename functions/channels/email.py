@@ -1,6 +1,6 @@
-"""E-mail through the alert mailer (functions/mailer.py): one plain-text mail per event to the alert recipients.
+"""E-mail through the alert mailer (functions/alerts/mailer.py): one plain-text mail per event to the alert recipients.
 
-Motion mails keep coming from the clip alerts (functions/alerts.py: once the clip is indexed, with the
+Motion mails keep coming from the clip alerts (functions/alerts/rules.py: once the clip is indexed, with the
 thumbnail when ``alerts.attach_thumbnails`` is on); this channel adds mails that cannot wait for a clip
 (a camera offline, a source problem) and the "send test event" mail. No frames are attached here.
 """
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..mailer import Mailer, MailError
+from cryospy.functions.alerts.mailer import Mailer, MailError
+
 from .errors import ChannelError
 from .event import HomeEvent, message
 from .hub import Connectionless

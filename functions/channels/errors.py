@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import FunctionsError
+from cryospy.functions.errors import FunctionsError
 
 
 class ChannelSettingsError(FunctionsError):

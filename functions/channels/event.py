@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import validate
-from ..errors import BadRequest
+from cryospy.functions.api import validate
+from cryospy.functions.errors import BadRequest
 
 DEVICE_KINDS = ("motion_start", "motion_end", "motion_clip", "camera_online", "camera_offline", "source_problem")
 SERVER_KINDS = ("clip_stored", "camera_added", "camera_removed", "test")

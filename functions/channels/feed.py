@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import KeysLocked
+from cryospy.functions.errors import KeysLocked
+
 from .event import HomeEvent, now_stamp, parse_device_events
 from .mqtt import CameraState
 
 if TYPE_CHECKING:
-    from ..devices import Device
-    from ..services import Services
+    from cryospy.functions.devices.registry import Device
+    from cryospy.functions.services import Services
 
 
 def from_device(services: Services, device: Device, doc: dict[str, Any]) -> dict[str, Any]:

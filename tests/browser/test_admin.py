@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Error as PlaywrightError
 
 from cryospy.common.keys import KeyStore
-from cryospy.functions import admin
+from cryospy.functions.devices import lifecycle
 from cryospy.web.admin import device_path
 from tests.conftest import PASSPHRASE
 from tests.support import wait_for
@@ -80,7 +80,7 @@ def _new_id(prefix: str) -> str:
 
 
 def _enrol(runtime: Any, device_id: str) -> str:
-    return admin.create_device(runtime.services, {"device_id": device_id, "settings": {}})["secret"]
+    return lifecycle.create_device(runtime.services, {"device_id": device_id, "settings": {}})["secret"]
 
 
 def test_create_a_device_and_see_its_secret_exactly_once(browser, runtime, deployment):

@@ -55,7 +55,7 @@ def enrol(dep: Deployment, device_id: str, tmp_path: Path, **overrides: Any) -> 
 
 def patch_settings(dep: Deployment, device_id: str, changes: dict[str, Any]) -> str:
     """PATCH the device's settings as the admin; returns the ETag the device will be served."""
-    from cryospy.functions.device_api import settings_document
+    from cryospy.functions.devices.self_service import settings_document
     from cryospy.functions.services import get_services
 
     AdminClient(dep.runtime_url, dep.admin_token).call(

@@ -30,7 +30,7 @@ from cryospy.edge_agent.api_client import ApiClient, Retryable
 from cryospy.edge_agent.config import load_config
 from cryospy.edge_agent.errors import SigningKeyConflict
 from cryospy.edge_agent.signing_identity import load_or_create_signing_key
-from cryospy.functions.device_api import settings_document, settings_in_sync
+from cryospy.functions.devices.self_service import settings_document, settings_in_sync
 from cryospy.infra.deployment import Deployment
 from tests.support import RunningAgent, wait_for
 

@@ -3,7 +3,7 @@
 The server is the smallest honest stand-in for the dashboard's media route: a threaded WSGI server on loopback
 whose media URL answers through :func:`serve_sealed_range`, reading the sealed file on disk through a window
 that stops at the requested range (as a MinIO ranged GET would), and whose playlist URLs return
-:mod:`cryospy.functions.hls` output. ffmpeg's HLS demuxer plays each playlist and prints one MD5 per decoded
+:mod:`cryospy.functions.clips.hls` output. ffmpeg's HLS demuxer plays each playlist and prints one MD5 per decoded
 frame (``framemd5``) or one CRC per demuxed sample (``framecrc`` with ``-c copy``); those must equal what
 ffmpeg reports for the plaintext clips read directly from disk.
 
@@ -41,8 +41,8 @@ from cryospy.common.keys import KeyStore, UnlockedKeys, generate_device_signing_
 from cryospy.common.objectkeys import legacy_clip_key
 from cryospy.common.sealed import MAX_HEADER_SIZE, ZERO_HASH, seal
 from cryospy.edge_agent.synthetic import make_sample_video
-from cryospy.functions.hls import PLAYLIST_CONTENT_TYPE, ClipMedia, clip_playlist, day_playlist, live_playlist
-from cryospy.functions.mp4 import parse_mp4_file
+from cryospy.functions.clips.hls import PLAYLIST_CONTENT_TYPE, ClipMedia, clip_playlist, day_playlist, live_playlist
+from cryospy.functions.clips.mp4 import parse_mp4_file
 from cryospy.web.media import serve_sealed_range
 
 pytestmark = pytest.mark.integration

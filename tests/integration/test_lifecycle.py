@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.objectkeys import parse_clip_key, thumbnail_key
-from cryospy.functions import chain_check, maintenance, retention
+from cryospy.functions import maintenance
+from cryospy.functions.clips import chain_check
+from cryospy.functions.retention import policy
 from cryospy.infra.bootstrap import root_identity
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
@@ -91,7 +93,7 @@ def test_age_limit_and_protected_evidence(runtime, deployment, tmp_path: Path):
         wait_for(lambda k=key: _indexed(runtime, k), what="indexed")
     assert _admin(deployment, "POST", "/v1/admin/clips/protect", {"key": evidence, "protected": True})["protected"]
     _admin(deployment, "PATCH", "/v1/admin/devices/aging/settings", {"retention_days": 7})
-    result = retention.enforce_device(runtime.services, "aging")
+    result = policy.enforce_device(runtime.services, "aging")
     assert result.deleted == (old,)
     assert _indexed(runtime, old) is None and not _exists(deployment, old)
     assert _indexed(runtime, evidence) and _indexed(runtime, recent)      # evidence is never deleted
@@ -110,7 +112,7 @@ def test_global_budget_removes_the_oldest_of_any_device(runtime, deployment, tmp
     total = runtime.services.index.usage()["bytes"]
     runtime.services.global_budget_bytes = total - 1
     try:
-        result = retention.enforce_global(runtime.services)
+        result = policy.enforce_global(runtime.services)
     finally:
         runtime.services.global_budget_bytes = 0
     assert result.deleted[0] == oldest and newer not in result.deleted[:1]

@@ -22,10 +22,11 @@ from cryospy.cli.devices import create_device
 from cryospy.common.keys import generate_device_signing_key
 from cryospy.common.liveparts import LIVE_CONTENT_TYPE, LIVE_PREFIX, NO_CHAIN, parse_live_part_key
 from cryospy.common.sealed import seal_bytes
-from cryospy.functions import chain_check, retention
-from cryospy.functions.index_store import stored_bytes
-from cryospy.functions.live_parts import PART_LIFETIME_S
-from cryospy.functions.mp4 import parse_mp4
+from cryospy.functions.clips import chain_check
+from cryospy.functions.clips.mp4 import parse_mp4
+from cryospy.functions.index.store import stored_bytes
+from cryospy.functions.live.parts import PART_LIFETIME_S
+from cryospy.functions.retention import policy
 from cryospy.infra.bootstrap import root_identity
 from cryospy.infra.live_sweep import RULE_ID, LiveSweeper
 from tests.live_support import ask, live_agent, live_objects
@@ -112,7 +113,7 @@ def test_parts_only_while_watched_ten_viewers_cost_one_and_nothing_of_them_is_ev
         clips = [c for d in index.days(device) for c in index.clips_for_day(device, d)]
         assert clips and all(c["key"].startswith("clips/") for c in clips)
         assert runtime.services.index.usage(device)["bytes"] == sum(stored_bytes(c) for c in clips)
-        retention.enforce_device(runtime.services, device)
+        policy.enforce_device(runtime.services, device)
         assert set(keys) <= set(live_objects(runtime, device))        # retention never deletes a part
         assert not [g for g in chain_check.audit_gaps(runtime.services) if g.get("device_id") == device]
         assert runtime.reconciler.run_once() == 0                      # the reconciler queues no part

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.objectkeys import thumbnail_key
-from cryospy.functions.index_store import IndexStore
+from cryospy.functions.index.store import IndexStore
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.bootstrap import root_identity
 from tests.conftest import PASSPHRASE

@@ -23,8 +23,9 @@ import requests
 
 from cryospy.cli.main import main as cli_main
 from cryospy.common.objectkeys import parse_clip_key
-from cryospy.functions import bucket, retention
-from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions import bucket
+from cryospy.functions.devices.registry import DeviceRegistry
+from cryospy.functions.retention import policy
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, cli_setup_browser, clip_place, wait_for
 from tests.support import dashboard_login as login
@@ -202,7 +203,7 @@ def test_a_clip_protected_while_retention_runs_is_never_deleted_after_protect_an
 
     index.oldest_clips = protect_after_listing   # type: ignore[method-assign]
     try:
-        result = retention.enforce_device(runtime.services, "race")
+        result = policy.enforce_device(runtime.services, "race")
     finally:
         del index.oldest_clips
     wait_for(lambda: answers, what="the protect click answered")
@@ -243,7 +244,7 @@ def test_a_camera_cannot_fill_the_disk_through_quarantine(deployment, minio, tmp
         requests.patch(f"{deployment.runtime_url}/v1/admin/devices/rogue/settings",
                        json={"storage_limit_megabytes": 1},
                        headers={"Authorization": f"Bearer {deployment.admin_token}"}, timeout=10).raise_for_status()
-        retention.enforce_device(rt.services, "rogue")
+        policy.enforce_device(rt.services, "rogue")
         usage = rt.services.index.usage("rogue")
         assert usage["bytes"] + usage["quarantine_bytes"] <= mib and indexed(rt, good)
         assert sum(quarantined(rt, "rogue").values()) == usage["quarantine_bytes"]

@@ -31,7 +31,7 @@ from cryospy.edge_agent.settings_sync import SettingsSnapshot
 from cryospy.edge_agent.sources import SourceEnded
 from cryospy.edge_agent.spool import Spool
 from cryospy.edge_agent.synthetic import SyntheticScene
-from cryospy.functions.mp4 import find_uuid_box, parse_mp4
+from cryospy.functions.clips.mp4 import find_uuid_box, parse_mp4
 from tests.support import wait_for
 
 W, H, FPS = 320, 180, 10.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.functions.auth_defence import (
+from cryospy.functions.devices.auth_defence import (
     AuthDefence,
     AuthDefenceError,
     AuthDefenceSettings,
@@ -254,7 +254,7 @@ def test_blocks_seen_by_another_process_are_honoured_after_a_refresh(db_path: Pa
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Most requests come from addresses with no failures and skip the store; failures another process records
     still block here once the list of suspect addresses is read again."""
-    from cryospy.functions import auth_defence
+    from cryospy.functions.devices import auth_defence
 
     settings = AuthDefenceSettings()
     with AuthDefence(db_path, settings, clock=clock) as here, AuthDefence(db_path, settings, clock=clock) as there:

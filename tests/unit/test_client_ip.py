@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryospy.functions.client_ip import (
+from cryospy.functions.api.client_ip import (
     MAX_HEADER_CHARS,
     TrustedProxiesError,
     client_ip,

@@ -18,13 +18,13 @@ from cryospy.common.keys import (
     verify_key_to_text,
 )
 from cryospy.common.objectkeys import clip_key
-from cryospy.functions import admin, device_api
 from cryospy.functions import services as services_mod
 from cryospy.functions.app import app
-from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.clips.ingest import ingest_clip
+from cryospy.functions.devices import lifecycle, self_service
+from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import BadRequest, Conflict, PermanentEventError
 from cryospy.functions.events import ObjectEvent
-from cryospy.functions.ingest import ingest_clip
 from cryospy.infra.gateway import ChaliceWSGI
 from tests.support import api_call as call
 from tests.support import offline_services
@@ -92,21 +92,21 @@ def test_a_retired_device_cannot_register_a_key(tmp_path: Path):
     assert registry.get("gone").signing_key is None
 
 
-# -- admin.create_device (what the dashboard calls directly) ---------------------------------------------------
+# -- lifecycle.create_device (what the dashboard calls directly) ---------------------------------------------------
 
 def test_create_device_without_a_key_shows_the_secret_once_and_no_key_material(services):
-    created = admin.create_device(services, {"device_id": "garden", "settings": {"crf": 30}})
+    created = lifecycle.create_device(services, {"device_id": "garden", "settings": {"crf": 30}})
     assert len(created["secret"]) == 64 and "fingerprint" in created["note"]
     assert created["signing_key"] is None and created["awaiting_signing_key"] is True
     assert created["settings"]["crf"] == 30
     assert "secret" not in services.devices.get("garden").public()
-    also_blank = admin.create_device(services, {"device_id": "shed", "signing_key": ""})   # an empty form field
+    also_blank = lifecycle.create_device(services, {"device_id": "shed", "signing_key": ""})   # an empty form field
     assert also_blank["signing_key"] is None
 
 
 def test_create_device_with_a_key_still_works_and_stores_it_canonically(services):
     key = generate_device_signing_key().public_key()
-    created = admin.create_device(services, {"device_id": "door", "signing_key": "  " + verify_key_to_text(key)})
+    created = lifecycle.create_device(services, {"device_id": "door", "signing_key": "  " + verify_key_to_text(key)})
     assert created["signing_key"] == verify_key_to_text(key)
     assert created["signing_key_fingerprint"] == verify_key_fingerprint(key)
     assert created["awaiting_signing_key"] is False
@@ -115,7 +115,7 @@ def test_create_device_with_a_key_still_works_and_stores_it_canonically(services
 @pytest.mark.parametrize("bad", ["k", 42, signing_key_to_text(generate_device_signing_key())])
 def test_create_device_refuses_a_key_that_is_not_a_public_key(services, bad):
     with pytest.raises(BadRequest) as info:
-        admin.create_device(services, {"device_id": "odd", "signing_key": bad})
+        lifecycle.create_device(services, {"device_id": "odd", "signing_key": bad})
     assert info.value.field == "signing_key"
     assert not services.devices.exists("odd")
 
@@ -188,47 +188,47 @@ def test_a_clip_from_a_device_without_a_key_is_dead_lettered_with_the_reason(ser
 # -- heartbeats report the applied settings ---------------------------------------------------------------------
 
 def _beat(services, device_id: str, **fields):
-    return device_api.record_heartbeat(services, services.devices.get(device_id), fields)
+    return self_service.record_heartbeat(services, services.devices.get(device_id), fields)
 
 
 def test_the_heartbeat_stores_the_applied_settings_and_the_page_can_tell_if_they_are_current(services):
-    admin.create_device(services, {"device_id": "cam"})
+    lifecycle.create_device(services, {"device_id": "cam"})
     device = services.devices.get("cam")
-    assert device_api.settings_in_sync(services, device) is False          # no heartbeat yet
-    _, etag = device_api.settings_document(services, device)
-    applied = device_api.device_settings(device).to_dict()
+    assert self_service.settings_in_sync(services, device) is False          # no heartbeat yet
+    _, etag = self_service.settings_document(services, device)
+    applied = self_service.device_settings(device).to_dict()
     answer = _beat(services, "cam", settings_etag=etag, settings=applied, pinned={"clip_seconds": 2, "fps": 10})
     assert answer["settings_changed"] is False
     device = services.devices.get("cam")
     assert device.heartbeat["settings"] == applied and device.heartbeat["pinned"] == {"clip_seconds": 2.0,
                                                                                       "fps": 10.0}
-    assert device_api.settings_in_sync(services, device) is True
+    assert self_service.settings_in_sync(services, device) is True
 
-    admin.update_settings(services, "cam", {"crf": 31})
+    lifecycle.update_settings(services, "cam", {"crf": 31})
     device = services.devices.get("cam")
-    assert device_api.settings_in_sync(services, device) is False
-    report = device_api.settings_report(services, device)
+    assert self_service.settings_in_sync(services, device) is False
+    report = self_service.settings_report(services, device)
     crf = next(row for row in report["settings"] if row["name"] == "crf")
     assert (crf["server"], crf["reported"], crf["matches"]) == (31, 26, False)
     assert report["in_sync"] is False and report["reported_etag"] == etag != report["server_etag"]
     assert report["pinned"] == {"clip_seconds": 2.0, "fps": 10.0}
 
-    new_etag = device_api.settings_document(services, device)[1]
+    new_etag = self_service.settings_document(services, device)[1]
     _beat(services, "cam", settings_etag=new_etag, settings={**applied, "crf": 31})
     device = services.devices.get("cam")
-    assert device.heartbeat["settings"]["crf"] == 31 and device_api.settings_in_sync(services, device)
-    assert all(row["matches"] for row in device_api.settings_report(services, device)["settings"])
+    assert device.heartbeat["settings"]["crf"] == 31 and self_service.settings_in_sync(services, device)
+    assert all(row["matches"] for row in self_service.settings_report(services, device)["settings"])
 
 
 def test_an_older_agent_without_settings_in_its_heartbeat_is_still_accepted(services):
-    admin.create_device(services, {"device_id": "old"})
+    lifecycle.create_device(services, {"device_id": "old"})
     _beat(services, "old", agent_version="0.0.9", spool_depth=1)
     beat = services.devices.get("old").heartbeat
     assert beat["settings"] is None and beat["pinned"] == {}
 
 
 def test_only_the_settings_reported_are_stored(services):
-    admin.create_device(services, {"device_id": "partial"})
+    lifecycle.create_device(services, {"device_id": "partial"})
     _beat(services, "partial", settings={"crf": 20, "grayscale": True})
     assert services.devices.get("partial").heartbeat["settings"] == {"grayscale": True, "crf": 20}
 
@@ -246,7 +246,7 @@ def test_only_the_settings_reported_are_stored(services):
     ({"settings_etag": "x" * 101}, "settings_etag"),
 ])
 def test_heartbeat_settings_are_validated_strictly(services, fields, field):
-    admin.create_device(services, {"device_id": "strict"})
+    lifecycle.create_device(services, {"device_id": "strict"})
     with pytest.raises(BadRequest) as info:
         _beat(services, "strict", **fields)
     assert info.value.field == field

@@ -17,7 +17,7 @@ from cryospy.common import ffmpeg_tool
 from cryospy.common.ffmpeg_tool import FfmpegError, ffmpeg_exe, run_ffmpeg
 from cryospy.edge_agent.encoder import ClipEncoder, EncodedClip, EncodeSettings
 from cryospy.edge_agent.synthetic import SyntheticScene, make_sample_video
-from cryospy.functions.mp4 import parse_mp4_file
+from cryospy.functions.clips.mp4 import parse_mp4_file
 
 W, H, FPS = 160, 96, 15.0
 

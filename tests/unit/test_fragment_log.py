@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from cryospy.functions.index_store import IndexStore, _dir_name
-from cryospy.functions.storage import EncryptedJSONStorage
+from cryospy.functions.index.store import IndexStore, _dir_name
+from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
 from tests.unit.test_index_live import record
 
 

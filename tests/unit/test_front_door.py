@@ -38,7 +38,7 @@ def test_allowed_hosts_in_server_json(tmp_path: Path) -> None:
 
 
 def test_the_removed_auto_disable_setting_stops_the_runtime_with_what_changed(tmp_path: Path) -> None:
-    from cryospy.functions.auth_defence import AuthDefenceSettings, AuthDefenceSettingsError
+    from cryospy.functions.devices.auth_defence import AuthDefenceSettings, AuthDefenceSettingsError
 
     path = tmp_path / "server.json"
     path.write_text(json.dumps({"auth_events": {"auto_disable_threshold": 10}}))

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cryospy.functions.hls import (
+from cryospy.functions.clips.hls import (
     ClipMedia,
     NothingToPlay,
     clip_playlist,
@@ -23,7 +23,7 @@ from cryospy.functions.hls import (
     live_playlist,
     multivariant_playlist,
 )
-from cryospy.functions.mp4 import Fragment, parse_mp4
+from cryospy.functions.clips.mp4 import Fragment, parse_mp4
 from tests.support import sample_clip
 
 WHEN = datetime(2025, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)

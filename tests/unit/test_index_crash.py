@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.functions.index_store import IndexStore, stored_bytes
+from cryospy.functions.index.store import IndexStore, stored_bytes
 
 KEY = b"k" * 32
 

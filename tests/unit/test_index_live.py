@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cryospy.functions.hls import live_playlist
-from cryospy.functions.index_store import IndexStore
+from cryospy.functions.clips.hls import live_playlist
+from cryospy.functions.index.store import IndexStore
 from cryospy.web.media_routes import clip_media
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cryospy.functions import json_limits
+from cryospy.functions.api import json_limits
 
 
 @pytest.mark.parametrize("raw", ["[" * 100_000 + "]" * 100_000, '{"a": ' * 5000 + "1" + "}" * 5000,

@@ -14,8 +14,8 @@ import pytest
 from cryospy.common.liveparts import new_live_part_key, parse_live_part_key
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.edge_agent.live_view import ClipTail
-from cryospy.functions.live_hub import LiveHub, ParsedPart
-from cryospy.functions.mp4 import parse_mp4
+from cryospy.functions.clips.mp4 import parse_mp4
+from cryospy.functions.live.hub import LiveHub, ParsedPart
 from cryospy.infra.live_sweep import due
 from cryospy.web.live_media import parts_playlist
 from tests.support import sample_clip

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cryospy.functions.mailer import Mailer, MailError, MailSettingsError, SmtpSettings
+from cryospy.functions.alerts.mailer import Mailer, MailError, MailSettingsError, SmtpSettings
 
 HOST = "127.0.0.1"
 USER, PASSWORD = "cryospy", "s3cret-Pa55-do-not-leak"

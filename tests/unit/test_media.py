@@ -200,7 +200,7 @@ def test_every_range_is_the_plaintext_slice_and_fetches_only_its_chunks() -> Non
 
 def test_fragment_ranges_of_the_clip_round_trip() -> None:
     """The ranges a playlist actually names: the init segment and each moof+mdat."""
-    from cryospy.functions.mp4 import parse_mp4
+    from cryospy.functions.clips.mp4 import parse_mp4
 
     info = parse_mp4(lambda offset, length: PLAIN[offset : offset + length], len(PLAIN))
     spans = [(0, info.init_size)] + [(f.offset, f.offset + f.size) for f in info.fragments]

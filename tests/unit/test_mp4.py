@@ -19,7 +19,7 @@ import pytest
 from cryospy.common.ffmpeg_tool import run_ffmpeg
 from cryospy.edge_agent.encoder import ClipEncoder, EncodeSettings
 from cryospy.edge_agent.synthetic import SyntheticScene
-from cryospy.functions.mp4 import Mp4Error, Mp4Info, parse_mp4, parse_mp4_file
+from cryospy.functions.clips.mp4 import Mp4Error, Mp4Info, parse_mp4, parse_mp4_file
 
 W, H, FPS, FRAMES = 160, 96, 15, 45
 

@@ -71,7 +71,7 @@ def test_naive_time_and_negative_sequence_are_refused():
 
 
 def test_a_registry_from_before_tokens_gets_one_per_device_kept_across_restarts(tmp_path):
-    from cryospy.functions.devices import DeviceRegistry
+    from cryospy.functions.devices.registry import DeviceRegistry
     from cryospy.functions.errors import NotFound
 
     old = DeviceRegistry(tmp_path / "devices.json")

@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from cryospy.functions.presign import PutPresigner
 from cryospy.functions.services import S3Identity
+from cryospy.functions.uploads.presign import PutPresigner
 
 HEADERS = {"Content-Length": "4000000", "Content-Type": "application/octet-stream",
            "x-amz-checksum-sha256": "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=", "If-None-Match": "*"}

@@ -11,8 +11,8 @@ import pytest
 from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.edge_agent.encoder import ClipEncoder, EncodeSettings
 from cryospy.edge_agent.synthetic import SyntheticScene
-from cryospy.functions.mp4 import parse_mp4_file
-from cryospy.functions.thumbnail import make_thumbnail, thumbnail_from_fragment
+from cryospy.functions.clips.mp4 import parse_mp4_file
+from cryospy.functions.clips.thumbnail import make_thumbnail, thumbnail_from_fragment
 
 FPS = 10
 SCENE = SyntheticScene(width=640, height=360, fps=FPS, seed=5, crossing_seconds=2.0)

@@ -1,0 +1,140 @@
+"""Retention: per-device quota, maximum age, and a global byte budget. Recording never stops for space.
+
+After each new clip (and on the periodic pass) the oldest *unprotected* clips go first until every limit
+holds: the device's ``storage_limit_megabytes`` (0 = unlimited; an exact fit is allowed, as in the original),
+its ``retention_days`` (0 = no age limit) and the deployment's global budget. Deleting a clip deletes its
+thumbnail and its index record in the same step; the bucket's ObjectRemoved event then finds nothing left to
+do. Protected clips (evidence) are never deleted here. A per-device lock serialises passes so concurrent
+uploads cannot race each other past the limit (the original checked and deleted without one), and
+protecting or deleting a clip by hand takes the same lock (:func:`device_lock`): each clip is read again under
+it just before it is deleted, so a clip protected after the pass listed its candidates is kept.
+
+Alerts: a storage warning when usage crosses the warning threshold, "capacity reached" when clips had to go;
+both rate-limited per device by the alert limiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
+from cryospy.functions.clips import quarantine
+from cryospy.functions.errors import NotFound
+from cryospy.functions.index.store import stored_bytes
+from cryospy.functions.services import Services
+
+log = logging.getLogger("cryospy.retention")
+MIB = 1024 * 1024
+_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+_locks_guard = threading.Lock()
+
+
+def _lock(name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks[name]
+
+
+def device_lock(device_id: str) -> threading.Lock:
+    """The lock under which a device's clips are deleted or have their protection changed."""
+    return _lock(device_id)
+
+
+def delete_unless_protected(services: Services, clip: dict[str, Any]) -> dict[str, Any] | None:
+    """With the clip's device lock held: read the clip again and delete it unless it is protected now (or gone).
+    Returns the record that was deleted, or None."""
+    current = services.index.get_clip(clip["device_id"], clip["day"], clip["key"])
+    if current is None or current.get("protected"):
+        return None
+    delete_clip(services, current)
+    return current
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    deleted: tuple[str, ...]
+    used_bytes: int
+    limit_bytes: int
+
+
+def delete_clip(services: Services, record: dict[str, Any]) -> None:
+    """Delete a clip's objects (clip, thumbnail) and its index record. The record is marked first, so the
+    removal event that follows is known to be ours (functions/retention/removed.py alerts on any other)."""
+    services.index.update_clip(record["device_id"], record["day"], record["key"], {"deleting": True})
+    s3 = services.handler_client
+    keys = [record["key"]] + ([record["thumb_key"]] if record.get("thumb_key") else [])
+    for key in keys:
+        s3.delete_object(Bucket=services.bucket, Key=key)
+    services.index.remove_clip(record["device_id"], record["day"], record["key"])
+
+
+def _settings(services: Services, device_id: str) -> DeviceSettings:
+    try:
+        return DeviceSettings.from_dict(services.devices.get(device_id).settings, base=DEFAULT_SETTINGS)
+    except NotFound:
+        return DEFAULT_SETTINGS
+
+
+def enforce_device(services: Services, device_id: str, now: datetime | None = None) -> RetentionResult:
+    now = now or datetime.now(UTC)
+    settings = _settings(services, device_id)
+    limit = settings.storage_limit_megabytes * MIB
+    cutoff = ((now - timedelta(days=settings.retention_days)).isoformat(timespec="milliseconds")
+              if settings.retention_days else None)
+    cutoff_stamp = cutoff.replace("+00:00", "Z") if cutoff else None
+    deleted: list[str] = []
+    for_quota = 0
+    with _lock(device_id):
+        usage = services.index.usage(device_id)
+        used = usage["bytes"] + usage["quarantine_bytes"]
+        if limit > 0 and used > limit and usage["quarantine_bytes"]:
+            # Uploads that failed verification go before footage does (functions/clips/quarantine.py).
+            kept = quarantine.prune(services, device_id, min(services.quarantine_limit_bytes,
+                                                             max(0, limit - usage["bytes"])))
+            used = usage["bytes"] + kept
+        for clip in list(services.index.oldest_clips(device_id)):
+            over_quota = limit > 0 and used > limit
+            too_old = cutoff_stamp is not None and clip["captured_at"] < cutoff_stamp
+            if not (over_quota or too_old):
+                break   # oldest first: nothing later is older, and the quota holds
+            gone = None if clip.get("protected") else delete_unless_protected(services, clip)
+            if gone is None:
+                continue
+            used -= stored_bytes(gone)
+            deleted.append(clip["key"])
+            for_quota += 0 if too_old else 1
+    if deleted:
+        log.info("retention removed %d clip(s) of %s (now %d of %d bytes)", len(deleted), device_id, used, limit)
+    if services.alerts is not None and limit > 0:
+        if for_quota:
+            services.alerts.storage_reached(device_id, used, limit)
+        elif used >= limit * services.storage_warning_threshold:
+            services.alerts.storage_warning(device_id, used, limit)
+    return RetentionResult(tuple(deleted), used, limit)
+
+
+def enforce_global(services: Services) -> RetentionResult:
+    """The deployment-wide budget (0 = none): oldest unprotected clips of any device go first."""
+    budget = services.global_budget_bytes
+    if budget <= 0:
+        return RetentionResult((), services.index.usage()["bytes"], 0)
+    deleted: list[str] = []
+    with _lock("(global)"):
+        used = services.index.usage()["bytes"]
+        if used > budget:
+            for clip in list(services.index.oldest_clips()):
+                if used <= budget:
+                    break
+                if clip.get("protected"):
+                    continue
+                with device_lock(clip["device_id"]):
+                    gone = delete_unless_protected(services, clip)
+                if gone is None:
+                    continue
+                used -= stored_bytes(gone)
+                deleted.append(clip["key"])
+    return RetentionResult(tuple(deleted), used, budget)
