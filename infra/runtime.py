@@ -29,7 +29,7 @@ from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, SmtpSettings
 from cryospy.functions.alerts.rules import AlertPolicy, Alerts
 from cryospy.functions.api.client_ip import parse_trusted_proxies
-from cryospy.functions.app import app
+from cryospy.functions.app import OBJECT_HANDLERS, app
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
@@ -155,7 +155,7 @@ class Runtime:
         config = config or load_server_config(dep.path("server.json"))
         self.services = build_services(dep, config)
         self.services.live.max_waiters = max(1, self.options.threads // 2)   # long-polls leave threads for the rest
-        self.routes: list[Route] = routes_from_app(app)
+        self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
