@@ -137,6 +137,7 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     """Services for unit tests of the API: a real key vault, registry and index in ``tmp``, and object-store
     identities that point at a closed port (nothing in these tests may reach MinIO)."""
     from cryospy.common.keys import KeyStore
+    from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
     from cryospy.functions.devices.registry import DeviceRegistry
     from cryospy.functions.index.store import IndexStore
     from cryospy.functions.keyvault import KeyVault
@@ -148,7 +149,8 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
         bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
         handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
         devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
-        vault=vault, admin_token=admin_token, max_clip_bytes=1000)
+        vault=vault, defence=AuthDefence(tmp / "auth-failures.sqlite", AuthDefenceSettings()),
+        admin_token=admin_token, max_clip_bytes=1000)
 
 
 LAST_HEADERS: dict[str, str] = {}   # the headers of the last api_call's response
