@@ -16,6 +16,7 @@ import logging
 
 from chalice.app import Request
 
+from .channels import feed
 from .devices import Device, parse_basic
 from .errors import ApiError, Unauthorized
 from .services import Services
@@ -42,12 +43,14 @@ def authenticate_device(services: Services, request: Request) -> Device:
     device_id: str | None = None
     try:
         device_id, secret = parse_basic(request.headers.get("authorization"))
-        return services.devices.authenticate(device_id, secret)
+        device = services.devices.authenticate(device_id, secret)
     except Unauthorized:
         if services.defence is not None and services.defence.is_blocked(ip):
             raise TooManyFailures("too many failed logins from this address; wait and try again") from None
         _record_failure(services, device_id, ip)
         raise
+    feed.contact(services, device.device_id)    # the agent is in touch: ends a silence (channels/presence.py)
+    return device
 
 
 def _record_failure(services: Services, device_id: str | None, ip: str) -> None:

@@ -19,6 +19,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 
 from .channels.hub import ChannelHub
+from .channels.presence import Presence
 from .devices import Device, DeviceRegistry
 from .errors import FunctionsError
 from .index_store import IndexStore
@@ -74,6 +75,7 @@ class Services:
     silent_minutes: int = 30
     alerts: Any = None             # functions.alerts.Alerts, when configured
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
+    presence: Presence = field(default_factory=Presence)   # which agents are in touch (camera_offline on silence)
     live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

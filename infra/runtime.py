@@ -32,6 +32,9 @@ from cryospy.functions.app import app
 from cryospy.functions.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
+from cryospy.functions.channels.control import ChannelControl, MailSettings
+from cryospy.functions.channels.presence import Presence, PresenceWatch
+from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.client_ip import parse_trusted_proxies
 from cryospy.functions.devices import DeviceRegistry
 from cryospy.functions.index_store import IndexStore
@@ -67,11 +70,9 @@ OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 
 
-def build_services(dep: Deployment, config: ServerConfig | None = None) -> Services:
-    config = config or load_server_config(dep.path("server.json"))
+def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None) -> Services:
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
     vault = KeyVault(dep.keys_path)
-    mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
     defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
                           AuthDefenceSettings.from_dict(config.auth_events or {}))
     # The hub asks for the camera list at each MQTT connect, long after this returns.
@@ -98,8 +99,20 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
         slot_limiter=SlotLimiter(config.slots_per_minute),
         silent_minutes=config.silent_minutes,
         home_events=hub,
+        presence=Presence(config.offline_after_seconds),
     )
+    services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
+
+
+def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
+    """Channels as server.json and the dashboard set them; the saved ones are read at the first unlock."""
+    control = ChannelControl(services, config.channels_doc,
+                             MailSettings(config.alert_recipients, config.attach_thumbnails), mailer,
+                             StoredChannels(dep.path("runtime", "channels.sealed"), services.vault.index_key))
+    services.vault.add_unlock_listener(control.load)
+    control.load()
+    return control
 
 
 def alert_policy(config: ServerConfig) -> AlertPolicy:
@@ -153,7 +166,10 @@ class Runtime:
         self.dep = dep
         self.options = options or RuntimeOptions()
         config = config or load_server_config(dep.path("server.json"))
-        self.services = build_services(dep, config)
+        mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+        self.services = build_services(dep, config, mailer)
+        self.channels = channel_control(dep, config, self.services, mailer)
+        self.presence = PresenceWatch(self.services.presence, lambda events: self.services.home_events.publish(events))
         self.services.live.max_waiters = max(1, self.options.threads // 2)   # long-polls leave threads for the rest
         self.routes: list[Route] = routes_from_app(app)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
@@ -197,7 +213,8 @@ class Runtime:
 
         ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
         mounts = self.dashboard.mounts
-        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url)
+        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
+                                        channels=self.channels)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         self.dashboard.public_mounts["/setup"] = self.first_run
 
@@ -256,7 +273,8 @@ class Runtime:
             self._rebuilt = True
             self._safe_rebuild()
         self.reconciler.start()
-        self.services.home_events.start()
+        self.channels.start()
+        self.presence.start()
         self.live_sweeper.start()
         return self
 
@@ -276,6 +294,7 @@ class Runtime:
             self._thread.join(10)
         self.reconciler.stop()
         self.live_sweeper.stop()
+        self.presence.stop()
         self.dispatcher.stop()
         self.services.home_events.close()
         self.builder.stop()
