@@ -15,10 +15,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -45,7 +42,7 @@ from tests.integration.test_device_enrolment import TINY, RunningAgent
 from tests.integration.test_storage_hardening import login
 from tests.mqtt_broker import Broker, Subscriber, retained
 from tests.smtp_sink import SmtpSink
-from tests.support import wait_for
+from tests.support import agent_process, wait_for
 
 pytestmark = pytest.mark.integration
 DOC = Path(__file__).resolve().parents[2] / "docs" / "home-events.md"
@@ -439,10 +436,3 @@ def test_a_killed_agent_turns_its_camera_offline_and_back_online(deployment, min
     finally:
         receiver.close()
 
-
-def agent_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    """`cryospy agent` as its own process (so that it can be SIGKILLed)."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", "cryospy", "agent", "--config", str(config_path)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
