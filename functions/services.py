@@ -25,6 +25,7 @@ from botocore.config import Config
 
 from cryospy.functions.alerts.rules import Alerts
 from cryospy.functions.channels.hub import ChannelHub
+from cryospy.functions.channels.presence import Presence
 from cryospy.functions.devices.auth_defence import AuthDefence
 from cryospy.functions.devices.identities import DeviceIdentities, SharedUploadIdentity
 from cryospy.functions.devices.registry import Device, DeviceRegistry
@@ -99,6 +100,7 @@ class Services:
     silent_minutes: int = 30
     alerts: Alerts = field(default_factory=Alerts.off)   # e-mail alerts; off = no mailer configured
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
+    presence: Presence = field(default_factory=Presence)   # which agents are in touch (camera_offline on silence)
     live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

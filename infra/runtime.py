@@ -32,6 +32,9 @@ from cryospy.functions.api.client_ip import parse_trusted_proxies
 from cryospy.functions.app import OBJECT_HANDLERS, app
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
+from cryospy.functions.channels.control import ChannelControl, MailSettings
+from cryospy.functions.channels.presence import Presence, PresenceWatch
+from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.store import IndexStore
@@ -68,14 +71,13 @@ OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 
 
-def build_services(dep: Deployment, config: ServerConfig, *, event_sink: EventSink,
+def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None, *, event_sink: EventSink,
                    live_waiters: int = 4) -> Services:
     """Every part the app and handlers use, built once. ``event_sink`` is where upload confirmations queue
     new clips (the runtime's webhook); ``live_waiters`` bounds the live-view long-polls held at once, so they
     leave the server's threads for everything else."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
     vault = KeyVault(dep.keys_path)
-    mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
     defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
                           AuthDefenceSettings.from_dict(config.auth_events or {}))
     # The hub asks for the camera list at each MQTT connect, long after this returns.
@@ -105,8 +107,20 @@ def build_services(dep: Deployment, config: ServerConfig, *, event_sink: EventSi
         slot_limiter=SlotLimiter(config.slots_per_minute),
         silent_minutes=config.silent_minutes,
         home_events=hub,
+        presence=Presence(config.offline_after_seconds),
     )
+    services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
+
+
+def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
+    """Channels as server.json and the dashboard set them; the saved ones are read at the first unlock."""
+    control = ChannelControl(services, config.channels_doc,
+                             MailSettings(config.alert_recipients, config.attach_thumbnails), mailer,
+                             StoredChannels(dep.path("runtime", "channels.sealed"), services.vault.index_key))
+    services.vault.add_unlock_listener(control.load)
+    control.load()
+    return control
 
 
 def alert_policy(config: ServerConfig) -> AlertPolicy:
@@ -160,11 +174,14 @@ class Runtime:
         self.dep = dep
         self.options = options or RuntimeOptions()
         config = config or load_server_config(dep.path("server.json"))
+        mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
         self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
-        self.services = build_services(dep, config, event_sink=self.webhook,
+        self.services = build_services(dep, config, mailer, event_sink=self.webhook,
                                        live_waiters=max(1, self.options.threads // 2))
+        self.channels = channel_control(dep, config, self.services, mailer)
+        self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
         self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
@@ -203,7 +220,8 @@ class Runtime:
 
         ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
         mounts = self.dashboard.mounts
-        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url)
+        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
+                                        channels=self.channels)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         self.dashboard.public_mounts["/setup"] = self.first_run
 
@@ -262,7 +280,8 @@ class Runtime:
             self._rebuilt = True
             self._safe_rebuild()
         self.reconciler.start()
-        self.services.home_events.start()
+        self.channels.start()
+        self.presence.start()
         self.live_sweeper.start()
         return self
 
@@ -282,6 +301,7 @@ class Runtime:
             self._thread.join(10)
         self.reconciler.stop()
         self.live_sweeper.stop()
+        self.presence.stop()
         self.dispatcher.stop()
         self.services.home_events.close()
         self.builder.stop()

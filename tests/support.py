@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -213,3 +216,11 @@ def dashboard_login(base: str) -> requests.Session:
                        timeout=10)
     assert answer.status_code == 302, answer.status_code
     return http
+
+
+def agent_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`cryospy agent` as a process of its own (so that a test can SIGKILL it), its output appended to a log."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "cryospy", "agent", "--config", str(config_path)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +48,12 @@ class Alerts:
         self.limits = limits
         self.policy = policy or AlertPolicy()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryospy-mail")
+
+    def set_mail(self, recipients: Sequence[str], attach_thumbnails: bool) -> None:
+        """Who gets alert mail and whether motion mails carry a thumbnail, as the dashboard changes them."""
+        if self.mailer is not None:
+            self.recipients = list(recipients)
+        self.policy = replace(self.policy, attach_thumbnails=attach_thumbnails)
 
     @classmethod
     def off(cls) -> Alerts:

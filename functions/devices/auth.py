@@ -16,6 +16,7 @@ import logging
 
 from chalice.app import Request
 
+from cryospy.functions.channels import feed
 from cryospy.functions.devices.registry import Device, parse_basic
 from cryospy.functions.errors import ApiError, Unauthorized
 from cryospy.functions.services import Services
@@ -42,12 +43,14 @@ def authenticate_device(services: Services, request: Request) -> Device:
     device_id: str | None = None
     try:
         device_id, secret = parse_basic(request.headers.get("authorization"))
-        return services.devices.authenticate(device_id, secret)
+        device = services.devices.authenticate(device_id, secret)
     except Unauthorized:
         if services.defence.is_blocked(ip):
             raise TooManyFailures("too many failed logins from this address; wait and try again") from None
         _record_failure(services, device_id, ip)
         raise
+    feed.contact(services, device.device_id)    # the agent is in touch: ends a silence (channels/presence.py)
+    return device
 
 
 def _record_failure(services: Services, device_id: str | None, ip: str) -> None:
