@@ -16,11 +16,12 @@ URL, and each secret the process registers (``cryospy serve`` registers its depl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 from collections.abc import Iterable
-from typing import IO
+from typing import IO, Any
 
 LEVELS = ("debug", "info", "warning", "error")
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -102,6 +103,12 @@ class SecretFilter(logging.Filter):
 
 
 SECRETS = SecretFilter()
+
+
+def secret_fields(record: Any) -> list[str]:
+    """A dataclass's secret values: the fields it keeps out of its repr (the deployment's tokens, an agent
+    config's client secret and signing key), so that a new secret field is masked without a change here."""
+    return [getattr(record, f.name) for f in dataclasses.fields(record) if not f.repr]
 
 
 def configure_logging(level: str, stream: IO[str]) -> None:

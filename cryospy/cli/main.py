@@ -7,7 +7,6 @@ Exit codes: 0 success, 1 a CryoSpy error, 2 bad usage or config, 3 infrastructur
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 
-from .log_setup import LEVELS, SECRETS, configure_logging
+from .log_setup import LEVELS, SECRETS, configure_logging, secret_fields
 from .systemd_units import DEFAULT_AGENT_CONFIG, DEFAULT_UNIT_DATA_DIR, DEFAULT_UNIT_USER
 
 log = logging.getLogger(__name__)
@@ -228,8 +227,13 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "agent":
         from cryospy.edge_agent.agent import run_agents
         from cryospy.edge_agent.config import load_configs
+        from cryospy.edge_agent.stream_url import url_password
 
-        run_agents(load_configs(args.config))
+        configs = load_configs(args.config)
+        for config in configs:
+            SECRETS.add([*secret_fields(config), url_password(config.camera_device),
+                         url_password(config.detect_device)])
+        run_agents(configs)
         return 0
     if args.command == "service":
         return _service_units(args)
@@ -336,7 +340,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     service_manager = Notifier.claim()
-    SECRETS.add(_deployment_secrets(dep))
+    SECRETS.add(secret_fields(dep))
     if passphrase:
         SECRETS.add([passphrase])
     minio = None if args.external_minio else MinioServer(dep).start()
@@ -367,11 +371,6 @@ def _serve(args: argparse.Namespace) -> int:
             minio.stop()
         if stopping.is_set():
             log.info("stopped cleanly")
-
-
-def _deployment_secrets(dep: object) -> list[str]:
-    """The deployment's secret fields (those kept out of its repr), for the log filter."""
-    return [getattr(dep, f.name) for f in dataclasses.fields(dep) if not f.repr]  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -184,3 +184,12 @@ def test_log_level_is_accepted_before_or_after_the_command():
     assert not hasattr(parser.parse_args(["serve"]), "log_level")       # main() then uses info
     with pytest.raises(SystemExit):
         parser.parse_args(["--log-level", "loud", "serve"])
+
+
+def test_secret_fields_are_the_fields_kept_out_of_the_repr(tmp_path: Path):
+    from cryospy.cli.log_setup import secret_fields
+    from tests.conftest import new_deployment
+
+    dep = new_deployment(tmp_path / "dep")
+    assert set(secret_fields(dep)) == {dep.minio_root_password, dep.presigner_secret, dep.handler_secret,
+                                       dep.webhook_token, dep.admin_token}
