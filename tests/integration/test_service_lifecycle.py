@@ -20,7 +20,7 @@ import pytest
 
 from cryospy.cli.devices import create_device
 from cryospy.edge_agent.config import load_config
-from cryospy.functions.index_store import IndexStore
+from cryospy.functions.index.store import IndexStore
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.jobqueue import JobQueue
