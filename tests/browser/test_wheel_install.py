@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tomllib
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -80,6 +81,14 @@ def test_wheel_installs_into_a_fresh_venv_and_its_dashboard_plays_a_clip(browser
     assert built.returncode == 0, built.stderr
     [wheel] = dist.glob("cryospy-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    setuptools = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in setuptools["packages"]:    # every module of every package, under its installed name
+        root = max((r for r in setuptools["package-dir"] if package == r or package.startswith(r + ".")), key=len)
+        folder = src / setuptools["package-dir"][root] / package[len(root) + 1:].replace(".", "/")
+        modules = list(folder.glob("*.py"))
+        assert modules, folder
+        for module in modules:
+            assert f"{package.replace('.', '/')}/{module.name}" in names, module
     for expected in ("cryospy/web/vendor/hls.light.min.js", "cryospy/web/vendor/hls.light.min.js.gz",
                      "cryospy/web/templates/day.html", "cryospy/web/static/player.js",
                      "cryospy/functions/.chalice/config.json", "cryospy/functions/openapi.json",
