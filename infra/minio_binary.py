@@ -76,9 +76,12 @@ def build_minio(progress: Progress = _stderr_progress,
     go = shutil.which("go", path=env.get("PATH"))
     if not go:
         raise MinioUnavailable(
-            "No MinIO server binary was found and Go is not installed to build one. Either install Go "
-            "(https://go.dev/doc/install, 1.24 or newer) so CryoSpy can build MinIO from source, set "
-            "CRYOSPY_MINIO_BIN to an existing minio binary, or run the stack with `docker compose up`."
+            "No MinIO server binary was found and Go is not installed to build one. CryoSpy's package does not "
+            "include MinIO (its community edition is published as source only); CryoSpy looks at "
+            f"$CRYOSPY_MINIO_BIN, then `minio` on PATH, then {cache_dir(env) / 'minio'}. Either install Go "
+            "(https://go.dev/doc/install, 1.24 or newer) and run `cryospy minio build`, which builds MinIO from "
+            "source into that cache (a few minutes, once), set CRYOSPY_MINIO_BIN to an existing minio binary, "
+            "or run the stack with `docker compose up`."
         )
     target = cache_dir(env)
     target.mkdir(parents=True, exist_ok=True)

@@ -294,7 +294,9 @@ class Runtime:
         wasyncore.close_all(server._map)
 
     def stop(self) -> None:
-        # Stop taking requests (in-flight ones finish), then stop the workers, then close the queue.
+        # Stop taking requests (in-flight ones finish, long-polls answer now), then stop the workers, then
+        # close the queue.
+        self.services.live.release_waiters()
         if self._server is not None:
             self._http_stop.set()
         if self._thread:

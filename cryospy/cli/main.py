@@ -11,12 +11,16 @@ import logging
 import os
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 
+from .log_setup import LEVELS, SECRETS, configure_logging, secret_fields
+from .systemd_units import DEFAULT_AGENT_CONFIG, DEFAULT_UNIT_DATA_DIR, DEFAULT_UNIT_USER
+
+log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = Path(os.environ.get("CRYOSPY_DATA_DIR", "var/cryospy"))
 
 
@@ -31,19 +35,28 @@ def _passphrase_file(p: argparse.ArgumentParser) -> None:
                         "$CRYOSPY_PASSPHRASE, else a prompt)")
 
 
+def _log_level(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--log-level", choices=LEVELS, default=default, type=str.lower,
+                   help="how much to log on standard error (default: info); under systemd the lines carry "
+                        "journald priorities")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryospy",
         description="CryoSpy: self-hosted, privacy-first home surveillance. Clips are sealed on the camera, "
                     "stored in MinIO, and only your passphrase opens them.")
     parser.add_argument("--version", action="version", version=f"cryospy {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    _log_level(parser, argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_const", const="debug", dest="log_level",
+                        default=argparse.SUPPRESS, help="the same as --log-level debug")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("demo", help="run MinIO, the runtime and a demo camera in one go")
     p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="default: %(default)s")
     p.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each demo clip (default 10)")
+    _log_level(p, argparse.SUPPRESS)
 
     p = sub.add_parser("setup", help="create a new deployment (credentials and keys)")
     _data_dir(p)
@@ -68,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start without the passphrase; processing waits until an admin logs in")
     p.add_argument("--external-minio", action="store_true", help="MinIO is already running; do not start one")
     p.add_argument("--workers", type=int, default=2)
+    _log_level(p, argparse.SUPPRESS)
 
     p = sub.add_parser("devices", help="enrol and list cameras")
     dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -93,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("agent", help="run the edge agent beside a camera")
     p.add_argument("--config", type=Path, required=True, help="agent config written by `devices create`")
+    _log_level(p, argparse.SUPPRESS)
+
+    p = sub.add_parser("service", help="run CryoSpy as a system service (systemd)")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = ssub.add_parser("units", help="write hardened systemd units for `serve` and `agent`, and the user they run as")
+    s.add_argument("--data-dir", type=Path, default=Path(DEFAULT_UNIT_DATA_DIR),
+                   help="the deployment's state directory, as the service sees it (default: %(default)s)")
+    s.add_argument("--user", default=DEFAULT_UNIT_USER, help="the dedicated user both services run as "
+                                                             "(default: %(default)s; created by the sysusers file)")
+    s.add_argument("--out", type=Path, required=True, help="folder to write the unit files into "
+                                                          "(e.g. /etc/systemd/system)")
+    s.add_argument("--agent-config", type=Path, default=Path(DEFAULT_AGENT_CONFIG),
+                   help="the agent config the agent unit runs (default: %(default)s)")
+    s.add_argument("--passphrase-file", type=Path,
+                   help="a root-only file with the admin passphrase, handed to `serve` as a systemd credential "
+                        "so it starts unlocked (default: it starts locked until an admin logs in)")
+    s.add_argument("--minio-bin", type=Path, help="the MinIO server binary (default: the one `cryospy minio build` "
+                                                  "finds now)")
+    s.add_argument("--cryospy", type=Path, help="the cryospy command the units run (default: this one)")
 
     p = sub.add_parser("events", help="inspect the event queue")
     esub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -122,14 +155,6 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     msub.add_parser("build", help="find or build the MinIO server binary and print its path")
     return parser
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        force=True)
-    for noisy in ("botocore", "urllib3", "waitress"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -202,9 +227,16 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "agent":
         from cryospy.edge_agent.agent import run_agents
         from cryospy.edge_agent.config import load_configs
+        from cryospy.edge_agent.stream_url import url_password
 
-        run_agents(load_configs(args.config))
+        configs = load_configs(args.config)
+        for config in configs:
+            SECRETS.add([*secret_fields(config), url_password(config.camera_device),
+                         url_password(config.detect_device)])
+        run_agents(configs)
         return 0
+    if args.command == "service":
+        return _service_units(args)
     if args.command == "events":
         from cryospy.infra.deployment import load
         from cryospy.infra.jobqueue import JobQueue
@@ -258,12 +290,41 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_units(args: argparse.Namespace) -> int:
+    from cryospy.infra.minio_binary import find_minio
+
+    from . import systemd_units as units
+
+    minio = args.minio_bin or find_minio()
+    options = units.UnitOptions(
+        data_dir=args.data_dir.absolute(), user=args.user, agent_config=args.agent_config.absolute(),
+        cryospy=(str(args.cryospy),) if args.cryospy else units.this_cryospy(),
+        minio_bin=minio.absolute() if minio else None,
+        passphrase_file=args.passphrase_file.absolute() if args.passphrase_file else None,
+        agent_paths=units.agent_spools(args.agent_config.absolute()))
+    for path in units.write_units(options, args.out):
+        print(f"wrote {path}")
+    for problem in units.warnings(options):
+        print(f"cryospy: warning: {problem}", file=sys.stderr)
+    data = options.data_dir
+    print(f"""Next, as root:
+  install -m 0644 {args.out / units.SYSUSERS_FILE} /etc/sysusers.d/cryospy.conf && systemd-sysusers
+  install -d -o {args.user} -g {args.user} -m 0700 {data}
+  runuser -u {args.user} -- {" ".join(options.cryospy)} setup --data-dir {data} --browser   # if new
+  systemctl daemon-reload && systemctl enable --now {units.SERVE_UNIT}
+  journalctl -u {units.SERVE_UNIT} -f
+The agent unit runs {options.agent_config} (owned by {args.user}, mode 0600); enable {units.AGENT_UNIT} where a \
+camera is attached.""")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from cryospy.infra.deployment import load, make_private
     from cryospy.infra.minio_server import MinioServer
     from cryospy.infra.runtime import Runtime, RuntimeOptions
 
     from .passphrase import read_passphrase
+    from .sd_notify import Notifier
     from .setup_cmd import announce_browser_setup
 
     os.umask(0o077)              # the queue, registry, index, logs and MinIO's files: this user's only
@@ -272,10 +333,16 @@ def _serve(args: argparse.Namespace) -> int:
     needs_setup = not dep.keys_path.exists()   # made with `setup --browser`: the passphrase is chosen at /setup
     passphrase = None if args.locked or needs_setup else read_passphrase(args.passphrase_file, required=False)
 
+    stopping = threading.Event()
+
     def _terminate(*_: object) -> None:
-        raise KeyboardInterrupt   # SIGTERM (systemd, docker stop) stops as cleanly as Ctrl-C
+        stopping.set()   # SIGTERM (systemd, docker stop): drain and stop, exit 0
 
     signal.signal(signal.SIGTERM, _terminate)
+    service_manager = Notifier.claim()
+    SECRETS.add(secret_fields(dep))
+    if passphrase:
+        SECRETS.add([passphrase])
     minio = None if args.external_minio else MinioServer(dep).start()
     runtime = None
     try:
@@ -289,8 +356,12 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"CryoSpy runtime on {dep.runtime_url}/ (MinIO {dep.minio_url}); "
                   f"{'unlocked' if passphrase else 'LOCKED: log in to the dashboard to start processing'}",
                   flush=True)
-        while True:
-            time.sleep(3600)
+        service_manager.notify("READY=1")
+        while not stopping.wait(3600):
+            pass
+        log.info("SIGTERM: finishing in-flight requests and jobs, then stopping")
+        service_manager.notify("STOPPING=1")
+        return 0
     except KeyboardInterrupt:
         return 130
     finally:
@@ -298,11 +369,13 @@ def _serve(args: argparse.Namespace) -> int:
             runtime.stop()
         if minio is not None:
             minio.stop()
+        if stopping.is_set():
+            log.info("stopped cleanly")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    configure_logging(getattr(args, "log_level", "info"), sys.stderr)
     try:
         return run(args)
     except CryoSpyError as exc:

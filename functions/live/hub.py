@@ -74,6 +74,7 @@ class LiveHub:
         self.grace_s, self.window, self.fresh_s, self.clock = grace_s, window, fresh_s, clock
         self.max_waiters = max_waiters
         self._waiters = 0
+        self._closing = False
         self._cameras: dict[str, _Camera] = {}
         self._cond = threading.Condition()
 
@@ -113,7 +114,7 @@ class LiveHub:
                 while True:
                     now = self.clock()
                     state = self._watched(cam)
-                    if state != known or now >= deadline:
+                    if state != known or now >= deadline or self._closing:
                         return state, True
                     wait = deadline - now
                     if state:       # wake when the grace period after the last viewer runs out
@@ -121,6 +122,13 @@ class LiveHub:
                     self._cond.wait(max(wait, 0.01))
             finally:
                 self._waiters -= 1
+
+    def release_waiters(self) -> None:
+        """Answer every waiting poll now and every later one at once: the server is stopping, and a
+        long-poll must not hold a request thread (and the stop) for its full timeout."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
 
     # -- parts --------------------------------------------------------------------------------------------
     def add_part(self, device_id: str, part: ParsedPart) -> LivePart:

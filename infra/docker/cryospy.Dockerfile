@@ -31,7 +31,7 @@ RUN if ! command -v python3 >/dev/null; then \
     && mkdir -p /data /spool && chown cryospy:cryospy /data /spool && chmod 0700 /data /spool \
     && python3 -m venv /opt/cryospy/venv
 WORKDIR /opt/cryospy/src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 # Dependencies first, in their own layer: a change to CryoSpy's code does not reinstall them.
 RUN --mount=type=cache,target=/root/.cache/pip /opt/cryospy/venv/bin/python -c "import tomllib; \
 print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >/tmp/requirements.txt \
