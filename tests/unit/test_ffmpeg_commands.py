@@ -19,7 +19,7 @@ import pytest
 
 from cryospy.common.ffmpeg_tool import ffmpeg_command
 from cryospy.edge_agent.encoder import EncodeSettings
-from cryospy.functions.thumbnail import still_graph
+from cryospy.functions.clips.thumbnail import still_graph
 
 EXE = "/opt/ffmpeg"
 #: Options that take no value, and the global ones (ffmpeg accepts those anywhere on the line).

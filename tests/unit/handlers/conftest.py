@@ -36,9 +36,9 @@ from cryospy.common.keys import generate_device_signing_key, verify_key_to_text
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions import services as services_module
 from cryospy.functions.app import app
-from cryospy.functions.devices import DeviceRegistry
+from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.events import ObjectEvent
-from cryospy.functions.index_store import IndexStore
+from cryospy.functions.index.store import IndexStore
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.services import S3Identity, Services
 from tests.conftest import FAST_SCRYPT_N, PASSPHRASE

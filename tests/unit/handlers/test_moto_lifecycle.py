@@ -6,7 +6,8 @@ import struct
 from datetime import UTC, datetime, timedelta
 
 from cryospy.common.objectkeys import thumbnail_key
-from cryospy.functions import chain_check, retention
+from cryospy.functions.clips import chain_check
+from cryospy.functions.retention import policy as retention
 from tests.support import sample_clip
 
 MIB = 1024 * 1024
