@@ -4,7 +4,8 @@ The handlers (ingest, quarantine, retention, removal, the chain check) only GET,
 list objects with the handler's credentials; moto answers those the way S3 and MinIO do, in-process, so the
 handler logic is tested in milliseconds per clip. Everything else is real: the key vault, the device registry,
 the encrypted index, sealing, the MP4 parser, PyAV thumbnails. Events go in through the Chalice
-``@app.on_s3_event`` entry points, as the runtime's job queue delivers them.
+typed handlers the ``@app.on_s3_event`` registrations name (``OBJECT_HANDLERS``), as the runtime's job queue
+delivers them.
 
 What stays on real MinIO (tests/integration/), because moto is not faithful there (seen with moto 5.2.5):
 
@@ -25,7 +26,7 @@ Built here only: if the way Services are built changes, :func:`moto_services` is
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from moto import mock_aws
 from cryospy.common.keys import generate_device_signing_key, verify_key_to_text
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions import services as services_module
-from cryospy.functions.app import app
+from cryospy.functions.app import OBJECT_HANDLERS
+from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.index.store import IndexStore
@@ -49,18 +51,17 @@ BUCKET = "cryospy"
 _ENDPOINT = "https://s3.amazonaws.com"
 
 
-def moto_services(tmp: Path) -> Services:
-    """Services as the runtime builds them (infra/runtime.py), with both S3 identities pointed at moto.
-    Call it inside ``mock_aws()``; the bucket is created here."""
+def moto_services(tmp: Path, **options: Any) -> Services:
+    """Services as the runtime builds them (infra/runtime.py), with both S3 identities pointed at moto;
+    ``options`` are further Services fields (limits). Call it inside ``mock_aws()``."""
     vault = KeyVault(tmp / "keys.json")
     vault.initialise(PASSPHRASE, scrypt_n=FAST_SCRYPT_N)
-    services = Services(
+    return Services(
         bucket=BUCKET, presigner=S3Identity(_ENDPOINT, "presigner", "presigner-secret"),
         handler=S3Identity(_ENDPOINT, "handler", "handler-secret"),
         devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
-        vault=vault, admin_token="admin-token-for-tests")
-    services.handler_client.create_bucket(Bucket=BUCKET)
-    return services
+        vault=vault, defence=AuthDefence(tmp / "auth-failures.sqlite", AuthDefenceSettings()),
+        admin_token="admin-token-for-tests", **options)
 
 
 @dataclass
@@ -68,6 +69,11 @@ class HandlerWorld:
     """The services, and what a test does to them: enrol cameras, put objects, deliver bucket events."""
 
     services: Services
+
+    def with_options(self, **options: Any) -> None:
+        """The same deployment with other Services fields (Services are frozen, as in the runtime)."""
+        self.services = replace(self.services, **options)
+        services_module.configure(self.services)
 
     @property
     def s3(self) -> Any:
@@ -96,7 +102,7 @@ class HandlerWorld:
         self._deliver("on_clip_removed", ObjectEvent("s3:ObjectRemoved:Delete", BUCKET, key, None, None, None, None))
 
     def _deliver(self, handler: str, event: ObjectEvent) -> None:
-        app.handler_map[handler](event.to_event(), None)
+        OBJECT_HANDLERS[handler](event)   # as the runtime's job queue delivers a parsed event
 
     def objects(self, prefix: str) -> dict[str, int]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -110,6 +116,7 @@ class HandlerWorld:
 def world(tmp_path: Path) -> Iterator[HandlerWorld]:
     with mock_aws():
         services = moto_services(tmp_path)
+        services.handler_client.create_bucket(Bucket=BUCKET)
         services_module.configure(services)
         try:
             yield HandlerWorld(services)

@@ -73,7 +73,7 @@ def test_a_clip_under_another_clips_key_an_unknown_owner_and_a_disabled_device_a
 
 def test_quarantine_keeps_the_newest_uploads_within_its_cap_and_counts_them(world) -> None:
     camera = world.camera("noisy")
-    world.services.quarantine_limit_bytes = 2500
+    world.with_options(quarantine_limit_bytes=2500)
     keys = [camera.sealed()[0] for _ in range(4)]   # keys in time order
     for key in keys:
         world.put(key, b"x" * 1000)
