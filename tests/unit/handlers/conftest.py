@@ -3,8 +3,8 @@
 The handlers (ingest, quarantine, retention, removal, the chain check) only GET, PUT, HEAD, COPY, DELETE and
 list objects with the handler's credentials; moto answers those the way S3 and MinIO do, in-process, so the
 handler logic is tested in milliseconds per clip. Everything else is real: the key vault, the device registry,
-the encrypted index, sealing, the MP4 parser, PyAV thumbnails. Events go in through the Chalice
-typed handlers the ``@app.on_s3_event`` registrations name (``OBJECT_HANDLERS``), as the runtime's job queue
+the encrypted index, sealing, the MP4 parser, PyAV thumbnails. Events go in through the typed
+handlers the ``@app.on_s3_event`` registrations name (``OBJECT_HANDLERS``), as the runtime's job queue
 delivers them.
 
 What stays on real MinIO (tests/integration/), because moto is not faithful there (seen with moto 5.2.5):
