@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.rtsp_camera: the camera we measure against
 
+import ffmpeg
 from bench_agent import start_server
 from bench_motion import cpu_name
 
@@ -51,6 +52,15 @@ from tests.rtsp_camera.media import make_bench_media
 TICKS = os.sysconf("SC_CLK_TCK")
 CLIP_SECONDS = 10
 GOAL_PER_CAMERA, GOAL_CAMERAS, GOAL_UHD = 0.08, 12, 0.10
+
+
+def copy_baseline_command(url: str, out_dir: Path) -> list[str]:
+    """Plain ``ffmpeg -c copy`` of the camera's video into fragmented-MP4 segments: the floor of the table."""
+    source = ffmpeg.input(url, rtsp_transport="tcp")
+    return ffmpeg.output(source["v:0"], str(out_dir / "seg-%06d.mp4"), c="copy", f="segment",
+                         segment_time=CLIP_SECONDS, segment_format="mp4",
+                         segment_format_options="movflags=+frag_keyframe+empty_moov+default_base_moof",
+                         reset_timestamps=1).global_args("-nostdin", "-loglevel", "error").compile(cmd=ffmpeg_exe())
 
 
 def tree_cpu(pid: int) -> float:
@@ -172,12 +182,7 @@ def main() -> None:
             main_url, sub_url = camera.url("main"), camera.url("sub")
             segments = work / "copy"
             segments.mkdir()
-            row("plain ffmpeg -c copy (baseline)", [
-                ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", main_url,
-                "-map", "0:v:0", "-c", "copy", "-f", "segment", "-segment_time", str(CLIP_SECONDS),
-                "-segment_format", "mp4", "-segment_format_options",
-                "movflags=+frag_keyframe+empty_moov+default_base_moof", "-reset_timestamps", "1",
-                str(segments / "seg-%06d.mp4")], 1)
+            row("plain ffmpeg -c copy (baseline)", copy_baseline_command(main_url, segments), 1)
             config, ids = enrol_cameras(dep, work, "sub", [{"camera_device": main_url, "detect_device": sub_url}], {})
             row("agent, passthrough, motion on the 640x360 sub-stream", [*agent_cmd, str(config)], 1, ids)
             config, ids = enrol_cameras(dep, work, "key", [{"camera_device": main_url}], {})

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 
 import cv2
+import ffmpeg
 import numpy as np
 
 from cryospy.common.ffmpeg_tool import FfmpegError, drain_into, ffmpeg_exe
@@ -100,54 +101,43 @@ class EncodeSettings:
         """Frames between keyframes (and therefore per fragment)."""
         return max(1, round(self.keyframe_seconds * self.fps))
 
-    def ffmpeg_args(self, output: Path) -> list[str]:
-        """The ffmpeg arguments (after the binary) that read raw frames on stdin and write ``output``."""
+    def graph(self, output: Path) -> ffmpeg.nodes.OutputStream:
+        """The ffmpeg job, as an ffmpeg-python graph: raw frames on stdin in, ``output`` out."""
         rate = Fraction(self.fps).limit_denominator(1001)
         gop = str(self.gop_frames)
-        args = [
-            "-f", "rawvideo",
-            "-pix_fmt", "gray" if self.grayscale else "bgr24",
-            "-s", f"{self.width}x{self.height}",
-            "-framerate", f"{rate.numerator}/{rate.denominator}",
-            "-i", "pipe:0",
-            "-an",
-        ]
+        frames = ffmpeg.input("pipe:0", f="rawvideo", pix_fmt="gray" if self.grayscale else "bgr24",
+                              s=f"{self.width}x{self.height}", framerate=f"{rate.numerator}/{rate.denominator}")
+        options: dict[str, object] = {"an": None}
         if self.codec == "libopenh264":
             # Constrained baseline: no B-frames by definition, plays everywhere; a keyframe every GOP and no
             # frame skipping, so fragments tile the clip as with x264.
             assert self.bitrate is not None
-            return [*args, "-c:v", "libopenh264", "-profile:v", "constrained_baseline", "-pix_fmt", "yuv420p",
-                    "-g", gop, "-b:v", self.bitrate, "-maxrate", self.bitrate, "-allow_skip_frames", "0",
-                    "-movflags", "+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
-                    "-f", "mp4", "-y", str(output)]
-        args += [
-            "-c:v", "libx264",
-            "-preset", self.preset,
-            "-profile:v", "main",
-            "-bf", "0",
-            "-pix_fmt", "yuv420p",
-            "-g", gop,
-            "-keyint_min", gop,
-            "-sc_threshold", "0",
-            # A 3-frame lookahead (x264 veryfast uses 10, plus sync lookahead) lets a fragment reach the file
-            # ~0.6 s after its last frame instead of ~2.4 s at 10 fps, which is what live view waits for;
-            # mb-tree still runs, and the synthetic scene came out 5% smaller at the same CPU.
-            "-x264-params", "rc-lookahead=3:sync-lookahead=0",
-        ]
-        if self.crf is not None:
-            args += ["-crf", str(self.crf)]
-            if self.bitrate is not None:
-                args += ["-maxrate", self.bitrate, "-bufsize", _double(self.bitrate)]
+            options |= {"c:v": "libopenh264", "profile:v": "constrained_baseline", "pix_fmt": "yuv420p",
+                        "g": gop, "b:v": self.bitrate, "maxrate": self.bitrate, "allow_skip_frames": 0}
         else:
-            assert self.bitrate is not None
-            args += ["-b:v", self.bitrate, "-maxrate", self.bitrate, "-bufsize", _double(self.bitrate)]
-        args += [
-            "-movflags", "+frag_keyframe+empty_moov+default_base_moof+skip_trailer",
-            "-flush_packets", "1",
-            "-f", "mp4",
-            "-y", str(output),
-        ]
-        return args
+            options |= {
+                "c:v": "libx264", "preset": self.preset, "profile:v": "main", "bf": 0, "pix_fmt": "yuv420p",
+                "g": gop, "keyint_min": gop, "sc_threshold": 0,
+                # A 3-frame lookahead (x264 veryfast uses 10, plus sync lookahead) lets a fragment reach the
+                # file ~0.6 s after its last frame instead of ~2.4 s at 10 fps, which is what live view waits
+                # for; mb-tree still runs, and the synthetic scene came out 5% smaller at the same CPU.
+                "x264-params": "rc-lookahead=3:sync-lookahead=0",
+                "flush_packets": 1,
+            }
+            if self.crf is not None:
+                options["crf"] = self.crf
+                if self.bitrate is not None:
+                    options |= {"maxrate": self.bitrate, "bufsize": _double(self.bitrate)}
+            else:
+                assert self.bitrate is not None
+                options |= {"b:v": self.bitrate, "maxrate": self.bitrate, "bufsize": _double(self.bitrate)}
+        options["movflags"] = "+frag_keyframe+empty_moov+default_base_moof+skip_trailer"
+        return ffmpeg.output(frames, str(output), f="mp4", **options)
+
+    def command(self, output: Path, *, exe: str | None = None) -> list[str]:
+        """The whole command line (binary first) that encodes raw frames from stdin into ``output``."""
+        return self.graph(output).global_args("-hide_banner", "-nostats", "-loglevel", "error") \
+            .compile(cmd=exe or ffmpeg_exe(), overwrite_output=True)
 
 
 def _double(bitrate: str) -> str:
@@ -171,8 +161,7 @@ class ClipEncoder:
         self._result: EncodedClip | None = None
         self._stderr = bytearray()
         self._channels = 1 if settings.grayscale else 3
-        command = [ffmpeg or ffmpeg_exe(), "-hide_banner", "-nostats", "-loglevel", "error",
-                   *settings.ffmpeg_args(self.path)]
+        command = settings.command(self.path, exe=ffmpeg)
         # The output is plaintext video: create it 0600 before ffmpeg opens it (``-y`` truncates and keeps
         # the mode), so it is never readable by anyone else, whatever the umask. If that fails, ffmpeg fails
         # on the same path too, and its own diagnosis is the better error.

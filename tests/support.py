@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cryospy.cli.devices import create_device
 from cryospy.common.keys import DeploymentPublicKey, signing_key_from_text
@@ -54,32 +55,41 @@ def clip_with_meta(motion: bool, peak_s: float = 1.0, seconds: float = 2.0) -> b
     return sample_clip(seconds) + encode_meta_box({"motion": summary, "agent_version": "test"})
 
 
-class FakeCamera:
-    """Seals and uploads clips exactly as the agent does, but on demand."""
+class ClipSealer:
+    """Seals clips exactly as the agent does (its object keys, its chain, its keys); uploads nothing."""
 
-    def __init__(self, dep: Deployment, device_id: str, tmp: Path):
-        doc = create_device(dep, device_id, None, {})
-        self.config: AgentConfig = parse_config(doc, tmp)
-        self.client = ApiClient(self.config)
-        self.recipient = DeploymentPublicKey.from_text(self.config.deployment_public_key)
-        self.signer = signing_key_from_text(self.config.signing_key)
+    def __init__(self, storage_token: str, recipient: DeploymentPublicKey, signer: Ed25519PrivateKey) -> None:
+        self.storage_token = storage_token
+        self.recipient = recipient
+        self.signer = signer
         self.sequence = 0
         self.prev_hash = ZERO_HASH
         self.t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-        self.confirm = True   # as the agent does; tests of the notification path alone turn it off
 
     def sealed(self, payload: bytes | None = None, captured_at: datetime | None = None) -> tuple[str, bytes, str]:
         captured_at = captured_at or self.t0 + timedelta(seconds=10 * self.sequence)
-        key = clip_key(self.config.storage_token, captured_at, self.sequence)   # from its enrolment config
+        key = clip_key(self.storage_token, captured_at, self.sequence)
         out = io.BytesIO()
         header = seal(io.BytesIO(payload if payload is not None else sample_clip()), out, object_key=key.key,
-                      device_id=self.config.storage_token, sequence=self.sequence, captured_at=key.captured_at,
+                      device_id=self.storage_token, sequence=self.sequence, captured_at=key.captured_at,
                       content_type="video/mp4", prev_hash=self.prev_hash, recipient=self.recipient,
                       signer=self.signer)
         self.prev_hash = header.header_hash
         self.sequence += 1
         stamp = key.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return key.key, out.getvalue(), stamp
+
+
+class FakeCamera(ClipSealer):
+    """Seals and uploads clips exactly as the agent does, but on demand."""
+
+    def __init__(self, dep: Deployment, device_id: str, tmp: Path):
+        doc = create_device(dep, device_id, None, {})
+        self.config: AgentConfig = parse_config(doc, tmp)
+        self.client = ApiClient(self.config)
+        super().__init__(self.config.storage_token, DeploymentPublicKey.from_text(self.config.deployment_public_key),
+                         signing_key_from_text(self.config.signing_key))   # from its enrolment config
+        self.confirm = True   # as the agent does; tests of the notification path alone turn it off
 
     def slot_for(self, data: bytes, stamp: str, sequence: int) -> Slot:
         return self.client.request_slot({"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),

@@ -20,9 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
+import ffmpeg
+
 from cryospy.common.errors import CryoSpyError
 
-__all__ = ["ENV_VAR", "FfmpegError", "drain_into", "ffmpeg_exe", "run_ffmpeg", "stderr_tail"]
+__all__ = ["ENV_VAR", "FfmpegError", "drain_into", "ffmpeg_command", "ffmpeg_exe", "run_ffmpeg", "stderr_tail"]
 
 #: Environment variable that names the ffmpeg binary to use (a path or a command on PATH).
 ENV_VAR = "CRYOSPY_FFMPEG"
@@ -112,23 +114,35 @@ def _resolve(candidate: str) -> str | None:
     return shutil.which(candidate)
 
 
+def ffmpeg_command(job: ffmpeg.nodes.OutputStream | Sequence[str], *, piped_stdin: bool = False,
+                   exe: str | None = None) -> list[str]:
+    """The command line :func:`run_ffmpeg` runs for ``job``: the job's own arguments plus quiet, batch-mode
+    global options (``-nostdin`` unless input is piped: an ffmpeg that inherits a terminal reads keystrokes
+    and can stall).
+
+    ``job`` is an ffmpeg-python graph, as everywhere ffmpeg is run. A plain argument list is accepted only
+    for the commands ffmpeg-python cannot express because they have no input or output at all
+    (``-encoders``, ``-version``); those are tests and diagnostics.
+    """
+    quiet = ("-hide_banner", "-nostats") if piped_stdin else ("-hide_banner", "-nostats", "-nostdin")
+    binary = exe or ffmpeg_exe()
+    if isinstance(job, ffmpeg.nodes.OutputStream):
+        return job.global_args(*quiet).compile(cmd=binary)
+    return [binary, *quiet, *job]
+
+
 def run_ffmpeg(
-    args: Sequence[str],
+    job: ffmpeg.nodes.OutputStream | Sequence[str],
     *,
     what: str,
     stdin: bytes | None = None,
     timeout: float = 60.0,
     exe: str | None = None,
 ) -> bytes:
-    """Run ``ffmpeg <args>`` to completion and return its stdout; raise FfmpegError on any failure.
-
-    ``what`` describes the job ("thumbnail of clip.mp4") so the error names it. ``-nostdin`` is added
-    when no input is piped, because an ffmpeg that inherits a terminal reads keystrokes and can stall.
+    """Run the ffmpeg ``job`` (see :func:`ffmpeg_command`) to completion and return its stdout; raise
+    FfmpegError on any failure. ``what`` describes the job ("thumbnail of clip.mp4") so the error names it.
     """
-    command = [exe or ffmpeg_exe(), "-hide_banner", "-nostats"]
-    if stdin is None:
-        command.append("-nostdin")
-    command.extend(args)
+    command = ffmpeg_command(job, piped_stdin=stdin is not None, exe=exe)
     try:
         done = subprocess.run(
             command,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import av
 import cv2
+import ffmpeg as ffmpeg_python  # the package; ``ffmpeg`` is the binary parameter below
 
 from cryospy.common.ffmpeg_tool import FfmpegError, run_ffmpeg
 from cryospy.functions.clips.mp4 import Mp4Error, parse_mp4_file
@@ -56,7 +57,7 @@ def make_thumbnail(
     # Stay one frame short of the end: a seek to the exact duration lands after the last frame.
     frame_s = 1.0 / info.fps if info.fps else 0.1
     at = min(max(0.0, at_seconds), max(0.0, info.duration_s - frame_s))
-    return _encode_still(["-ss", f"{at:.3f}", "-i", str(video_path)], None, max_width, max_height, quality,
+    return _encode_still(ffmpeg_python.input(str(video_path), ss=f"{at:.3f}"), max_width, max_height, quality,
                          f"thumbnail of {video_path} at {at:.3f}s", ffmpeg)
 
 
@@ -114,17 +115,25 @@ def _check_box(max_width: int, max_height: int, quality: int) -> None:
         raise ValueError(f"quality={quality!r}: use 1 (smallest) to 100 (best); 80 is a good default")
 
 
-def _encode_still(input_args: list[str], stdin: bytes | None, max_width: int, max_height: int, quality: int,
-                  what: str, ffmpeg: str | None) -> bytes:
-    _check_box(max_width, max_height, quality)
+def still_graph(source: ffmpeg_python.nodes.FilterableStream, max_width: int, max_height: int,
+                quality: int) -> ffmpeg_python.nodes.OutputStream:
+    """The ffmpeg job that writes one JPEG of ``source``'s first video frame to stdout."""
     q = round(31 - (quality - 1) * 29 / 99)
     scale = (
         f"scale=w=min(iw\\,{max_width}):h=min(ih\\,{max_height})"
         ":force_original_aspect_ratio=decrease:force_divisible_by=2:out_range=full,format=yuvj420p"
     )
-    args = ["-loglevel", "error", *input_args, "-map", "0:v:0", "-frames:v", "1", "-vf", scale,
-            "-q:v", str(q), "-f", "image2pipe", "-vcodec", "mjpeg", "pipe:1"]
-    jpeg = run_ffmpeg(args, what=what, stdin=stdin, timeout=_TIMEOUT_S, exe=ffmpeg)
+    # ``vf=`` rather than ``.filter()``: ffmpeg-python turns filters into ``-filter_complex``; this keeps the
+    # simple ``-vf`` chain the thumbnail has always had.
+    return ffmpeg_python.output(source["v:0"], "pipe:1", vf=scale, f="image2pipe", vcodec="mjpeg",
+                                **{"frames:v": 1, "q:v": q}).global_args("-loglevel", "error")
+
+
+def _encode_still(source: ffmpeg_python.nodes.FilterableStream, max_width: int, max_height: int, quality: int,
+                  what: str, ffmpeg: str | None) -> bytes:
+    _check_box(max_width, max_height, quality)
+    jpeg = run_ffmpeg(still_graph(source, max_width, max_height, quality), what=what, timeout=_TIMEOUT_S,
+                      exe=ffmpeg)
     if not jpeg.startswith(_JPEG_START):
         raise FfmpegError(
             f"ffmpeg produced no image for the {what} (the clip may hold no decodable frame there); "

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import ffmpeg
 import pytest
 
 from cryospy.common.ffmpeg_tool import run_ffmpeg
@@ -17,26 +18,27 @@ from .conftest import login
 
 pytestmark = pytest.mark.integration
 
-FRAGMENTED = ["-movflags", "+frag_keyframe+empty_moov+default_base_moof", "-f", "mp4"]
+FRAGMENTED = {"movflags": "+frag_keyframe+empty_moov+default_base_moof", "f": "mp4"}
 
 
-def _clip(path: Path, video: list[str], audio: list[str] | None = None) -> bytes:
+def _clip(path: Path, video: dict[str, str], audio: dict[str, str] | None = None) -> bytes:
     """A 3 s fragmented MP4 like the agent's (a keyframe a second), made by ffmpeg from test sources."""
-    inputs = ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=15:duration=3"]
+    streams = [ffmpeg.input("testsrc2=size=320x180:rate=15:duration=3", f="lavfi")]
     if audio:
-        inputs += ["-f", "lavfi", "-i", "sine=frequency=1000:duration=3"]
-    run_ffmpeg(["-v", "error", *inputs, *video, "-g", "15", "-pix_fmt", "yuv420p", *(audio or ["-an"]),
-                *FRAGMENTED, "-y", str(path)], what="making a test clip")
+        streams.append(ffmpeg.input("sine=frequency=1000:duration=3", f="lavfi"))
+    options: dict[str, str | None] = {**video, "g": "15", "pix_fmt": "yuv420p", **(audio or {"an": None}), **FRAGMENTED}
+    run_ffmpeg(ffmpeg.output(*streams, str(path), **options).global_args("-v", "error").overwrite_output(),
+               what="making a test clip")
     return path.read_bytes()
 
 
 def test_sound_plays_and_an_h265_clip_never_plays_as_a_black_box(browser, runtime, deployment, tmp_path: Path):
     camera = FakeCamera(deployment, "codec-cam", tmp_path)
-    with_sound = camera.upload(_clip(tmp_path / "aac.mp4", ["-c:v", "libx264", "-bf", "0"],
-                                     ["-c:a", "aac", "-b:a", "64k"]))
+    with_sound = camera.upload(_clip(tmp_path / "aac.mp4", {"c:v": "libx264", "bf": "0"},
+                                     {"c:a": "aac", "b:a": "64k"}))
     camera.t0 += timedelta(seconds=10)
-    hevc = camera.upload(_clip(tmp_path / "hevc.mp4", ["-c:v", "libx265", "-tag:v", "hvc1", "-x265-params",
-                                                       "log-level=error:keyint=15:min-keyint=15:bframes=0"]))
+    hevc = camera.upload(_clip(tmp_path / "hevc.mp4", {"c:v": "libx265", "tag:v": "hvc1", "x265-params":
+                                                       "log-level=error:keyint=15:min-keyint=15:bframes=0"}))
     ck = clip_place(runtime, with_sound)
     name = day_page(ck.device_id, ck.day)
     wait_for(lambda: all(k in (runtime.site.get(name) or "") for k in (with_sound, hevc)), what="both clips listed")

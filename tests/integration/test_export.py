@@ -13,6 +13,7 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
+import ffmpeg
 import pytest
 import requests
 
@@ -121,7 +122,7 @@ def test_export_a_range_download_it_and_verify_it_offline(runtime, deployment, t
             assert verify_content(fh, signer_public_key=signer).object_key == clip["object_key"]
         video = folder / clip["video"]
         assert video.read_bytes() == sample_clip()
-        frames = run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-f", "framemd5", "-"],
+        frames = run_ffmpeg(ffmpeg.input(str(video))["v:0"].output("-", f="framemd5").global_args("-v", "error"),
                             what=f"decoding {video.name}")
         assert len([ln for ln in frames.decode().splitlines() if ln and not ln.startswith("#")]) >= 10
     assert "fingerprint " + manifest["devices"][_token(runtime)]["fingerprint"] in (folder / "VERIFY.txt").read_text()

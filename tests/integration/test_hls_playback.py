@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import ffmpeg
 import pytest
 
 from cryospy.common.ffmpeg_tool import run_ffmpeg
@@ -191,12 +192,14 @@ def site(deployment: Deployment) -> Iterator[tuple[str, MediaSite]]:
         thread.join(timeout=5)
 
 
-def _ffmpeg_rows(source: str, output: list[str], *, input_options: tuple[str, ...] = ()) -> list[list[str]]:
+def _ffmpeg_rows(source: str, output: dict[str, str], *,
+                 input_options: dict[str, str] | None = None) -> list[list[str]]:
     """Run ffmpeg on ``source`` (a file or a playlist URL) and return its per-frame/per-packet rows."""
+    options = dict(input_options or {})
     if source.startswith("http"):
-        input_options = ("-http_seekable", "0", *input_options)  # see the module docstring
+        options["http_seekable"] = "0"  # see the module docstring
     out = run_ffmpeg(
-        ["-v", "error", *input_options, "-i", source, "-map", "0:v:0", *output, "-"],
+        ffmpeg.input(source, **options)["v:0"].output("-", **output).global_args("-v", "error"),
         what=f"playing {source}",
         timeout=120,
     )
@@ -206,12 +209,12 @@ def _ffmpeg_rows(source: str, output: list[str], *, input_options: tuple[str, ..
 
 def _frame_md5s(source: str, **kwargs: Any) -> list[str]:
     """One MD5 per decoded frame, in presentation order."""
-    return [row[5] for row in _ffmpeg_rows(source, ["-f", "framemd5"], **kwargs)]
+    return [row[5] for row in _ffmpeg_rows(source, {"f": "framemd5"}, **kwargs)]
 
 
 def _samples(source: str) -> list[tuple[str, str]]:
     """(size, CRC) of every demuxed video sample, without decoding."""
-    return [(row[4], row[5]) for row in _ffmpeg_rows(source, ["-c", "copy", "-f", "framecrc"])]
+    return [(row[4], row[5]) for row in _ffmpeg_rows(source, {"c": "copy", "f": "framecrc"})]
 
 
 def test_clip_playlist_decodes_every_frame(site: tuple[str, MediaSite], deployment: Deployment) -> None:
@@ -247,7 +250,7 @@ def test_live_playlist_plays_its_window(site: tuple[str, MediaSite], deployment:
     """
     base, _ = site
     newest = _frame_md5s(str(deployment.clips[-1].plain))
-    options = ("-live_start_index", "0", "-m3u8_hold_counters", "3")
+    options = {"live_start_index": "0", "m3u8_hold_counters": "3"}
     live = _frame_md5s(f"{base}/live.m3u8", input_options=options)
     assert live == newest[-LIVE_WINDOW * FPS :]
 

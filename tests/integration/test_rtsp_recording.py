@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 import av
+import ffmpeg
 import numpy as np
 import pytest
 
@@ -158,7 +159,7 @@ def test_an_h265_camera_yields_clips_that_verify_export_and_decode(deployment, r
     video = tmp_path / "h265.mp4"
     video.write_bytes(plaintext(runtime, "rtsp-h265", found[1]["key"]))
     find_in_loop(packet_digests(video), served)
-    frames = run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-f", "framemd5", "-"],
+    frames = run_ffmpeg(ffmpeg.input(str(video))["v:0"].output("-", f="framemd5").global_args("-v", "error"),
                         what="decoding an H.265 clip")
     assert len([ln for ln in frames.decode().splitlines() if ln and not ln.startswith("#")]) >= 40
 

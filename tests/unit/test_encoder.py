@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import cv2
+import ffmpeg
 import numpy as np
 import pytest
 
@@ -65,6 +66,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory, scene: SyntheticScene) -> Enc
 def test_ffmpeg_exe_finds_a_working_binary() -> None:
     exe = ffmpeg_exe()
     assert os.access(exe, os.X_OK)
+    # A plain list: a command with no input or output is the one kind ffmpeg-python cannot build.
     assert b"libx264" in run_ffmpeg(["-encoders"], what="listing encoders")
 
 
@@ -92,7 +94,7 @@ def test_ffmpeg_exe_env_override_is_used(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_run_ffmpeg_failure_carries_stderr_tail(tmp_path: Path) -> None:
     with pytest.raises(FfmpegError) as info:
-        run_ffmpeg(["-i", str(tmp_path / "missing.mp4"), "-f", "null", "-"], what="probe of a missing file")
+        run_ffmpeg(ffmpeg.input(str(tmp_path / "missing.mp4")).output("-", f="null"), what="probe of a missing file")
     assert "probe of a missing file" in str(info.value)
     assert "No such file" in info.value.stderr
     assert info.value.returncode not in (None, 0)
@@ -121,18 +123,19 @@ def test_settings_reject_what_cannot_work(kwargs: dict[str, object], message: st
 
 
 def test_ffmpeg_args_ask_for_browser_playable_fragmented_mp4(tmp_path: Path) -> None:
-    args = EncodeSettings(width=W, height=H, fps=15, keyframe_seconds=2).ffmpeg_args(tmp_path / "o.mp4")
+    args = EncodeSettings(width=W, height=H, fps=15, keyframe_seconds=2).command(tmp_path / "o.mp4")
     joined = " ".join(args)
     assert "-movflags +frag_keyframe+empty_moov+default_base_moof+skip_trailer" in joined
-    assert "-g 30 -keyint_min 30 -sc_threshold 0" in joined
+    assert "-g 30 -keyint_min 30" in joined and "-sc_threshold 0" in joined
     assert "-pix_fmt yuv420p" in joined and "-c:v libx264" in joined and "-an" in args
     assert "-i pipe:0" in joined
 
 
 def test_capped_crf_and_plain_bitrate_args() -> None:
-    capped = EncodeSettings(width=W, height=H, fps=FPS, crf=28, bitrate="500k").ffmpeg_args(Path("x.mp4"))
-    assert capped[capped.index("-crf") :][:6] == ["-crf", "28", "-maxrate", "500k", "-bufsize", "1000k"]
-    abr = EncodeSettings(width=W, height=H, fps=FPS, crf=None, bitrate="1.5M").ffmpeg_args(Path("x.mp4"))
+    capped = EncodeSettings(width=W, height=H, fps=FPS, crf=28, bitrate="500k").command(Path("x.mp4"))
+    given = {k: capped[capped.index(k) + 1] for k in ("-crf", "-maxrate", "-bufsize")}
+    assert given == {"-crf": "28", "-maxrate": "500k", "-bufsize": "1000k"}
+    abr = EncodeSettings(width=W, height=H, fps=FPS, crf=None, bitrate="1.5M").command(Path("x.mp4"))
     assert "-crf" not in abr and abr[abr.index("-b:v") + 1] == "1.5M" and "3M" in abr
 
 

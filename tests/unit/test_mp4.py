@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
+import ffmpeg
 import pytest
 
 from cryospy.common.ffmpeg_tool import run_ffmpeg
@@ -41,7 +42,7 @@ def _parse_bytes(data: bytes) -> Mp4Info:
 def _decode_gray(mp4: bytes) -> list[bytes]:
     """Decode MP4 bytes piped into ffmpeg; return each frame as raw 8-bit grey."""
     raw = run_ffmpeg(
-        ["-v", "error", "-i", "pipe:0", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"],
+        ffmpeg.input("pipe:0").output("pipe:1", f="rawvideo", pix_fmt="gray").global_args("-v", "error"),
         what="decoding a byte range",
         stdin=mp4,
     )
@@ -121,9 +122,9 @@ def test_reads_only_headers_and_small_boxes(clip: Path) -> None:
 def test_plain_mp4_with_moov_first_or_last(clip: Path, tmp_path: Path) -> None:
     fast = tmp_path / "faststart.mp4"
     late = tmp_path / "moov_last.mp4"
-    run_ffmpeg(["-v", "error", "-i", str(clip), "-c", "copy", "-movflags", "+faststart", str(fast)],
+    run_ffmpeg(ffmpeg.input(str(clip)).output(str(fast), c="copy", movflags="+faststart").global_args("-v", "error"),
                what="remux with faststart")
-    run_ffmpeg(["-v", "error", "-i", str(clip), "-c", "copy", str(late)], what="remux")
+    run_ffmpeg(ffmpeg.input(str(clip)).output(str(late), c="copy").global_args("-v", "error"), what="remux")
     for path in (fast, late):
         info = parse_mp4_file(path)
         assert info.fragments == ()
