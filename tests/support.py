@@ -118,7 +118,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 
 def cli_setup_browser(data: Path, env: dict[str, str]) -> Any:
-    """``cryospy setup --browser`` in a child process on free loopback ports; returns the CompletedProcess."""
+    """``cryospy setup --browser`` in a child process on free loopback ports, plain HTTP (the tests that use it
+    are about first-run setup); returns the CompletedProcess."""
     import subprocess
     import sys
 
@@ -129,6 +130,7 @@ def cli_setup_browser(data: Path, env: dict[str, str]) -> Any:
     while not port_is_free(host, minio_port + 1):   # the CLI puts MinIO's console on the next port
         minio_port = free_port(host)
     return subprocess.run([sys.executable, "-m", "cryospy", "setup", "--browser", "--data-dir", str(data),
+                           "--host", host, "--no-tls",
                            "--runtime-port", str(free_port(host)), "--minio-port", str(minio_port)],
                           capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
 
