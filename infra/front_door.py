@@ -259,11 +259,12 @@ def listening_sockets(listeners: Iterable[Listener]) -> list[socket.socket]:
     return sockets
 
 
-def install(server: Any, listeners: Iterable[Listener] = ()) -> None:
-    """Give every listening socket of a waitress server its channel: :class:`CappedParser` for requests, the
-    listener's route family and TLS. A socket not in ``listeners`` serves every route without TLS."""
+def install(socket_map: dict[int, Any], listeners: Iterable[Listener] = ()) -> None:
+    """Give every listening socket in a waitress socket map (``create_server(map=...)``) its channel:
+    :class:`CappedParser` for requests, the listener's route family and TLS. A socket not in ``listeners``
+    serves every route without TLS."""
     by_address = {(listener.host, listener.port): listener for listener in listeners}
-    for server_socket in list(server._map.values()):
+    for server_socket in list(socket_map.values()):
         if isinstance(server_socket, BaseWSGIServer):
             address = server_socket.socket.getsockname()[:2]
             server_socket.channel_class = channel_class(by_address.get(address, Listener(*address)))

@@ -183,6 +183,7 @@ class Runtime:
             front_door.host_names(dep.host, dep.public_api_url, config.allowed_hosts),
             tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)))
         self._server: Any = None
+        self._map: dict[int, Any] = {}   # waitress's socket map: every listener and connection of this runtime
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
         self._rebuild_lock = threading.Lock()
@@ -249,14 +250,15 @@ class Runtime:
         if self.setup_code_path is not None:
             log.warning("first-run setup needed: open %s/setup and enter the one-time setup code from %s",
                         self.dep.dashboard_url, self.setup_code_path)
-        self._server = create_server(self.wsgi, sockets=front_door.listening_sockets(listeners),
+        self._map = {}
+        self._server = create_server(self.wsgi, map=self._map, sockets=front_door.listening_sockets(listeners),
                                      threads=self.options.threads, ident="cryospy", **front_door.server_options(),
                                      # waitress spills a slow client's pending output to a temp file past
                                      # outbuf_overflow; decrypted video must never reach the disk, so the
                                      # handler waits at 4 MiB instead and the buffer stays in memory.
                                      outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, outbuf_overflow=OUTBUF_OVERFLOW)
         # Bodies over their route's cap are refused before they are read; each listener gets its routes and TLS.
-        front_door.install(self._server, listeners)
+        front_door.install(self._map, listeners)
         self._thread = threading.Thread(target=self._serve_http, name="cryospy-http", daemon=True)
         self._thread.start()
         if self.options.provision:
@@ -281,9 +283,9 @@ class Runtime:
         """waitress's event loop, in slices, so that stop() can end it from this thread (no EBADF races)."""
         server = self._server
         while not self._http_stop.is_set():
-            wasyncore.loop(timeout=0.2, map=server._map, count=1)
+            wasyncore.loop(timeout=0.2, map=self._map, count=1)
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
-        wasyncore.close_all(server._map)
+        wasyncore.close_all(self._map)
 
     def stop(self) -> None:
         # Stop taking requests (in-flight ones finish), then stop the workers, then close the queue.
