@@ -15,6 +15,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from cryospy.edge_agent.api_client import ApiClient, ServerNotTrusted
 from cryospy.edge_agent.config import parse_config
 from cryospy.infra import certificates
 from cryospy.infra.deployment import Deployment
+from cryospy.infra.lan_address import find_lan_address
 from cryospy.infra.minio_server import MinioServer, free_port
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.webhook import MAX_BODY as WEBHOOK_MAX_BODY
@@ -56,6 +59,24 @@ def tls_runtime(tmp_path_factory: pytest.TempPathFactory, minio_binary: Path) ->
             yield rt
         finally:
             rt.stop()
+
+
+def test_cryospy_setup_defaults_to_tls_on_the_lan_address(tmp_path: Path):
+    pass_file = tmp_path / "passphrase"
+    pass_file.write_text(PASSPHRASE)
+    proc = subprocess.run([sys.executable, "-m", "cryospy", "setup", "--data-dir", str(tmp_path / "d"),
+                           "--passphrase-file", str(pass_file)], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+    lan = find_lan_address()
+    if lan is None:     # a box without a default route is told what to pass
+        assert proc.returncode == 2 and "--host" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "d" / "deployment.json").read_text())
+    assert doc["tls"] is True and doc["host"] == lan
+    assert f"https://{lan}:8480" in proc.stdout and "tls/ca.crt" in proc.stdout
+    cert = x509.load_pem_x509_certificate((tmp_path / "d" / "tls" / "runtime.crt").read_bytes())
+    assert lan in certificates.certificate_names(cert)
 
 
 def trusting(dep: Deployment) -> ssl.SSLContext:
