@@ -180,7 +180,8 @@ class Runtime:
         self.services.event_sink = self.webhook.enqueue
         self.wsgi = front_door.FrontDoor(
             RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard)),
-            front_door.host_names(dep.host, dep.public_api_url, config.allowed_hosts),
+            front_door.host_names(dep.host, dep.public_api_url,
+                                  (*config.allowed_hosts, *dep.tls_names, dep.dashboard_host)),
             tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)))
         self._server: Any = None
         self._map: dict[int, Any] = {}   # waitress's socket map: every listener and connection of this runtime
