@@ -7,7 +7,8 @@ import io
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,20 @@ def clip_place(runtime, key: str):  # type: ignore[no-untyped-def]
     """Where the runtime indexes a clip key: its device (mapped back from the storage token) and its day."""
     from cryospy.functions.clips.place import locate
     return locate(runtime.services.devices, key)
+
+
+@contextmanager
+def unlocked_runtime(dep: Deployment, config: Any = None) -> Iterator[Any]:
+    """A runtime serving ``dep`` (with ``config``, a ServerConfig, or server.json's), unlocked, stopped after."""
+    from cryospy.infra.runtime import Runtime, RuntimeOptions
+
+    rt = Runtime(dep, RuntimeOptions(reconcile_seconds=3600), config)
+    rt.unlock(PASSPHRASE)
+    rt.start()
+    try:
+        yield rt
+    finally:
+        rt.stop()
 
 
 class RunningAgent:

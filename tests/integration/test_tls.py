@@ -34,10 +34,10 @@ from cryospy.infra import certificates
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.lan_address import find_lan_address
 from cryospy.infra.minio_server import MinioServer, free_port
-from cryospy.infra.runtime import Runtime, RuntimeOptions
+from cryospy.infra.runtime import Runtime
 from cryospy.infra.webhook import MAX_BODY as WEBHOOK_MAX_BODY
 from tests.conftest import FAST_SCRYPT_N, PASSPHRASE
-from tests.support import RunningAgent, wait_for
+from tests.support import RunningAgent, unlocked_runtime, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,14 +51,8 @@ def tls_runtime(tmp_path_factory: pytest.TempPathFactory, minio_binary: Path) ->
     dep = setup(tmp_path_factory.mktemp("tls") / "data", PASSPHRASE, scrypt_n=FAST_SCRYPT_N, host=HOST,
                 runtime_port=free_port(HOST), minio_port=free_port(HOST), minio_console_port=free_port(HOST),
                 dashboard_port=free_port(HOST))
-    with MinioServer(dep, binary=minio_binary):
-        rt = Runtime(dep, RuntimeOptions(reconcile_seconds=3600))
-        rt.unlock(PASSPHRASE)
-        rt.start()
-        try:
-            yield rt
-        finally:
-            rt.stop()
+    with MinioServer(dep, binary=minio_binary), unlocked_runtime(dep) as rt:
+        yield rt
 
 
 def test_cryospy_setup_defaults_to_tls_on_the_lan_address(tmp_path: Path):
