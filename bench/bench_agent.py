@@ -86,7 +86,7 @@ def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-unty
 
 def start_server(work: Path) -> tuple[Deployment, subprocess.Popen[bytes]]:
     host = "127.0.0.1"
-    dep = setup(work / "deployment", PASSPHRASE, scrypt_n=2**14, runtime_port=free_port(host),
+    dep = setup(work / "deployment", PASSPHRASE, scrypt_n=2**14, tls=False, runtime_port=free_port(host),
                 minio_port=free_port(host), minio_console_port=free_port(host))
     pass_file = work / "passphrase.txt"
     write_private_file(pass_file, PASSPHRASE.encode())

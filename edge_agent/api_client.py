@@ -1,8 +1,10 @@
 """The agent's HTTP client for the CryoSpy API and the presigned MinIO PUT.
 
-Plain ``urllib`` with TLS verification on by default (a custom CA bundle for self-signed home setups), the
-optional proxy-auth header on API calls, and errors sorted into "retry later" (network, 5xx, 429) versus
-"the server will never accept this" (other 4xx).
+Plain ``urllib`` with TLS verification on by default (``ca_bundle``: the deployment's own CA, which the config
+from ``cryospy devices create`` carries, so the camera trusts this server and nothing else), the optional
+proxy-auth header on API calls, and errors sorted into "retry later" (network, 5xx, 429) versus "the server
+will never accept this" (other 4xx). A server whose certificate the CA did not sign is :class:`ServerNotTrusted`:
+still retried (a restored server may come back), and logged with the cause and the fix.
 """
 
 from __future__ import annotations
@@ -24,6 +26,30 @@ class Retryable(Exception):
     """A failure that retrying later can fix (server down, network, overload)."""
 
 
+class ServerNotTrusted(Retryable):
+    """The server's TLS certificate does not verify against ``ca_bundle``: nothing was sent past the handshake."""
+
+
+def ssl_context(config: AgentConfig) -> ssl.SSLContext:
+    """Verification on, against ``ca_bundle`` (inline PEM or a file) or the system's roots if there is none."""
+    if not config.tls_verify:
+        return ssl._create_unverified_context()
+    bundle = config.ca_bundle
+    if bundle.lstrip().startswith("-----BEGIN"):
+        return ssl.create_default_context(cadata=bundle)
+    return ssl.create_default_context(cafile=bundle or None)
+
+
+def _unreachable(url: str, exc: BaseException) -> Retryable:
+    reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return ServerNotTrusted(
+            f"refusing to talk to {url}: its TLS certificate does not verify against this agent's ca_bundle "
+            f"({reason.verify_message}). The config's CA belongs to another server, or the server was set up "
+            "anew: take ca_bundle from a fresh `cryospy devices create` config (or the server's tls/ca.crt)")
+    return Retryable(f"cannot reach {url}: {exc}")
+
+
 @dataclass(frozen=True)
 class SettingsResponse:
     """A 200 answer to GET /v1/device/settings: the document and the ETag to send back next time."""
@@ -43,10 +69,7 @@ class ApiClient:
     def __init__(self, config: AgentConfig):
         self.config = config
         self.base = config.server_url.rstrip("/")
-        if config.tls_verify:
-            self._ssl = ssl.create_default_context(cafile=config.ca_bundle or None)
-        else:
-            self._ssl = ssl._create_unverified_context()
+        self._ssl = ssl_context(config)
         token = base64.b64encode(f"{config.client_id}:{config.client_secret}".encode()).decode()
         self._auth = {"Authorization": f"Basic {token}"}
         if config.proxy_auth_header and config.proxy_auth_value:
@@ -62,7 +85,7 @@ class ApiClient:
                 raise Retryable(f"HTTP {exc.code} from {req.full_url.split('?')[0]}") from None
             return exc.code, body
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise Retryable(f"cannot reach {req.full_url.split('?')[0]}: {exc}") from None
+            raise _unreachable(req.full_url.split('?')[0], exc) from None
 
     def _json(self, method: str, path: str, doc: dict[str, Any] | None = None,
               headers: dict[str, str] | None = None, timeout: float | None = None) -> tuple[int, bytes, dict[str, str]]:
@@ -78,7 +101,7 @@ class ApiClient:
                 raise Retryable(f"HTTP {exc.code} from {self.base}{path}") from None
             return exc.code, exc.read(), dict(exc.headers.items())
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise Retryable(f"cannot reach {self.base}{path}: {exc}") from None
+            raise _unreachable(f"{self.base}{path}", exc) from None
 
     def get_settings(self, etag: str = "") -> SettingsResponse | None:
         """The device's settings document, or None when it still matches ``etag`` (304)."""

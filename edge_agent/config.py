@@ -18,6 +18,7 @@ device: the agent registers it with the server (trust on first use).
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class AgentConfig:
     keyframe_seconds: float | None = None
     crf: int | None = None
     loop: bool = True               # a video-file source restarts at its end
-    ca_bundle: str = ""
+    ca_bundle: str = ""            # the server's CA: PEM text (what `devices create` writes) or a file path
     tls_verify: bool = True
     encoder_preset: str = "veryfast"
     source_retry_max_seconds: float = 30.0
@@ -163,10 +164,30 @@ def parse_config(doc: Any, base_dir: Path) -> AgentConfig:
         values["signing_key_file"] = (base_dir / values["signing_key_file"]).resolve() \
             if values.get("signing_key_file") else values["spool_dir"] / "signing-key"
     values["camera_device"] = str(values.get("camera_device", "/dev/video0"))
+    if values.get("ca_bundle"):
+        values["ca_bundle"] = _ca_bundle(str(values["ca_bundle"]), base_dir)
     for key in ("width", "height"):
         if values.get(key) == 0:
             values.pop(key)
     return AgentConfig(**values)
+
+
+def _ca_bundle(value: str, base_dir: Path) -> str:
+    """``ca_bundle`` checked now rather than at the first upload: PEM text as is, a path resolved beside the
+    config file."""
+    pem = value.lstrip().startswith("-----BEGIN")
+    if not pem:
+        value = str((base_dir / value).resolve())
+    try:
+        if pem:
+            ssl.create_default_context(cadata=value)
+        else:
+            ssl.create_default_context(cafile=value)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        what = "PEM text" if pem else f"file {value}"
+        raise ConfigError(f"config key 'ca_bundle' ({what}) is not a usable CA certificate: {exc}; copy it from "
+                          "the config `cryospy devices create` wrote or the server's <data-dir>/tls/ca.crt") from None
+    return value
 
 
 MAX_CAMERAS = 64

@@ -44,13 +44,14 @@ class S3Identity:
     access_key: str
     secret_key: str = field(repr=False)
     region: str = "us-east-1"
+    ca_bundle: str | None = None    # the deployment's CA file when MinIO speaks TLS (None: the system's roots)
 
     def client(self) -> BaseClient:
         # SigV4 explicitly: boto3 falls back to SigV2 for custom endpoints. Path style keeps Host == endpoint.
         # Checksums only when required, so the client also works against S3 clones without CRC64 support.
         return boto3.client(
             "s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key, region_name=self.region,
+            aws_secret_access_key=self.secret_key, region_name=self.region, verify=self.ca_bundle,
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
                           request_checksum_calculation="when_required",
                           response_checksum_validation="when_required",

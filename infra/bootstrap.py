@@ -18,6 +18,7 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+import urllib3
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 from minio import MinioAdmin
 from minio.credentials import StaticProvider
@@ -50,12 +51,19 @@ def handler_policy(bucket: str) -> dict[str, Any]:
 
 
 def root_identity(dep: Deployment) -> S3Identity:
-    return S3Identity(dep.minio_url, dep.minio_root_user, dep.minio_root_password, dep.region)
+    return S3Identity(dep.minio_url, dep.minio_root_user, dep.minio_root_password, dep.region, dep.ca_file)
 
 
-def _admin(dep: Deployment) -> MinioAdmin:
+def minio_admin(dep: Deployment) -> MinioAdmin:
+    """MinIO's admin API as root; over TLS MinIO's certificate must be signed by the deployment's CA."""
     url = urlsplit(dep.minio_url)
-    return MinioAdmin(endpoint=url.netloc, secure=url.scheme == "https",
+    http = None
+    if dep.ca_file:
+        http = urllib3.PoolManager(timeout=urllib3.Timeout.DEFAULT_TIMEOUT, cert_reqs="CERT_REQUIRED",
+                                   ca_certs=dep.ca_file,
+                                   retries=urllib3.Retry(total=5, backoff_factor=0.2,
+                                                         status_forcelist=[500, 502, 503, 504]))
+    return MinioAdmin(endpoint=url.netloc, secure=url.scheme == "https", http_client=http,
                       credentials=StaticProvider(dep.minio_root_user, dep.minio_root_password))
 
 
@@ -67,7 +75,7 @@ def provision(dep: Deployment, routes: list[Route]) -> None:
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                 raise
-        admin = _admin(dep)
+        admin = minio_admin(dep)
         for name, user, secret, policy in (
             ("cryospy-presigner", dep.presigner_user, dep.presigner_secret, presigner_policy(dep.bucket)),
             ("cryospy-handler", dep.handler_user, dep.handler_secret, handler_policy(dep.bucket)),

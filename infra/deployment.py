@@ -12,6 +12,8 @@ Data-dir layout::
     minio/events           MinIO's webhook queue_dir (events survive a runtime outage)
     runtime/               job queue, dead letters, device registry, auth-failure state
     index/                 the TinyDB index shards (encrypted at rest)
+    tls/                   the local certificate authority and the runtime's certificate (certificates.py)
+    minio/certs            MinIO's certificate (``--certs-dir``)
     site/                  the rendered dashboard (encrypted at rest)
     logs/                  MinIO's log
 
@@ -34,7 +36,7 @@ from cryospy.common.objectkeys import BUCKET
 from .errors import InfraError
 
 FILE_NAME = "deployment.json"
-PRIVATE_FOLDERS = ("minio", "minio/data", "minio/events", "runtime", "index", "site", "logs")
+PRIVATE_FOLDERS = ("minio", "minio/data", "minio/events", "minio/certs", "runtime", "index", "site", "logs", "tls")
 _SECRET_FIELDS = {"minio_root_password", "presigner_secret", "handler_secret", "webhook_token", "admin_token"}
 
 
@@ -97,10 +99,22 @@ class Deployment:
     # Containers: MinIO runs elsewhere (e.g. http://minio:9000) and the runtime listens on all interfaces.
     minio_internal_url: str = ""
     bind_host: str = ""
+    # TLS with the deployment's own CA (certificates.py). Off in a deployment.json written before TLS existed;
+    # `cryospy setup` turns it on unless told --no-tls.
+    tls: bool = False
+    tls_names: tuple[str, ...] = ()     # extra names for the server certificates (e.g. cryospy.lan)
+    # The dashboard on a listener of its own (0 = it shares runtime_port with the device API); each listener
+    # then answers only its own routes (front_door.ROUTE_FAMILIES).
+    dashboard_port: int = 0
+    dashboard_host: str = ""            # "" = where the runtime listens
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def minio_url(self) -> str:
-        return self.minio_internal_url or f"http://{self.host}:{self.minio_port}"
+        return self.minio_internal_url or f"{self.scheme}://{_url_host(self.host)}:{self.minio_port}"
 
     @property
     def listen_host(self) -> str:
@@ -112,7 +126,25 @@ class Deployment:
 
     @property
     def runtime_url(self) -> str:
-        return f"http://{self.host}:{self.runtime_port}"
+        """Where the device API (and, unless split, the dashboard) answers: cameras, MinIO's webhook."""
+        return f"{self.scheme}://{_url_host(self.host)}:{self.runtime_port}"
+
+    @property
+    def dashboard_listen_host(self) -> str:
+        return self.dashboard_host or self.listen_host
+
+    @property
+    def dashboard_url(self) -> str:
+        """Where the dashboard and the admin API answer (the runtime URL unless the dashboard is split off)."""
+        if not self.dashboard_port:
+            return self.runtime_url
+        host = self.dashboard_host if self.dashboard_host not in ("", "0.0.0.0", "::") else self.host
+        return f"{self.scheme}://{_url_host(host)}:{self.dashboard_port}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA certificate this machine's own clients trust (None without TLS)."""
+        return str(self.path("tls", "ca.crt")) if self.tls else None
 
     @property
     def api_url(self) -> str:
@@ -137,6 +169,10 @@ class Deployment:
         return replace(self, **ports)
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def create(data_dir: Path, **overrides: object) -> Deployment:
     """Generate a new deployment with fresh random credentials and save it (refuses to overwrite)."""
     if (data_dir / FILE_NAME).exists():
@@ -149,6 +185,8 @@ def create(data_dir: Path, **overrides: object) -> Deployment:
         "admin_token": secrets.token_urlsafe(32),
     }
     values.update({k: v for k, v in overrides.items() if v not in (None, "")})
+    if "tls_names" in values:
+        values["tls_names"] = tuple(values["tls_names"])  # type: ignore[arg-type]
     dep = Deployment(data_dir=data_dir, **values)  # type: ignore[arg-type]
     dep.save()
     return dep
@@ -171,4 +209,7 @@ def load(data_dir: Path) -> Deployment:
     missing = [k for k in _SECRET_FIELDS if not doc.get(k)]
     if missing:
         raise InfraError(f"{path}: missing generated secrets {missing}; the file is damaged")
+    if not isinstance(doc.get("tls_names", []), list):
+        raise InfraError(f"{path}: tls_names must be a list of host names")
+    doc["tls_names"] = tuple(doc.get("tls_names", ()))
     return Deployment(data_dir=data_dir, **doc)

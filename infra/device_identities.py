@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from urllib.parse import urlsplit
 
 from minio import MinioAdmin
-from minio.credentials import StaticProvider
 from minio.error import MinioAdminException
 
 from cryospy.common.objectkeys import CLIP_PREFIX, validate_storage_token
 from cryospy.functions.devices.registry import DeviceRegistry
 
+from .bootstrap import minio_admin
 from .deployment import Deployment
 from .errors import StorageError
 
@@ -53,9 +52,7 @@ class MinioDeviceIdentities:
         self.dep = dep
 
     def _admin(self) -> MinioAdmin:
-        url = urlsplit(self.dep.minio_url)
-        return MinioAdmin(endpoint=url.netloc, secure=url.scheme == "https",
-                          credentials=StaticProvider(self.dep.minio_root_user, self.dep.minio_root_password))
+        return minio_admin(self.dep)
 
     def _call(self, what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:

@@ -23,11 +23,11 @@ from cryospy.functions.api.http import MAX_JSON_BODY
 StartResponse = Callable[..., Any]
 MAX_BODY = MAX_JSON_BODY   # every route takes a small JSON document at most
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 302: "Found",
-            304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",
-            416: "Range Not Satisfiable", 421: "Misdirected Request", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 301: "Moved Permanently",
+            302: "Found", 304: "Not Modified", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+            404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+            415: "Unsupported Media Type", 416: "Range Not Satisfiable", 421: "Misdirected Request",
+            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def status_line(code: int) -> str:

@@ -16,12 +16,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import certificates
 from .deployment import Deployment
 from .errors import MinioStartError, PortInUse
 from .minio_binary import Progress, _stderr_progress, ensure_minio
 
 WEBHOOK_TARGET = "CRYOSPY"
 WEBHOOK_ARN = f"arn:minio:sqs::{WEBHOOK_TARGET}:webhook"
+CONSOLE_HOST = "127.0.0.1"   # the console is off (MINIO_BROWSER=off); its port stays off the LAN all the same
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -78,7 +80,7 @@ class MinioServer:
     def start(self, timeout: float = 60.0) -> MinioServer:
         binary = self.binary or ensure_minio(self.progress)
         require_free(self.dep.host, self.dep.minio_port, "MinIO")
-        require_free(self.dep.host, self.dep.minio_console_port, "the MinIO console")
+        require_free(CONSOLE_HOST, self.dep.minio_console_port, "the MinIO console")
         data = self.dep.path("minio", "data")
         try:
             for folder in (data, self.dep.path("minio", "events"), self.log_path.parent):
@@ -92,7 +94,11 @@ class MinioServer:
             ) from None
         cmd = [str(binary), "server", str(data),
                "--address", f"{self.dep.host}:{self.dep.minio_port}",
-               "--console-address", f"{self.dep.host}:{self.dep.minio_console_port}", "--quiet"]
+               "--console-address", f"{CONSOLE_HOST}:{self.dep.minio_console_port}", "--quiet"]
+        if self.dep.tls:
+            # public.crt/private.key serve S3; CAs/ holds the deployment's CA, which MinIO then trusts for its
+            # webhook calls to the runtime (whose certificate the same CA signed).
+            cmd += ["--certs-dir", str(certificates.ensure_server_certificates(self.dep).minio_certs_dir.resolve())]
         # umask 077: MinIO writes its IAM (the handler identity's secret), config and objects 0600/0700
         # rather than world-readable 0644.
         self.proc = subprocess.Popen(cmd, env=minio_env(self.dep), stdout=log, stderr=subprocess.STDOUT,
@@ -108,6 +114,7 @@ class MinioServer:
     def wait_healthy(self, timeout: float) -> None:
         """Poll /minio/health/cluster: unlike live/ready it answers 200 only once IAM and buckets are loaded."""
         url = f"{self.dep.minio_url}/minio/health/cluster"
+        context = certificates.client_context(self.dep)
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -117,7 +124,7 @@ class MinioServer:
                     f"{self.log_path}:\n{self._log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                     if resp.status == 200:
                         return
                     last = f"HTTP {resp.status}"

@@ -6,6 +6,10 @@ One process, one WSGI server (waitress), three front doors:
     /v1/...          the Chalice app (device and admin API)
     everything else  the dashboard (login, rendered pages, static assets)
 
+By default one listener answers all of them; with ``dashboard_port`` the dashboard (and the admin API) get a
+listener of their own and the device listener answers only what cameras and MinIO need (front_door.py).
+With ``tls`` both speak HTTPS with the deployment's certificate (certificates.py).
+
 Start-up reads like a table of contents: build services, provision MinIO, wire the index to the dashboard
 builder, start workers, the reconciler and the HTTP server.
 """
@@ -52,7 +56,7 @@ from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.server import Dashboard
 from cryospy.web.site_store import SiteStore
 
-from . import front_door
+from . import certificates, front_door
 from .bootstrap import provision
 from .deployment import Deployment
 from .device_identities import MinioDeviceIdentities, upgrade_legacy_identities
@@ -87,8 +91,8 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
                      alert_policy(config)) if mailer else Alerts.off())
     services = Services(
         bucket=dep.bucket,
-        presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region),
-        handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region),
+        presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region, dep.ca_file),
+        handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region, dep.ca_file),
         devices=DeviceRegistry(dep.path("runtime", "devices.json")),
         index=IndexStore(dep.path("index"), vault.index_key),
         vault=vault,
@@ -199,9 +203,11 @@ class Runtime:
         self._mount_dashboard_sections()
         self.wsgi = front_door.FrontDoor(
             RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard)),
-            front_door.host_names(dep.host, dep.public_api_url, config.allowed_hosts),
+            front_door.host_names(dep.host, dep.public_api_url,
+                                  (*config.allowed_hosts, *dep.tls_names, dep.dashboard_host)),
             tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)))
         self._server: Any = None
+        self._map: dict[int, Any] = {}   # waitress's socket map: every listener and connection of this runtime
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
         self._rebuild_lock = threading.Lock()
@@ -221,7 +227,7 @@ class Runtime:
         ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
         mounts = self.dashboard.mounts
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
-                                        channels=self.channels)
+                                        channels=self.channels, ca_pem=certificates.ca_pem(self.dep))
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         self.dashboard.public_mounts["/setup"] = self.first_run
 
@@ -250,20 +256,33 @@ class Runtime:
     def unlock(self, passphrase: str) -> None:
         self.services.vault.unlock(passphrase)
 
+    def listeners(self) -> list[front_door.Listener]:
+        """Where the runtime listens: one listener for everything, or the device API and the dashboard apart."""
+        dep = self.dep
+        tls = certificates.server_context(dep) if dep.tls else None
+        if not dep.dashboard_port:
+            return [front_door.Listener(dep.listen_host, dep.runtime_port, front_door.ALL, tls)]
+        return [front_door.Listener(dep.listen_host, dep.runtime_port, front_door.DEVICE, tls),
+                front_door.Listener(dep.dashboard_listen_host, dep.dashboard_port, front_door.DASHBOARD, tls)]
+
     def start(self) -> Runtime:
-        require_free(self.dep.listen_host, self.dep.runtime_port, "the CryoSpy runtime")
+        listeners = self.listeners()
+        for listener in listeners:
+            require_free(listener.host, listener.port, f"the CryoSpy runtime ({listener.family} routes)")
         services_mod.configure(self.services)
         self.setup_code_path = self.first_run.begin()
         if self.setup_code_path is not None:
             log.warning("first-run setup needed: open %s/setup and enter the one-time setup code from %s",
-                        self.dep.runtime_url, self.setup_code_path)
-        self._server = create_server(self.wsgi, host=self.dep.listen_host, port=self.dep.runtime_port,
+                        self.dep.dashboard_url, self.setup_code_path)
+        self._map = {}
+        self._server = create_server(self.wsgi, map=self._map, sockets=front_door.listening_sockets(listeners),
                                      threads=self.options.threads, ident="cryospy", **front_door.server_options(),
                                      # waitress spills a slow client's pending output to a temp file past
                                      # outbuf_overflow; decrypted video must never reach the disk, so the
                                      # handler waits at 4 MiB instead and the buffer stays in memory.
                                      outbuf_high_watermark=OUTBUF_HIGH_WATERMARK, outbuf_overflow=OUTBUF_OVERFLOW)
-        front_door.install(self._server)   # bodies over their route's cap are refused before they are read
+        # Bodies over their route's cap are refused before they are read; each listener gets its routes and TLS.
+        front_door.install(self._map, listeners)
         self._thread = threading.Thread(target=self._serve_http, name="cryospy-http", daemon=True)
         self._thread.start()
         if self.options.provision:
@@ -289,9 +308,9 @@ class Runtime:
         """waitress's event loop, in slices, so that stop() can end it from this thread (no EBADF races)."""
         server = self._server
         while not self._http_stop.is_set():
-            wasyncore.loop(timeout=0.2, map=server._map, count=1)
+            wasyncore.loop(timeout=0.2, map=self._map, count=1)
         server.task_dispatcher.shutdown(cancel_pending=False, timeout=5)
-        wasyncore.close_all(server._map)
+        wasyncore.close_all(self._map)
 
     def stop(self) -> None:
         # Stop taking requests (in-flight ones finish, long-polls answer now), then stop the workers, then

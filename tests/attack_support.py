@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cryospy.infra.deployment import Deployment
-from cryospy.infra.runtime import Runtime, RuntimeOptions
+from cryospy.infra.runtime import Runtime
 from cryospy.infra.server_config import ServerConfig
-from tests.conftest import PASSPHRASE
+from tests.support import unlocked_runtime
 
 BEHIND_PROXY = ServerConfig(trusted_proxies=("127.0.0.1",))
 
@@ -27,13 +27,10 @@ def serving(deployment: Deployment, config: ServerConfig | None = None) -> Itera
     """A runtime for one attack, starting from no recorded failures (earlier tests share the deployment and
     may have failed logins from 127.0.0.1); what the attack records is forgotten afterwards too."""
     forget_failures(deployment)
-    rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
-    rt.unlock(PASSPHRASE)
-    rt.start()
     try:
-        yield rt
+        with unlocked_runtime(deployment, config) as rt:
+            yield rt
     finally:
-        rt.stop()
         forget_failures(deployment)
 
 

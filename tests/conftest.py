@@ -43,8 +43,10 @@ def session_dir() -> Iterator[Path]:
 
 
 def new_deployment(data_dir: Path) -> Deployment:
+    """Plain HTTP (``tls=False``): these tests are about other things; tests/integration/test_tls.py runs the
+    same pipeline over TLS, which is what `cryospy setup` makes by default."""
     host = "127.0.0.1"
-    return setup(data_dir, PASSPHRASE, scrypt_n=FAST_SCRYPT_N, runtime_port=free_port(host),
+    return setup(data_dir, PASSPHRASE, scrypt_n=FAST_SCRYPT_N, tls=False, runtime_port=free_port(host),
                  minio_port=free_port(host), minio_console_port=free_port(host))
 
 

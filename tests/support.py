@@ -10,7 +10,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 
 def cli_setup_browser(data: Path, env: dict[str, str]) -> Any:
-    """``cryospy setup --browser`` in a child process on free loopback ports; returns the CompletedProcess."""
+    """``cryospy setup --browser`` in a child process on free loopback ports, plain HTTP (the tests that use it
+    are about first-run setup); returns the CompletedProcess."""
     import subprocess
     import sys
 
@@ -142,6 +144,7 @@ def cli_setup_browser(data: Path, env: dict[str, str]) -> Any:
     while not port_is_free(host, minio_port + 1):   # the CLI puts MinIO's console on the next port
         minio_port = free_port(host)
     return subprocess.run([sys.executable, "-m", "cryospy", "setup", "--browser", "--data-dir", str(data),
+                           "--host", host, "--no-tls",
                            "--runtime-port", str(free_port(host)), "--minio-port", str(minio_port)],
                           capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
 
@@ -195,6 +198,20 @@ def clip_place(runtime, key: str):  # type: ignore[no-untyped-def]
     """Where the runtime indexes a clip key: its device (mapped back from the storage token) and its day."""
     from cryospy.functions.clips.place import locate
     return locate(runtime.services.devices, key)
+
+
+@contextmanager
+def unlocked_runtime(dep: Deployment, config: Any = None) -> Iterator[Any]:
+    """A runtime serving ``dep`` (with ``config``, a ServerConfig, or server.json's), unlocked, stopped after."""
+    from cryospy.infra.runtime import Runtime, RuntimeOptions
+
+    rt = Runtime(dep, RuntimeOptions(reconcile_seconds=3600), config)
+    rt.unlock(PASSPHRASE)
+    rt.start()
+    try:
+        yield rt
+    finally:
+        rt.stop()
 
 
 class RunningAgent:

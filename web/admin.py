@@ -92,12 +92,13 @@ class AdminSection:
     """The ``/admin`` mount: ``(environ, start_response, session) -> body``."""
 
     def __init__(self, dashboard: Dashboard, services: Services, queue: Any, api_url: str, minio_url: str,
-                 version: str = __version__, channels: ChannelControl | None = None):
+                 version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = ""):
         self.dashboard = dashboard
         self.services = services
         self.queue = queue
         self.api_url = api_url
         self.minio_url = minio_url
+        self.ca_pem = ca_pem    # the deployment's CA (TLS): new agent configs carry it, MinIO's probe trusts it
         self.version = version
         self.started = time.monotonic()
         self.one_time = OneTimeForms()
@@ -205,7 +206,7 @@ class AdminSection:
                      what: str) -> list[bytes]:
         """The only page that ever carries a device secret; rendered into this response and forgotten."""
         config = agent_config(device_id, secret, self.api_url, self.services.vault.public_key().to_text(),
-                              self.services.devices.get(device_id).storage_token)
+                              self.services.devices.get(device_id).storage_token, self.ca_pem)
         return self.dashboard.render(start, "200 OK", "admin_secret.html", session, device_id=device_id,
                                      device_path=device_path(device_id), secret=secret, config=config, what=what,
                                      section="devices")
@@ -304,7 +305,8 @@ class AdminSection:
         return self.dashboard.render(
             start, "200 OK", "admin_status.html", session, section="status",
             queue={state: counts.get(state, 0) for state in ("pending", "running", "dead", "done")},
-            dead=admin_status.dead_letters(self.queue), minio=admin_status.minio_health(self.minio_url),
+            dead=admin_status.dead_letters(self.queue),
+            minio=admin_status.minio_health(self.minio_url, ca_pem=self.ca_pem),
             storage=admin_status.storage(self.services), budget=self.services.global_budget_bytes,
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
             version=self.version, channels=self.services.home_events.status(),

@@ -142,11 +142,12 @@ def setting_name(field: str | None) -> str | None:
 
 
 def agent_config(device_id: str, secret: str, server_url: str, deployment_public_key: str,
-                 storage_token: str = "") -> str:
+                 storage_token: str = "", ca_bundle: str = "") -> str:
     """The agent config the admin copies to the camera, as JSON text.
 
     It carries no signing key: the agent makes its own at first start and registers the public half, so no
-    device private key ever passes through the browser."""
+    device private key ever passes through the browser. With TLS it carries the deployment's CA certificate
+    (public), so the camera trusts this server and nothing else."""
     return json.dumps({
         "client_id": device_id,
         "client_secret": secret,
@@ -154,4 +155,5 @@ def agent_config(device_id: str, secret: str, server_url: str, deployment_public
         "deployment_public_key": deployment_public_key,
         **({"storage_token": storage_token} if storage_token else {}),
         "spool_dir": f"spool-{device_id.replace(' ', '_')}",
+        **({"ca_bundle": ca_bundle} if ca_bundle else {}),
     }, indent=2)

@@ -6,6 +6,7 @@ is "unreachable" with the error, storage behind a locked index key says so inste
 
 from __future__ import annotations
 
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -26,11 +27,14 @@ class Health:
     detail: str
 
 
-def minio_health(minio_url: str, timeout: float = 2.0) -> Health:
-    """MinIO's liveness probe (``/minio/health/live``), asked from the server with a short timeout."""
+def minio_health(minio_url: str, timeout: float = 2.0, ca_pem: str = "") -> Health:
+    """MinIO's liveness probe (``/minio/health/live``), asked from the server with a short timeout; over TLS
+    MinIO's certificate must be signed by the deployment's CA (``ca_pem``)."""
     url = minio_url.rstrip("/") + "/minio/health/live"
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout,
+                                    context=context) as resp:
             return Health(resp.status == 200, f"HTTP {resp.status}")
     except urllib.error.HTTPError as exc:
         return Health(False, f"HTTP {exc.code} from {url}")

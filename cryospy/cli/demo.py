@@ -1,9 +1,9 @@
 """``cryospy demo``: MinIO, the runtime and one edge agent fed by a generated video, in one command.
 
-The first run builds MinIO if needed, creates a deployment under ``--data-dir`` (default ``var/demo``),
-generates the admin passphrase and a sample video, and enrols a camera. Later runs reuse all of it, so the
-clips recorded before are still there. Ctrl-C stops the agent (its current clip is kept), the runtime and
-MinIO, in that order.
+The first run builds MinIO if needed, creates a deployment under ``--data-dir`` (default ``var/demo``; on
+127.0.0.1 and, like any deployment, with TLS), generates the admin passphrase and a sample video, and enrols
+a camera. Later runs reuse all of it, so the clips recorded before are still there. Ctrl-C stops the agent
+(its current clip is kept), the runtime and MinIO, in that order.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from cryospy.common.keys import KeyStore
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.config import load_config
 from cryospy.edge_agent.synthetic import make_sample_video
-from cryospy.infra import deployment
+from cryospy.infra import certificates, deployment
 from cryospy.infra.deployment import write_private_file
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer, free_port, port_is_free
@@ -66,6 +66,8 @@ def ensure_camera(dep: deployment.Deployment, data_dir: Path, clip_seconds: floa
         # Keep the server URL current if the runtime moved to another port.
         doc = json.loads(config_path.read_text())
         doc["server_url"] = dep.api_url
+        if dep.tls:
+            doc["ca_bundle"] = certificates.ca_pem(dep)
         doc["deployment_public_key"] = KeyStore.load(dep.keys_path).current_public_key().to_text()
         write_private_file(config_path, json.dumps(doc, indent=2).encode())
     return config_path
@@ -88,7 +90,10 @@ def run_demo(data_dir: Path, *, seconds: float | None, clip_seconds: float, say=
         thread.start()
         say("")
         say("CryoSpy demo is running.")
-        say(f"  Dashboard:  {dep.runtime_url}/")
+        say(f"  Dashboard:  {dep.dashboard_url}/")
+        if dep.tls:
+            say(f"  TLS:        this deployment's own CA; to open the dashboard without a warning, trust "
+                f"{dep.ca_file} in your browser (docs/tls.md)")
         say(f"  Passphrase: {passphrase}   (also in {data_dir / 'demo-passphrase.txt'})")
         say(f"  First clip appears after about {clip_seconds:.0f} s. Press Ctrl-C to stop.")
         deadline = time.monotonic() + seconds if seconds else None

@@ -20,6 +20,7 @@ from cryospy.common.keys import (
 )
 from cryospy.edge_agent.config import parse_configs, read_config_file
 from cryospy.edge_agent.errors import ConfigError
+from cryospy.infra import certificates
 from cryospy.infra.deployment import Deployment, write_private_file
 
 from .admin_client import AdminClient
@@ -38,7 +39,7 @@ def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overr
     request: dict[str, Any] = {"device_id": device_id}
     if signing is not None:
         request["signing_key"] = verify_key_to_text(signing.public_key())
-    client = AdminClient(dep.runtime_url, dep.admin_token)
+    client = AdminClient.of(dep)
     created = client.call("POST", "/v1/admin/devices", request)
     config = {
         "client_id": device_id,
@@ -48,6 +49,7 @@ def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overr
         "storage_token": created["storage_token"],   # so it records under its pseudonym before it first syncs
         **({"signing_key": signing_key_to_text(signing)} if signing is not None else {}),
         "spool_dir": f"spool-{device_id.replace(' ', '_')}",
+        **({"ca_bundle": certificates.ca_pem(dep)} if dep.tls else {}),   # the camera trusts this server only
         **agent_overrides,
     }
     if out is not None:
@@ -72,4 +74,4 @@ def _multi_camera_doc(path: Path, device_id: str) -> dict[str, Any]:
 
 
 def list_devices(dep: Deployment) -> list[dict[str, Any]]:
-    return AdminClient(dep.runtime_url, dep.admin_token).call("GET", "/v1/admin/devices")["devices"]
+    return AdminClient.of(dep).call("GET", "/v1/admin/devices")["devices"]

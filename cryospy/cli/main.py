@@ -61,7 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup", help="create a new deployment (credentials and keys)")
     _data_dir(p)
     _passphrase_file(p)
-    p.add_argument("--runtime-port", type=int, default=8480)
+    p.add_argument("--host", default="",
+                   help="this server's LAN address (or name) that cameras and browsers use; the runtime and MinIO "
+                        "listen there and agent configs point there (default: the address of the default route; "
+                        "127.0.0.1 keeps everything on this machine)")
+    p.add_argument("--runtime-port", type=int, default=8480, help="the device API (and the dashboard unless "
+                                                                  "--dashboard-port); default %(default)s")
+    p.add_argument("--dashboard-port", type=int, default=0,
+                   help="serve the dashboard and the admin API on this port instead; the runtime port then answers "
+                        "only cameras and MinIO (and this port 404s their routes)")
+    p.add_argument("--dashboard-host", default="",
+                   help="address the dashboard port listens on (default: --host; e.g. 127.0.0.1 to reach it only "
+                        "through an SSH tunnel or a local reverse proxy)")
+    p.add_argument("--no-tls", action="store_true",
+                   help="plain HTTP: only behind a reverse proxy that does TLS (docs/tls.md), or on 127.0.0.1")
+    p.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                   help="another name the server certificates carry (e.g. cryospy.lan); repeatable")
     p.add_argument("--minio-port", type=int, default=9480)
     p.add_argument("--minio-public-url", default="", help="URL devices use to reach MinIO, if not the local one")
     p.add_argument("--public-api-url", default="", help="URL devices use to reach the API, if not the local one")
@@ -163,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_demo(args.data_dir, seconds=args.seconds, clip_seconds=args.clip_seconds)
     if args.command == "setup":
+        from cryospy.infra.lan_address import find_lan_address
+
         from .passphrase import read_passphrase
         from .setup_cmd import setup
 
@@ -180,13 +197,24 @@ def run(args: argparse.Namespace) -> int:
             if missing:
                 print(f"cryospy: --from-env needs {', '.join(missing)} in the environment", file=sys.stderr)
                 return 2
-        dep = setup(args.data_dir, passphrase, runtime_port=args.runtime_port, minio_port=args.minio_port,
-                    minio_console_port=args.minio_port + 1, minio_public_url=args.minio_public_url,
+        host = args.host or find_lan_address()
+        if not host:
+            print("cryospy: this machine has no LAN address (no default route); pass --host with the address "
+                  "cameras use, or --host 127.0.0.1 to keep everything on this machine", file=sys.stderr)
+            return 2
+        dep = setup(args.data_dir, passphrase, tls=not args.no_tls, host=host, runtime_port=args.runtime_port,
+                    minio_port=args.minio_port, minio_console_port=args.minio_port + 1,
+                    dashboard_port=args.dashboard_port, dashboard_host=args.dashboard_host,
+                    tls_names=tuple(args.tls_name), minio_public_url=args.minio_public_url,
                     public_api_url=args.public_api_url, minio_internal_url=args.minio_url,
                     bind_host=args.bind_host, **from_env)
         print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
+        print(f"Cameras will use {dep.api_url}; the dashboard will be at {dep.dashboard_url}/")
+        if dep.tls:
+            print(f"TLS is on with this deployment's own certificate authority. Agent configs from `cryospy devices "
+                  f"create` carry it; for browsers, install {dep.ca_file} as a trusted authority (docs/tls.md).")
         if passphrase is None:
-            print(f"Then open {dep.runtime_url}/setup and choose the admin passphrase; the one-time setup code "
+            print(f"Then open {dep.dashboard_url}/setup and choose the admin passphrase; the one-time setup code "
                   "is printed by `cryospy serve` and kept in setup-code.txt in the data directory.")
         return 0
     if args.command == "serve":
@@ -222,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes)
         print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
               file=sys.stderr)
-        print(f"{dep.runtime_url}/login/link?token={token}")
+        print(f"{dep.dashboard_url}/login/link?token={token}")
         return 0
     if args.command == "agent":
         from cryospy.edge_agent.agent import run_agents
@@ -351,9 +379,10 @@ def _serve(args: argparse.Namespace) -> int:
             runtime.unlock(passphrase)
         runtime.start()
         if runtime.setup_code_path is not None:
-            announce_browser_setup(dep.runtime_url, runtime.setup_code_path)
+            announce_browser_setup(dep.dashboard_url, runtime.setup_code_path)
         else:
-            print(f"CryoSpy runtime on {dep.runtime_url}/ (MinIO {dep.minio_url}); "
+            where = dep.runtime_url if not dep.dashboard_port else f"{dep.runtime_url} (dashboard {dep.dashboard_url})"
+            print(f"CryoSpy runtime on {where}/ (MinIO {dep.minio_url}); "
                   f"{'unlocked' if passphrase else 'LOCKED: log in to the dashboard to start processing'}",
                   flush=True)
         service_manager.notify("READY=1")

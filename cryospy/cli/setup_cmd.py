@@ -2,6 +2,10 @@
 
 With ``--browser`` the key store is left out: the admin chooses the passphrase on the dashboard's first-run
 page (``/setup``), which asks for a one-time code that ``cryospy serve`` writes into the data directory.
+
+TLS is on unless ``tls=False`` (``--no-tls``): setup makes the deployment's certificate authority and the
+server certificates (infra/certificates.py). Plain HTTP is for a runtime behind a reverse proxy that does TLS
+(docs/tls.md) and for tests that exercise something else.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ from pathlib import Path
 from typing import TextIO
 
 from cryospy.common.keys import KeyStore
-from cryospy.infra import deployment
+from cryospy.infra import certificates, deployment
 from cryospy.infra.deployment import Deployment
 
 
-def setup(data_dir: Path, passphrase: str | None, *, scrypt_n: int | None = None,
+def setup(data_dir: Path, passphrase: str | None, *, scrypt_n: int | None = None, tls: bool = True,
           **overrides: object) -> Deployment:
-    """Create the deployment; with ``passphrase=None`` no key store (first-run setup happens in the browser)."""
+    """Create the deployment; with ``passphrase=None`` no key store (first-run setup happens in the browser);
+    with ``tls`` (the default) its certificate authority and server certificates too."""
     deployment.make_private(data_dir)   # an existing directory keeps its mode otherwise (755 stays 755)
-    dep = deployment.create(data_dir, **overrides)
+    dep = deployment.create(data_dir, tls=tls, **overrides)
+    if tls:
+        certificates.create_authority(dep)
     if passphrase is None:
         return dep
     if scrypt_n is None:

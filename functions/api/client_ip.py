@@ -106,6 +106,13 @@ def _trusted(address: IPAddress, networks: Sequence[IPNetwork]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
 
+def is_trusted_proxy(remote_addr: str, trusted_proxies: Sequence[str]) -> bool:
+    """True when the direct peer is one of the configured proxies (whose forwarded headers are believed)."""
+    networks = parse_trusted_proxies(trusted_proxies)
+    peer = _parse_address(remote_addr) if isinstance(remote_addr, str) else None
+    return peer is not None and bool(networks) and _trusted(peer, networks)
+
+
 def client_ip(remote_addr: str, headers: Mapping[str, str], trusted_proxies: Sequence[str]) -> str:
     """The client's address: ``remote_addr`` unless it is a trusted proxy that says otherwise.
 

@@ -15,7 +15,9 @@ if [ ! -f /data/deployment.json ]; then
   MINIO_ROOT_USER="$(read-secret minio_root_user)"
   MINIO_ROOT_PASSWORD="$(read-secret minio_root_password)"
   CRYOSPY_WEBHOOK_TOKEN="$(read-secret webhook_token)"
-  set -- setup --from-env --minio-url http://minio:9000 --bind-host 0.0.0.0 \
+  # Plain HTTP inside the Compose network for now (MinIO's container has no certificate yet): put the stack
+  # behind a reverse proxy that does TLS (docs/tls.md) before cameras use it across the LAN.
+  set -- setup --from-env --host 127.0.0.1 --no-tls --minio-url http://minio:9000 --bind-host 0.0.0.0 \
     --public-api-url "$CRYOSPY_PUBLIC_API_URL" --minio-public-url "$CRYOSPY_MINIO_PUBLIC_URL"
   # Only this one process sees them in its environment (`setup --from-env` stores them in /data, 0600).
   if [ -n "$passphrase" ]; then

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory, minio_binary: Path) -> Iterator[tuple[Deployment, Runtime]]:
     host = "127.0.0.1"
-    dep = setup(tmp_path_factory.mktemp("browser-first-run") / "data", None, runtime_port=free_port(host),
+    dep = setup(tmp_path_factory.mktemp("browser-first-run") / "data", None, tls=False, runtime_port=free_port(host),
                 minio_port=free_port(host), minio_console_port=free_port(host))
     with MinioServer(dep, binary=minio_binary):
         rt = Runtime(dep, RuntimeOptions(reconcile_seconds=3600, setup_scrypt_n=FAST_SCRYPT_N)).start()

@@ -117,7 +117,7 @@ class System:
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory, minio_binary: Path) -> Iterator[System]:
     host = "127.0.0.1"
-    dep = setup(tmp_path_factory.mktemp("first-run") / "data", None, runtime_port=free_port(host),
+    dep = setup(tmp_path_factory.mktemp("first-run") / "data", None, tls=False, runtime_port=free_port(host),
                 minio_port=free_port(host), minio_console_port=free_port(host))
     assert not dep.keys_path.exists()
     with MinioServer(dep, binary=minio_binary):

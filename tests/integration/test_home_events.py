@@ -35,14 +35,13 @@ from cryospy.functions.channels import parse_channels
 from cryospy.functions.channels.mqtt import MqttChannel, camera_slug
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_server import free_port
-from cryospy.infra.runtime import Runtime, RuntimeOptions
+from cryospy.infra.runtime import Runtime
 from cryospy.infra.server_config import ServerConfig
-from tests.conftest import PASSPHRASE
 from tests.integration.test_device_enrolment import TINY, RunningAgent
 from tests.integration.test_storage_hardening import login
 from tests.mqtt_broker import Broker, Subscriber, retained
 from tests.smtp_sink import SmtpSink
-from tests.support import agent_process, wait_for
+from tests.support import agent_process, unlocked_runtime, wait_for
 
 pytestmark = pytest.mark.integration
 DOC = Path(__file__).resolve().parents[2] / "docs" / "home-events.md"
@@ -83,13 +82,8 @@ def channels_runtime(deployment: Deployment, channels: dict[str, Any],
                           alert_recipients=("owner@test.invalid",) if smtp else (),
                           channels=parse_channels(channels, smtp_ready=smtp is not None), channels_doc=channels,
                           offline_after_seconds=offline_after_seconds)
-    rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
-    rt.unlock(PASSPHRASE)
-    rt.start()
-    try:
+    with unlocked_runtime(deployment, config) as rt:
         yield rt
-    finally:
-        rt.stop()
 
 
 def enrol(deployment: Deployment, tmp_path: Path, prefix: str) -> tuple[str, Path]:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import urllib.request
@@ -62,9 +63,10 @@ def test_serve_without_setup_says_what_to_do(tmp_path: Path):
     assert proc.returncode != 0 and "cryospy setup" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def _login(base: str, passphrase: str) -> urllib.request.OpenerDirector:
+def _login(base: str, passphrase: str, context: ssl.SSLContext) -> urllib.request.OpenerDirector:
     jar = CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar),
+                                         urllib.request.HTTPSHandler(context=context))
     page = opener.open(f"{base}/login", timeout=10).read().decode()
     csrf = page.split('name="csrf" value="')[1].split('"')[0]
     data = f"csrf={csrf}&passphrase={urllib.parse.quote(passphrase)}".encode()
@@ -84,11 +86,13 @@ def _run_demo_until(data: Path, minio_binary: Path, want: Callable[[str], bool])
             assert line, "demo exited early:\n" + "".join(lines)
             lines.append(line)
         url = next(line.split()[-1] for line in lines if "Dashboard:" in line).rstrip("/")
+        assert url.startswith("https://")           # the demo, like `cryospy setup`, has TLS on
+        context = ssl.create_default_context(cafile=data / "tls" / "ca.crt")
         passphrase = (data / "demo-passphrase.txt").read_text().strip()
         assert passphrase in "".join(lines)
-        anonymous = urllib.request.urlopen(f"{url}/", timeout=10)
+        anonymous = urllib.request.urlopen(f"{url}/", timeout=10, context=context)
         assert anonymous.url.endswith("/login")     # no session, no page
-        opener = _login(url, passphrase)
+        opener = _login(url, passphrase, context)
 
         def page_ready() -> str | None:
             html = opener.open(f"{url}/", timeout=10).read().decode()
