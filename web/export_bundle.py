@@ -31,9 +31,9 @@ from typing import Any, BinaryIO
 from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cryospy.cli.verify import explain_gaps
 from cryospy.common.chain import ChainProblem, verify_chain
 from cryospy.common.errors import CryoSpyError
+from cryospy.common.evidence import explain_gaps
 from cryospy.common.keys import KeyRing, verify_key_fingerprint, verify_key_to_text
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import SealedFormatError, SealedHeader, open_sealed
