@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from cryospy.functions.devices.registry import Device, DeviceRegistry
 from cryospy.functions.errors import FunctionsError
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.uploads.presign import PutPresigner
@@ -55,7 +55,7 @@ class Services:
     presigner: S3Identity          # may only PutObject under clips/ and live/; endpoint = the URL devices use
     handler: S3Identity            # reads clips, writes derived objects
     devices: DeviceRegistry
-    index: IndexStore
+    index: ClipIndex
     vault: KeyVault
     admin_token: str = field(repr=False)
     max_clip_bytes: int = 512 * 1024 * 1024

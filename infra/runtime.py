@@ -34,7 +34,7 @@ from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.retention import clip_admin
 from cryospy.functions.services import S3Identity, Services
@@ -82,7 +82,7 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region),
         handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region),
         devices=DeviceRegistry(dep.path("runtime", "devices.json")),
-        index=IndexStore(dep.path("index"), vault.index_key),
+        index=TinyDBIndex(dep.path("index"), vault.index_key),
         vault=vault,
         admin_token=dep.admin_token,
         max_clip_bytes=config.max_clip_bytes,
