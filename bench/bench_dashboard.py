@@ -53,8 +53,8 @@ from cryospy.functions.clips.place import locate
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.records import ClipRecord, fragments_doc
 from cryospy.functions.index.store import TinyDBIndex
-from cryospy.functions.index.usage import LiveCounters, dir_name
 from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
+from cryospy.functions.index.usage import LiveCounters, dir_name
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer
 from cryospy.infra.runtime import Runtime, RuntimeOptions

@@ -138,7 +138,7 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     identities that point at a closed port (nothing in these tests may reach MinIO)."""
     from cryospy.common.keys import KeyStore
     from cryospy.functions.devices.registry import DeviceRegistry
-    from cryospy.functions.index.store import IndexStore
+    from cryospy.functions.index.store import TinyDBIndex
     from cryospy.functions.keyvault import KeyVault
     from cryospy.functions.services import S3Identity, Services
 
@@ -147,7 +147,7 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     return Services(
         bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
         handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
-        devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
+        devices=DeviceRegistry(tmp / "devices.json"), index=TinyDBIndex(tmp / "index", vault.index_key),
         vault=vault, admin_token=admin_token, max_clip_bytes=1000)
 
 

@@ -140,7 +140,8 @@ class TinyDBIndex:
                     return None
                 table.remove(doc_ids=[stored.doc_id])
                 emptied = not table.all()
-            if emptied:
+            if emptied:   # a day without clips is no day of the device's any more (and the walk skips it)
+                (self.root / "clips" / dir_name(device_id) / f"{day}.db").unlink(missing_ok=True)
                 self.fragments.drop(dir_name(device_id), day)
             existing = ClipRecord.from_doc(stored)
             self._totals.add(device_id, -existing.stored_bytes, -1)

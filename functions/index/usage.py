@@ -62,6 +62,15 @@ class UsageTotals:
     def _row(table: Any, device_id: str) -> dict[str, Any]:
         return dict(table.get(Query().device_id == device_id) or {"device_id": device_id, "bytes": 0, "clips": 0})
 
+    @staticmethod
+    def _put(table: Any, row: dict[str, Any]) -> None:
+        """Replace the device's row (TinyDB's upsert merges, which would keep a field this row dropped)."""
+        found = table.get(Query().device_id == row["device_id"])
+        if found is None:
+            table.insert(row)
+        else:
+            table.update(lambda doc: (doc.clear(), doc.update(row)), doc_ids=[found.doc_id])
+
     # -- crash recovery ------------------------------------------------------------------------------
     def mark(self, device_id: str) -> None:
         """Before the first write of a device's shard and totals: leave a durable marker (see the module doc).
@@ -101,7 +110,7 @@ class UsageTotals:
                     row["live_segments"] = max(int(row.get("live_segments", 0)), last.live[0] + last.fragment_count)
                     row["live_clips"] = max(int(row.get("live_clips", 0)), last.live[1] + 1)
                     row["live_last"] = max(row.get("live_last", ""), last.captured_at)
-                table.upsert(row, Query().device_id == device_id)
+                self._put(table, row)
         self._to_recount.difference_update(devices)
         for device_id in devices:
             if device_id not in self._marked:
@@ -126,14 +135,14 @@ class UsageTotals:
                 row["live_segments"], row["live_clips"], row["live_last"] = live.segments, live.clips, live.last
             if unprotected_day is not None and unprotected_day < row.get("unprotected_from", unprotected_day):
                 row["unprotected_from"] = unprotected_day
-            table.upsert(row, Query().device_id == device_id)
+            self._put(table, row)
 
     def set_quarantined(self, device_id: str, nbytes: int) -> None:
         with self._db() as db:
             table = db.table("usage", cache_size=0)
             row = self._row(table, device_id)
             row["quarantine_bytes"] = int(nbytes)
-            table.upsert(row, Query().device_id == device_id)
+            self._put(table, row)
 
     def advance_cursor(self, device_id: str, day: str) -> None:
         """Retention found no unprotected clip before ``day``; never moves the cursor back."""
@@ -142,7 +151,7 @@ class UsageTotals:
             row = self._row(table, device_id)
             if day > row.get("unprotected_from", ""):
                 row["unprotected_from"] = day
-                table.upsert(row, Query().device_id == device_id)
+                self._put(table, row)
 
     def drop(self, device_id: str) -> None:
         with self._db() as db:

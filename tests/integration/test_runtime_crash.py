@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.objectkeys import thumbnail_key
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.bootstrap import root_identity
 from tests.conftest import PASSPHRASE
@@ -67,7 +67,7 @@ def test_burst_with_sigkill_in_the_middle(deployment, minio, tmp_path: Path):
         proc = _serve(deployment)
         vault = KeyVault(deployment.keys_path)
         vault.unlock(PASSPHRASE)
-        index = IndexStore(deployment.path("index"), vault.index_key)   # read-only look from the test
+        index = TinyDBIndex(deployment.path("index"), vault.index_key)   # read-only look from the test
         day = "-".join(slots[0][0].key.split("/")[2:5])
 
         def all_indexed() -> list[dict]:
