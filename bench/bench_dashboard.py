@@ -469,20 +469,19 @@ def log_in(browser: Any, base: str) -> dict[str, Any]:
     return state
 
 
-def add_full_day(runtime: Runtime, day: str, real: dict[str, Any], fragments: int) -> str:
+def add_full_day(runtime: Runtime, day: str, real: ClipRecord, fragments: int) -> str:
     """A second camera with a full day of synthetic clips, whose thumbnails are the real clip's (so they load)."""
     device_id = "bench-full"
     runtime.services.devices.create(device_id, signing_key="bench-signing-key", settings={})
     start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
-    records = day_records(device_id, DayPlan(start, range(CLIPS_PER_DAY)), 0, fragments)
-    for record in records:
-        record["thumb_key"], record["thumb_size"] = real["thumb_key"], real["thumb_size"]
+    records = [r.changed(thumb_key=real.thumb_key, thumb_size=real.thumb_size)
+               for r in day_records(device_id, DayPlan(start, range(CLIPS_PER_DAY)), 0, fragments)]
     index = runtime.services.index
     write_day(index, records)
-    index._add_usage(device_id, sum(stored_bytes(r) for r in records), len(records))
+    index._totals.add(device_id, sum(r.stored_bytes for r in records), len(records))
     runtime.builder.on_index_change(device_id, day)    # the runtime's render thread picks it up
     path = day_page(device_id, day)
-    wait_for(lambda: records[-1]["key"] in (runtime.site.get(path) or ""), timeout=120, what="the full day page")
+    wait_for(lambda: records[-1].key in (runtime.site.get(path) or ""), timeout=120, what="the full day page")
     return path
 
 
@@ -515,8 +514,8 @@ def _in_browser(runtime: Runtime, dep: Any, tmp: Path, fragments: int) -> list[s
     wait_for(lambda: all(index.get_clip(ck.device_id, ck.day, k) for k in keys), timeout=60, what="indexing")
     path = day_page(ck.device_id, ck.day)
     wait_for(lambda: all(k in (runtime.site.get(path) or "") for k in keys), timeout=60, what="the day page")
-    real = index.get_clip(ck.device_id, ck.day, keys[0]) or {}
-    if not real.get("thumb_key"):
+    real = index.get_clip(ck.device_id, ck.day, keys[0])
+    if real is None or not real.thumb_key:
         raise SystemExit("the real clip has no thumbnail; page weights would be understated")
     base, url = dep.runtime_url, dep.runtime_url + "/" + path
     with sync_playwright() as p:

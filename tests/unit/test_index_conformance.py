@@ -35,7 +35,8 @@ def _tinydb(tmp_path: Path) -> IndexUnderTest:
     root = tmp_path / "index"
 
     def at_rest() -> bytes:
-        return b"".join(str(p.relative_to(root)).encode() + p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        return b"".join(str(p.relative_to(root)).encode() + p.read_bytes() for p in files)
 
     return IndexUnderTest(TinyDBIndex(root, lambda: key), lambda: TinyDBIndex(root, lambda: key), at_rest)
 

@@ -14,8 +14,9 @@ KEY = b"k" * 32
 
 
 def _clip(n: int, size: int) -> ClipRecord:
-    return ClipRecord.from_doc({"key": f"clips/cam/2026/01/02/20260102T00000{n}.000Z-{n}.cse", "device_id": "cam", "day": "2026-01-02",
-            "captured_at": f"2026-01-02T00:00:0{n}.000Z", "sequence": n, "sealed_size": size, "thumb_size": 10})
+    return ClipRecord.from_doc({
+        "key": f"clips/cam/2026/01/02/20260102T00000{n}.000Z-{n}.cse", "device_id": "cam", "day": "2026-01-02",
+        "captured_at": f"2026-01-02T00:00:0{n}.000Z", "sequence": n, "sealed_size": size, "thumb_size": 10})
 
 
 class PowerCut(BaseException):

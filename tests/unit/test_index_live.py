@@ -13,8 +13,9 @@ from cryospy.web.media_routes import clip_media
 
 def record(minute: int, fragments: int = 3, device: str = "cam") -> ClipRecord:
     stamp = f"2026-01-02T03:{minute:02d}:00.000Z"
-    return ClipRecord.from_doc({"key": f"clips/{device}/2026/01/02/20260102T03{minute:02d}00.000Z-{minute}.cse", "device_id": device,
-            "day": "2026-01-02", "captured_at": stamp, "sequence": minute, "duration_s": float(fragments),
+    return ClipRecord.from_doc({
+        "key": f"clips/{device}/2026/01/02/20260102T03{minute:02d}00.000Z-{minute}.cse", "device_id": device,
+        "day": "2026-01-02", "captured_at": stamp, "sequence": minute, "duration_s": float(fragments),
             "init_size": 800, "codec": "avc1.42c01e", "width": 320, "height": 180, "sealed_size": 10_000,
             "fragments": [[800 + i * 1000, 1000, float(i), 1.0] for i in range(fragments)]})
 

@@ -56,7 +56,7 @@ def test_the_old_index_keeps_numbering_its_live_stream(old_index: TinyDBIndex) -
 def test_protected_days_are_read_once_not_on_every_walk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index = TinyDBIndex(tmp_path, lambda: b"k" * 32)
     evidence = [clip("cam", f"2026-01-{d:02d}", "01:00:00", d, protected=True) for d in range(1, 6)]
-    for record in evidence + [clip("cam", "2026-01-09", "01:00:00", 9)]:
+    for record in [*evidence, clip("cam", "2026-01-09", "01:00:00", 9)]:
         index.upsert_clip(record)
     read: list[str] = []
     original = index.clips_for_day
