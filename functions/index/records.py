@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
-class Fragment(NamedTuple):
+class IndexedFragment(NamedTuple):
     """One ``moof+mdat`` pair of a clip's plaintext: where it is and which seconds of the clip it holds.
     A tuple, because the fragment log stores it as a JSON list ``[offset, size, start_s, duration_s]``."""
     offset: int
@@ -27,11 +27,11 @@ class Fragment(NamedTuple):
     duration_s: float
 
 
-def fragments_from(rows: Iterable[Iterable[Any]]) -> tuple[Fragment, ...]:
-    return tuple(Fragment(int(o), int(n), float(s), float(d)) for o, n, s, d in rows)
+def fragments_from(rows: Iterable[Iterable[Any]]) -> tuple[IndexedFragment, ...]:
+    return tuple(IndexedFragment(int(o), int(n), float(s), float(d)) for o, n, s, d in rows)
 
 
-def fragments_doc(fragments: Iterable[Fragment]) -> list[list[float]]:
+def fragments_doc(fragments: Iterable[IndexedFragment]) -> list[list[float]]:
     """As the fragment log stores them (lists, so they compare equal to what it reads back)."""
     return [list(f) for f in fragments]
 
@@ -71,7 +71,7 @@ class ClipRecord:
     codec: str = ""
     init_size: int = 0
     fragment_count: int = 0
-    fragments: tuple[Fragment, ...] | None = None
+    fragments: tuple[IndexedFragment, ...] | None = None
     motion: bool = False
     motion_score: float = 0.0
     motion_intervals: tuple[tuple[float | None, float | None], ...] = ()

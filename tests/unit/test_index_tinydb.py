@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.functions.index.records import DeviceUsage, Fragment, SourceGap
+from cryospy.functions.index.records import DeviceUsage, IndexedFragment, SourceGap
 from cryospy.functions.index.store import TinyDBIndex
 from tests.unit.test_index_conformance import clip
 
@@ -29,7 +29,7 @@ def test_an_index_written_before_typed_records_opens_unchanged(old_index: TinyDB
     a, b = old_index.clips_for_day("cam 1", "2026-01-02", with_fragments=True)
     assert (a.sequence, a.sealed_size, a.thumb_key, a.motion, a.motion_intervals, a.peak_s, a.live) == \
         (1, 1000, "thumbs/a.jpg.cse", True, ((0.5, 1.5),), 1.0, (0, 0))
-    assert a.fragments == (Fragment(700, 100, 0.0, 1.0), Fragment(800, 100, 1.0, 1.0)) and a.agent == {
+    assert a.fragments == (IndexedFragment(700, 100, 0.0, 1.0), IndexedFragment(800, 100, 1.0, 1.0)) and a.agent == {
         "agent_version": "0.9"}
     assert b.protected and b.live == (2, 1) and b.source_gap == SourceGap("2026-01-02T00:00:30Z",
                                                                         "2026-01-02T00:00:50Z", "rtsp")
@@ -42,7 +42,7 @@ def test_an_index_written_before_typed_records_opens_unchanged(old_index: TinyDB
     assert z is not None and z.fragment_count == 1 and z.playable and z.fps == 10.0
     assert old_index.update_clip("cam2", "2025-12-31", z.key, protected=True) is not None
     moved = old_index.get_clip("cam2", "2025-12-31", z.key)
-    assert moved is not None and moved.protected and moved.fragments == (Fragment(600, 50, 0.0, 1.0),)
+    assert moved is not None and moved.protected and moved.fragments == (IndexedFragment(600, 50, 0.0, 1.0),)
     assert old_index.usage() == DeviceUsage(3550, 4, 77)
 
 
