@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tinydb import TinyDB
 
+from cryospy.functions.alerts.rules import Alerts
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.index.store import TinyDBIndex
@@ -60,7 +61,7 @@ class BenchServices:
     devices: DeviceRegistry
     handler_client: NoBucket = field(default_factory=NoBucket)
     bucket: str = "cryospy"
-    alerts: None = None
+    alerts: Alerts = field(default_factory=Alerts.off)
     storage_warning_threshold: float = 0.8
     quarantine_limit_bytes: int = 1024 * 1024 * 1024
 

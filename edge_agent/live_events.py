@@ -6,7 +6,8 @@ within a second. The capture thread only appends to a bounded queue (:meth:`Even
 never blocks or does I/O); this loop posts batches as soon as something is queued and otherwise ticks every
 ``TICK_S`` to notice the end of motion and changes of the source's state. When the server cannot be reached,
 events wait (the newest ``queue_size``; the oldest are dropped and counted) and are retried with backoff. An
-event lost on the way is repaired by the clip's own metadata, which stays the durable record.
+event lost on the way still shows in the clip's own metadata, which stays the durable record (the channels do
+not replay it).
 
 Motion, as the detector sees it: a *run* starts with a moving frame and lasts while moving frames keep coming
 less than ``QUIET_S`` apart. ``motion_start`` is sent once the run has lasted the camera's

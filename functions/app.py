@@ -8,7 +8,10 @@ their bucket/prefix/suffix/events are also what the runtime applies as MinIO's n
 the two in step).
 """
 
+from collections.abc import Callable
+
 from chalice import Chalice
+from chalice.app import S3Event
 
 from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
 from cryospy.functions.api import http
@@ -16,7 +19,7 @@ from cryospy.functions.channels import feed
 from cryospy.functions.clips.ingest import ingest_clip
 from cryospy.functions.devices import lifecycle, self_service
 from cryospy.functions.devices.auth import authenticate_device
-from cryospy.functions.events import parse_notification
+from cryospy.functions.events import ObjectEvent, parse_notification
 from cryospy.functions.index.query import ClipQuery, run_query
 from cryospy.functions.live.parts import PartsRequest, exchange_parts, wait_for_viewers, watch_request
 from cryospy.functions.retention import clip_admin, policy
@@ -198,18 +201,34 @@ def delete_clip():
 
 
 # -- bucket events -----------------------------------------------------------------------------------
-@app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectCreated:*"])
-def on_clip_created(event):
+# Each handler takes one parsed ObjectEvent: the runtime's workers call it with the event the webhook parsed
+# and the job queue kept. The @app.on_s3_event functions are the registration (bucket, prefix, events: the
+# MinIO notification rules come from them) and the Lambda entry points, where an S3 body is parsed once.
+def clip_created(record: ObjectEvent) -> None:
     services = get_services()
+    result = ingest_clip(services, record)
+    policy.enforce_device(services, result.device_id)
+    if result.changed:
+        feed.clip_stored(services, result.device_id, result.record)
+
+
+def clip_gone(record: ObjectEvent) -> None:
+    clip_removed(get_services(), record)
+
+
+@app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectCreated:*"])
+def on_clip_created(event: S3Event) -> None:
     for record in parse_notification(event.to_dict()):
-        result = ingest_clip(services, record)
-        policy.enforce_device(services, result.device_id)
-        if result.changed:
-            feed.clip_stored(services, result.device_id, result.record)
+        clip_created(record)
 
 
 @app.on_s3_event(bucket=BUCKET, prefix=CLIP_PREFIX, suffix=CLIP_SUFFIX, events=["s3:ObjectRemoved:*"])
-def on_clip_removed(event):
-    services = get_services()
+def on_clip_removed(event: S3Event) -> None:
     for record in parse_notification(event.to_dict()):
-        clip_removed(services, record)
+        clip_gone(record)
+
+
+OBJECT_HANDLERS: dict[str, Callable[[ObjectEvent], None]] = {
+    "on_clip_created": clip_created,
+    "on_clip_removed": clip_gone,
+}

@@ -3,6 +3,10 @@
 MinIO posts one record per request as ``{"EventName", "Key", "Records": [record]}``; AWS and moto send
 ``ObjectCreated:Put`` without the ``s3:`` prefix. Keys arrive ``QueryEscape``d (``/``→``%2F``, space→``+``,
 ``+``→``%2B``) and are decoded here with ``unquote_plus`` so nothing downstream ever sees an escaped key.
+
+The webhook parses a notification once into :class:`ObjectEvent`; that value is what the job queue stores
+(:meth:`ObjectEvent.to_stored`, key decoded), what workers hand the handlers and what the dead-letter views
+show. Only the Lambda entry points in ``app.py`` parse an S3 body, because that is what Lambda gives them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ from cryospy.functions.errors import FunctionsError
 
 class MalformedEvent(FunctionsError):
     pass
+
+
+STORED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -46,20 +53,27 @@ class ObjectEvent:
         marker = (self.etag or self.sequencer or "") if self.created else (self.sequencer or self.etag or "")
         return "|".join([self.event_name.rsplit(":", 1)[0], self.bucket, self.key, marker, self.version_id or ""])
 
-    def to_record(self) -> dict[str, Any]:
-        """Back to an S3-shaped record (key escaped again), so Chalice's S3Event decodes it correctly."""
-        from urllib.parse import quote_plus
+    def to_stored(self) -> dict[str, Any]:
+        """The form the runtime's job queue keeps: the parsed fields, key decoded (not an S3 body again)."""
+        return {"v": STORED_VERSION, "event_name": self.event_name, "bucket": self.bucket, "key": self.key,
+                "size": self.size, "etag": self.etag, "sequencer": self.sequencer, "version_id": self.version_id}
 
-        obj: dict[str, Any] = {"key": quote_plus(self.key, safe="")}
-        for name, value in (("size", self.size), ("eTag", self.etag), ("sequencer", self.sequencer),
-                            ("versionId", self.version_id)):
-            if value is not None:
-                obj[name] = value
-        return {"eventVersion": "2.0", "eventSource": "minio:s3", "eventName": self.event_name,
-                "s3": {"bucket": {"name": self.bucket}, "object": obj}}
-
-    def to_event(self) -> dict[str, Any]:
-        return {"Records": [self.to_record()]}
+    @classmethod
+    def from_stored(cls, doc: Any) -> ObjectEvent:
+        """Read what :meth:`to_stored` wrote. Queues written before version 1 kept S3-shaped bodies (keys
+        escaped); those are parsed as notifications, once, so an upgrade loses no queued or dead job."""
+        if isinstance(doc, dict) and "Records" in doc:
+            return parse_notification(doc)[0]
+        if not isinstance(doc, dict) or doc.get("v") != STORED_VERSION:
+            raise MalformedEvent("stored event is neither a version-1 event nor an S3 notification")
+        try:
+            event = cls(event_name=doc["event_name"], bucket=doc["bucket"], key=doc["key"], size=doc["size"],
+                        etag=doc["etag"], sequencer=doc["sequencer"], version_id=doc["version_id"])
+        except KeyError as exc:
+            raise MalformedEvent(f"stored event lacks {exc.args[0]!r}") from None
+        if not all(isinstance(v, str) and v for v in (event.event_name, event.bucket, event.key)):
+            raise MalformedEvent("stored event has an empty name, bucket or key")
+        return event
 
 
 def normalise_event_name(name: str) -> str:
@@ -93,21 +107,6 @@ def parse_notification(body: Any) -> list[ObjectEvent]:
     if not isinstance(body, dict) or not isinstance(body.get("Records"), list) or not body["Records"]:
         raise MalformedEvent("notification body must be an object with a non-empty 'Records' list")
     return [parse_record(r) for r in body["Records"]]
-
-
-def stored_event_key(body: Any) -> str:
-    """The decoded object key of a stored event body (a queued or dead-lettered job), for people to read.
-
-    Tolerant on purpose: a dead letter may be an event that never parsed, so this shows whatever key it has
-    (``""`` when none) instead of raising. Stored bodies are S3-shaped, so their keys are escaped."""
-    records = body.get("Records") if isinstance(body, dict) else None
-    for record in records if isinstance(records, list) else []:
-        obj = record.get("s3", {}).get("object", {}) if isinstance(record, dict) else {}
-        key = obj.get("key") if isinstance(obj, dict) else None
-        if isinstance(key, str) and key:
-            return unquote_plus(key)
-    key = body.get("key") if isinstance(body, dict) else None
-    return key if isinstance(key, str) else ""
 
 
 def _opt_str(value: Any) -> str | None:

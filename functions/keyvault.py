@@ -10,12 +10,15 @@ under the admin's new passphrase and unlocks it. It refuses once a store exists,
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryospy.common.keys import DeploymentPublicKey, KeyStore, KeyStoreError, KeyStoreExists, UnlockedKeys
 from cryospy.functions.errors import BadRequest, KeysLocked
 
+log = logging.getLogger("cryospy.keyvault")
 MIN_PASSPHRASE_CHARS = 10
 """The admin passphrase wraps every private key; the CLI prompt and first-run setup both enforce this minimum."""
 
@@ -41,7 +44,7 @@ class KeyVault:
         self._unlocked: UnlockedKeys | None = None
         self._lock = threading.Lock()
         self._setup_lock = threading.Lock()
-        self._unlock_listeners: list[object] = []
+        self._unlock_listeners: list[Callable[[], None]] = []
 
     @property
     def locked(self) -> bool:
@@ -57,6 +60,19 @@ class KeyVault:
         keys = self._require_store().unlock(passphrase)
         with self._lock:
             self._unlocked = keys
+        self._unlocked_now()
+
+    def add_unlock_listener(self, listener: Callable[[], None]) -> None:
+        """Called after every successful unlock (each log-in unlocks again): what needs the private keys to
+        start, such as the channel settings sealed under the index key."""
+        self._unlock_listeners.append(listener)
+
+    def _unlocked_now(self) -> None:
+        for listener in self._unlock_listeners:
+            try:
+                listener()
+            except Exception:       # a listener's failure must not fail the log-in
+                log.exception("an unlock listener failed")
 
     def initialise(self, passphrase: str, *, scrypt_n: int | None = None) -> None:
         """First-run setup: create the key store under ``passphrase`` and unlock it.
@@ -79,6 +95,7 @@ class KeyVault:
             keys = store.unlock(passphrase)
             with self._lock:
                 self._store, self._unlocked = store, keys
+        self._unlocked_now()
 
     def keys(self) -> UnlockedKeys:
         keys = self._unlocked

@@ -27,8 +27,7 @@ def silent_devices(services: Services, now: datetime | None = None) -> list[str]
         when = datetime.fromisoformat(seen.replace("Z", "+00:00"))
         if now - when > limit:
             silent.append(device.device_id)
-            if services.alerts is not None:
-                services.alerts.device_silent(device.device_id, device.last_seen, services.silent_minutes)
+            services.alerts.device_silent(device.device_id, device.last_seen, services.silent_minutes)
     return silent
 
 

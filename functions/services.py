@@ -1,8 +1,13 @@
 """Dependencies of the Chalice app, built once at the edge and injected.
 
 The app module registers routes and handlers at import time but reads no configuration then; the runtime
-(``cryospy serve``) calls :func:`configure` before it serves anything, and views and handlers fetch what
-they need with :func:`get_services`.
+(``cryospy serve``) builds :class:`Services` once (``infra/runtime.py: build_services``), calls
+:func:`configure` before it serves anything, and views and handlers fetch what they need with
+:func:`get_services`.
+
+Every part is typed and present: a part the deployment does not use is a null object (alerts without a
+mailer, no per-device identities, no event sink), so domain code never asks "is it configured?". The record
+is frozen: nothing rewires it after start-up.
 """
 
 from __future__ import annotations
@@ -12,20 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import Protocol
 
 import boto3
 from botocore.client import BaseClient
 from botocore.config import Config
 
+from cryospy.functions.alerts.rules import Alerts
+from cryospy.functions.channels.hub import ChannelHub
+from cryospy.functions.channels.presence import Presence
+from cryospy.functions.devices.auth_defence import AuthDefence
+from cryospy.functions.devices.identities import DeviceIdentities, SharedUploadIdentity
 from cryospy.functions.devices.registry import Device, DeviceRegistry
 from cryospy.functions.errors import FunctionsError
+from cryospy.functions.events import ObjectEvent
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.uploads.presign import PutPresigner
-
-from .channels.hub import ChannelHub
+from cryospy.functions.uploads.slot_limiter import SlotLimiter
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,22 @@ class S3Identity:
         )
 
 
-@dataclass
+class EventSink(Protocol):
+    """Where the upload-confirm route hands a new clip's event: the runtime's job queue (the webhook's
+    ``enqueue``), which de-duplicates it against MinIO's own notification. Returns how many jobs were queued."""
+
+    def enqueue(self, records: list[ObjectEvent]) -> int: ...
+
+
+class NoEventSink:
+    """No queue behind the app (a bare API without the runtime): confirmations queue nothing; MinIO's
+    notification alone brings the clip in."""
+
+    def enqueue(self, records: list[ObjectEvent]) -> int:
+        return 0
+
+
+@dataclass(frozen=True)
 class Services:
     bucket: str
     presigner: S3Identity          # may only PutObject under clips/ and live/; endpoint = the URL devices use
@@ -57,24 +82,25 @@ class Services:
     devices: DeviceRegistry
     index: ClipIndex
     vault: KeyVault
+    defence: AuthDefence           # failed-login counting and blocking (devices/auth_defence.py)
     admin_token: str = field(repr=False)
     max_clip_bytes: int = 512 * 1024 * 1024
     slot_ttl_seconds: int = 600
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    # Per-device upload identities in MinIO (infra.device_identities); None signs with the shared presigner.
-    identities: Any = None
+    # Per-device upload identities in MinIO (infra.device_identities); the null object signs every slot with
+    # the shared presigner.
+    identities: DeviceIdentities = field(default_factory=SharedUploadIdentity)
     # Optional reverse-proxy style check on device routes: (header name, expected value).
     proxy_auth: tuple[str, str] | None = field(default=None, repr=False)
-    defence: Any = None            # functions.auth_defence.AuthDefence, when configured
-    # Where the upload-confirm route hands new-clip events (the runtime's job queue); None = not served.
-    event_sink: Callable[[list[Any]], int] | None = None
+    event_sink: EventSink = field(default_factory=NoEventSink)
     storage_warning_threshold: float = 0.8
     global_budget_bytes: int = 0   # 0 = no deployment-wide budget
     quarantine_limit_bytes: int = 1024 * 1024 * 1024   # per device; counted against its quota too
-    slot_limiter: Any = None       # functions.slot_limiter.SlotLimiter, when configured
+    slot_limiter: SlotLimiter = field(default_factory=SlotLimiter)
     silent_minutes: int = 30
-    alerts: Any = None             # functions.alerts.Alerts, when configured
+    alerts: Alerts = field(default_factory=Alerts.off)   # e-mail alerts; off = no mailer configured
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
+    presence: Presence = field(default_factory=Presence)   # which agents are in touch (camera_offline on silence)
     live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

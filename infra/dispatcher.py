@@ -60,7 +60,7 @@ class Dispatcher:
             self.queue.dead(job, f"no handler named {job.handler!r} in this version of the app")
             return
         try:
-            route.handler(job.event, None)
+            route.handler(job.event)
         except KeysLocked:
             self.queue.postpone(job, self.locked_delay, "waiting for the private key to be unlocked")
         except (PermanentEventError, MalformedEvent) as exc:

@@ -7,12 +7,14 @@ The decorators are the single source of truth: the same list of routes drives th
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from chalice import Chalice
 from chalice.app import S3EventConfig
+
+from cryospy.functions.events import ObjectEvent
 
 from .minio_server import WEBHOOK_ARN
 
@@ -24,21 +26,25 @@ class Route:
     events: tuple[str, ...]
     prefix: str
     suffix: str
-    handler: Callable[[dict[str, Any], Any], Any]
+    handler: Callable[[ObjectEvent], None]     # the typed handler behind the Chalice entry point
 
     def matches(self, bucket: str, key: str, event_name: str) -> bool:
         return (bucket == self.bucket and key.startswith(self.prefix) and key.endswith(self.suffix)
                 and any(fnmatch.fnmatchcase(event_name, pattern) for pattern in self.events))
 
 
-def routes_from_app(app: Chalice) -> list[Route]:
+def routes_from_app(app: Chalice, handlers: Mapping[str, Callable[[ObjectEvent], None]]) -> list[Route]:
+    """One route per ``@app.on_s3_event`` registration, dispatching to its typed handler in ``handlers``
+    (the Chalice function stays the Lambda entry point; the runtime skips its S3-body parsing)."""
     routes = []
     for source in app.event_sources:
         if isinstance(source, S3EventConfig):
+            if source.name not in handlers:
+                raise LookupError(f"no typed handler for the S3 event source {source.name!r}; "
+                                  "add it to OBJECT_HANDLERS in functions/app.py")
             routes.append(Route(
                 name=source.name, bucket=source.bucket, events=tuple(source.events),
-                prefix=source.prefix or "", suffix=source.suffix or "",
-                handler=app.handler_map[source.name],
+                prefix=source.prefix or "", suffix=source.suffix or "", handler=handlers[source.name],
             ))
     return routes
 

@@ -14,7 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from cryospy.functions.events import MalformedEvent, ObjectEvent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,8 +41,31 @@ DONE_KEPT_SECONDS = 7 * 86400
 class Job:
     id: int
     handler: str
-    event: dict[str, Any]
+    event: ObjectEvent
     attempts: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A job that will not run again unless an admin retries it. ``event`` is None only for a stored body
+    that no longer reads as an event (then ``reason`` says so); ``key`` is always printable."""
+    id: int
+    handler: str
+    event: ObjectEvent | None
+    attempts: int
+    reason: str
+    updated: float
+
+    @property
+    def key(self) -> str:
+        return self.event.key if self.event is not None else ""
+
+
+def _load(stored: str) -> ObjectEvent:
+    try:
+        return ObjectEvent.from_stored(json.loads(stored))
+    except ValueError as exc:
+        raise MalformedEvent(f"stored event is not JSON: {exc}") from None
 
 
 class JobQueue:
@@ -56,25 +80,26 @@ class JobQueue:
         with self._lock:
             self._db.execute("UPDATE jobs SET state='pending' WHERE state='running'")
 
-    def put(self, handler: str, identity: str, event: dict[str, Any]) -> bool:
-        """Insert a job unless the same handler already has this event; returns True when inserted."""
+    def put(self, handler: str, event: ObjectEvent, identity: str | None = None) -> bool:
+        """Insert a job unless the same handler already has this event (by ``identity``, the event's own by
+        default); returns True when inserted."""
         now = time.time()
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO jobs(dedupe, handler, event, created, updated) VALUES (?,?,?,?,?)",
-                (f"{handler}|{identity}", handler, json.dumps(event), now, now))
-            inserted = cur.rowcount == 1
-            if inserted:
+                (f"{handler}|{identity or event.identity}", handler, json.dumps(event.to_stored()), now, now))
+            if cur.rowcount:
                 self._wake.notify_all()
-        return inserted
+            return bool(cur.rowcount)
 
-    def put_dead(self, handler: str, identity: str, event: dict[str, Any], reason: str) -> None:
+    def put_dead(self, handler: str, event: ObjectEvent, reason: str) -> None:
         """Record an event that will never be processed, so an admin can see it (`cryospy events dead`)."""
         now = time.time()
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO jobs(dedupe, handler, event, state, reason, created, updated) "
-                "VALUES (?,?,?,'dead',?,?,?)", (f"{handler}|{identity}", handler, json.dumps(event), reason, now, now))
+                "VALUES (?,?,?,'dead',?,?,?)",
+                (f"{handler}|{event.identity}", handler, json.dumps(event.to_stored()), reason, now, now))
 
     def claim(self, timeout: float) -> Job | None:
         deadline = time.monotonic() + timeout
@@ -84,9 +109,15 @@ class JobQueue:
                     "SELECT id, handler, event, attempts FROM jobs WHERE state='pending' AND not_before<=? "
                     "ORDER BY id LIMIT 1", (time.time(),)).fetchone()
                 if row:
+                    try:
+                        event = _load(row[2])
+                    except MalformedEvent as exc:     # a body no version of the queue wrote: keep it, aside
+                        self._db.execute("UPDATE jobs SET state='dead', reason=?, updated=? WHERE id=?",
+                                         (str(exc), time.time(), row[0]))
+                        continue
                     self._db.execute("UPDATE jobs SET state='running', attempts=attempts+1, updated=? WHERE id=?",
                                      (time.time(), row[0]))
-                    return Job(row[0], row[1], json.loads(row[2]), row[3] + 1)
+                    return Job(row[0], row[1], event, row[3] + 1)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
@@ -114,13 +145,19 @@ class JobQueue:
                              (state, reason, not_before, time.time(), job_id))
             self._wake.notify_all()
 
-    def dead_letters(self) -> list[dict[str, Any]]:
+    def dead_letters(self) -> list[DeadLetter]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, handler, event, attempts, reason, updated FROM jobs WHERE state='dead' ORDER BY id"
             ).fetchall()
-        return [{"id": r[0], "handler": r[1], "event": json.loads(r[2]), "attempts": r[3], "reason": r[4],
-                 "updated": r[5]} for r in rows]
+        letters = []
+        for job_id, handler, stored, attempts, reason, updated in rows:
+            try:
+                event: ObjectEvent | None = _load(stored)
+            except MalformedEvent:
+                event = None
+            letters.append(DeadLetter(job_id, handler, event, attempts, reason or "", updated))
+        return letters
 
     def requeue_dead(self, job_id: int | None = None) -> int:
         with self._lock:

@@ -75,7 +75,7 @@ class Reconciler:
                                     obj.get("ETag", "").strip('"') or None, None, None)
                 for route in self.routes:
                     if route.matches(event.bucket, event.key, event.event_name):
-                        queued += self.queue.put(route.name, "reconcile|" + event.identity, event.to_event())
+                        queued += self.queue.put(route.name, event, "reconcile|" + event.identity)
         if queued:
             log.info("reconciler queued %d clip(s) the index lacked", queued)
         return queued

@@ -29,15 +29,19 @@ from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, SmtpSettings
 from cryospy.functions.alerts.rules import AlertPolicy, Alerts
 from cryospy.functions.api.client_ip import parse_trusted_proxies
-from cryospy.functions.app import app
+from cryospy.functions.app import OBJECT_HANDLERS, app
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
+from cryospy.functions.channels.control import ChannelControl, MailSettings
+from cryospy.functions.channels.presence import Presence, PresenceWatch
+from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
+from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_admin
-from cryospy.functions.services import S3Identity, Services
+from cryospy.functions.services import EventSink, S3Identity, Services
 from cryospy.functions.uploads.slot_limiter import SlotLimiter
 from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
@@ -67,16 +71,20 @@ OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 
 
-def build_services(dep: Deployment, config: ServerConfig | None = None) -> Services:
-    config = config or load_server_config(dep.path("server.json"))
+def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None, *, event_sink: EventSink,
+                   live_waiters: int = 4) -> Services:
+    """Every part the app and handlers use, built once. ``event_sink`` is where upload confirmations queue
+    new clips (the runtime's webhook); ``live_waiters`` bounds the live-view long-polls held at once, so they
+    leave the server's threads for everything else."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
     vault = KeyVault(dep.keys_path)
-    mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
     defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
                           AuthDefenceSettings.from_dict(config.auth_events or {}))
     # The hub asks for the camera list at each MQTT connect, long after this returns.
     hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
                     cameras=lambda: feed.camera_states(services))
+    alerts = (Alerts(mailer, config.alert_recipients, AlertLimits(dep.path("runtime", "alert-limits.sqlite")),
+                     alert_policy(config)) if mailer else Alerts.off())
     services = Services(
         bucket=dep.bucket,
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region),
@@ -90,16 +98,29 @@ def build_services(dep: Deployment, config: ServerConfig | None = None) -> Servi
         identities=MinioDeviceIdentities(dep),
         proxy_auth=config.proxy_auth,
         defence=defence,
-        alerts=Alerts(mailer, config.alert_recipients, AlertLimits(dep.path("runtime", "alert-limits.sqlite")),
-                      alert_policy(config)) if mailer else None,
+        alerts=alerts,
+        event_sink=event_sink,
+        live=LiveHub(max_waiters=live_waiters),
         storage_warning_threshold=config.storage_warning_threshold,
         global_budget_bytes=config.global_budget_bytes,
         quarantine_limit_bytes=config.quarantine_bytes,
         slot_limiter=SlotLimiter(config.slots_per_minute),
         silent_minutes=config.silent_minutes,
         home_events=hub,
+        presence=Presence(config.offline_after_seconds),
     )
+    services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
+
+
+def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
+    """Channels as server.json and the dashboard set them; the saved ones are read at the first unlock."""
+    control = ChannelControl(services, config.channels_doc,
+                             MailSettings(config.alert_recipients, config.attach_thumbnails), mailer,
+                             StoredChannels(dep.path("runtime", "channels.sealed"), services.vault.index_key))
+    services.vault.add_unlock_listener(control.load)
+    control.load()
+    return control
 
 
 def alert_policy(config: ServerConfig) -> AlertPolicy:
@@ -153,10 +174,14 @@ class Runtime:
         self.dep = dep
         self.options = options or RuntimeOptions()
         config = config or load_server_config(dep.path("server.json"))
-        self.services = build_services(dep, config)
-        self.services.live.max_waiters = max(1, self.options.threads // 2)   # long-polls leave threads for the rest
-        self.routes: list[Route] = routes_from_app(app)
+        mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+        self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
         self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
+        self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
+        self.services = build_services(dep, config, mailer, event_sink=self.webhook,
+                                       live_waiters=max(1, self.options.threads // 2))
+        self.channels = channel_control(dep, config, self.services, mailer)
+        self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
         self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
@@ -172,8 +197,6 @@ class Runtime:
                                   scrypt_n=self.options.setup_scrypt_n)
         self.setup_code_path: Path | None = None
         self._mount_dashboard_sections()
-        self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
-        self.services.event_sink = self.webhook.enqueue
         self.wsgi = front_door.FrontDoor(
             RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard)),
             front_door.host_names(dep.host, dep.public_api_url, config.allowed_hosts),
@@ -197,7 +220,8 @@ class Runtime:
 
         ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
         mounts = self.dashboard.mounts
-        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url)
+        mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
+                                        channels=self.channels)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         self.dashboard.public_mounts["/setup"] = self.first_run
 
@@ -256,7 +280,8 @@ class Runtime:
             self._rebuilt = True
             self._safe_rebuild()
         self.reconciler.start()
-        self.services.home_events.start()
+        self.channels.start()
+        self.presence.start()
         self.live_sweeper.start()
         return self
 
@@ -276,14 +301,13 @@ class Runtime:
             self._thread.join(10)
         self.reconciler.stop()
         self.live_sweeper.stop()
+        self.presence.stop()
         self.dispatcher.stop()
         self.services.home_events.close()
         self.builder.stop()
         self.services.index.close()
         self.queue.close()
         self.services.devices.flush()
-        if self.services.alerts is not None:
-            self.services.alerts.close()
-        if self.services.defence is not None:
-            self.services.defence.close()
+        self.services.alerts.close()
+        self.services.defence.close()
         services_mod.configure(None)

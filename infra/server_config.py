@@ -16,11 +16,15 @@ Example::
       "slot_ttl_seconds": 600,
       "storage": {"warning_threshold": 0.8, "global_budget_gigabytes": 0, "quarantine_megabytes": 1024,
                   "slots_per_minute": 120},
-      "channels": {"mqtt": {"enabled": true, "host": "broker.lan", "username": "cryospy", "password": "…"}}
+      "channels": {"mqtt": {"enabled": true, "host": "broker.lan", "username": "cryospy", "password": "…"}},
+      "offline_after_seconds": 60
     }
 
 ``channels`` (real-time events to e-mail, MQTT/Home Assistant, a signed webhook, ntfy-style push) is parsed
 by :func:`cryospy.functions.channels.parse_channels`; its keys are documented there and in docs/home-events.md.
+Channels set on the dashboard (Admin → Channels) replace the section of the same name here; they are kept
+sealed under the index key (functions/channels/stored.py), not in this file. ``offline_after_seconds``: a
+camera whose agent has not been in touch for this long is reported offline (functions/channels/presence.py).
 
 The file may hold the SMTP password, so it is read from a 0600 file and never logged.
 """
@@ -34,11 +38,12 @@ from typing import Any
 
 from cryospy.common.strict_keys import unknown_key_message
 from cryospy.functions.channels import ChannelSettingsError, ChannelsSettings, parse_channels
+from cryospy.functions.channels.presence import DEFAULT_OFFLINE_AFTER_S, OFFLINE_AFTER_BOUNDS
 
 from .errors import InfraError
 
 KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "allowed_hosts", "proxy_auth", "max_clip_megabytes",
-         "slot_ttl_seconds", "storage", "channels"}
+         "slot_ttl_seconds", "storage", "channels", "offline_after_seconds"}
 ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
               "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
 STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes", "quarantine_megabytes", "slots_per_minute"}
@@ -67,6 +72,8 @@ class ServerConfig:
     quarantine_bytes: int = 1024 * 1024 * 1024   # per device: the oldest quarantined uploads go beyond this
     slots_per_minute: int = 120                   # per device, with a burst of as many
     channels: ChannelsSettings = field(default_factory=ChannelsSettings, repr=False)
+    channels_doc: dict[str, Any] = field(default_factory=dict, repr=False)   # as written, for the dashboard
+    offline_after_seconds: float = DEFAULT_OFFLINE_AFTER_S
 
 
 def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -135,5 +142,7 @@ def load_server_config(path: Path) -> ServerConfig:
         global_budget_bytes=int(_number(path, storage, "global_budget_gigabytes", 0, 0, 1_000_000) * 1024**3),
         quarantine_bytes=int(_number(path, storage, "quarantine_megabytes", 1024, 0, 1_000_000) * 1024**2),
         slots_per_minute=int(_number(path, storage, "slots_per_minute", 120, 1, 6000)),
-        channels=channels,
+        channels=channels, channels_doc=dict(doc.get("channels") or {}),
+        offline_after_seconds=_number(path, doc, "offline_after_seconds", DEFAULT_OFFLINE_AFTER_S,
+                                      *OFFLINE_AFTER_BOUNDS),
     )

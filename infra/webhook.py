@@ -49,11 +49,11 @@ class WebhookReceiver:
         for record in records:
             matching = [r for r in self.routes if r.matches(record.bucket, record.key, record.event_name)]
             if not matching:
-                self.queue.put_dead("(unrouted)", record.identity, record.to_event(),
+                self.queue.put_dead("(unrouted)", record,
                                     f"no handler matches {record.event_name} for {record.key!r}")
                 continue
             for route in matching:
-                queued += self.queue.put(route.name, record.identity, record.to_event())
+                queued += self.queue.put(route.name, record)
         return queued
 
     def handle(self, authorization: str | None, body: bytes) -> WebhookResult:

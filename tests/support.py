@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +140,7 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     """Services for unit tests of the API: a real key vault, registry and index in ``tmp``, and object-store
     identities that point at a closed port (nothing in these tests may reach MinIO)."""
     from cryospy.common.keys import KeyStore
+    from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
     from cryospy.functions.devices.registry import DeviceRegistry
     from cryospy.functions.index.store import TinyDBIndex
     from cryospy.functions.keyvault import KeyVault
@@ -148,7 +152,8 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
         bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
         handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
         devices=DeviceRegistry(tmp / "devices.json"), index=TinyDBIndex(tmp / "index", vault.index_key),
-        vault=vault, admin_token=admin_token, max_clip_bytes=1000)
+        vault=vault, defence=AuthDefence(tmp / "auth-failures.sqlite", AuthDefenceSettings()),
+        admin_token=admin_token, max_clip_bytes=1000)
 
 
 LAST_HEADERS: dict[str, str] = {}   # the headers of the last api_call's response
@@ -211,3 +216,11 @@ def dashboard_login(base: str) -> requests.Session:
                        timeout=10)
     assert answer.status_code == 302, answer.status_code
     return http
+
+
+def agent_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """`cryospy agent` as a process of its own (so that a test can SIGKILL it), its output appended to a log."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "cryospy", "agent", "--config", str(config_path)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -15,6 +15,7 @@ Routes (relative to ``/admin``)::
     POST /devices/<hex id>/settings|enabled|rotate|delete
     GET  /passphrase   POST /passphrase
     GET  /status       POST /status/retry   POST /status/test (a test event to one channel)
+    GET  /channels     POST /channels/<name> (switch a channel on/off and set it: admin_channels.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from urllib.parse import parse_qs
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStore, WrongPassphrase
+from cryospy.functions.channels.control import ChannelControl
+from cryospy.functions.channels.errors import ChannelSettingsError
 from cryospy.functions.devices import lifecycle
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.devices.self_service import settings_in_sync, settings_report
@@ -38,7 +41,7 @@ from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphras
 from cryospy.functions.retention.deletion import delete_device_clips
 from cryospy.functions.services import Services
 
-from . import admin_status
+from . import admin_channels, admin_status
 from .admin_forms import agent_config, form_to_settings, setting_name, settings_fields
 from .login_limiter import LoginThrottled
 from .server import Dashboard, Session, StartResponse
@@ -89,7 +92,7 @@ class AdminSection:
     """The ``/admin`` mount: ``(environ, start_response, session) -> body``."""
 
     def __init__(self, dashboard: Dashboard, services: Services, queue: Any, api_url: str, minio_url: str,
-                 version: str = __version__):
+                 version: str = __version__, channels: ChannelControl | None = None):
         self.dashboard = dashboard
         self.services = services
         self.queue = queue
@@ -98,6 +101,7 @@ class AdminSection:
         self.version = version
         self.started = time.monotonic()
         self.one_time = OneTimeForms()
+        self.channels = channels
 
     # -- routing -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> list[bytes]:
@@ -113,6 +117,8 @@ class AdminSection:
                 return self.passphrase_page(start, session, changed=query.get("changed") == "1")
             if parts == ["status"]:
                 return self.status_page(start, session, query)
+            if parts == ["channels"] and self.channels is not None:
+                return self.channels_page(start, session, saved=query.get("saved", ""))
             if len(parts) == 2 and parts[0] == "devices":
                 return self._with_device(start, session, parts[1], lambda d: self.device_page(
                     start, session, d, notice=_NOTICES.get(query.get("done", ""), "")))
@@ -131,6 +137,8 @@ class AdminSection:
             return self.retry(start, session, form)
         if parts == ["status", "test"]:
             return self.send_test(start, session, form)
+        if len(parts) == 2 and parts[0] == "channels" and self.channels is not None:
+            return self.save_channel(start, session, parts[1], form)
         if len(parts) == 3 and parts[0] == "devices":
             action = self._device_actions().get(parts[2])
             if action is not None:
@@ -309,6 +317,28 @@ class AdminSection:
                                                                                "the status page and try again.")
         self.services.home_events.send_test(name)
         return self.dashboard.redirect(start, PREFIX + "/status?tested=" + name)
+
+    # -- channels ------------------------------------------------------------------------------------
+    def channels_page(self, start: StartResponse, session: Session, status: int = 200, saved: str = "",
+                      submitted: dict[str, str] | None = None, failed: str = "", error: str = "") -> list[bytes]:
+        assert self.channels is not None
+        return self.dashboard.render(
+            start, _status(status), "admin_channels.html", session, section="channels",
+            cards=admin_channels.cards(self.channels, self.services.home_events.status(), submitted, failed, error),
+            saved=saved if saved in admin_channels.TITLES else "", problem=self.channels.problem,
+            smtp=self.channels.smtp_configured)
+
+    def save_channel(self, start: StartResponse, session: Session, name: str, form: dict[str, str]) -> list[bytes]:
+        assert self.channels is not None
+        if name not in admin_channels.TITLES:
+            return self._not_found(start, session)
+        try:
+            admin_channels.save(self.channels, name, form)
+        except ChannelSettingsError as exc:
+            return self.channels_page(start, session, 400, submitted=form, failed=name, error=str(exc))
+        except KeysLocked as exc:
+            return self._message(start, session, 503, "That did not work", str(exc))
+        return self.dashboard.redirect(start, PREFIX + "/channels?saved=" + name)
 
     def retry(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
         try:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import KeysLocked
-from cryospy.functions.events import stored_event_key
 from cryospy.functions.services import Services
 
 DEAD_LETTERS_SHOWN = 20
@@ -57,15 +57,11 @@ class Storage:
     per_device: list[tuple[str, int, int]] = field(default_factory=list)   # (device id, bytes, clips)
 
 
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def dead_letters(queue: Any, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter]:
     """The newest dead-lettered jobs first."""
     rows = queue.dead_letters()[-limit:]
-    return [DeadLetter(r["id"], r["handler"], stored_event_key(r["event"]), r["attempts"], r["reason"] or "",
-                       _iso(r["updated"])) for r in reversed(rows)]
+    return [DeadLetter(r.id, r.handler, r.key, r.attempts, r.reason,
+                       utc_stamp(datetime.fromtimestamp(r.updated, UTC))) for r in reversed(rows)]
 
 
 def storage(services: Services) -> Storage:

@@ -206,7 +206,6 @@ def run(args: argparse.Namespace) -> int:
         run_agents(load_configs(args.config))
         return 0
     if args.command == "events":
-        from cryospy.functions.events import stored_event_key
         from cryospy.infra.deployment import load
         from cryospy.infra.jobqueue import JobQueue
 
@@ -214,8 +213,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "dead":
             dead = queue.dead_letters()
             for job in dead:
-                key = stored_event_key(job["event"])
-                print(f"#{job['id']} {job['handler']} {key}: {job['reason']}")
+                print(f"#{job.id} {job.handler} {job.key}: {job.reason}")
             print(f"{len(dead)} dead-lettered event(s)")
         else:
             print(f"requeued {queue.requeue_dead(args.id)} event(s); a running runtime picks them up now")

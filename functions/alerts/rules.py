@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryospy.functions.alerts.limits import AlertLimits
@@ -39,28 +39,42 @@ def _when(stamp: str | None = None) -> str:
 
 
 class Alerts:
-    def __init__(self, mailer: Mailer, recipients: Sequence[str], limits: AlertLimits,
+    """Alert mail. Without a mailer (:meth:`off`) every alert is a no-op, so callers never check."""
+
+    def __init__(self, mailer: Mailer | None, recipients: Sequence[str], limits: AlertLimits | None,
                  policy: AlertPolicy | None = None):
         self.mailer = mailer
-        self.recipients = list(recipients)
+        self.recipients = list(recipients) if mailer is not None else []
         self.limits = limits
         self.policy = policy or AlertPolicy()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cryospy-mail")
 
+    def set_mail(self, recipients: Sequence[str], attach_thumbnails: bool) -> None:
+        """Who gets alert mail and whether motion mails carry a thumbnail, as the dashboard changes them."""
+        if self.mailer is not None:
+            self.recipients = list(recipients)
+        self.policy = replace(self.policy, attach_thumbnails=attach_thumbnails)
+
+    @classmethod
+    def off(cls) -> Alerts:
+        """No SMTP settings: nothing is sent and nothing is counted."""
+        return cls(None, (), None)
+
     def _send(self, device_id: str, kind: str, interval_s: float | None, subject: str, body: str,
               attachments: Sequence[tuple[str, str, bytes]] = ()) -> Future[None] | None:
-        if not self.recipients:
+        if self.mailer is None or self.limits is None or not self.recipients:
             return None
-        if interval_s is not None and not self.limits.claim(device_id, kind, interval_s):
+        mailer, limits = self.mailer, self.limits
+        if interval_s is not None and not limits.claim(device_id, kind, interval_s):
             return None
 
         def deliver() -> None:
             try:
-                self.mailer.send(self.recipients, subject, body, attachments=attachments)
+                mailer.send(self.recipients, subject, body, attachments=attachments)
             except MailError as exc:
                 log.error("could not send %s alert for %s: %s", kind, device_id, exc)
                 if interval_s is not None:
-                    self.limits.release(device_id, kind)
+                    limits.release(device_id, kind)
 
         return self._pool.submit(deliver)
 
@@ -127,4 +141,5 @@ class Alerts:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self.limits.close()
+        if self.limits is not None:
+            self.limits.close()

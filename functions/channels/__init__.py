@@ -10,6 +10,10 @@ with backoff, so one failing channel never delays another. One module per channe
     webhook   JSON POST signed with HMAC-SHA256 (timestamp + signature)        webhook.py
     push      an ntfy-compatible HTTP endpoint                                 push.py
 
+Around them: ``build.py`` makes a hub from settings; ``control.py`` runs server.json's channels with those saved
+from the dashboard on top (sealed at rest by ``stored.py``) and swaps the hub when the admin changes one;
+``presence.py`` turns an agent's silence into ``camera_offline`` (and its return into ``camera_online``).
+
 Errors::
 
     FunctionsError

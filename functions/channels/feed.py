@@ -16,8 +16,17 @@ if TYPE_CHECKING:
     from cryospy.functions.services import Services
 
 
+def contact(services: Services, device_id: str) -> None:
+    """Any authenticated request of a camera's agent: ends a silence (channels/presence.py)."""
+    resumed = services.presence.seen(device_id)
+    if resumed:
+        services.home_events.publish(resumed)
+
+
 def from_device(services: Services, device: Device, doc: dict[str, Any]) -> dict[str, Any]:
     events = parse_device_events(device.device_id, doc)
+    for event in events:
+        services.presence.reported(event)
     services.home_events.publish(events)
     services.devices.touch(device.device_id)
     return {"accepted": len(events)}
@@ -38,17 +47,18 @@ def camera_added(services: Services, device_id: str) -> None:
 
 
 def camera_removed(services: Services, device_id: str) -> None:
+    services.presence.forget(device_id)
     services.home_events.publish([HomeEvent(camera=device_id, kind="camera_removed", at=now_stamp())])
 
 
 def camera_states(services: Services) -> dict[str, CameraState]:
-    """Every enrolled camera with its storage use and newest clip time (unknown while the index is locked):
-    what MQTT announces on each connect."""
+    """Every enrolled camera with its connectivity (as far as presence knows), storage use and newest clip
+    time (unknown while the index is locked): what MQTT announces on each connect."""
     out: dict[str, CameraState] = {}
     for device in services.devices.list():
         if device.retired:
             continue
-        state = out[device.device_id] = CameraState()
+        state = out[device.device_id] = CameraState(connectivity=services.presence.connectivity(device.device_id))
         try:
             state.storage_bytes = services.index.usage(device.device_id).bytes
             days = services.index.days(device.device_id)

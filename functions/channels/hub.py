@@ -198,10 +198,25 @@ class ChannelHub:
     def status(self) -> list[ChannelStatus]:
         return [w.status() for w in self._workers.values()]
 
+    def replace_with(self, other: ChannelHub) -> None:
+        """Take ``other``'s (unstarted) channels in place of this hub's, keeping this object: everything that
+        holds the hub publishes to the new channels from now on. The old channels are closed before the new
+        ones start, so an MQTT client's "offline" never lands after its successor's "online"."""
+        old, self._workers = self._workers, other._workers
+        other._workers = {}
+        if self._started:
+            self._close(old)
+            for w in self._workers.values():
+                w.channel.start()
+                w.thread.start()
+
     def close(self) -> None:
-        for w in self._workers.values():
+        self._close(self._workers)
+
+    def _close(self, workers: dict[str, _Worker]) -> None:
+        for w in workers.values():
             w.stop()
-        for w in self._workers.values():
+        for w in workers.values():
             if self._started:
                 w.thread.join(10)
             w.channel.close()

@@ -139,6 +139,7 @@ class MqttChannel:
             for camera, state in known.items():
                 mine = self._state.setdefault(camera, CameraState())
                 mine.storage_bytes = state.storage_bytes if mine.storage_bytes is None else mine.storage_bytes
+                mine.connectivity = mine.connectivity or state.connectivity   # presence's, after a restart
                 mine.last_clip = mine.last_clip or state.last_clip
             client.publish(self.topic("status"), "online", qos=1, retain=True)
             for camera in list(self._state):

@@ -35,7 +35,7 @@ def link(services: Services, record: ClipRecord) -> str:
     if record.sequence > 0:
         predecessor = services.index.find_sequence(record.device_id, record.sequence - 1, record.day, -1)
     verdict = _verdict(record, predecessor)
-    if verdict == "broken-link" and services.alerts is not None:
+    if verdict == "broken-link":
         services.alerts.tampering(record.device_id, record.key,
                                   f"clip #{record.sequence} does not chain to clip #{record.sequence - 1}")
     return verdict
@@ -65,8 +65,7 @@ def audit_gaps(services: Services, now: datetime | None = None) -> list[ClipReco
                     continue
                 services.index.update_clip(device_id, day, clip.key, chain="gap")
                 found.append(clip)
-                if services.alerts is not None:
-                    services.alerts.gap(device_id, clip)
+                services.alerts.gap(device_id, clip)
     return found
 
 
@@ -97,6 +96,5 @@ def audit_newest(services: Services, now: datetime | None = None,
         if days and services.index.find_sequence(device.device_id, last, days[-1], -1) is not None:
             continue
         found.append((device.device_id, last))
-        if services.alerts is not None:
-            services.alerts.newest_missing(device.device_id, last, received)
+        services.alerts.newest_missing(device.device_id, last, received)
     return found

@@ -166,8 +166,7 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
         except (SealedFormatError, Mp4Error) as exc:
             reason = f"sealed clip failed verification: {exc}"
             quarantine.quarantine(services, event.key, reason)
-            if services.alerts is not None:
-                services.alerts.tampering(device_id, event.key, reason)
+            services.alerts.tampering(device_id, event.key, reason)
             raise PermanentEventError(f"quarantined {event.key}: {reason}") from None
         header = reader.header
         # The header names the device as its key does: by storage token (by name in a legacy key).
@@ -205,7 +204,7 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
     record = record.changed(chain=chain_check.link(services, record))
     changed = services.index.upsert_clip(record)
     chain_check.relink_successor(services, record)
-    if changed and existing is None and services.alerts is not None and record.motion:
+    if changed and existing is None and record.motion:
         services.alerts.motion(device_id, record, jpeg)
     log.info("indexed %s (%s)", event.key, "new" if existing is None else "unchanged" if not changed else "updated")
     return IngestResult(event.key, device_id, changed, record)

@@ -16,6 +16,7 @@ import logging
 
 from chalice.app import Request
 
+from cryospy.functions.channels import feed
 from cryospy.functions.devices.registry import Device, parse_basic
 from cryospy.functions.errors import ApiError, Unauthorized
 from cryospy.functions.services import Services
@@ -42,20 +43,20 @@ def authenticate_device(services: Services, request: Request) -> Device:
     device_id: str | None = None
     try:
         device_id, secret = parse_basic(request.headers.get("authorization"))
-        return services.devices.authenticate(device_id, secret)
+        device = services.devices.authenticate(device_id, secret)
     except Unauthorized:
-        if services.defence is not None and services.defence.is_blocked(ip):
+        if services.defence.is_blocked(ip):
             raise TooManyFailures("too many failed logins from this address; wait and try again") from None
         _record_failure(services, device_id, ip)
         raise
+    feed.contact(services, device.device_id)    # the agent is in touch: ends a silence (channels/presence.py)
+    return device
 
 
 def _record_failure(services: Services, device_id: str | None, ip: str) -> None:
-    if services.defence is None:
-        return
     known = bool(device_id) and services.devices.exists(device_id)  # type: ignore[arg-type]
     decision = services.defence.record_failure(device_id if known else None, ip, known_device=known)
-    if known and decision.notify and services.alerts is not None:
+    if known and decision.notify:
         log.warning("%d failed logins as device %r in the window, the last from %s", decision.device_failures,
                     device_id, ip)
         services.alerts.auth_failures(device_id, decision.device_failures, ip)

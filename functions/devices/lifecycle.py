@@ -9,7 +9,7 @@ browser). Without one, the agent makes its own key at first start and registers 
 from __future__ import annotations
 
 import hmac
-from typing import Any, Protocol
+from typing import Any
 
 from chalice.app import Request
 
@@ -21,14 +21,6 @@ from cryospy.functions.channels import feed
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.errors import BadRequest, Conflict, Unauthorized
 from cryospy.functions.services import Services
-
-
-class DeviceIdentities(Protocol):
-    """Per-device upload identities in the object store (see infra.device_identities)."""
-
-    def create(self, device_id: str) -> tuple[str, str]: ...
-    def set_enabled(self, device_id: str, enabled: bool) -> None: ...
-    def remove(self, device_id: str) -> None: ...
 
 
 def require_admin(services: Services, request: Request) -> None:
@@ -72,7 +64,7 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     if services.devices.exists(device_id):
         raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
     token = services.devices.new_token()
-    identity = services.identities.create(token) if services.identities else None
+    identity = services.identities.create(token)
     device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity, token)
     feed.camera_added(services, device_id)      # MQTT announces it to Home Assistant
     note = "the secret is shown once; store it in the agent's config now"
@@ -91,9 +83,9 @@ def update_settings(services: Services, device_id: str, doc: dict[str, Any]) -> 
 
 def set_enabled(services: Services, device_id: str, enabled: bool) -> dict[str, Any]:
     device = services.devices.set_enabled(device_id, enabled)
-    if enabled and services.defence is not None:
+    if enabled:
         services.defence.clear_device(device_id)   # a fresh start; the failures still count against their IPs
-    if services.identities and device.upload_identity:
+    if device.upload_identity:
         services.identities.set_enabled(device.upload_identity[0], enabled)
     services.forget_upload_client(device_id)
     return device.public()
@@ -101,8 +93,7 @@ def set_enabled(services: Services, device_id: str, enabled: bool) -> dict[str, 
 
 def rotate_secret(services: Services, device_id: str) -> dict[str, Any]:
     device, secret = services.devices.rotate_secret(device_id)
-    if services.defence is not None:
-        services.defence.clear_device(device_id)
+    services.defence.clear_device(device_id)
     return {**device.public(), "secret": secret,
             "note": "the old secret stopped working now; put the new one in the agent's config"}
 
@@ -113,7 +104,7 @@ def delete_device(services: Services, device_id: str, clips: str | None,
     if clips not in ("delete", "keep"):
         raise BadRequest("say what happens to the device's clips: ?clips=delete or ?clips=keep", field="clips")
     device = services.devices.get(device_id)
-    if services.identities and device.upload_identity:
+    if device.upload_identity:
         services.identities.remove(device.upload_identity[0])
     services.forget_upload_client(device_id)
     feed.camera_removed(services, device_id)    # MQTT clears the camera's Home Assistant entities

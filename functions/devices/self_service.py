@@ -172,11 +172,9 @@ def confirm_upload(services: Services, device: Device, doc: dict[str, Any]) -> d
         raise BadRequest(str(exc), field="key") from None
     if ck.owner != device.storage_token:
         raise BadRequest("that key belongs to another device", field="key")
-    if services.event_sink is None:
-        return {"queued": 0}
     head = bucket.head(services, key)
     if head is None:
         raise Conflict("no such object: upload the clip before confirming it")
     event = ObjectEvent("s3:ObjectCreated:Put", services.bucket, key, int(head["ContentLength"]),
                         head["ETag"].strip('"'), None, None)
-    return {"queued": services.event_sink([event])}
+    return {"queued": services.event_sink.enqueue([event])}

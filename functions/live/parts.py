@@ -82,7 +82,8 @@ def watch_request(query: dict[str, str]) -> tuple[bool, float]:
 
 
 def wait_for_viewers(services: Services, device: Device, watching: bool, wait_s: float) -> dict[str, Any]:
-    watch, waited = services.live.wait_for_change(device.device_id, watching, wait_s)
+    with services.presence.holding(device.device_id):    # a held poll is contact while it is held
+        watch, waited = services.live.wait_for_change(device.device_id, watching, wait_s)
     return {"watch": watch} if waited else {"watch": watch, "poll_again_s": BUSY_POLL_S}
 
 

@@ -111,7 +111,7 @@ def enforce_device(services: Services, device_id: str, now: datetime | None = No
             for_quota += 0 if too_old else 1
     if deleted:
         log.info("retention removed %d clip(s) of %s (now %d of %d bytes)", len(deleted), device_id, used, limit)
-    if services.alerts is not None and limit > 0:
+    if limit > 0:
         if for_quota:
             services.alerts.storage_reached(device_id, used, limit)
         elif used >= limit * services.storage_warning_threshold:

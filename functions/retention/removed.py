@@ -54,8 +54,7 @@ def clip_removed(services: Services, event: ObjectEvent) -> bool:
         missing_since=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         sealed_size=0, thumb_size=0, thumb_key=None)
     log.warning("%s was deleted from the bucket by something other than CryoSpy; kept a tombstone", event.key)
-    if services.alerts is not None:
-        services.alerts.deleted_outside(device_id, event.key, record)
+    services.alerts.deleted_outside(device_id, event.key, record)
     return True
 
 

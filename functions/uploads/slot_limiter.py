@@ -15,9 +15,11 @@ from collections.abc import Callable
 
 from cryospy.functions.errors import TooManyRequests
 
+DEFAULT_PER_MINUTE = 120
+
 
 class SlotLimiter:
-    def __init__(self, per_minute: int, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, per_minute: int = DEFAULT_PER_MINUTE, monotonic: Callable[[], float] = time.monotonic):
         self.per_minute = per_minute
         self._monotonic = monotonic
         self._lock = threading.Lock()

@@ -55,8 +55,7 @@ def require_signing_key(device: Device) -> None:
 
 def issue_slot(services: Services, device: Device, req: SlotRequest) -> dict[str, Any]:
     require_signing_key(device)
-    if services.slot_limiter is not None:
-        services.slot_limiter.take(device.device_id)
+    services.slot_limiter.take(device.device_id)
     now = services.clock()
     if req.captured_at > now + timedelta(minutes=10):
         raise BadRequest("'captured_at' is in the future; check the device clock (NTP)", field="captured_at")

@@ -22,6 +22,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from cryospy.common.keys import KeyStore
 from cryospy.functions.devices import lifecycle
+from cryospy.functions.events import ObjectEvent
 from cryospy.web.admin import device_path
 from tests.conftest import PASSPHRASE
 from tests.support import wait_for
@@ -309,10 +310,9 @@ def test_minio_that_does_not_answer_is_reported_unreachable_with_the_error():
 def test_status_shows_the_queue_minio_and_dead_letters(browser, runtime, deployment):
     base = deployment.runtime_url
     key = f"clips/status-cam/{secrets.token_hex(4)}.csb"
-    event = {"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": deployment.bucket},
-                                                                      "object": {"key": key}}}]}
-    runtime.queue.put_dead("(unrouted)", key, event, "test: nothing handles this event")
-    job_id = next(j["id"] for j in runtime.queue.dead_letters() if j["event"] == event)
+    event = ObjectEvent("s3:ObjectCreated:Put", deployment.bucket, key, None, None, "seq", None)
+    runtime.queue.put_dead("(unrouted)", event, "test: nothing handles this event")
+    job_id = next(j.id for j in runtime.queue.dead_letters() if j.event == event)
     context, page = login(browser, base)
     page.goto(base + "/admin/status")
     counts = runtime.queue.counts()
@@ -328,7 +328,7 @@ def test_status_shows_the_queue_minio_and_dead_letters(browser, runtime, deploym
     response = _submit(page, f"tr[data-job='{job_id}'] button.retry")
     assert response.url == base + "/admin/status"
     # Requeued: the dispatcher took it again (and, with no handler by that name, dead-lettered it anew).
-    wait_for(lambda: any(j["id"] == job_id and j["attempts"] >= 1 and "no handler named" in j["reason"]
+    wait_for(lambda: any(j.id == job_id and j.attempts >= 1 and "no handler named" in j.reason
                          for j in runtime.queue.dead_letters()), what="the retried event to run")
     context.close()
 

@@ -9,10 +9,8 @@ of a device's clips must be exactly 0..n-1, where n is the number of clips the a
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +32,7 @@ from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_server import MinioServer
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from tests.conftest import PASSPHRASE, new_deployment
-from tests.support import wait_for
+from tests.support import agent_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -142,15 +140,6 @@ def test_minio_outage_loses_and_duplicates_nothing(minio_binary: Path, tmp_path:
         store.stop()
 
 
-def _agent_process(config_path: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "cryospy", "agent", "--config", str(config_path)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    log.close()
-    return proc
-
-
 def _kill_while_spooled(proc: subprocess.Popen[bytes], spool_dir: Path) -> bool:
     """SIGKILL the agent at a moment when a sealed clip waits in its spool; False to try again later.
 
@@ -171,7 +160,7 @@ def test_sigkill_mid_upload_then_restart_loses_and_duplicates_nothing(deployment
     config_path = enrol(deployment, "killed-agent", tmp_path)
     config = load_config(config_path)
     log_path = tmp_path / "agent.log"
-    first = _agent_process(config_path, log_path)
+    first = agent_process(config_path, log_path)
     try:
         wait_for(lambda: len(indexed(runtime, "killed-agent")) >= 2, timeout=60, what="two clips indexed")
         wait_for(lambda: _kill_while_spooled(first, config.spool_dir), timeout=60, what="a clip in flight")
@@ -186,7 +175,7 @@ def test_sigkill_mid_upload_then_restart_loses_and_duplicates_nothing(deployment
                                 "sequence": oldest.sequence, "duration_s": oldest.duration_s})
     assert client.put(slot, config.spool_dir / f"{oldest.name}.cse") in (200, 412)
 
-    second = _agent_process(config_path, log_path)
+    second = agent_process(config_path, log_path)
     try:
         wait_for(lambda: not (config.spool_dir / f"{oldest.name}.json").exists(), timeout=60,
                  what="the restarted agent to settle the clip uploaded by hand")

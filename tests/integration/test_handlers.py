@@ -12,7 +12,7 @@ import pytest
 from cryospy.common.keys import KeyStore
 from cryospy.common.objectkeys import thumbnail_key
 from cryospy.common.sealed import open_bytes
-from cryospy.functions.app import app
+from cryospy.functions.app import OBJECT_HANDLERS
 from cryospy.functions.events import ObjectEvent
 from cryospy.infra.runtime import Runtime, RuntimeOptions
 from cryospy.infra.server_config import ServerConfig
@@ -49,7 +49,7 @@ def test_every_event_three_times_gives_the_same_state_as_once(mailing_runtime, d
     state = (record, _objects(rt, thumbs), len(mails()))
     event = ObjectEvent("s3:ObjectCreated:Put", deployment.bucket, key, len(camera.last_upload), None, "x", None)
     for _ in range(3):
-        app.handler_map["on_clip_created"](event.to_event(), None)
+        OBJECT_HANDLERS["on_clip_created"](event)
     again = (_indexed(rt, key), _objects(rt, thumbs), len(mails()))
     assert again[0] == state[0]
     assert again[1:] == state[1:]
@@ -97,7 +97,7 @@ def test_corrupt_unknown_and_disabled_clips_are_quarantined_and_the_queue_keeps_
     assert bogus not in _objects(runtime, "clips/") and ghost not in _objects(runtime, "clips/")
 
     def reasons() -> list[str]:
-        return [j["reason"] for j in runtime.queue.dead_letters()]
+        return [j.reason for j in runtime.queue.dead_letters()]
 
     wait_for(lambda: any("failed verification" in r for r in reasons())
              and any("no enrolled device owns" in r and "nobody" in r for r in reasons()),

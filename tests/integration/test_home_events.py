@@ -42,7 +42,7 @@ from tests.integration.test_device_enrolment import TINY, RunningAgent
 from tests.integration.test_storage_hardening import login
 from tests.mqtt_broker import Broker, Subscriber, retained
 from tests.smtp_sink import SmtpSink
-from tests.support import wait_for
+from tests.support import agent_process, wait_for
 
 pytestmark = pytest.mark.integration
 DOC = Path(__file__).resolve().parents[2] / "docs" / "home-events.md"
@@ -78,10 +78,11 @@ class Receiver:
 
 @contextlib.contextmanager
 def channels_runtime(deployment: Deployment, channels: dict[str, Any],
-                     smtp: SmtpSink | None = None) -> Iterator[Runtime]:
+                     smtp: SmtpSink | None = None, offline_after_seconds: float = 60) -> Iterator[Runtime]:
     config = ServerConfig(smtp=smtp.settings() if smtp else None,
                           alert_recipients=("owner@test.invalid",) if smtp else (),
-                          channels=parse_channels(channels, smtp_ready=smtp is not None))
+                          channels=parse_channels(channels, smtp_ready=smtp is not None), channels_doc=channels,
+                          offline_after_seconds=offline_after_seconds)
     rt = Runtime(deployment, RuntimeOptions(reconcile_seconds=3600), config)
     rt.unlock(PASSPHRASE)
     rt.start()
@@ -308,3 +309,130 @@ def test_the_webhook_signature_verifies_with_the_documented_recipe(deployment, m
         assert json.loads(body)["kind"] == "motion_start"
     finally:
         receiver.close()
+
+
+def _csrf(page: str) -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', page).group(1)   # type: ignore[union-attr]
+
+
+def _card(page: str, name: str) -> str:
+    match = re.search(rf'<section class="card channel-card" data-channel="{name}">(.*?)</section>', page, re.S)
+    assert match, f"no card for channel {name} on the channels page"
+    return match.group(1)
+
+
+def test_mqtt_switched_on_from_the_dashboard_publishes_on_the_broker_without_a_restart(
+        deployment, minio, mqtt_broker: Broker, tmp_path: Path) -> None:
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    sealed = deployment.path("runtime", "channels.sealed")
+    base = deployment.runtime_url
+    form = {"enabled": "on", "host": "127.0.0.1", "port": str(mqtt_broker.port), "username": "cryospy",
+            "password": "broker-test-password"}
+    try:
+        with channels_runtime(deployment, {}) as rt:
+            assert rt.services.home_events.names == []
+            web = login(base)
+            page = web.get(base + "/admin/channels", timeout=10).text
+            assert "What leaves the house: To the broker: camera ids" in _card(page, "mqtt")
+            assert "no picture ever leaves the house" in _card(page, "email")
+            csrf = _csrf(page)
+            assert web.post(base + "/admin/channels/mqtt", data=form, timeout=10,
+                            allow_redirects=False).status_code == 403, "no CSRF token, no change"
+            bad = web.post(base + "/admin/channels/mqtt", data={**form, "port": "eighty", "csrf": csrf}, timeout=10)
+            assert bad.status_code == 400
+            assert "channels.mqtt.port must be a number from 1 to 65535, got &#39;eighty&#39;" in \
+                _card(bad.text, "mqtt")
+            assert "broker-test-password" not in bad.text, "a typed secret is not sent back"
+            assert not sealed.exists() and rt.services.home_events.names == [], "a refused form changes nothing"
+            big = web.post(base + "/admin/channels/mqtt", data={**form, "csrf": csrf, "host": "h" * 300}, timeout=10)
+            assert big.status_code == 400 and "channels.mqtt.host must be a non-empty string" in big.text
+            assert web.post(base + "/admin/channels/nope", data={"csrf": csrf}, timeout=10).status_code == 404
+
+            sub = Subscriber(mqtt_broker, f"{prefix}/#")
+            # topic_prefix is not on the form: the rest of the section is kept, so the test may set it first.
+            rt.channels.update("mqtt", {"enabled": False, "topic_prefix": prefix, "node_id": prefix})
+            saved = web.post(base + "/admin/channels/mqtt", data={**form, "csrf": csrf}, timeout=10,
+                             allow_redirects=False)
+            assert saved.status_code in (302, 303) and saved.headers["Location"].endswith("/admin/channels?saved=mqtt")
+            wait_for(lambda: sub.last(f"{prefix}/status") == "online", 15, "the runtime online on the broker")
+            device_id, config_path = enrol(deployment, tmp_path, "dash-cam")
+            post_events(config_path, {"kind": "motion_start", "at": stamp(), "id": "d1", "score": 0.3})
+            topic = f"{prefix}/{camera_slug(device_id)}"
+            wait_for(lambda: sub.last(f"{topic}/motion") == "ON", 10, "motion ON through the dashboard's channel")
+
+            page = web.get(base + "/admin/channels", timeout=10).text
+            card = _card(page, "mqtt")
+            assert "broker-test-password" not in page and "A password is set (encrypted at rest)." in card
+            assert f'value="{mqtt_broker.port}"' in card and "Settings from dashboard." in card
+            assert b"broker-test-password" not in sealed.read_bytes() and b"127.0.0.1" not in sealed.read_bytes()
+            assert sealed.stat().st_mode & 0o777 == 0o600
+
+            # Saving again with the password field empty keeps the password (the broker still lets it in).
+            web.post(base + "/admin/channels/mqtt", data={**form, "password": "", "csrf": csrf}, timeout=10)
+            wait_for(lambda: rt.services.home_events.status()[0].state == "connected", 15, "connected again")
+            status = web.get(base + "/admin/status", timeout=10).text
+            sent = web.post(base + "/admin/status/test", data={"channel": "mqtt", "csrf": _csrf(status)}, timeout=10,
+                            allow_redirects=False)
+            assert sent.status_code in (302, 303)
+            wait_for(lambda: any('"test"' in m[1] for m in sub.on(f"{prefix}/test/events")), 10, "the test event")
+
+        # A restarted runtime reads the sealed settings at unlock: MQTT is on without server.json saying so.
+        with channels_runtime(deployment, {}) as rt:
+            wait_for(lambda: rt.services.home_events.names == ["mqtt"], 10, "the saved channel after a restart")
+            wait_for(lambda: retained(mqtt_broker, f"{prefix}/status", 0.3) == {f"{prefix}/status": "online"}, 15,
+                     "online after the restart")
+            web = login(base)
+            csrf = _csrf(web.get(base + "/admin/channels", timeout=10).text)
+            web.post(base + "/admin/channels/mqtt", data={**form, "enabled": "", "csrf": csrf}, timeout=10)
+            assert rt.services.home_events.names == []
+            wait_for(lambda: retained(mqtt_broker, f"{prefix}/status", 0.3) == {f"{prefix}/status": "offline"}, 10,
+                     "switched off from the dashboard: the runtime says offline")
+        sub.close()
+    finally:
+        sealed.unlink(missing_ok=True)
+
+
+def test_a_killed_agent_turns_its_camera_offline_and_back_online(deployment, minio, mqtt_broker: Broker,
+                                                                 tmp_path: Path) -> None:
+    prefix = f"k{uuid.uuid4().hex[:8]}"
+    receiver = Receiver(status=204)
+    channels = {"mqtt": mqtt_broker.settings(topic_prefix=prefix, node_id=prefix),
+                "webhook": {"enabled": True, "url": receiver.url, "secret": "k" * 32}}
+    offline_after = 15
+    try:
+        with channels_runtime(deployment, channels, offline_after_seconds=offline_after):
+            device_id, config_path = enrol(deployment, tmp_path, "killed")
+            topic = f"{prefix}/{camera_slug(device_id)}"
+            sub = Subscriber(mqtt_broker, f"{topic}/#")
+            proc = agent_process(config_path, tmp_path / "agent.log")
+            try:
+                wait_for(lambda: sub.last(f"{topic}/connectivity") == "ON", 60, "the agent's camera online")
+                # Alive for longer than offline_after: its held long-polls keep it in touch.
+                time.sleep(offline_after + 6)
+                assert sub.last(f"{topic}/connectivity") == "ON", "a live agent is never declared offline"
+                proc.kill()                      # SIGKILL: no goodbye
+                proc.wait(10)
+                killed = time.monotonic()
+                wait_for(lambda: sub.last(f"{topic}/connectivity") == "OFF", offline_after + 20 + 30,
+                         "connectivity OFF after the agent fell silent")
+                print(f"SIGKILL -> MQTT connectivity OFF: {time.monotonic() - killed:.1f} s "
+                      f"(offline_after_seconds {offline_after}, long-poll hold 20 s)")
+                assert retained(mqtt_broker, f"{topic}/connectivity", 0.3) == {f"{topic}/connectivity": "OFF"}
+                offline = [json.loads(m[1]) for m in sub.on(f"{topic}/events") if '"camera_offline"' in m[1]]
+                assert offline[-1]["detail"] == f"no contact from the agent for {offline_after} s"
+                wait_for(lambda: any(b'"camera_offline"' in r[1] and device_id.encode() in r[1]
+                                     for r in receiver.requests), 10, "the webhook told as well")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            proc = agent_process(config_path, tmp_path / "agent.log")
+            try:
+                wait_for(lambda: sub.last(f"{topic}/connectivity") == "ON", 60, "online again when it is back")
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            wait_for(lambda: sub.last(f"{topic}/connectivity") == "OFF", 15, "offline on a clean stop")
+            sub.close()
+    finally:
+        receiver.close()
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import urllib.request
@@ -110,11 +111,7 @@ def test_global_budget_removes_the_oldest_of_any_device(runtime, deployment, tmp
     for key in (oldest, newer):
         wait_for(lambda k=key: _indexed(runtime, k), what="indexed")
     total = runtime.services.index.usage().bytes
-    runtime.services.global_budget_bytes = total - 1
-    try:
-        result = policy.enforce_global(runtime.services)
-    finally:
-        runtime.services.global_budget_bytes = 0
+    result = policy.enforce_global(dataclasses.replace(runtime.services, global_budget_bytes=total - 1))
     assert result.deleted[0] == oldest and newer not in result.deleted[:1]
     assert result.used_bytes <= total - 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import urllib.error
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from cryospy.functions import services as services_mod
 from cryospy.functions.services import S3Identity
 from tests.support import FakeCamera
 
@@ -74,12 +76,12 @@ def test_altered_key_is_refused(camera: FakeCamera):
 
 
 def test_expired_slot_is_refused(camera: FakeCamera, runtime):
-    runtime.services.slot_ttl_seconds = 1
+    services_mod.configure(dataclasses.replace(runtime.services, slot_ttl_seconds=1))   # what the API sees
     try:
         _, data, stamp = camera.sealed()
         slot = camera.slot_for(data, stamp, 0)
     finally:
-        runtime.services.slot_ttl_seconds = 600
+        services_mod.configure(runtime.services)
     time.sleep(2.2)
     status, body = _put(slot.url, slot.headers, data)
     assert status == 403 and b"expired" in body.lower(), body

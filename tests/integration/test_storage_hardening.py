@@ -49,7 +49,7 @@ def webhook(deployment, key: str, event: str = "s3:ObjectCreated:Put") -> int:
 def test_dead_letters_show_the_decoded_key_in_the_cli_and_on_the_status_page(runtime, deployment, capsys):
     key = "clips/no body+here/2026/01/01/20260101T000000.000Z-7.cse"   # a space and a '+', as camera names have
     assert webhook(deployment, key) == 200
-    wait_for(lambda: any(key in j["reason"] or "no body+here" in j["reason"] for j in runtime.queue.dead_letters()),
+    wait_for(lambda: any(key in j.reason or "no body+here" in j.reason for j in runtime.queue.dead_letters()),
              what="the event dead-lettered")
     assert cli_main(["events", "dead", "--data-dir", str(deployment.data_dir)]) == 0
     printed = capsys.readouterr().out

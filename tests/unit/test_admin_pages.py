@@ -9,6 +9,8 @@ import pytest
 
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
 from cryospy.functions.errors import BadRequest
+from cryospy.functions.events import ObjectEvent
+from cryospy.infra.jobqueue import DeadLetter
 from cryospy.web.admin import OneTimeForms, device_path
 from cryospy.web.admin_forms import agent_config, form_to_settings, setting_name, settings_fields
 from cryospy.web.admin_status import dead_letters, uptime_text
@@ -130,8 +132,8 @@ def test_one_time_forms_expire_and_stay_bounded():
 
 class _Queue:
     def __init__(self, n: int):
-        self.rows = [{"id": i, "handler": "ingest", "attempts": 3, "reason": f"bad {i}", "updated": 1.7e9 + i,
-                      "event": {"Records": [{"s3": {"object": {"key": f"clips/cam/{i}.csb"}}}]}}
+        self.rows = [DeadLetter(i, "ingest", ObjectEvent("s3:ObjectCreated:Put", "b", f"clips/cam/{i}.csb", 1,
+                                                         "e", None, None), 3, f"bad {i}", 1.7e9 + i)
                      for i in range(1, n + 1)]
 
     def dead_letters(self):  # type: ignore[no-untyped-def]

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.functions.app import app
-from cryospy.functions.events import MalformedEvent, parse_notification, parse_record
+from cryospy.functions.app import OBJECT_HANDLERS, app
+from cryospy.functions.events import MalformedEvent, ObjectEvent, parse_notification, parse_record
 from cryospy.infra.event_routes import notification_configuration, routes_from_app
 
-FIXTURE = Path(__file__).parent.parent / "fixtures" / "minio-object-created.json"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURE = FIXTURES / "minio-object-created.json"
 
 
 def test_recorded_minio_delivery_parses_with_decoded_key():
@@ -23,15 +24,44 @@ def test_recorded_minio_delivery_parses_with_decoded_key():
     assert event.bucket == "cryospy" and event.size == 12 and event.sequencer == "18EC012BADCE4039"
 
 
-def test_aws_style_names_are_normalised_and_round_trip_through_chalice_s3event():
-    from chalice.app import S3Event
+def test_recorded_minio_removal_parses_without_an_etag():
+    [event] = parse_notification(json.loads((FIXTURES / "minio-object-removed.json").read_text()))
+    assert event.removed and event.event_name == "s3:ObjectRemoved:Delete" and event.etag is None
+    assert event.key.startswith("clips/_") and "%2F" not in event.key and event.sequencer
 
+
+def test_a_batched_s3_body_gives_one_event_per_record_in_order():
+    """MinIO posts one record per request; S3 (and Lambda) batch several. Made of two recorded records."""
+    created, removed = parse_notification(json.loads((FIXTURES / "s3-batched-created-removed.json").read_text()))
+    assert created.created and removed.removed and created.key == removed.key
+    assert created.identity != removed.identity
+
+
+def test_aws_style_names_are_normalised_and_the_stored_form_round_trips():
     event = parse_record({"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "b"},
                                                                     "object": {"key": "a%2Bb+c%25d"}}})
     assert event.event_name == "s3:ObjectCreated:Put" and event.key == "a+b c%d"
-    # What the dispatcher hands to a Chalice handler decodes back to the same key.
-    assert S3Event(event.to_event(), None).key == "a+b c%d"
-    assert parse_notification(event.to_event()) == [event]
+    assert ObjectEvent.from_stored(json.loads(json.dumps(event.to_stored()))) == event
+
+
+@pytest.mark.parametrize("stored", [None, [], {"v": 2}, {"v": 1, "key": "k"},
+                                    {"v": 1, "event_name": "", "bucket": "b", "key": "k", "size": None,
+                                     "etag": None, "sequencer": None, "version_id": None}])
+def test_a_damaged_stored_event_raises_the_one_error_type(stored):
+    with pytest.raises(MalformedEvent):
+        ObjectEvent.from_stored(stored)
+
+
+def test_the_lambda_entry_point_parses_once_and_calls_the_typed_handler(monkeypatch):
+    """Under Lambda (`chalice package`) the Chalice function gets an S3 body; it hands each parsed record to
+    the same typed handler the runtime's workers call."""
+    from cryospy.functions import app as app_module
+
+    seen: list[ObjectEvent] = []
+    monkeypatch.setattr(app_module, "clip_created", seen.append)
+    body = json.loads((FIXTURES / "s3-batched-created-removed.json").read_text())
+    app.handler_map["on_clip_created"](body, None)
+    assert [e.event_name for e in seen] == ["s3:ObjectCreated:Put", "s3:ObjectRemoved:Delete"]
 
 
 @pytest.mark.parametrize("body", [
@@ -46,7 +76,8 @@ def test_malformed_bodies_raise_one_error_type(body):
 
 
 def test_routes_come_from_the_decorators_and_drive_the_notification_config():
-    routes = routes_from_app(app)
+    routes = routes_from_app(app, OBJECT_HANDLERS)
+    assert {r.name: r.handler for r in routes} == OBJECT_HANDLERS
     [clip] = [r for r in routes if r.name == "on_clip_created"]
     assert clip.bucket == "cryospy" and clip.prefix == "clips/" and clip.suffix == ".cse"
     assert clip.matches("cryospy", "clips/a/2026/01/01/x.cse", "s3:ObjectCreated:Put")

@@ -1,0 +1,67 @@
+"""The channel settings made on the dashboard, sealed at rest under the deployment's index key.
+
+They hold the broker password, the push token and the webhook secret, so they never touch the disk in
+plaintext: one file, ``runtime/channels.sealed``::
+
+    b"CSCH1" | nonce (12 bytes) | AES-256-GCM(key, nonce, JSON, associated data b"CSCH1")
+    key = HKDF-SHA256(index key, info b"cryospy dashboard channel settings v1")
+
+A key of its own (derived, so nothing new to keep) means these bytes can never be confused with an index
+shard or a dashboard page sealed under the index key itself. The index key only exists while the runtime is
+unlocked, which is also when the admin pages can be reached; a runtime started locked reads the file at
+the first unlock (log-in or ``--passphrase-file``) and runs the server.json channels until then.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from cryospy.functions.index.tinydb_files import atomic_write
+
+from .errors import ChannelSettingsError
+
+MAGIC = b"CSCH1"
+_INFO = b"cryospy dashboard channel settings v1"
+
+
+class StoredChannels:
+    def __init__(self, path: Path, index_key: Callable[[], bytes]) -> None:
+        self.path = path
+        self._index_key = index_key     # raises KeysLocked while the runtime is locked
+
+    def _aead(self) -> AESGCM:
+        return AESGCM(HKDF(hashes.SHA256(), 32, salt=None, info=_INFO).derive(self._index_key()))
+
+    def load(self) -> dict[str, Any]:
+        """The sections saved from the dashboard ({} when none were)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        n = len(MAGIC)
+        if raw[:n] != MAGIC:
+            raise ChannelSettingsError(f"{self.path} is not a CryoSpy channel settings file; move it away and set "
+                                       "the channels again on the dashboard")
+        try:
+            doc = json.loads(self._aead().decrypt(raw[n:n + 12], raw[n + 12:], MAGIC))
+        except (InvalidTag, ValueError):
+            raise ChannelSettingsError(f"{self.path} cannot be opened with this deployment's key (damaged, or "
+                                       "from another deployment); move it away and set the channels again on "
+                                       "the dashboard") from None
+        if not isinstance(doc, dict):
+            raise ChannelSettingsError(f"{self.path} does not hold channel settings")
+        return doc
+
+    def save(self, doc: dict[str, Any]) -> None:
+        nonce = os.urandom(12)
+        sealed = self._aead().encrypt(nonce, json.dumps(doc, separators=(",", ":")).encode(), MAGIC)
+        atomic_write(self.path, MAGIC + nonce + sealed)
