@@ -5,7 +5,7 @@
 Prints four markdown tables, each number next to its goal (issue 7):
 
 1. **Incremental rebuild** after one new clip, with 1,000 and with 100,000 clips already indexed, in the same
-   run: ``IndexStore.upsert_clip`` + ``SiteBuilder.on_index_change`` + ``SiteBuilder.flush``, median of 5.
+   run: ``TinyDBIndex.upsert_clip`` + ``SiteBuilder.on_index_change`` + ``SiteBuilder.flush``, median of 5.
    Both indexes have the same 4 devices and the same *current* day (250 clips per device, which the new clip
    joins); the 100,000-clip one adds 24,750 clips of history per device (about 17 days of 60-second clips).
    So the ratio isolates what history costs, which is what "the cost per clip does not grow" is about.
@@ -51,8 +51,10 @@ from playwright.sync_api import sync_playwright
 from cryospy.common.objectkeys import legacy_clip_key, thumbnail_key
 from cryospy.functions.clips.place import locate
 from cryospy.functions.devices.registry import DeviceRegistry
-from cryospy.functions.index.store import IndexStore, _dir_name, stored_bytes
+from cryospy.functions.index.records import ClipRecord, fragments_doc
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
+from cryospy.functions.index.usage import LiveCounters, dir_name
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer
 from cryospy.infra.runtime import Runtime, RuntimeOptions
@@ -134,39 +136,39 @@ def device_plan(history_clips: int, today_clips: int) -> list[DayPlan]:
     return plans
 
 
-def day_records(device_id: str, plan: DayPlan, first_sequence: int, fragments: int) -> list[dict[str, Any]]:
-    return [clip_record(device_id, plan.day_start + timedelta(minutes=m), first_sequence + i, fragments)
+def day_records(device_id: str, plan: DayPlan, first_sequence: int, fragments: int) -> list[ClipRecord]:
+    return [ClipRecord.from_doc(clip_record(device_id, plan.day_start + timedelta(minutes=m), first_sequence + i,
+                                            fragments))
             for i, m in enumerate(plan.minutes)]
 
 
-def write_day(index: IndexStore, records: list[dict[str, Any]]) -> None:
+def write_day(index: TinyDBIndex, records: list[ClipRecord]) -> None:
     """Write one device-day shard once: the documents, ids and order that upserting them in turn leaves.
 
     Uses the store's own shard path and storage class (``_shard``), under its lock."""
     first = records[0]
-    # upsert_clip's field order: the record without its fragments, then fragment_count, then the live numbering
-    stored = [{**{k: v for k, v in r.items() if k not in ("fragments", "live")}, "fragment_count": len(r["fragments"]),
-               **({"live": r["live"]} if "live" in r else {})} for r in records]
-    with index._lock, index._shard(first["device_id"], first["day"]) as db:
-        index.fragments.append(_dir_name(first["device_id"]), first["day"],
-                               ((r["key"], r["fragments"]) for r in records))
+    stored = [r.to_doc(with_fragments=False) for r in records]    # what upsert_clip stores
+    with index._lock, index._shard(first.device_id, first.day) as db:
+        index.fragments.append(dir_name(first.device_id), first.day,
+                               ((r.key, fragments_doc(r.fragments or ())) for r in records))
         db.storage.write({"clips": {str(i): r for i, r in enumerate(stored, 1)}})
 
 
-def populate(index: IndexStore, device_ids: list[str], plans: list[DayPlan], fragments: int) -> dict[str, int]:
+def populate(index: TinyDBIndex, device_ids: list[str], plans: list[DayPlan], fragments: int) -> dict[str, int]:
     """Fill the index device by device; returns each device's next sequence number."""
     next_sequence = {}
     for device_id in device_ids:
         sequence, total_bytes, segments, last = 0, 0, 0, ""
         for plan in plans:
-            records = day_records(device_id, plan, sequence, fragments)
-            for record in records:   # the live-stream numbering upsert_clip stamps on clips arriving in order
-                record["live"] = [segments, sequence]
-                segments, sequence, last = segments + len(record["fragments"]), sequence + 1, record["captured_at"]
+            records = []
+            for record in day_records(device_id, plan, sequence, fragments):
+                # the live-stream numbering upsert_clip stamps on clips arriving in order
+                records.append(record.changed(live=(segments, sequence)))
+                segments, sequence, last = segments + record.fragment_count, sequence + 1, record.captured_at
             write_day(index, records)
-            total_bytes += sum(stored_bytes(r) for r in records)
+            total_bytes += sum(r.stored_bytes for r in records)
         # what the per-clip upserts would have summed to
-        index._add_usage(device_id, total_bytes, sequence, (segments, sequence, last))
+        index._totals.add(device_id, total_bytes, sequence, LiveCounters(segments, sequence, last))
         next_sequence[device_id] = sequence
     return next_sequence
 
@@ -179,7 +181,7 @@ def _decrypted_files(root: Path, key: bytes) -> dict[str, str]:
 def check_bulk_equals_upsert(tmp: Path, fragments: int) -> None:
     """The bulk writer must leave exactly what upsert_clip leaves (ids, order, fields, usage totals)."""
     key = os.urandom(32)
-    by_upsert, by_bulk = IndexStore(tmp / "upsert", lambda: key), IndexStore(tmp / "bulk", lambda: key)
+    by_upsert, by_bulk = TinyDBIndex(tmp / "upsert", lambda: key), TinyDBIndex(tmp / "bulk", lambda: key)
     devices, plans = ["cam-a", "cam b+1"], device_plan(history_clips=9, today_clips=7)
     for device_id in devices:
         sequence = 0
@@ -192,17 +194,17 @@ def check_bulk_equals_upsert(tmp: Path, fragments: int) -> None:
     for device_id in devices:
         for plan in plans:
             day = plan.day_start.strftime("%Y-%m-%d")
-            if by_upsert.fragments.day(_dir_name(device_id), day) != by_bulk.fragments.day(_dir_name(device_id), day):
+            if by_upsert.fragments.day(dir_name(device_id), day) != by_bulk.fragments.day(dir_name(device_id), day):
                 raise SystemExit(f"bulk-written fragment table differs from upsert_clip's: {device_id} {day}")
     if a != b:
         raise SystemExit(f"bulk-written index differs from upsert_clip's: {sorted(set(a) ^ set(b)) or 'contents'}")
 
 
-def spot_check(index: IndexStore, device_ids: list[str], plans: list[DayPlan], fragments: int) -> None:
+def spot_check(index: TinyDBIndex, device_ids: list[str], plans: list[DayPlan], fragments: int) -> None:
     rng = random.Random(7)
     per_device = sum(len(p.minutes) for p in plans)
     for device_id in device_ids:
-        if index.usage(device_id)["clips"] != per_device:
+        if index.usage(device_id).clips != per_device:
             raise SystemExit(f"usage of {device_id} is {index.usage(device_id)}, expected {per_device} clips")
     for _ in range(20):
         device_id, p = rng.choice(device_ids), rng.randrange(len(plans))
@@ -210,15 +212,15 @@ def spot_check(index: IndexStore, device_ids: list[str], plans: list[DayPlan], f
         i = rng.randrange(len(plan.minutes))
         sequence = sum(len(q.minutes) for q in plans[:p]) + i
         want = clip_record(device_id, plan.day_start + timedelta(minutes=plan.minutes[i]), sequence, fragments)
-        got = dict(index.get_clip(device_id, want["day"], want["key"]) or {})
-        if got.pop("live", [None, None])[1] != sequence or got.pop("fragment_count", None) != fragments \
-                or got != want:
+        got = index.get_clip(device_id, want["day"], want["key"])
+        if got is None or got.live is None or got.live[1] != sequence or got.fragment_count != fragments \
+                or got.changed(live=None) != ClipRecord.from_doc(want):
             raise SystemExit(f"get_clip({want['key']}) does not return the record that was indexed")
 
 
 @dataclass
 class Site:
-    index: IndexStore
+    index: TinyDBIndex
     registry: DeviceRegistry
     store: SiteStore
     builder: SiteBuilder
@@ -227,7 +229,7 @@ class Site:
 def new_site(root: Path, device_ids: list[str], now: datetime) -> Site:
     """An index, registry, page store and builder in ``root``; the builder's clock says ``now`` (for "today")."""
     key = os.urandom(32)
-    index = IndexStore(root / "index", lambda: key)
+    index = TinyDBIndex(root / "index", lambda: key)
     registry = DeviceRegistry(root / "devices.json")
     for device_id in device_ids:
         registry.create(device_id, signing_key="bench-signing-key", settings={})
@@ -248,18 +250,18 @@ class Incremental:
 
     def add_clip(self, fragments: int) -> tuple[float, float]:
         """One new clip for today: seconds spent in upsert, and in on_index_change + flush."""
-        record = clip_record(self.device_id, TODAY + timedelta(minutes=self.next_minute), self.next_sequence,
-                             fragments)
+        record = ClipRecord.from_doc(clip_record(self.device_id, TODAY + timedelta(minutes=self.next_minute),
+                                                 self.next_sequence, fragments))
         self.next_sequence += 1
         self.next_minute += 1
         t0 = time.perf_counter()
         self.site.index.upsert_clip(record)
         t1 = time.perf_counter()
-        self.site.builder.on_index_change(record["device_id"], record["day"])
+        self.site.builder.on_index_change(record.device_id, record.day)
         rendered = self.site.builder.flush()
         t2 = time.perf_counter()
-        page = self.site.store.get(day_page(record["device_id"], record["day"]))
-        if rendered != 1 or page is None or record["key"] not in page:
+        page = self.site.store.get(day_page(record.device_id, record.day))
+        if rendered != 1 or page is None or record.key not in page:
             raise SystemExit(f"{self.label}: the day page was not re-rendered with the new clip")
         return t1 - t0, t2 - t1
 
@@ -281,7 +283,7 @@ def bench_incremental(tmp: Path, fragments: int) -> list[str]:
         site = new_site(tmp / f"inc-{history}", devices, now=TODAY + timedelta(hours=5))
         nxt = populate(site.index, devices, plans, fragments)
         spot_check(site.index, devices, plans, fragments)
-        clips = sum(site.index.usage(d)["clips"] for d in devices)
+        clips = sum(site.index.usage(d).clips for d in devices)
         cases.append(Incremental(label, site, devices[0], nxt[devices[0]], today, clips, len(plans) * len(devices)))
     for case in cases:
         case.add_clip(fragments)                    # warm-up: templates compiled, files cached
@@ -467,20 +469,19 @@ def log_in(browser: Any, base: str) -> dict[str, Any]:
     return state
 
 
-def add_full_day(runtime: Runtime, day: str, real: dict[str, Any], fragments: int) -> str:
+def add_full_day(runtime: Runtime, day: str, real: ClipRecord, fragments: int) -> str:
     """A second camera with a full day of synthetic clips, whose thumbnails are the real clip's (so they load)."""
     device_id = "bench-full"
     runtime.services.devices.create(device_id, signing_key="bench-signing-key", settings={})
     start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
-    records = day_records(device_id, DayPlan(start, range(CLIPS_PER_DAY)), 0, fragments)
-    for record in records:
-        record["thumb_key"], record["thumb_size"] = real["thumb_key"], real["thumb_size"]
+    records = [r.changed(thumb_key=real.thumb_key, thumb_size=real.thumb_size)
+               for r in day_records(device_id, DayPlan(start, range(CLIPS_PER_DAY)), 0, fragments)]
     index = runtime.services.index
     write_day(index, records)
-    index._add_usage(device_id, sum(stored_bytes(r) for r in records), len(records))
+    index._totals.add(device_id, sum(r.stored_bytes for r in records), len(records))
     runtime.builder.on_index_change(device_id, day)    # the runtime's render thread picks it up
     path = day_page(device_id, day)
-    wait_for(lambda: records[-1]["key"] in (runtime.site.get(path) or ""), timeout=120, what="the full day page")
+    wait_for(lambda: records[-1].key in (runtime.site.get(path) or ""), timeout=120, what="the full day page")
     return path
 
 
@@ -513,8 +514,8 @@ def _in_browser(runtime: Runtime, dep: Any, tmp: Path, fragments: int) -> list[s
     wait_for(lambda: all(index.get_clip(ck.device_id, ck.day, k) for k in keys), timeout=60, what="indexing")
     path = day_page(ck.device_id, ck.day)
     wait_for(lambda: all(k in (runtime.site.get(path) or "") for k in keys), timeout=60, what="the day page")
-    real = index.get_clip(ck.device_id, ck.day, keys[0]) or {}
-    if not real.get("thumb_key"):
+    real = index.get_clip(ck.device_id, ck.day, keys[0])
+    if real is None or not real.thumb_key:
         raise SystemExit("the real clip has no thumbnail; page weights would be understated")
     base, url = dep.runtime_url, dep.runtime_url + "/" + path
     with sync_playwright() as p:

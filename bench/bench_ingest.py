@@ -140,9 +140,11 @@ def main() -> None:
                          lambda: ingest._thumbnail(reader, info, 4.0))
             timed("seal thumbnail + PUT", lambda: ingest._store_thumbnail(rt.services, ck, jpeg))
             record = rt.services.index.get_clip(ck.device_id, ck.day, key)
-            timed("index upsert (encrypted TinyDB shard)", lambda: rt.services.index.upsert_clip(dict(record)))
-            clip_bytes = sum(c["sealed_size"] for c in rt.services.index.oldest_clips())
-            derived = sum(c.get("thumb_size", 0) for c in rt.services.index.oldest_clips())
+            timed("index upsert (encrypted TinyDB shard)", lambda: rt.services.index.upsert_clip(record))
+            index = rt.services.index
+            indexed = [c for d in index.devices() for day in index.days(d) for c in index.clips_for_day(d, day)]
+            clip_bytes = sum(c.sealed_size for c in indexed)
+            derived = sum(c.thumb_size for c in indexed)
         finally:
             rt.stop()
     print(f"\n10 s 1280x720 15 fps clips ({len(clip) / 1e6:.1f} MB), {args.workers} workers, 2 cores\n")

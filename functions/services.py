@@ -31,7 +31,7 @@ from cryospy.functions.devices.identities import DeviceIdentities, SharedUploadI
 from cryospy.functions.devices.registry import Device, DeviceRegistry
 from cryospy.functions.errors import FunctionsError
 from cryospy.functions.events import ObjectEvent
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.uploads.presign import PutPresigner
@@ -81,7 +81,7 @@ class Services:
     presigner: S3Identity          # may only PutObject under clips/ and live/; endpoint = the URL devices use
     handler: S3Identity            # reads clips, writes derived objects
     devices: DeviceRegistry
-    index: IndexStore
+    index: ClipIndex
     vault: KeyVault
     defence: AuthDefence           # failed-login counting and blocking (devices/auth_defence.py)
     admin_token: str = field(repr=False)

@@ -67,7 +67,7 @@ class Reconciler:
                 try:
                     place = locate(self.services.devices, key)
                     record = self.services.index.get_clip(place.device_id, place.day, key)
-                    if record is not None and not record.get("missing"):
+                    if record is not None and not record.missing:
                         continue
                 except (ObjectKeyError, NotFound):
                     pass    # ingest quarantines it with the reason

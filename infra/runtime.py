@@ -41,7 +41,7 @@ from cryospy.functions.channels.presence import Presence, PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_admin
@@ -94,7 +94,7 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region, dep.ca_file),
         handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region, dep.ca_file),
         devices=DeviceRegistry(dep.path("runtime", "devices.json")),
-        index=IndexStore(dep.path("index"), vault.index_key),
+        index=TinyDBIndex(dep.path("index"), vault.index_key),
         vault=vault,
         admin_token=dep.admin_token,
         max_clip_bytes=config.max_clip_bytes,

@@ -155,7 +155,7 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     from cryospy.common.keys import KeyStore
     from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
     from cryospy.functions.devices.registry import DeviceRegistry
-    from cryospy.functions.index.store import IndexStore
+    from cryospy.functions.index.store import TinyDBIndex
     from cryospy.functions.keyvault import KeyVault
     from cryospy.functions.services import S3Identity, Services
 
@@ -164,7 +164,7 @@ def offline_services(tmp: Path, admin_token: str) -> Any:
     return Services(
         bucket="cryospy", presigner=S3Identity("http://127.0.0.1:9", "presigner", "secret"),
         handler=S3Identity("http://127.0.0.1:9", "handler", "secret"),
-        devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
+        devices=DeviceRegistry(tmp / "devices.json"), index=TinyDBIndex(tmp / "index", vault.index_key),
         vault=vault, defence=AuthDefence(tmp / "auth-failures.sqlite", AuthDefenceSettings()),
         admin_token=admin_token, max_clip_bytes=1000)
 

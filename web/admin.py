@@ -179,7 +179,7 @@ class AdminSection:
 
     def _device_row(self, device: Device) -> dict[str, Any]:
         try:
-            used: int | None = self.services.index.usage(device.device_id)["bytes"]
+            used: int | None = self.services.index.usage(device.device_id).bytes
         except KeysLocked:
             used = None
         return {"id": device.device_id, "path": device_path(device.device_id), "state": _state(device),

@@ -73,10 +73,10 @@ def storage(services: Services) -> Storage:
     try:
         total = services.index.usage()
         ids = sorted(set(services.index.devices()) | {d.device_id for d in services.devices.list()})
-        per_device = [(d, u["bytes"], u["clips"]) for d in ids for u in (services.index.usage(d),)]
+        per_device = [(d, u.bytes, u.clips) for d in ids for u in (services.index.usage(d),)]
     except KeysLocked:
         return Storage(locked=True)
-    return Storage(False, total["bytes"], total["clips"], per_device)
+    return Storage(False, total.bytes, total.clips, per_device)
 
 
 def uptime_text(started: float, now: float | None = None) -> str:

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +19,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import KeysLocked
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.protocol import ClipIndex
+from cryospy.functions.index.records import ClipRecord
 
 from .site_store import SiteStore
 
@@ -36,7 +38,7 @@ MIN_MARK = 3.0   # minutes: the narrowest bar the timeline draws, so a short cli
 OPEN_ALL_HOURS_UP_TO = 96   # clips; a fuller day starts with its hours closed
 
 
-def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
+def day_view(day: str, clips: list[ClipRecord]) -> dict[str, Any]:
     """What the day page draws besides the clips: timeline positions (minutes since the UTC midnight of the
     page's day), motion marks, and the clips grouped by hour."""
     midnight = datetime.fromisoformat(day + "T00:00:00+00:00")
@@ -45,18 +47,18 @@ def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
     motion_count = 0
     rows = []
     for c in clips:
-        start = (datetime.fromisoformat(c["captured_at"].replace("Z", "+00:00")) - midnight).total_seconds() / 60
-        duration_min = float(c.get("duration_s") or 0) / 60
-        rows.append({**c, "minute": round(start, 2), "width_min": round(max(duration_min, MIN_MARK), 2)})
-        if c.get("motion"):
+        start = (datetime.fromisoformat(c.captured_at.replace("Z", "+00:00")) - midnight).total_seconds() / 60
+        # The template's row: the record's fields plus where the timeline draws it.
+        rows.append({**c.to_doc(with_fragments=False), "minute": round(start, 2),
+                     "width_min": round(max(c.duration_s / 60, MIN_MARK), 2)})
+        if c.motion:
             motion_count += 1
-            intervals = [iv for iv in c.get("motion_intervals") or []
-                         if isinstance(iv, list | tuple) and len(iv) == 2 and None not in iv]
-            for a, b in intervals or [(0.0, float(c.get("duration_s") or 0))]:
+            intervals = [(a, b) for a, b in c.motion_intervals if a is not None and b is not None]
+            for a, b in intervals or [(0.0, c.duration_s)]:
                 marks.append((round(start + float(a) / 60, 2), round(max((float(b) - float(a)) / 60, MIN_MARK), 2)))
-        group = groups.setdefault(c["captured_at"][11:13], {"clips": [], "motion": 0})
+        group = groups.setdefault(c.captured_at[11:13], {"clips": [], "motion": 0})
         group["clips"].append(rows[-1])
-        group["motion"] += 1 if c.get("motion") else 0
+        group["motion"] += 1 if c.motion else 0
     ordered = sorted(groups.items())
     # A busy day (continuous recording) starts with every hour closed: the timeline, the filters and a click on
     # an hour load thumbnails as they are wanted, instead of dozens the page would load just by opening.
@@ -67,11 +69,18 @@ def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
             "next_midnight": next_midnight}
 
 
-def day_summary(clips: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DaySummary:
     """What the overview shows of a camera's newest day, kept so that the overview never re-reads a whole day."""
-    return {"clips": len(clips), "motion": sum(1 for c in clips if c.get("motion")),
-            "latest": list(reversed(clips[-5:])),
-            "thumb": next((c for c in reversed(clips) if c.get("thumb_key")), None)}
+    clips: int
+    motion: int
+    latest: list[ClipRecord]
+    thumb: ClipRecord | None
+
+
+def day_summary(clips: list[ClipRecord]) -> DaySummary:
+    return DaySummary(len(clips), sum(1 for c in clips if c.motion), list(reversed(clips[-5:])),
+                      next((c for c in reversed(clips) if c.thumb_key), None))
 
 
 def day_page(device_id: str, day: str) -> str:
@@ -83,7 +92,7 @@ def live_page(device_id: str) -> str:
 
 
 class SiteBuilder:
-    def __init__(self, index: IndexStore, devices: DeviceRegistry, store: SiteStore,
+    def __init__(self, index: ClipIndex, devices: DeviceRegistry, store: SiteStore,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.index = index
         self.devices = devices
@@ -94,7 +103,7 @@ class SiteBuilder:
         self.env.globals["day_page"] = day_page
         self.env.globals["live_page"] = live_page
         self._lock = threading.Lock()
-        self._summaries: dict[str, tuple[str, dict[str, Any]]] = {}   # device -> (newest day, its summary)
+        self._summaries: dict[str, tuple[str, DaySummary]] = {}   # device -> (newest day, its summary)
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_lock = threading.Lock()
         self._wake = threading.Event()
@@ -174,7 +183,7 @@ class SiteBuilder:
             dev = known.get(device_id)
             settings = dict(dev.settings) if dev else {}
             limit_mb = int(settings.get("storage_limit_megabytes", 0) or 0)
-            used = self.index.usage(device_id)["bytes"]
+            used = self.index.usage(device_id).bytes
             percent = min(100.0, 100.0 * used / (limit_mb * 1024 * 1024)) if limit_mb else None
             rows.append({
                 "device_id": device_id, "enabled": dev.enabled if dev else False,
@@ -182,8 +191,8 @@ class SiteBuilder:
                 "last_seen": dev.last_seen if dev else None,
                 "offline_after_s": 2 * int(settings.get("settings_sync_seconds", 300) or 300) + 60,
                 "heartbeat": (dev.heartbeat or {}) if dev else {},
-                "days": days[-7:], "latest": summary["latest"], "thumb": summary["thumb"],
-                "motion_today": today_summary["motion"], "clips_today": today_summary["clips"],
+                "days": days[-7:], "latest": summary.latest, "thumb": summary.thumb,
+                "motion_today": today_summary.motion, "clips_today": today_summary.clips,
                 "used_mb": used / (1024 * 1024), "limit_mb": limit_mb, "percent": percent,
                 "storage_state": _storage_state(percent),
             })
@@ -195,7 +204,7 @@ class SiteBuilder:
             self.store.put(live_page(row["device_id"]), live.render(devices=[row], single=True))
         self.store.put("live", live.render(devices=[r for r in rows if not r["retired"]], single=False))
 
-    def _newest_day_summary(self, device_id: str, days: list[str]) -> dict[str, Any]:
+    def _newest_day_summary(self, device_id: str, days: list[str]) -> DaySummary:
         """The newest day's summary, from the last day render when it is current (reading a day costs as much
         as the day is long; the overview re-renders on every clip)."""
         if not days:

@@ -38,6 +38,8 @@ from cryospy.common.keys import KeyRing, verify_key_fingerprint, verify_key_to_t
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import SealedFormatError, SealedHeader, open_sealed
 from cryospy.functions.errors import BadRequest
+from cryospy.functions.index.protocol import ClipIndex
+from cryospy.functions.index.records import ClipRecord
 
 MAX_RANGE = timedelta(days=7)
 MANIFEST_FORMAT = "cryospy-export-v2"   # v2: devices keyed by the id clips are signed as (the storage token)
@@ -70,16 +72,16 @@ class Selection:
     """The index records an export covers, by capture time, and those in range that the motion filter left out."""
 
     request: ExportRequest
-    clips: list[dict[str, Any]]
-    left_out: list[dict[str, Any]]
-    deleted: list[dict[str, Any]] = field(default_factory=list)   # tombstones: deleted outside CryoSpy
+    clips: list[ClipRecord]
+    left_out: list[ClipRecord]
+    deleted: list[ClipRecord] = field(default_factory=list)   # tombstones: deleted outside CryoSpy
 
 
 @dataclass(frozen=True)
 class CheckedClip:
     """A clip as the check pass found it: the authenticated header and the hashes the download must reproduce."""
 
-    record: dict[str, Any]
+    record: ClipRecord
     header: SealedHeader
     sealed_sha256: str
     video_sha256: str
@@ -87,12 +89,12 @@ class CheckedClip:
 
     @property
     def sealed_path(self) -> str:
-        return "sealed/" + self.record["key"]
+        return "sealed/" + self.record.key
 
     @property
     def video_path(self) -> str:
-        stamp = self.record["captured_at"].replace(":", "-")
-        return f"video/{self.record['device_id']}_{stamp}.mp4"
+        stamp = self.record.captured_at.replace(":", "-")
+        return f"video/{self.record.device_id}_{stamp}.mp4"
 
 
 def parse_request(form: Mapping[str, str], known_devices: Iterable[str]) -> ExportRequest:
@@ -129,22 +131,22 @@ def utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def select_clips(index: Any, request: ExportRequest) -> Selection:
+def select_clips(index: ClipIndex, request: ExportRequest) -> Selection:
     """The clips of the request's camera that began in [start, end), from the index's day shards the range touches.
 
     Raises BadRequest (field ``start``) when there is nothing to export, so the form can say so."""
-    records: list[dict[str, Any]] = []
+    records: list[ClipRecord] = []
     day = request.start.date()
     while day <= request.end.date():
         for record in index.clips_for_day(request.device_id, day.isoformat()):
-            if request.start <= instant(record["captured_at"]) < request.end:
+            if request.start <= instant(record.captured_at) < request.end:
                 records.append(record)
         day += timedelta(days=1)
-    records.sort(key=lambda r: (instant(r["captured_at"]), r["sequence"]))
-    deleted = [r for r in records if r.get("missing")]   # nothing to fetch; the chain check reports the gap
-    records = [r for r in records if not r.get("missing")]
-    clips = [r for r in records if r.get("motion")] if request.motion_only else records
-    left_out = [r for r in records if not r.get("motion")] if request.motion_only else []
+    records.sort(key=lambda r: (instant(r.captured_at), r.sequence))
+    deleted = [r for r in records if r.missing]   # nothing to fetch; the chain check reports the gap
+    records = [r for r in records if not r.missing]
+    clips = [r for r in records if r.motion] if request.motion_only else records
+    left_out = [r for r in records if not r.motion] if request.motion_only else []
     if not clips:
         what = "clips with motion" if request.motion_only else "clips"
         raise BadRequest(f"{request.device_id} has no {what} between {utc_text(request.start)} and "
@@ -172,13 +174,13 @@ def fetch_error(key: str, exc: Exception) -> ExportFailed:
                         "retention meanwhile — start the export again")
 
 
-def check_clip(fetch: Fetch, record: dict[str, Any], keyring: KeyRing, signer: Ed25519PublicKey,
+def check_clip(fetch: Fetch, record: ClipRecord, keyring: KeyRing, signer: Ed25519PublicKey,
                on_bytes: Callable[[int], None] = lambda n: None) -> CheckedClip:
     """Open one clip completely with the device's key, hashing its sealed bytes and its MP4 on the way.
 
     The full read checks the header signature, the storage key, every chunk and the device-signed content trailer, so
     a clip that passes is byte for byte what the camera sealed (provided ``signer`` really is the camera's key)."""
-    key = record["key"]
+    key = record.key
     try:
         body = fetch(key)
     except (ClientError, BotoCoreError) as exc:
@@ -187,15 +189,15 @@ def check_clip(fetch: Fetch, record: dict[str, Any], keyring: KeyRing, signer: E
         sealed = HashingReader(body)
         video, video_size = hashlib.sha256(), 0
         reader = open_sealed(sealed, keyring=keyring, signer_public_key=signer, expected_object_key=key,
-                             size=record["sealed_size"])
+                             size=record.sealed_size)
         for piece in reader.iter_plaintext():
             video.update(piece)
             video_size += len(piece)
             on_bytes(len(piece))
         if sealed.read(1):
-            raise SealedFormatError(f"{key} is longer than the {record['sealed_size']} bytes it was indexed with")
+            raise SealedFormatError(f"{key} is longer than the {record.sealed_size} bytes it was indexed with")
     except SealedFormatError as exc:
-        raise ExportFailed(f"clip {key} does not verify against the key of {record['device_id']}: {exc}. "
+        raise ExportFailed(f"clip {key} does not verify against the key of {record.device_id}: {exc}. "
                            "Run `cryospy verify` on the bucket to see what else is affected") from exc
     except (ClientError, BotoCoreError, OSError) as exc:
         raise fetch_error(key, exc) from exc
@@ -215,12 +217,12 @@ def build_manifest(selection: Selection, checked: list[CheckedClip], signer: Ed2
     signed_as = sorted({h.device_id for _, h in headers} | {_signed_as(r) for r in selection.left_out})
     left_out: dict[str, set[int]] = {}
     for r in selection.left_out:
-        left_out.setdefault(_signed_as(r), set()).add(r["sequence"])
+        left_out.setdefault(_signed_as(r), set()).add(r.sequence)
     findings, _ = explain_gaps(verify_chain(headers, dict.fromkeys(signed_as, signer)), headers, left_out)
     # The index's own verdicts name breaks the range alone cannot show (the first clip's predecessor missing).
     for c in checked:
-        if c.record.get("chain") in ("gap", "broken-link"):
-            findings.append(_index_finding(c.record["chain"], c.sealed_path, c.record["sequence"], device))
+        if c.record.chain in ("gap", "broken-link"):
+            findings.append(_index_finding(c.record.chain, c.sealed_path, c.record.sequence, device))
     return {
         "format": MANIFEST_FORMAT,
         "exported_at": utc_text(now),
@@ -233,20 +235,20 @@ def build_manifest(selection: Selection, checked: list[CheckedClip], signer: Ed2
                             "source": "the server's device registry: compare the fingerprint with your own record"}
                     for owner in signed_as},
         "clips": [_clip_entry(c) for c in checked],
-        "left_out": [{"device_id": r["device_id"], "signed_as": _signed_as(r), "sequence": r["sequence"],
-                      "object_key": r["key"],
-                      "captured_at": r["captured_at"], "reason": "no motion"} for r in selection.left_out],
-        "deleted_outside_cryospy": [{"device_id": r["device_id"], "sequence": r["sequence"], "object_key": r["key"],
-                                     "captured_at": r["captured_at"], "missing_since": r.get("missing_since")}
+        "left_out": [{"device_id": r.device_id, "signed_as": _signed_as(r), "sequence": r.sequence,
+                      "object_key": r.key,
+                      "captured_at": r.captured_at, "reason": "no motion"} for r in selection.left_out],
+        "deleted_outside_cryospy": [{"device_id": r.device_id, "sequence": r.sequence, "object_key": r.key,
+                                     "captured_at": r.captured_at, "missing_since": r.missing_since}
                                     for r in selection.deleted],
         "gaps": [{"kind": f.kind, "where": f.where, "device_id": f.device_id, "sequence": f.sequence,
                   "detail": f.detail} for f in findings],
     }
 
 
-def _signed_as(record: dict[str, Any]) -> str:
+def _signed_as(record: ClipRecord) -> str:
     """The device id a clip's header carries: the owner segment of its key (token, or the name if legacy)."""
-    return parse_clip_key(record["key"]).owner
+    return parse_clip_key(record.key).owner
 
 
 def _index_finding(kind: str, where: str, sequence: int, device_id: str) -> ChainProblem:
@@ -262,11 +264,11 @@ def _index_finding(kind: str, where: str, sequence: int, device_id: str) -> Chai
 def _clip_entry(c: CheckedClip) -> dict[str, Any]:
     r = c.record
     return {
-        "device_id": r["device_id"], "signed_as": c.header.device_id, "object_key": r["key"],
-        "captured_at": r["captured_at"],
-        "sequence": r["sequence"], "duration_s": r.get("duration_s"), "motion": bool(r.get("motion")),
-        "sealed": c.sealed_path, "sealed_size": r["sealed_size"], "sealed_sha256": c.sealed_sha256,
+        "device_id": r.device_id, "signed_as": c.header.device_id, "object_key": r.key,
+        "captured_at": r.captured_at,
+        "sequence": r.sequence, "duration_s": r.duration_s, "motion": r.motion,
+        "sealed": c.sealed_path, "sealed_size": r.sealed_size, "sealed_sha256": c.sealed_sha256,
         "video": c.video_path, "video_size": c.video_size, "video_sha256": c.video_sha256,
         "chain": {"sequence": c.header.sequence, "header_hash": c.header.header_hash.hex(),
-                  "prev_hash": c.header.prev_hash.hex(), "server_verdict": r.get("chain")},
+                  "prev_hash": c.header.prev_hash.hex(), "server_verdict": r.chain},
     }

@@ -57,7 +57,7 @@ class ExportJob:
 
     @property
     def bytes_total(self) -> int:
-        return sum(int(r.get("plain_size") or r["sealed_size"]) for r in self.selection.clips)
+        return sum(int(r.plain_size or r.sealed_size) for r in self.selection.clips)
 
     def progress(self) -> dict[str, Any]:
         """What progress.json answers (and the job page shows before its script runs)."""

@@ -76,11 +76,11 @@ def _small(archive: zipfile.ZipFile, name: str, data: bytes, when: datetime) -> 
 
 
 def _sealed_entry(archive: zipfile.ZipFile, sink: ChunkSink, clip: CheckedClip, fetch: Fetch) -> Iterator[bytes]:
-    key = clip.record["key"]
-    when = instant(clip.record["captured_at"])
+    key = clip.record.key
+    when = instant(clip.record.captured_at)
     try:
         body = HashingReader(fetch(key))
-        with archive.open(_info(clip.sealed_path, when, clip.record["sealed_size"], zipfile.ZIP_STORED), "w") as out:
+        with archive.open(_info(clip.sealed_path, when, clip.record.sealed_size, zipfile.ZIP_STORED), "w") as out:
             while piece := body.read(READ_SIZE):
                 out.write(piece)
                 yield sink.drain()
@@ -94,13 +94,13 @@ def _sealed_entry(archive: zipfile.ZipFile, sink: ChunkSink, clip: CheckedClip, 
 
 def _video_entry(archive: zipfile.ZipFile, sink: ChunkSink, clip: CheckedClip, fetch: Fetch, keyring: KeyRing,
                  signer: Ed25519PublicKey) -> Iterator[bytes]:
-    key = clip.record["key"]
+    key = clip.record.key
     digest = hashlib.sha256()
     try:
         body = fetch(key)
         reader = open_sealed(body, keyring=keyring, signer_public_key=signer, expected_object_key=key,
-                             size=clip.record["sealed_size"])
-        info = _info(clip.video_path, instant(clip.record["captured_at"]), clip.video_size, zipfile.ZIP_STORED)
+                             size=clip.record.sealed_size)
+        info = _info(clip.video_path, instant(clip.record.captured_at), clip.video_size, zipfile.ZIP_STORED)
         with archive.open(info, "w") as out:
             for piece in reader.iter_plaintext():     # the trailer is checked after the last piece
                 digest.update(piece)

@@ -30,7 +30,7 @@ from cryospy.functions.clips.hls import ClipMedia, NothingToPlay, clip_playlist,
 from cryospy.functions.clips.mp4 import Fragment
 from cryospy.functions.clips.place import locate
 from cryospy.functions.errors import BadRequest, NotFound
-from cryospy.functions.index.store import playable as is_playable
+from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.services import Services
 
 from .live_media import LiveMedia
@@ -46,14 +46,15 @@ def _clip_url(key: str) -> str:
     return "/media/clip.mp4?key=" + quote(key, safe="")
 
 
-def clip_media(record: dict[str, Any]) -> ClipMedia:
+def clip_media(record: ClipRecord) -> ClipMedia:
+    """What a playlist needs of a clip read with its fragments."""
     fragments = tuple(Fragment(offset=o, size=n, start_s=st, duration_s=d, keyframe=True)
-                      for o, n, st, d in record["fragments"])
-    return ClipMedia(key=record["key"], url=_clip_url(record["key"]),
-                     captured_at=datetime.fromisoformat(record["captured_at"].replace("Z", "+00:00")),
-                     init_size=record["init_size"], fragments=fragments, duration_s=record["duration_s"],
-                     codec=record["codec"], width=record["width"], height=record["height"],
-                     audio_codec=record.get("audio_codec"))
+                      for o, n, st, d in record.fragments or ())
+    return ClipMedia(key=record.key, url=_clip_url(record.key),
+                     captured_at=datetime.fromisoformat(record.captured_at.replace("Z", "+00:00")),
+                     init_size=record.init_size, fragments=fragments, duration_s=record.duration_s,
+                     codec=record.codec, width=record.width, height=record.height,
+                     audio_codec=record.audio_codec)
 
 
 class ClipGone(LookupError):
@@ -76,7 +77,7 @@ class MediaRoutes:
             if path == "/media/day.m3u8":
                 device, day = query.get("device", ""), validate.day(query.get("day", ""))
                 clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day, with_fragments=True)
-                         if c.get("fragments") and is_playable(c)]
+                         if c.fragments and c.playable]
                 if not clips:
                     return self._error(start, "404 Not Found", "no clips that day")
                 return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
@@ -100,7 +101,7 @@ class MediaRoutes:
             return self._error(start, "422 Unprocessable Entity", f"cannot play this clip: {exc}")
         return self._error(start, "404 Not Found", "no such media")
 
-    def _record(self, query: dict[str, str]) -> dict[str, Any]:
+    def _record(self, query: dict[str, str]) -> ClipRecord:
         key = query.get("key", "")
         try:
             place = locate(self.services.devices, key)
@@ -109,7 +110,7 @@ class MediaRoutes:
         record = self.services.index.get_clip(place.device_id, place.day, key)
         if record is None:
             raise LookupError("no such clip")
-        if record.get("missing"):
+        if record.missing:
             raise ClipGone("this clip was deleted from the bucket outside CryoSpy; only its index entry is left")
         return record
 
@@ -117,27 +118,27 @@ class MediaRoutes:
         return self.services.handler_client.get_object(Bucket=self.services.bucket, Key=key,
                                                        Range=f"bytes={first}-{last}")["Body"]
 
-    def _clip(self, environ: dict[str, Any], start: StartResponse, record: dict[str, Any], download: bool) -> Any:
-        key = record["key"]
-        device = self.services.devices.get(record["device_id"])
-        name = f"{record['device_id']}_{record['captured_at'].replace(':', '-')}.mp4" if download else None
+    def _clip(self, environ: dict[str, Any], start: StartResponse, record: ClipRecord, download: bool) -> Any:
+        key = record.key
+        device = self.services.devices.get(record.device_id)
+        name = f"{record.device_id}_{record.captured_at.replace(':', '-')}.mp4" if download else None
         response = serve_sealed_range(
-            header_fetch=lambda: self._get(key, 0, min(MAX_HEADER_SIZE, record["sealed_size"]) - 1).read(),
+            header_fetch=lambda: self._get(key, 0, min(MAX_HEADER_SIZE, record.sealed_size) - 1).read(),
             range_fetch=lambda first, last: self._get(key, first, last),
-            object_size=record["sealed_size"], keyring=self.services.vault.keys(),
+            object_size=record.sealed_size, keyring=self.services.vault.keys(),
             signer_public_key=verify_key_from_text(device.signing_key), expected_object_key=key,
             range_header=environ.get("HTTP_RANGE"), content_type="video/mp4", download_name=name)
         start(response.status_line, response.headers)
         return response.body
 
-    def _thumb(self, start: StartResponse, record: dict[str, Any]) -> list[bytes]:
-        if not record.get("thumb_key"):
+    def _thumb(self, start: StartResponse, record: ClipRecord) -> list[bytes]:
+        if not record.thumb_key:
             return self._error(start, "404 Not Found", "this clip has no thumbnail")
         sealed = self.services.handler_client.get_object(Bucket=self.services.bucket,
-                                                         Key=record["thumb_key"])["Body"].read()
+                                                         Key=record.thumb_key)["Body"].read()
         keys = self.services.vault.keys()
         jpeg = open_bytes(sealed, keyring=keys, signer_public_key=keys.server_signing_key.public_key(),
-                          expected_object_key=record["thumb_key"])
+                          expected_object_key=record.thumb_key)
         start("200 OK", [("Content-Type", "image/jpeg"), ("Content-Length", str(len(jpeg))),
                          ("Cache-Control", "private, max-age=3600"), ("X-Content-Type-Options", "nosniff")])
         return [jpeg]
@@ -147,24 +148,24 @@ class MediaRoutes:
         days = self.services.index.days(device_id)
         newest = None
         for day in reversed(days[-2:]):
-            playable = [c for c in self.services.index.clips_for_day(device_id, day) if is_playable(c)]
+            playable = [c for c in self.services.index.clips_for_day(device_id, day) if c.playable]
             if playable:
                 newest = playable[-1]
                 break
         if newest is None:
             return self._text(start, json.dumps({"device_id": device_id, "clip": None}), "application/json")
-        doc = {"device_id": device_id, "clip": {"key": newest["key"], "captured_at": newest["captured_at"],
-                                                "duration_s": newest["duration_s"], "motion": newest.get("motion")}}
+        doc = {"device_id": device_id, "clip": {"key": newest.key, "captured_at": newest.captured_at,
+                                                "duration_s": newest.duration_s, "motion": newest.motion}}
         return self._text(start, json.dumps(doc), "application/json")
 
     def _live(self, start: StartResponse, device_id: str) -> list[bytes]:
         """The live view's playlist: the newest segments of the device's newest clips. The sequence bases come
-        from the index's live numbering (``IndexStore._live_stamp``), so a player reloading it every few
+        from the index's live numbering (``TinyDBIndex._live_stamp``), so a player reloading it every few
         seconds sees segments keep their numbers while new clips slide in and old ones out."""
         clips = self.services.index.live_clips(device_id, LIVE_CLIPS)
         if not clips:
             return self._error(start, "404 Not Found", "no clips from this camera yet")
-        segments_before, clips_before = clips[0]["live"]
+        segments_before, clips_before = clips[0].live or (0, 0)
         text = live_playlist([clip_media(c) for c in clips], window_segments=LIVE_WINDOW_SEGMENTS,
                              media_sequence_base=segments_before, discontinuity_sequence_base=clips_before)
         return self._text(start, text, PLAYLIST_TYPE)

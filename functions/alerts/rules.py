@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, MailError
+from cryospy.functions.index.records import ClipRecord
 
 log = logging.getLogger("cryospy.alerts")
 MIB = 1024 * 1024
@@ -78,9 +78,9 @@ class Alerts:
 
         return self._pool.submit(deliver)
 
-    def motion(self, device_id: str, record: dict[str, Any], jpeg: bytes | None) -> Future[None] | None:
-        body = (f"Device: {device_id}\nTime: {_when(record['captured_at'])}\n"
-                f"Motion score: {record.get('motion_score', 0):.3f}\nClip: {record['key']}\n")
+    def motion(self, device_id: str, record: ClipRecord, jpeg: bytes | None) -> Future[None] | None:
+        body = (f"Device: {device_id}\nTime: {_when(record.captured_at)}\n"
+                f"Motion score: {record.motion_score:.3f}\nClip: {record.key}\n")
         files = [("motion.jpg", "image/jpeg", jpeg)] if (jpeg and self.policy.attach_thumbnails) else []
         return self._send(device_id, "motion", self.policy.motion_interval_s, "CryoSpy motion detected", body, files)
 
@@ -119,9 +119,9 @@ class Alerts:
                           "The object was kept under quarantine/ for inspection; run `cryospy verify` on an "
                           "export to see the whole chain.\n")
 
-    def deleted_outside(self, device_id: str, key: str, clip: dict[str, Any]) -> Future[None] | None:
+    def deleted_outside(self, device_id: str, key: str, clip: ClipRecord) -> Future[None] | None:
         return self._send(device_id, "tamper", self.policy.tamper_interval_s, "CryoSpy footage deleted",
-                          f"Device: {device_id}\nClip: {_when(clip.get('captured_at'))} (#{clip.get('sequence')})\n"
+                          f"Device: {device_id}\nClip: {_when(clip.captured_at)} (#{clip.sequence})\n"
                           f"Object: {key}\nIt was deleted from the bucket by something other than CryoSpy "
                           "(retention and the dashboard mark their own deletions): someone with MinIO credentials "
                           "or a lifecycle rule. The dashboard keeps a tombstone in its place.\n")
@@ -133,9 +133,9 @@ class Alerts:
                           f"{_when(reported_at)}, never reached the index. It was withheld or removed from the "
                           "bucket before CryoSpy could check it.\n")
 
-    def gap(self, device_id: str, clip: dict[str, Any]) -> Future[None] | None:
+    def gap(self, device_id: str, clip: ClipRecord) -> Future[None] | None:
         return self._send(device_id, "gap", self.policy.tamper_interval_s, "CryoSpy footage missing",
-                          f"Device: {device_id}\nClip #{clip['sequence'] - 1} (before {_when(clip['captured_at'])})"
+                          f"Device: {device_id}\nClip #{clip.sequence - 1} (before {_when(clip.captured_at)})"
                           " never arrived. A full spool on the camera drops old clips; otherwise footage was "
                           "removed or withheld.\n")
 

@@ -12,6 +12,7 @@ from .mqtt import CameraState
 
 if TYPE_CHECKING:
     from cryospy.functions.devices.registry import Device
+    from cryospy.functions.index.records import ClipRecord
     from cryospy.functions.services import Services
 
 
@@ -31,14 +32,14 @@ def from_device(services: Services, device: Device, doc: dict[str, Any]) -> dict
     return {"accepted": len(events)}
 
 
-def clip_stored(services: Services, device_id: str, record: dict[str, Any]) -> None:
+def clip_stored(services: Services, device_id: str, record: ClipRecord) -> None:
     """After a new clip is indexed: the camera's storage use and newest capture time (MQTT sensors)."""
     if not services.home_events.wants("clip_stored"):
         return                      # the usage read below is not free; skip it when no channel takes these
-    stored = services.index.usage(device_id)["bytes"]
+    stored = services.index.usage(device_id).bytes
     services.home_events.publish([HomeEvent(camera=device_id, kind="clip_stored", at=now_stamp(),
-                                            clip_sequence=record.get("sequence"), stored_bytes=stored,
-                                            last_clip_at=record.get("captured_at") or "")])
+                                            clip_sequence=record.sequence, stored_bytes=stored,
+                                            last_clip_at=record.captured_at)])
 
 
 def camera_added(services: Services, device_id: str) -> None:
@@ -59,10 +60,10 @@ def camera_states(services: Services) -> dict[str, CameraState]:
             continue
         state = out[device.device_id] = CameraState(connectivity=services.presence.connectivity(device.device_id))
         try:
-            state.storage_bytes = services.index.usage(device.device_id)["bytes"]
+            state.storage_bytes = services.index.usage(device.device_id).bytes
             days = services.index.days(device.device_id)
             clips = services.index.clips_for_day(device.device_id, days[-1]) if days else []
-            state.last_clip = max((c["captured_at"] for c in clips), default=None)
+            state.last_clip = max((c.captured_at for c in clips), default=None)
         except KeysLocked:
             pass
     return out

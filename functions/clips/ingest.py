@@ -31,6 +31,7 @@ from cryospy.functions.clips.place import locate
 from cryospy.functions.clips.thumbnail import thumbnail_from_fragment
 from cryospy.functions.errors import NotFound, PermanentEventError
 from cryospy.functions.events import ObjectEvent
+from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.services import Services
 
 log = logging.getLogger("cryospy.ingest")
@@ -41,7 +42,7 @@ class IngestResult:
     key: str
     device_id: str
     changed: bool
-    record: dict[str, Any]
+    record: ClipRecord
 
 
 def _download(services: Services, key: str, into: IO[bytes]) -> int:
@@ -174,35 +175,36 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
             raise PermanentEventError(f"quarantined {event.key}: header disagrees with its object key")
         described = describe(info, meta)
         existing = services.index.get_clip(device_id, ck.day, event.key)
-        done_before = bool(existing and existing.get("header_hash") == header.header_hash.hex()
-                           and existing.get("thumb_key"))
+        done_before = bool(existing and existing.header_hash == header.header_hash.hex() and existing.thumb_key)
         jpeg = None
         if not done_before:
             peak = described["peak_s"] if isinstance(described["peak_s"], int | float) else 1.0
             jpeg = _thumbnail(reader, info, float(peak))
-    if done_before:
+    if done_before and existing is not None:
         # A replayed event: the thumbnail exists already; re-sealing it would only churn the bucket.
-        thumb_key, thumb_size = existing["thumb_key"], existing["thumb_size"]  # type: ignore[index]
+        thumb_key, thumb_size = existing.thumb_key, existing.thumb_size
     else:
         thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
-    record = {
+    fields = {
         "key": event.key, "device_id": device_id, "day": ck.day, "sequence": header.sequence,
         "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "sealed_size": sealed_size, "plain_size": reader.plaintext_size,
         "header_hash": header.header_hash.hex(), "prev_hash": header.prev_hash.hex(),
         "thumb_key": thumb_key, "thumb_size": thumb_size,
-        "protected": bool(existing and existing.get("protected")),
-        "indexed_at": (existing or {}).get("indexed_at") or datetime.now(UTC).isoformat(timespec="seconds"),
+        "indexed_at": existing.indexed_at if existing and existing.indexed_at
+        else datetime.now(UTC).isoformat(timespec="seconds"),
         **described,
     }
-    if existing and existing.get("missing"):
+    # What the index knows beyond this clip's content (protection, a deletion under way) stays as it was.
+    record = ClipRecord.from_doc({**(existing.to_doc() if existing else {}), **fields})
+    if existing and existing.missing:
         # A tombstone whose object is there after all (a forged removal event): the clip is footage again.
-        record.update(missing=False, missing_since=None)
+        record = record.changed(missing=False, missing_since=None)
         log.warning("%s is in the bucket again; its tombstone is lifted", event.key)
-    record["chain"] = chain_check.link(services, record)
+    record = record.changed(chain=chain_check.link(services, record))
     changed = services.index.upsert_clip(record)
     chain_check.relink_successor(services, record)
-    if changed and existing is None and record["motion"]:
+    if changed and existing is None and record.motion:
         services.alerts.motion(device_id, record, jpeg)
     log.info("indexed %s (%s)", event.key, "new" if existing is None else "unchanged" if not changed else "updated")
     return IngestResult(event.key, device_id, changed, record)

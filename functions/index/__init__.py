@@ -1,1 +1,3 @@
-"""The clip index: its record types, the store behind it, queries and each clip's fragment table."""
+"""The clip index: one interface (``protocol.ClipIndex``), typed records (``records``), the embedded TinyDB store
+(``store``) built from visible parts — encrypted files (``tinydb_files``, ``fragment_log``), running totals
+(``usage``), change listeners (``listeners``) — and the admin query (``query``)."""

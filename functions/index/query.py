@@ -1,7 +1,9 @@
 """Admin clip queries over the sharded index: by device, time range and motion, newest first, paged.
 
 The cursor is the last returned clip's ``captured_at`` plus key, so pages stay stable while new clips
-arrive. Only the shards (device-days) that overlap the range are opened.
+arrive. :func:`scan_query` answers a query from any :class:`~cryospy.functions.index.protocol.ClipIndex` by
+opening only the days that overlap the range (what the TinyDB store does); a store with real queries
+answers :meth:`ClipIndex.query` its own way, and the conformance suite holds both to the same answers.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryospy.functions.api import json_limits, validate
 from cryospy.functions.errors import BadRequest
-from cryospy.functions.services import Services
+from cryospy.functions.index.records import ClipRecord
+
+if TYPE_CHECKING:
+    from cryospy.functions.index.protocol import ClipIndex
+    from cryospy.functions.services import Services
 
 MAX_LIMIT = 500
 
@@ -55,33 +61,46 @@ class ClipQuery:
                    cursor)
 
 
+@dataclass(frozen=True)
+class ClipPage:
+    clips: list[ClipRecord]
+    next_cursor: str | None
+    matched: int
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"clips": [c.to_doc() for c in self.clips], "next_cursor": self.next_cursor, "matched": self.matched}
+
+
 def _iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def run_query(services: Services, q: ClipQuery) -> dict[str, Any]:
-    devices = [q.device_id] if q.device_id else services.index.devices()
+def scan_query(index: ClipIndex, q: ClipQuery) -> ClipPage:
+    devices = [q.device_id] if q.device_id else index.devices()
     lo = _iso(q.start) if q.start else ""
     hi = _iso(q.end) if q.end else "\uffff"
     day_lo, day_hi = lo[:10], hi[:10] if q.end else "\uffff"
-    matches: list[dict[str, Any]] = []
+    matches: list[ClipRecord] = []
     for device in devices:
-        for day in reversed(services.index.days(device)):
+        for day in reversed(index.days(device)):
             if not day_lo <= day <= day_hi:
                 continue
-            for clip in services.index.clips_for_day(device, day):
-                if not lo <= clip["captured_at"] <= hi:
+            for clip in index.clips_for_day(device, day):
+                if not lo <= clip.captured_at <= hi:
                     continue
-                if q.motion is not None and bool(clip.get("motion")) != q.motion:
+                if q.motion is not None and clip.motion != q.motion:
                     continue
-                if q.cursor and (clip["captured_at"], clip["key"]) >= q.cursor:
+                if q.cursor and clip.order >= q.cursor:
                     continue
                 matches.append(clip)
-    matches.sort(key=lambda c: (c["captured_at"], c["key"]), reverse=True)
+    matches.sort(key=lambda c: c.order, reverse=True)
     page = matches[:q.limit]
-    more = len(matches) > q.limit
     cursor = None
-    if more and page:
-        last = page[-1]
-        cursor = base64.urlsafe_b64encode(json.dumps([last["captured_at"], last["key"]]).encode()).decode()
-    return {"clips": page, "next_cursor": cursor, "matched": len(matches)}
+    if len(matches) > q.limit and page:
+        cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1].order)).encode()).decode()
+    return ClipPage(page, cursor, len(matches))
+
+
+def run_query(services: Services, q: ClipQuery) -> dict[str, Any]:
+    """The admin API's answer (JSON-ready)."""
+    return services.index.query(q).to_doc()

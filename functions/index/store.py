@@ -1,27 +1,29 @@
-"""The clip index: TinyDB documents sharded by device and UTC day, encrypted at rest.
+"""The embedded clip index: TinyDB documents sharded by device and UTC day, encrypted at rest.
+
+One implementation of :class:`~cryospy.functions.index.protocol.ClipIndex`, built from visible parts:
+
+* **encryption at rest**: every shard and the totals file go through
+  :class:`~cryospy.functions.index.tinydb_files.EncryptedJSONStorage` (AES-256-GCM, file name bound in);
+  fragment tables through :class:`~cryospy.functions.index.fragment_log.FragmentLog`;
+* **one writer lock**: TinyDB is not safe across threads or processes; the runtime is the only writer, and
+  every access here opens a fresh TinyDB under ``lock`` (no stale per-instance caches). Pass the lock in to
+  share it; by default the index makes its own;
+* **change listeners**: :class:`~cryospy.functions.index.listeners.ChangeListeners`, told after the lock is
+  released;
+* **running totals**: :class:`~cryospy.functions.index.usage.UsageTotals` (bytes, clips, live counters, the
+  retention cursor), crash-safe by its markers and recount.
 
 Why sharded: TinyDB rewrites a whole file on every write, so one shard per device-day bounds each write to
-one day of one device, whatever the history. Why one lock: TinyDB is not safe across threads or processes;
-the runtime is the only writer, and every access here opens a fresh TinyDB under the store's lock (no stale
-per-instance caches). Upserts are keyed by the clip's object key, so replaying an event changes nothing.
-
-Usage totals (stored bytes and clips per device) are kept beside the shards and updated in the same locked
-step as each insert or removal, so quota checks never have to scan the history. Those are two files, so a
-crash between them would leave the totals wrong for good; instead, before its first write to a device this
-process leaves a marker (``pending/<device>``) that only a clean :meth:`IndexStore.close` removes. A store
-that finds markers recounts those devices' totals from their shards before it reads or writes any total
-(once, after a crash, for the devices that were being written).
-
-Listeners get ``(device_id, day)`` after a change, which is how the dashboard re-renders only what a new clip
-touches.
+one day of one device, whatever the history. Upserts are keyed by the clip's object key, so replaying an
+event changes nothing.
 """
 
 from __future__ import annotations
 
 import heapq
-import os
 import threading
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,249 +31,163 @@ from tinydb import Query, TinyDB
 
 from cryospy.functions.api import validate
 from cryospy.functions.index.fragment_log import FragmentLog
+from cryospy.functions.index.listeners import ChangeListeners, Listener
+from cryospy.functions.index.query import ClipPage, ClipQuery, scan_query
+from cryospy.functions.index.records import ClipRecord, DeviceUsage, fragments_doc, fragments_from
 from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
-
-Listener = Callable[[str, str], None]
-
-
-def _dir_name(device_id: str) -> str:
-    # Device ids may contain spaces and '+'; hex keeps file names portable and unambiguous.
-    return device_id.encode().hex()
+from cryospy.functions.index.usage import LiveCounters, UsageTotals, dir_name
 
 
-def playable(record: dict[str, Any]) -> bool:
-    """Whether the clip has fragments to play (records indexed before the fragment log carry them inline)."""
-    return bool(record.get("fragment_count") or record.get("fragments")) and not record.get("missing")
-
-
-def stored_bytes(record: dict[str, Any] | None) -> int:
-    """What a clip costs in the bucket: the sealed clip plus its sealed thumbnail."""
-    if not record:
-        return 0
-    return int(record.get("sealed_size", 0)) + int(record.get("thumb_size", 0))
-
-
-class IndexStore:
-    def __init__(self, root: Path, key: Callable[[], bytes]):
+class TinyDBIndex:
+    def __init__(self, root: Path, key: Callable[[], bytes], lock: threading.RLock | None = None,
+                 listeners: ChangeListeners | None = None):
         self.root = root
         self._key = key
-        self._lock = threading.RLock()
-        self._listeners: list[Listener] = []
+        self._lock = lock or threading.RLock()
+        self._listeners = listeners or ChangeListeners()
         self.fragments = FragmentLog(root, key)
-        self._marked: set[str] = set()    # devices this process has written (their marker is on disk)
-        pending = root / "pending"
-        self._to_recount = {bytes.fromhex(p.name).decode() for p in pending.iterdir()} if pending.is_dir() else set()
+        self._totals = UsageTotals(root, key, self._iter_device)
 
     def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def _shard(self, device_id: str, day: str) -> TinyDB:
         # Every read and write of a day goes through here (and FragmentLog._path): the one place where a
         # day from a request could become a path, so it is checked here whoever called.
-        path = self.root / "clips" / _dir_name(device_id) / f"{validate.day(day)}.db"
+        path = self.root / "clips" / dir_name(device_id) / f"{validate.day(day)}.db"
         return TinyDB(path, storage=EncryptedJSONStorage, key=self._key())
 
-    def _usage_db(self) -> TinyDB:
-        if self._to_recount:
-            self._recount_locked()
-        return TinyDB(self.root / "usage.db", storage=EncryptedJSONStorage, key=self._key())
-
-    # -- crash recovery of the usage totals ------------------------------------------------------------
-    def _mark(self, device_id: str) -> None:
-        """Before the first write of a device's shard and totals: leave a durable marker (see the module doc)."""
-        if device_id in self._marked:
-            return
-        folder = self.root / "pending"
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(folder / _dir_name(device_id), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self._marked.add(device_id)
-
-    def _recount_locked(self) -> None:
-        """Set the marked devices' totals from their shards (the truth), then drop their markers."""
-        devices = sorted(self._to_recount)
-        with TinyDB(self.root / "usage.db", storage=EncryptedJSONStorage, key=self._key()) as db:
-            table = db.table("usage", cache_size=0)
-            for device_id in devices:
-                row = dict(table.get(Query().device_id == device_id) or {})
-                clips = list(self._iter_device(device_id))
-                row.update(device_id=device_id, bytes=sum(stored_bytes(c) for c in clips), clips=len(clips))
-                numbered = [c for c in clips if c.get("live")]
-                if numbered:
-                    last = max(numbered, key=lambda c: c["captured_at"])
-                    recount = (last["live"][0] + last.get("fragment_count", 0), last["live"][1] + 1)
-                    row["live_segments"] = max(int(row.get("live_segments", 0)), recount[0])
-                    row["live_clips"] = max(int(row.get("live_clips", 0)), recount[1])
-                    row["live_last"] = max(row.get("live_last", ""), last["captured_at"])
-                table.upsert(row, Query().device_id == device_id)
-        self._to_recount.difference_update(devices)
-        for device_id in devices:
-            if device_id not in self._marked:
-                (self.root / "pending" / _dir_name(device_id)).unlink(missing_ok=True)
-
     def close(self) -> None:
-        """A clean stop: every write finished, so the markers of this process go."""
+        """A clean stop: every write finished, so this process's crash markers go (see usage.py)."""
         with self._lock:
-            for device_id in self._marked:
-                (self.root / "pending" / _dir_name(device_id)).unlink(missing_ok=True)
-            self._marked.clear()
-
-    def _add_usage(self, device_id: str, delta_bytes: int, delta_clips: int,
-                   live: tuple[int, int, str] | None = None) -> None:
-        with self._usage_db() as db:
-            table = db.table("usage", cache_size=0)
-            row = dict(table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0})
-            row.update(device_id=device_id, bytes=max(0, row["bytes"] + delta_bytes),
-                       clips=max(0, row["clips"] + delta_clips))
-            if live is not None:
-                row["live_segments"], row["live_clips"], row["live_last"] = live
-            table.upsert(row, Query().device_id == device_id)
+            self._totals.close()
 
     def set_quarantined(self, device_id: str, nbytes: int) -> None:
-        """What the device's quarantine holds now (functions/clips/quarantine.py counts it from the bucket)."""
-        with self._lock, self._usage_db() as db:
-            table = db.table("usage", cache_size=0)
-            row = dict(table.get(Query().device_id == device_id) or {"bytes": 0, "clips": 0})
-            row.update(device_id=device_id, quarantine_bytes=int(nbytes))
-            table.upsert(row, Query().device_id == device_id)
+        with self._lock:
+            self._totals.set_quarantined(device_id, nbytes)
 
     # -- writes --------------------------------------------------------------------------------------
-    def upsert_clip(self, record: dict[str, Any]) -> bool:
-        """Insert or update by object key; returns True when anything changed."""
+    def upsert_clip(self, record: ClipRecord) -> bool:
         with self._lock:
             changed = self._upsert_locked(record)
         if changed:
-            self._notify(record["device_id"], record["day"])   # outside the lock: listeners may read the index
+            self._listeners.notify(record.device_id, [record.day])
         return changed
 
-    def _upsert_locked(self, record: dict[str, Any]) -> bool:
-        device, day = record["device_id"], record["day"]
-        live: tuple[int, int, str] | None = None
-        record = dict(record)
-        fragments = record.pop("fragments", None)
-        if fragments is not None:
-            record["fragment_count"] = len(fragments)
-        if self._to_recount:
-            self._recount_locked()      # before the shard changes, so the recount and this delta never overlap
-        self._mark(device)
+    def _upsert_locked(self, record: ClipRecord) -> bool:
+        device, day = record.device_id, record.day
+        live: LiveCounters | None = None
+        self._totals.mark(device)
         with self._shard(device, day) as db:
             table = db.table("clips", cache_size=0)
-            existing = table.get(Query().key == record["key"])
-            if existing is not None and {**existing, **record} == dict(existing):
-                return False
-            if fragments is not None and (existing is None or self._fragments(device, day, record["key"]) != fragments):
-                self.fragments.append(_dir_name(device), day, [(record["key"], fragments)])   # before the record
-            # update-by-id or insert: TinyDB's upsert() would run a matching pass that writes even when
-            # nothing matches, then insert (two full rewrites of the shard).
+            stored = table.get(Query().key == record.key)
+            existing = ClipRecord.from_doc(stored) if stored is not None else None
             if existing is not None:
-                table.update(record, doc_ids=[existing.doc_id])
+                record = record.changed(live=existing.live)   # the store numbers clips once, on insert
+                if record.fragments is None:
+                    record = record.changed(fragment_count=existing.fragment_count)
             else:
-                live = self._live_stamp(device, record)
-                table.insert(record)
-        merged = {**(existing or {}), **record}
-        self._add_usage(device, stored_bytes(merged) - stored_bytes(existing), 0 if existing else 1, live)
+                record, live = self._live_stamp(device, record)
+            doc = record.to_doc(with_fragments=False)
+            if stored is not None and doc == dict(stored):
+                return False
+            fragments = record.fragments
+            if fragments is not None and (stored is None or "fragments" in stored
+                                          or self._fragments(device, day, record.key) != fragments_doc(fragments)):
+                self.fragments.append(dir_name(device), day, [(record.key, fragments_doc(fragments))])  # first
+            if stored is not None:
+                # Replace the whole document in one write (a field turned off must not linger from before).
+                table.update(lambda d: (d.clear(), d.update(doc)), doc_ids=[stored.doc_id])  # type: ignore[arg-type]
+            else:
+                # insert, not TinyDB's upsert(): that would run a matching pass that writes even when nothing
+                # matches, then insert (two full rewrites of the shard).
+                table.insert(doc)
+        before = existing.stored_bytes if existing else 0
+        self._totals.add(device, record.stored_bytes - before, 0 if existing else 1, live,
+                         unprotected_day=None if record.protected else day)
         return True
 
-    def _live_stamp(self, device_id: str, record: dict[str, Any]) -> tuple[int, int, str] | None:
-        """Number a new clip into the device's live stream: ``record["live"] = [segments, clips]`` recorded before
-        it, which is what a sliding HLS playlist needs for stable sequence numbers (functions/clips/hls.py explains why
-        they cannot be derived from the newest clips alone). Only a clip newer than every numbered one joins: a
-        live playlist cannot insert into its past. Returns the device's counters after this clip."""
-        if not record.get("fragment_count"):
-            return None
-        with self._usage_db() as db:
-            row = db.table("usage", cache_size=0).get(Query().device_id == device_id) or {}
-        if record["captured_at"] <= row.get("live_last", ""):
-            return None
-        record["live"] = [int(row.get("live_segments", 0)), int(row.get("live_clips", 0))]
-        return record["live"][0] + record["fragment_count"], record["live"][1] + 1, record["captured_at"]
+    def _live_stamp(self, device_id: str, record: ClipRecord) -> tuple[ClipRecord, LiveCounters | None]:
+        """Number a new clip into the device's live stream: ``live`` = the segments and clips recorded before
+        it, which is what a sliding HLS playlist needs for stable sequence numbers (functions/clips/hls.py
+        explains why they cannot be derived from the newest clips alone). Only a playable clip newer than every
+        numbered one joins: a live playlist cannot insert into its past. Returns the clip and the device's
+        counters after it (None: it does not join)."""
+        now = self._totals.live(device_id)
+        if not record.fragment_count or record.captured_at <= now.last:
+            return record.changed(live=None), None
+        after = LiveCounters(now.segments + record.fragment_count, now.clips + 1, record.captured_at)
+        return record.changed(live=(now.segments, now.clips)), after
 
-    def update_clip(self, device_id: str, day: str, key: str, changes: dict[str, Any]) -> dict[str, Any] | None:
-        """Change fields of an indexed clip; returns the new record, or None when the clip is not indexed."""
+    def update_clip(self, device_id: str, day: str, key: str, **changes: Any) -> ClipRecord | None:
         with self._lock:
             current = self.get_clip(device_id, day, key)
             if current is None:
                 return None
-            updated = {**current, **changes}
+            updated = current.changed(**changes)
             changed = self._upsert_locked(updated)
         if changed:
-            self._notify(device_id, day)
+            self._listeners.notify(device_id, [day])
         return updated
 
-    def remove_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
-        """Forget a clip; returns the record it had, or None when it was not indexed."""
+    def remove_clip(self, device_id: str, day: str, key: str) -> ClipRecord | None:
         with self._lock:
-            if self._to_recount:
-                self._recount_locked()
-            self._mark(device_id)
+            self._totals.mark(device_id)
             with self._shard(device_id, day) as db:
                 table = db.table("clips", cache_size=0)
-                existing = table.get(Query().key == key)
-                if existing is None:
+                stored = table.get(Query().key == key)
+                if stored is None:
                     return None
-                table.remove(Query().key == key)
+                table.remove(doc_ids=[stored.doc_id])
                 emptied = not table.all()
-            if emptied:
-                self.fragments.drop(_dir_name(device_id), day)
-            self._add_usage(device_id, -stored_bytes(existing), -1)
-        self._notify(device_id, day)
-        return dict(existing)
+            if emptied:   # a day without clips is no day of the device's any more (and the walk skips it)
+                (self.root / "clips" / dir_name(device_id) / f"{day}.db").unlink(missing_ok=True)
+                self.fragments.drop(dir_name(device_id), day)
+            existing = ClipRecord.from_doc(stored)
+            self._totals.add(device_id, -existing.stored_bytes, -1)
+        self._listeners.notify(device_id, [day])
+        return existing
 
     def drop_device(self, device_id: str) -> None:
-        """Forget every clip of a device (its objects are already deleted)."""
-        base = self.root / "clips" / _dir_name(device_id)
+        base = self.root / "clips" / dir_name(device_id)
         with self._lock:
-            if self._to_recount:
-                self._recount_locked()
-            self._mark(device_id)
+            self._totals.mark(device_id)
             days = self.days(device_id)
             for shard in base.glob("*.db"):
                 shard.unlink()
-            self.fragments.drop(_dir_name(device_id))
+            self.fragments.drop(dir_name(device_id))
             if base.is_dir():
                 base.rmdir()
-            with self._usage_db() as db:
-                db.table("usage", cache_size=0).remove(Query().device_id == device_id)
-        for day in days:
-            self._notify(device_id, day)
+            self._totals.drop(device_id)
+        self._listeners.notify(device_id, days)
 
     # -- reads ---------------------------------------------------------------------------------------
-    def get_clip(self, device_id: str, day: str, key: str) -> dict[str, Any] | None:
-        """The clip's record, with its fragments."""
+    def get_clip(self, device_id: str, day: str, key: str) -> ClipRecord | None:
         with self._lock, self._shard(device_id, day) as db:
             doc = db.table("clips", cache_size=0).get(Query().key == key)
-        return self._with_fragments(dict(doc)) if doc is not None else None
+        return self._with_fragments(ClipRecord.from_doc(doc)) if doc is not None else None
 
     def _fragments(self, device_id: str, day: str, key: str) -> list[list[float]] | None:
-        return self.fragments.day(_dir_name(device_id), day).get(key)
+        return self.fragments.day(dir_name(device_id), day).get(key)
 
-    def _with_fragments(self, record: dict[str, Any]) -> dict[str, Any]:
-        if record.get("fragment_count") and "fragments" not in record:
-            record["fragments"] = self._fragments(record["device_id"], record["day"], record["key"]) or []
+    def _with_fragments(self, record: ClipRecord) -> ClipRecord:
+        if record.fragments is None:
+            found = self._fragments(record.device_id, record.day, record.key) if record.fragment_count else None
+            return record.changed(fragments=fragments_from(found or ()))
         return record
 
     def has_clip(self, device_id: str, day: str, key: str) -> bool:
         return self.get_clip(device_id, day, key) is not None
 
-    def clips_for_day(self, device_id: str, day: str, with_fragments: bool = False) -> list[dict[str, Any]]:
-        """The day's clips in capture order; their fragments only when asked (only playback needs them)."""
+    def clips_for_day(self, device_id: str, day: str, with_fragments: bool = False) -> list[ClipRecord]:
         with self._lock, self._shard(device_id, day) as db:
             docs = db.table("clips", cache_size=0).all()
-        clips = sorted((dict(d) for d in docs), key=lambda d: (d["captured_at"], d["key"]))
-        if with_fragments:
-            table = self.fragments.day(_dir_name(device_id), day)
-            for clip in clips:
-                if clip.get("fragment_count") and "fragments" not in clip:
-                    clip["fragments"] = table.get(clip["key"], [])
-        return clips
+        clips = sorted((ClipRecord.from_doc(d) for d in docs), key=lambda c: c.order)
+        if not with_fragments:
+            return [c.changed(fragments=None) if c.fragments is not None else c for c in clips]
+        table = self.fragments.day(dir_name(device_id), day)
+        return [c if c.fragments is not None else c.changed(fragments=fragments_from(table.get(c.key, ())))
+                for c in clips]
 
     def devices(self) -> list[str]:
         base = self.root / "clips"
@@ -280,51 +196,61 @@ class IndexStore:
         return sorted(bytes.fromhex(p.name).decode() for p in base.iterdir() if p.is_dir())
 
     def days(self, device_id: str) -> list[str]:
-        base = self.root / "clips" / _dir_name(device_id)
+        base = self.root / "clips" / dir_name(device_id)
         if not base.is_dir():
             return []
         return sorted(p.stem for p in base.glob("*.db"))
 
-    def usage(self, device_id: str | None = None) -> dict[str, int]:
-        """Stored bytes and clip count of one device, or of all devices together, and the bytes their
-        quarantine holds (not included in ``bytes``)."""
-        with self._lock, self._usage_db() as db:
-            rows = db.table("usage", cache_size=0).all()
-        picked = [r for r in rows if device_id is None or r["device_id"] == device_id]
-        return {"bytes": sum(r["bytes"] for r in picked), "clips": sum(r["clips"] for r in picked),
-                "quarantine_bytes": sum(r.get("quarantine_bytes", 0) for r in picked)}
+    def usage(self, device_id: str | None = None) -> DeviceUsage:
+        with self._lock:
+            return self._totals.usage(device_id)
 
-    def live_clips(self, device_id: str, count: int = 4) -> list[dict[str, Any]]:
-        """The device's newest clips that joined its live stream (see ``_live_stamp``), oldest first."""
-        found: list[dict[str, Any]] = []
+    def live_clips(self, device_id: str, count: int = 4) -> list[ClipRecord]:
+        found: list[ClipRecord] = []
         for day in reversed(self.days(device_id)[-2:]):
-            numbered = [c for c in self.clips_for_day(device_id, day, with_fragments=True) if c.get("live")]
+            numbered = [c for c in self.clips_for_day(device_id, day, with_fragments=True) if c.live]
             found = numbered[-count:] + found
             if len(found) >= count:
                 break
         return found[-count:]
 
     def find_sequence(self, device_id: str, sequence: int, from_day: str, direction: int,
-                      max_days: int = 3) -> dict[str, Any] | None:
-        """The clip with this sequence number in ``from_day`` or up to ``max_days`` shards before it
-        (``direction`` -1) or after it (+1): a device's sequence numbers follow its capture time."""
+                      max_days: int = 3) -> ClipRecord | None:
+        # A device's sequence numbers follow its capture time, so the neighbours are in the nearest days.
         days = [d for d in self.days(device_id) if (d <= from_day if direction < 0 else d >= from_day)]
         for day in sorted(days, reverse=direction < 0)[:max_days]:
             for clip in self.clips_for_day(device_id, day):
-                if clip.get("sequence") == sequence:
+                if clip.sequence == sequence:
                     return clip
         return None
 
-    def oldest_clips(self, device_id: str | None = None) -> Iterator[dict[str, Any]]:
-        """Clips oldest first (one device, or all merged by capture time), reading one shard at a time."""
-        devices = [device_id] if device_id else self.devices()
-        yield from heapq.merge(*(self._iter_device(d) for d in devices),
-                               key=lambda c: (c["captured_at"], c["key"]))
+    def query(self, q: ClipQuery) -> ClipPage:
+        return scan_query(self, q)
 
-    def _iter_device(self, device_id: str) -> Iterator[dict[str, Any]]:
+    def oldest_unprotected(self, device_id: str | None = None) -> Iterator[ClipRecord]:
+        devices = [device_id] if device_id else self.devices()
+        yield from heapq.merge(*(self._walk_unprotected(d) for d in devices), key=lambda c: c.order)
+
+    def _walk_unprotected(self, device_id: str) -> Iterator[ClipRecord]:
+        """One shard at a time from the retention cursor (see usage.py); a day found to hold only protected
+        clips moves the cursor past it, so it is not read again until a clip there becomes unprotected."""
+        with self._lock:
+            start = self._totals.cursor(device_id)
+        for day in self.days(device_id):
+            if day < start:
+                continue
+            clips = [c for c in self.clips_for_day(device_id, day) if not c.protected]
+            if clips:
+                yield from clips
+            else:
+                self._advance_cursor(device_id, day)
+
+    def _advance_cursor(self, device_id: str, day: str) -> None:
+        with self._lock:
+            # Checked again under the lock: a clip indexed there since the walk read the day keeps the cursor.
+            if all(c.protected for c in self.clips_for_day(device_id, day)):
+                self._totals.advance_cursor(device_id, (date.fromisoformat(day) + timedelta(days=1)).isoformat())
+
+    def _iter_device(self, device_id: str) -> Iterator[ClipRecord]:
         for day in self.days(device_id):
             yield from self.clips_for_day(device_id, day)
-
-    def _notify(self, device_id: str, day: str) -> None:
-        for listener in self._listeners:
-            listener(device_id, day)

@@ -8,6 +8,7 @@ from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.functions.api import validate
 from cryospy.functions.clips.place import ClipPlace, locate
 from cryospy.functions.errors import BadRequest, Conflict, NotFound
+from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.retention import policy
 from cryospy.functions.services import Services
 
@@ -19,7 +20,7 @@ def _place(services: Services, doc: dict[str, Any]) -> ClipPlace:
         raise BadRequest(str(exc), field="key") from None
 
 
-def _indexed(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
+def _indexed(services: Services, doc: dict[str, Any]) -> ClipRecord:
     place = _place(services, doc)
     record = services.index.get_clip(place.device_id, place.day, place.key)
     if record is None:
@@ -33,15 +34,15 @@ def set_protected(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     protected = validate.boolean(doc, "protected")
     with policy.device_lock(_place(services, doc).device_id):
         record = _indexed(services, doc)
-        services.index.update_clip(record["device_id"], record["day"], record["key"], {"protected": protected})
-    return {"key": record["key"], "protected": protected}
+        services.index.update_clip(record.device_id, record.day, record.key, protected=protected)
+    return {"key": record.key, "protected": protected}
 
 
 def delete(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     validate.only_known(doc, {"key"})
     with policy.device_lock(_place(services, doc).device_id):
         record = _indexed(services, doc)
-        if record.get("protected"):
+        if record.protected:
             raise Conflict("the clip is protected evidence; unprotect it first if you really want it gone")
         policy.delete_clip(services, record)
-    return {"key": record["key"], "deleted": True}
+    return {"key": record.key, "deleted": True}

@@ -9,6 +9,10 @@ uploads cannot race each other past the limit (the original checked and deleted 
 protecting or deleting a clip by hand takes the same lock (:func:`device_lock`): each clip is read again under
 it just before it is deleted, so a clip protected after the pass listed its candidates is kept.
 
+Cost per new clip: the totals are running totals kept by the index, and candidates come from
+:meth:`ClipIndex.oldest_unprotected`, read lazily and abandoned as soon as the limits hold, so a pass reads the
+oldest day or two, not the device's history (``bench/bench_retention.py`` measures 1,000 vs 100,000 clips).
+
 Alerts: a storage warning when usage crosses the warning threshold, "capacity reached" when clips had to go;
 both rate-limited per device by the alert limiter.
 """
@@ -20,15 +24,14 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
 from cryospy.functions.clips import quarantine
 from cryospy.functions.errors import NotFound
-from cryospy.functions.index.store import stored_bytes
+from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.retention")
+log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 _locks_guard = threading.Lock()
@@ -44,11 +47,11 @@ def device_lock(device_id: str) -> threading.Lock:
     return _lock(device_id)
 
 
-def delete_unless_protected(services: Services, clip: dict[str, Any]) -> dict[str, Any] | None:
+def delete_unless_protected(services: Services, clip: ClipRecord) -> ClipRecord | None:
     """With the clip's device lock held: read the clip again and delete it unless it is protected now (or gone).
     Returns the record that was deleted, or None."""
-    current = services.index.get_clip(clip["device_id"], clip["day"], clip["key"])
-    if current is None or current.get("protected"):
+    current = services.index.get_clip(clip.device_id, clip.day, clip.key)
+    if current is None or current.protected:
         return None
     delete_clip(services, current)
     return current
@@ -61,15 +64,14 @@ class RetentionResult:
     limit_bytes: int
 
 
-def delete_clip(services: Services, record: dict[str, Any]) -> None:
+def delete_clip(services: Services, record: ClipRecord) -> None:
     """Delete a clip's objects (clip, thumbnail) and its index record. The record is marked first, so the
     removal event that follows is known to be ours (functions/retention/removed.py alerts on any other)."""
-    services.index.update_clip(record["device_id"], record["day"], record["key"], {"deleting": True})
+    services.index.update_clip(record.device_id, record.day, record.key, deleting=True)
     s3 = services.handler_client
-    keys = [record["key"]] + ([record["thumb_key"]] if record.get("thumb_key") else [])
-    for key in keys:
+    for key in [record.key] + ([record.thumb_key] if record.thumb_key else []):
         s3.delete_object(Bucket=services.bucket, Key=key)
-    services.index.remove_clip(record["device_id"], record["day"], record["key"])
+    services.index.remove_clip(record.device_id, record.day, record.key)
 
 
 def _settings(services: Services, device_id: str) -> DeviceSettings:
@@ -90,22 +92,22 @@ def enforce_device(services: Services, device_id: str, now: datetime | None = No
     for_quota = 0
     with _lock(device_id):
         usage = services.index.usage(device_id)
-        used = usage["bytes"] + usage["quarantine_bytes"]
-        if limit > 0 and used > limit and usage["quarantine_bytes"]:
+        used = usage.bytes + usage.quarantine_bytes
+        if limit > 0 and used > limit and usage.quarantine_bytes:
             # Uploads that failed verification go before footage does (functions/clips/quarantine.py).
             kept = quarantine.prune(services, device_id, min(services.quarantine_limit_bytes,
-                                                             max(0, limit - usage["bytes"])))
-            used = usage["bytes"] + kept
-        for clip in list(services.index.oldest_clips(device_id)):
+                                                             max(0, limit - usage.bytes)))
+            used = usage.bytes + kept
+        for clip in services.index.oldest_unprotected(device_id):
             over_quota = limit > 0 and used > limit
-            too_old = cutoff_stamp is not None and clip["captured_at"] < cutoff_stamp
+            too_old = cutoff_stamp is not None and clip.captured_at < cutoff_stamp
             if not (over_quota or too_old):
                 break   # oldest first: nothing later is older, and the quota holds
-            gone = None if clip.get("protected") else delete_unless_protected(services, clip)
+            gone = delete_unless_protected(services, clip)
             if gone is None:
                 continue
-            used -= stored_bytes(gone)
-            deleted.append(clip["key"])
+            used -= gone.stored_bytes
+            deleted.append(clip.key)
             for_quota += 0 if too_old else 1
     if deleted:
         log.info("retention removed %d clip(s) of %s (now %d of %d bytes)", len(deleted), device_id, used, limit)
@@ -121,20 +123,18 @@ def enforce_global(services: Services) -> RetentionResult:
     """The deployment-wide budget (0 = none): oldest unprotected clips of any device go first."""
     budget = services.global_budget_bytes
     if budget <= 0:
-        return RetentionResult((), services.index.usage()["bytes"], 0)
+        return RetentionResult((), services.index.usage().bytes, 0)
     deleted: list[str] = []
     with _lock("(global)"):
-        used = services.index.usage()["bytes"]
+        used = services.index.usage().bytes
         if used > budget:
-            for clip in list(services.index.oldest_clips()):
+            for clip in services.index.oldest_unprotected():
                 if used <= budget:
                     break
-                if clip.get("protected"):
-                    continue
-                with device_lock(clip["device_id"]):
+                with device_lock(clip.device_id):
                     gone = delete_unless_protected(services, clip)
                 if gone is None:
                     continue
-                used -= stored_bytes(gone)
-                deleted.append(clip["key"])
+                used -= gone.stored_bytes
+                deleted.append(clip.key)
     return RetentionResult(tuple(deleted), used, budget)

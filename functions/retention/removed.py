@@ -19,7 +19,7 @@ from cryospy.functions.errors import NotFound
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.removal")
+log = logging.getLogger(__name__)
 
 
 def clip_removed(services: Services, event: ObjectEvent) -> bool:
@@ -43,15 +43,16 @@ def clip_removed(services: Services, event: ObjectEvent) -> bool:
     record = services.index.get_clip(device_id, ck.day, event.key)
     if record is None:
         return False
-    if record.get("deleting") or _device_leaving(services, device_id):
+    if record.deleting or _device_leaving(services, device_id):
         services.index.remove_clip(device_id, ck.day, event.key)
         log.info("%s was removed from the bucket; dropped its thumbnail and index record", event.key)
         return True
-    if record.get("missing"):
+    if record.missing:
         return False
-    services.index.update_clip(device_id, ck.day, event.key, {
-        "missing": True, "missing_since": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "sealed_size": 0, "thumb_size": 0, "thumb_key": None})
+    services.index.update_clip(
+        device_id, ck.day, event.key, missing=True,
+        missing_since=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        sealed_size=0, thumb_size=0, thumb_key=None)
     log.warning("%s was deleted from the bucket by something other than CryoSpy; kept a tombstone", event.key)
     services.alerts.deleted_outside(device_id, event.key, record)
     return True

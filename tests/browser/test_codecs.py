@@ -43,8 +43,8 @@ def test_sound_plays_and_an_h265_clip_never_plays_as_a_black_box(browser, runtim
     name = day_page(ck.device_id, ck.day)
     wait_for(lambda: all(k in (runtime.site.get(name) or "") for k in (with_sound, hevc)), what="both clips listed")
     record = runtime.services.index.get_clip(ck.device_id, ck.day, with_sound)
-    assert record["audio_codec"] == "mp4a.40.2"
-    assert runtime.services.index.get_clip(ck.device_id, ck.day, hevc)["codec"].startswith("hvc1.")
+    assert record.audio_codec == "mp4a.40.2"
+    assert runtime.services.index.get_clip(ck.device_id, ck.day, hevc).codec.startswith("hvc1.")
 
     context, page = login(browser, deployment.runtime_url)
     page.goto(f"{deployment.runtime_url}/{name}")

@@ -78,7 +78,7 @@ def test_login_play_a_clip_and_stay_on_this_origin(browser, runtime, deployment,
             # Mark the clip as evidence: a CSRF-protected form; the page re-renders with the badge.
             with page.expect_navigation():          # the POST, its redirect and the page it leads back to
                 page.click("#protect-button")
-            wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key)["protected"],
+            wait_for(lambda: runtime.services.index.get_clip(ck.device_id, ck.day, key).protected,
                      what="the clip protected")
             # Back on the same clip (the form returns to the page with the clip in the fragment), marked.
             wait_for(lambda p=page: (p.reload(), p.query_selector(f"li[data-key='{key}'] .badge:text('evidence')"))[1],

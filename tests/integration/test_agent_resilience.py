@@ -27,6 +27,7 @@ from cryospy.edge_agent.config import load_config
 from cryospy.edge_agent.scratch import scratch_path
 from cryospy.edge_agent.spool import Spool
 from cryospy.edge_agent.synthetic import make_sample_video
+from cryospy.functions.index.records import ClipRecord
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_server import MinioServer
 from cryospy.infra.runtime import Runtime, RuntimeOptions
@@ -62,12 +63,12 @@ def patch_settings(dep: Deployment, device_id: str, changes: dict[str, Any]) -> 
     return settings_document(services, services.devices.get(device_id))[1]
 
 
-def indexed(rt: Runtime, device_id: str) -> list[dict[str, Any]]:
+def indexed(rt: Runtime, device_id: str) -> list[ClipRecord]:
     return [c for day in rt.services.index.days(device_id) for c in rt.services.index.clips_for_day(device_id, day)]
 
 
 def sequences(rt: Runtime, device_id: str) -> list[int]:
-    return sorted(c["sequence"] for c in indexed(rt, device_id))
+    return sorted(c.sequence for c in indexed(rt, device_id))
 
 
 def heartbeat(rt: Runtime, device_id: str) -> dict[str, Any]:
@@ -245,14 +246,14 @@ def test_settings_changed_on_the_server_apply_within_one_sync_interval(deploymen
     agent = RunningAgent(config_path)
     try:
         wait_for(lambda: indexed(runtime, "follower"), timeout=60, what="the first clip indexed")
-        assert indexed(runtime, "follower")[0]["duration_s"] == pytest.approx(5.0, abs=0.05)
+        assert indexed(runtime, "follower")[0].duration_s == pytest.approx(5.0, abs=0.05)
         new_etag = patch_settings(deployment, "follower", {"clip_duration_seconds": 6})
         wait_for(lambda: heartbeat(runtime, "follower").get("settings_etag") == new_etag, timeout=30,
                  what="the heartbeat to carry the new ETag")
-        wait_for(lambda: any(c["duration_s"] == pytest.approx(6.0, abs=0.05) for c in indexed(runtime, "follower")),
+        wait_for(lambda: any(c.duration_s == pytest.approx(6.0, abs=0.05) for c in indexed(runtime, "follower")),
                  timeout=60, what="a 6 s clip")
     finally:
         agent.stop()
-    durations = [round(c["duration_s"]) for c in sorted(indexed(runtime, "follower"), key=lambda c: c["sequence"])]
+    durations = [round(c.duration_s) for c in sorted(indexed(runtime, "follower"), key=lambda c: c.sequence)]
     first_six = durations.index(6)
     assert set(durations[:first_six]) <= {5, 6} and all(d == 6 for d in durations[first_six:-1])

@@ -71,7 +71,7 @@ def test_an_agent_makes_and_registers_its_own_key_and_its_clips_are_indexed(depl
     finally:
         running.stop()
     assert running.error is None
-    assert clip["sequence"] == 0 and clip["duration_s"] == pytest.approx(2.0, abs=0.05)
+    assert clip.sequence == 0 and clip.duration_s == pytest.approx(2.0, abs=0.05)
 
     config = load_config(config_path)
     assert config.signing_key_file == config.spool_dir / "signing-key"

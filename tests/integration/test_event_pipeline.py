@@ -33,13 +33,13 @@ def test_one_upload_one_invocation_with_decoded_key(runtime, deployment, tmp_pat
     key = camera.upload()
     assert "porch" not in key                                  # the key carries the storage token
     record = wait_for(lambda: _indexed(runtime, key), what="the clip in the index")
-    assert record["device_id"] == "porch cam+2"
-    assert record["width"] == 160 and record["height"] == 96
-    assert 1.5 <= record["duration_s"] <= 2.5
+    assert record.device_id == "porch cam+2"
+    assert record.width == 160 and record.height == 96
+    assert 1.5 <= record.duration_s <= 2.5
     wait_for(lambda: _jobs_for(runtime, key) and _jobs_for(runtime, key)[0][1] == "done", what="job done")
     assert _jobs_for(runtime, key) == [("on_clip_created", "done", 1)]
-    clips = runtime.services.index.clips_for_day("porch cam+2", record["day"])
-    assert [c["key"] for c in clips] == [key]
+    clips = runtime.services.index.clips_for_day("porch cam+2", record.day)
+    assert [c.key for c in clips] == [key]
 
 
 def test_events_while_runtime_is_down_are_replayed(deployment, minio, tmp_path: Path):
@@ -59,7 +59,7 @@ def test_events_while_runtime_is_down_are_replayed(deployment, minio, tmp_path: 
         for key in keys:
             wait_for(lambda k=key: _indexed(second, k), timeout=60, what=f"{key} replayed")
         day = parse_clip_key(keys[0]).day
-        assert [c["key"] for c in second.services.index.clips_for_day("outage-cam", day)] == keys
+        assert [c.key for c in second.services.index.clips_for_day("outage-cam", day)] == keys
         for key in keys:
             wait_for(lambda k=key: [j[1] for j in _jobs_for(second, k)] == ["done"], what="jobs done")
     finally:

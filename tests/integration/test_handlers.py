@@ -51,9 +51,9 @@ def test_every_event_three_times_gives_the_same_state_as_once(mailing_runtime, d
     for _ in range(3):
         OBJECT_HANDLERS["on_clip_created"](event)
     again = (_indexed(rt, key), _objects(rt, thumbs), len(mails()))
-    assert {k: v for k, v in again[0].items()} == state[0]
+    assert again[0] == state[0]
     assert again[1:] == state[1:]
-    assert record["motion"] is True and record["peak_s"] == 1.2
+    assert record.motion is True and record.peak_s == 1.2
     assert [m["Subject"] for m in mails()] == ["CryoSpy motion detected"]
 
 
@@ -64,18 +64,18 @@ def test_thumbnail_is_a_sealed_jpeg_within_480x360_and_derived_bytes_are_small(r
     camera = FakeCamera(deployment, "thumbs", tmp_path)
     key = camera.upload(clip_with_meta(motion=False))
     record = wait_for(lambda: _indexed(runtime, key), what="indexed")
-    assert record["thumb_key"] == thumbnail_key(key)
+    assert record.thumb_key == thumbnail_key(key)
     s3 = runtime.services.handler_client
-    sealed = s3.get_object(Bucket=deployment.bucket, Key=record["thumb_key"])["Body"].read()
+    sealed = s3.get_object(Bucket=deployment.bucket, Key=record.thumb_key)["Body"].read()
     assert b"\xff\xd8" not in sealed[:4096]                       # no plaintext JPEG in the bucket
     keys = KeyStore.load(deployment.keys_path).unlock(PASSPHRASE)
     jpeg = open_bytes(sealed, keyring=keys, signer_public_key=keys.server_signing_key.public_key(),
-                      expected_object_key=record["thumb_key"])
+                      expected_object_key=record.thumb_key)
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[1] <= 480 and image.shape[0] <= 360
-    assert record["fragments"] and record["init_size"] > 0
-    assert record["chain"] == "first"
-    assert record["thumb_size"] < record["sealed_size"]
+    assert record.fragments and record.init_size > 0
+    assert record.chain == "first"
+    assert record.thumb_size < record.sealed_size
 
 
 def test_corrupt_unknown_and_disabled_clips_are_quarantined_and_the_queue_keeps_flowing(runtime, deployment,
@@ -138,9 +138,9 @@ def test_quota_holds_under_concurrent_uploads_oldest_first_and_warns_once(deploy
             wait_for(lambda: all(_indexed(rt, k) for k in newest), timeout=90, what="burst indexed")
             wait_for(lambda: rt.queue.counts().get("pending", 0) == 0 and not rt.queue.counts().get("running"),
                      what="queue settled")
-            used = rt.services.index.usage("tight")["bytes"]
+            used = rt.services.index.usage("tight").bytes
             assert used <= 1024 * 1024
-            kept = [c["key"] for c in rt.services.index.oldest_clips("tight")]
+            kept = [c.key for c in rt.services.index.oldest_unprotected("tight")]
             assert kept == sorted(kept) and set(newest) <= set(kept)      # the oldest went, the newest stayed
             assert set(first[:2]).isdisjoint(kept)
             token = rt.services.devices.get("tight").storage_token

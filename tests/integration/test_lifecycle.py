@@ -59,11 +59,11 @@ def test_a_delete_from_outside_leaves_a_tombstone_and_is_mailed_but_ours_are_not
     key, ours = camera.upload(), camera.upload()
     record = wait_for(lambda: _indexed(rt, key), what="indexed")
     wait_for(lambda: _indexed(rt, ours), what="indexed")
-    assert _exists(deployment, record["thumb_key"])
+    assert _exists(deployment, record.thumb_key)
     root_identity(deployment).client().delete_object(Bucket=deployment.bucket, Key=key)   # e.g. `mc rm`
-    tomb = wait_for(lambda: (_indexed(rt, key) or {}).get("missing") and _indexed(rt, key),
+    tomb = wait_for(lambda: (r := _indexed(rt, key)) is not None and r.missing and r,
                     what="a tombstone in the index")
-    assert tomb["sequence"] == record["sequence"] and tomb["sealed_size"] == 0 and tomb["missing_since"]
+    assert tomb.sequence == record.sequence and tomb.sealed_size == 0 and tomb.missing_since
     wait_for(lambda: not _exists(deployment, thumbnail_key(key)), what="the thumbnail to go")
     mail = wait_for(lambda: [m for m in smtp.messages if m["Subject"] == "CryoSpy footage deleted"],
                     what="the deletion alert")
@@ -71,8 +71,8 @@ def test_a_delete_from_outside_leaves_a_tombstone_and_is_mailed_but_ours_are_not
     ck = clip_place(rt, key)
     wait_for(lambda: "deleted outside CryoSpy" in (rt.site.get(day_page(ck.device_id, ck.day)) or ""),
              what="the day page to show the tombstone")
-    assert rt.services.index.usage("outsider")["bytes"] == _indexed(rt, ours)["sealed_size"] + \
-        _indexed(rt, ours)["thumb_size"]
+    assert rt.services.index.usage("outsider").bytes == _indexed(rt, ours).sealed_size + \
+        _indexed(rt, ours).thumb_size
     # CryoSpy's own deletion (the admin API, as retention does it) leaves nothing and mails nothing.
     _admin(deployment, "POST", "/v1/admin/clips/delete", {"key": ours})
     wait_for(lambda: _indexed(rt, ours) is None, what="the admin delete")
@@ -110,7 +110,7 @@ def test_global_budget_removes_the_oldest_of_any_device(runtime, deployment, tmp
     newer = a.upload()
     for key in (oldest, newer):
         wait_for(lambda k=key: _indexed(runtime, k), what="indexed")
-    total = runtime.services.index.usage()["bytes"]
+    total = runtime.services.index.usage().bytes
     result = policy.enforce_global(dataclasses.replace(runtime.services, global_budget_bytes=total - 1))
     assert result.deleted[0] == oldest and newer not in result.deleted[:1]
     assert result.used_bytes <= total - 1
@@ -129,14 +129,14 @@ def test_gap_and_silence_are_mailed_once(deployment, minio, tmp_path: Path):
             third = camera.upload()
             for key in (first, third):
                 wait_for(lambda k=key: _indexed(rt, k), what="indexed")
-            assert _indexed(rt, third)["chain"] == "awaiting-predecessor"
+            assert _indexed(rt, third).chain == "awaiting-predecessor"
             later = datetime.now(UTC) + chain_check.GAP_GRACE + timedelta(minutes=1)
             def gaps() -> list[str]:   # other tests share this deployment (a full spool makes real gaps)
-                return [c["key"] for c in chain_check.audit_gaps(rt.services, later) if c["device_id"] == "gappy"]
+                return [c.key for c in chain_check.audit_gaps(rt.services, later) if c.device_id == "gappy"]
 
             assert gaps() == [third]
             assert gaps() == []                                              # reported once
-            assert _indexed(rt, third)["chain"] == "gap"
+            assert _indexed(rt, third).chain == "gap"
             silent = maintenance.silent_devices(rt.services, datetime.now(UTC) + timedelta(minutes=5))
             assert "gappy" in silent
             maintenance.silent_devices(rt.services, datetime.now(UTC) + timedelta(minutes=6))

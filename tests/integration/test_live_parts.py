@@ -24,7 +24,6 @@ from cryospy.common.liveparts import LIVE_CONTENT_TYPE, LIVE_PREFIX, NO_CHAIN, p
 from cryospy.common.sealed import seal_bytes
 from cryospy.functions.clips import chain_check
 from cryospy.functions.clips.mp4 import parse_mp4
-from cryospy.functions.index.store import stored_bytes
 from cryospy.functions.live.parts import PART_LIFETIME_S
 from cryospy.functions.retention import policy
 from cryospy.infra.bootstrap import root_identity
@@ -111,8 +110,8 @@ def test_parts_only_while_watched_ten_viewers_cost_one_and_nothing_of_them_is_ev
         wait_for(lambda: runtime.services.index.days(device), timeout=60, what="a clip indexed")
         index = runtime.services.index
         clips = [c for d in index.days(device) for c in index.clips_for_day(device, d)]
-        assert clips and all(c["key"].startswith("clips/") for c in clips)
-        assert runtime.services.index.usage(device)["bytes"] == sum(stored_bytes(c) for c in clips)
+        assert clips and all(c.key.startswith("clips/") for c in clips)
+        assert runtime.services.index.usage(device).bytes == sum(c.stored_bytes for c in clips)
         policy.enforce_device(runtime.services, device)
         assert set(keys) <= set(live_objects(runtime, device))        # retention never deletes a part
         assert not [g for g in chain_check.audit_gaps(runtime.services) if g.get("device_id") == device]
@@ -133,8 +132,8 @@ def test_parts_only_while_watched_ten_viewers_cost_one_and_nothing_of_them_is_ev
                         clock=lambda: datetime.now(UTC) + timedelta(seconds=PART_LIFETIME_S + 1))
     assert later.sweep_once() >= len(keys)
     assert live_objects(runtime) == []
-    assert runtime.services.index.days(device) and clips[0]["key"] in {  # clips are untouched
-        c["key"] for d in runtime.services.index.days(device) for c in runtime.services.index.clips_for_day(device, d)}
+    assert runtime.services.index.days(device) and clips[0].key in {  # clips are untouched
+        c.key for d in runtime.services.index.days(device) for c in runtime.services.index.clips_for_day(device, d)}
 
 
 def test_parts_of_another_device_or_forged_are_refused(runtime, deployment, tmp_path: Path):

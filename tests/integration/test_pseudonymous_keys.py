@@ -51,12 +51,12 @@ def test_the_minio_operator_finds_no_camera_name_in_keys_headers_or_iam(runtime,
     key = camera.upload()
     place = clip_place(runtime, key)
     record = wait_for(lambda: runtime.services.index.get_clip(place.device_id, place.day, key), what="indexed")
-    assert place.device_id == name and record["device_id"] == name and record["thumb_key"]
+    assert place.device_id == name and record.device_id == name and record.thumb_key
     token = runtime.services.devices.get(name).storage_token
     assert is_storage_token(token) and key.startswith(f"clips/{token}/{place.day.replace('-', '/')}/")
 
     keys, heads = _everything_minio_holds(deployment)
-    assert key in keys and record["thumb_key"] in keys
+    assert key in keys and record.thumb_key in keys
     assert not [k for k in keys if name in k]
     assert name.encode() not in heads          # the sealed headers carry the token, not the name
     admin = _admin(deployment)
@@ -86,7 +86,7 @@ def test_old_keys_that_name_the_camera_keep_working(runtime, deployment, tmp_pat
          recipient=camera.recipient, signer=camera.signer)
     runtime.services.handler_client.put_object(Bucket=deployment.bucket, Key=ck.key, Body=out.getvalue())
     record = wait_for(lambda: runtime.services.index.get_clip("legacy-cam", ck.day, ck.key), what="legacy indexed")
-    assert record["device_id"] == "legacy-cam" and record["thumb_key"].startswith("derived/thumbs/clips/legacy-cam/")
+    assert record.device_id == "legacy-cam" and record.thumb_key.startswith("derived/thumbs/clips/legacy-cam/")
     new_key = camera.upload()                                         # new clips of the same device: its token
     assert new_key.startswith(f"clips/{runtime.services.devices.get('legacy-cam').storage_token}/")
     wait_for(lambda: runtime.services.index.get_clip("legacy-cam", ck.day, new_key), what="new indexed")

@@ -40,6 +40,7 @@ from cryospy.common.sealed import open_bytes
 from cryospy.common.timefmt import parse_utc, utc_stamp
 from cryospy.edge_agent.agent import run_agents
 from cryospy.edge_agent.config import load_configs
+from cryospy.functions.index.records import ClipRecord
 from cryospy.infra.deployment import Deployment
 from tests.integration.test_export import _login, _ready, _start_export, _verify
 from tests.rtsp_camera.fixture import RtspCamera
@@ -81,12 +82,12 @@ def enrol(dep: Deployment, tmp_path: Path, device_id: str, camera: str, *, detec
     return path
 
 
-def clips(rt: Any, device_id: str) -> list[dict[str, Any]]:
+def clips(rt: Any, device_id: str) -> list[ClipRecord]:
     found = [c for day in rt.services.index.days(device_id) for c in rt.services.index.clips_for_day(device_id, day)]
-    return sorted((c for c in found if not c.get("missing")), key=lambda c: c["sequence"])
+    return sorted((c for c in found if not c.missing), key=lambda c: c.sequence)
 
 
-def at_least(rt: Any, device_id: str, n: int, timeout: float = 120) -> list[dict[str, Any]]:
+def at_least(rt: Any, device_id: str, n: int, timeout: float = 120) -> list[ClipRecord]:
     return wait_for(lambda: (found := clips(rt, device_id)) and len(found) >= n and found, timeout=timeout,
                     what=f"{n} clips of {device_id} indexed")
 
@@ -119,19 +120,19 @@ def test_an_rtsp_camera_is_stored_packet_for_packet_with_motion_from_its_sub_str
     assert beat["motion_state"] == "ok" and beat["source_state"] == "ok"
     served = packet_digests(rtsp_camera.media_path("main"))
     for clip in found:
-        assert clip["codec"].startswith("avc1.") and clip["record_mode"] == "passthrough"
-        assert clip["audio_codec"] is None                      # record_audio is off by default
-        path = tmp_path / f"clip-{clip['sequence']}.mp4"
-        path.write_bytes(plaintext(runtime, "rtsp-porch", clip["key"]))
+        assert clip.codec.startswith("avc1.") and clip.record_mode == "passthrough"
+        assert clip.audio_codec is None                      # record_audio is off by default
+        path = tmp_path / f"clip-{clip.sequence}.mp4"
+        path.write_bytes(plaintext(runtime, "rtsp-porch", clip.key))
         recorded = packet_digests(path)
         find_in_loop(recorded, served)                         # every packet is one the camera sent, in order
         assert recorded[0].keyframe, "a clip starts at the camera's keyframe"
-        assert 2.9 <= clip["duration_s"] <= 4.1, clip["duration_s"]
+        assert 2.9 <= clip.duration_s <= 4.1, clip.duration_s
     # Back to back on the agent's clock: each clip starts where the previous one ended.
     for a, b in itertools.pairwise(found):
         gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
         assert abs(gap) < 1.0, (a["captured_at"], a["duration_s"], b["captured_at"])
-    assert any(c["motion"] for c in found), "the object crossing every 4 s is motion on the sub-stream"
+    assert any(c.motion for c in found), "the object crossing every 4 s is motion on the sub-stream"
 
     # The camera's password: nowhere in what the server keeps or shows, nor in the agent's log.
     password = rtsp_camera.password
@@ -153,11 +154,11 @@ def test_an_h265_camera_yields_clips_that_verify_export_and_decode(deployment, r
         found = at_least(runtime, "rtsp-h265", 3)
     finally:
         agents.stop()
-    assert all(c["codec"].startswith(("hvc1.", "hev1.")) and c["width"] == 640 for c in found)
-    assert all(c.get("thumb_key") for c in found), "thumbnails are made from H.265 too"
+    assert all(c.codec.startswith(("hvc1.", "hev1.")) and c.width == 640 for c in found)
+    assert all(c.thumb_key for c in found), "thumbnails are made from H.265 too"
     served = packet_digests(rtsp_camera.media_path("main_h265"))
     video = tmp_path / "h265.mp4"
-    video.write_bytes(plaintext(runtime, "rtsp-h265", found[1]["key"]))
+    video.write_bytes(plaintext(runtime, "rtsp-h265", found[1].key))
     find_in_loop(packet_digests(video), served)
     frames = run_ffmpeg(ffmpeg.input(str(video))["v:0"].output("-", f="framemd5").global_args("-v", "error"),
                         what="decoding an H.265 clip")
@@ -165,9 +166,9 @@ def test_an_h265_camera_yields_clips_that_verify_export_and_decode(deployment, r
 
     base = deployment.runtime_url
     http = _login(base)
-    t0 = parse_utc(found[0]["captured_at"])
+    t0 = parse_utc(found[0].captured_at)
     started = _start_export(http, base, {"device": "rtsp-h265", "start": utc_stamp(t0),
-                                         "end": utc_stamp(parse_utc(found[-1]["captured_at"]) + timedelta(seconds=1))})
+                                         "end": utc_stamp(parse_utc(found[-1].captured_at) + timedelta(seconds=1))})
     assert started.status_code == 302
     progress = _ready(http, base, started.headers["Location"])
     data = http.get(base + progress["download"], timeout=60).content
@@ -191,19 +192,20 @@ def test_a_camera_outage_is_reported_once_and_nothing_recorded_is_lost(deploymen
             wait_for(lambda: "offline since" in heartbeat(runtime, "rtsp-outage").get("source_state", ""),
                      timeout=60, what="the heartbeat to say the camera is offline")
             time.sleep(max(0.0, 10 - (time.monotonic() - down_at)))
-        back = wait_for(lambda: [c for c in clips(runtime, "rtsp-outage") if c.get("source_gap")] and
+        back = wait_for(lambda: [c for c in clips(runtime, "rtsp-outage") if c.source_gap] and
                         len(clips(runtime, "rtsp-outage")) >= len(before) + 3 and clips(runtime, "rtsp-outage"),
                         timeout=120, what="clips after the camera came back")
     finally:
         agents.stop()
-    gaps = [c for c in back if c.get("source_gap")]
+    gaps = [c for c in back if c.source_gap]
     assert len(gaps) == 1, "the outage is reported once"
-    gap = gaps[0]["source_gap"]
-    offline = (parse_utc(gap["to"]) - parse_utc(gap["from"])).total_seconds()
+    gap = gaps[0].source_gap
+    assert gap is not None
+    offline = (parse_utc(gap.end) - parse_utc(gap.start)).total_seconds()
     assert 8 <= offline <= 40, gap
-    assert gap["from"] >= before[0]["captured_at"] and gap["to"] <= gaps[0]["captured_at"]
+    assert gap.start >= before[0].captured_at and gap.end <= gaps[0].captured_at
     # Nothing recorded was lost: the chain has every sequence number, before and after the outage.
-    assert [c["sequence"] for c in back] == list(range(len(back)))
+    assert [c.sequence for c in back] == list(range(len(back)))
 
 
 def test_one_agent_records_several_cameras_while_one_is_dead(deployment, runtime, rtsp_camera: RtspCamera,
@@ -226,19 +228,19 @@ def test_one_agent_records_several_cameras_while_one_is_dead(deployment, runtime
     finally:
         agents.stop()
     for device, found in recorded.items():
-        assert [c["sequence"] for c in found] == list(range(len(found))), device
+        assert [c.sequence for c in found] == list(range(len(found))), device
         for a, b in itertools.pairwise(found):       # no gap while another camera keeps failing
             gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
-            assert abs(gap) < 1.0, (device, [(c["sequence"], c["captured_at"], c["duration_s"]) for c in found])
+            assert abs(gap) < 1.0, (device, [(c.sequence, c.captured_at, c.duration_s) for c in found])
     assert broken["source_state"].startswith("offline since") and rtsp_camera.password not in json.dumps(broken)
     assert clips(runtime, "nvr-broken") == []
     # Motion from the sub-streams: the crossing object is motion, a still room with sensor noise is not.
-    assert any(c["motion"] for c in recorded["nvr-front"])
-    assert not any(c["motion"] for c in recorded["nvr-hall"]) and all(not c["motion_error"]
+    assert any(c.motion for c in recorded["nvr-front"])
+    assert not any(c.motion for c in recorded["nvr-hall"]) and all(not c.motion_error
                                                                         for c in recorded["nvr-hall"])
     # Sound only where the admin allowed it, as AAC the browser plays.
-    assert all(c["audio_codec"] == "mp4a.40.2" for c in recorded["nvr-garden"])
-    assert all(c["audio_codec"] is None for c in recorded["nvr-front"])
+    assert all(c.audio_codec == "mp4a.40.2" for c in recorded["nvr-garden"])
+    assert all(c.audio_codec is None for c in recorded["nvr-front"])
 
 
 def test_a_wrong_camera_password_is_told_plainly_and_never_shown(deployment, runtime, rtsp_camera: RtspCamera,
@@ -273,12 +275,12 @@ def decoded(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="gray").astype(np.int16) for frame in container.decode(video=0)]
 
 
-def back_to_back(found: list[dict[str, Any]]) -> None:
+def back_to_back(found: list[ClipRecord]) -> None:
     """Every sequence number, and each clip starting where the previous one ended (on the agent's clock)."""
-    assert [c["sequence"] for c in found] == list(range(len(found)))
+    assert [c.sequence for c in found] == list(range(len(found)))
     for a, b in itertools.pairwise(found):
         gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
-        assert abs(gap) < 1.0, [(c["sequence"], c["captured_at"], c["duration_s"]) for c in found]
+        assert abs(gap) < 1.0, [(c.sequence, c.captured_at, c.duration_s) for c in found]
 
 
 NO_VIDEO = "the stream has no video track; point camera_device at the camera's video stream"
@@ -315,7 +317,7 @@ def test_an_mjpeg_camera_is_reencoded_to_h264_and_says_why(deployment, runtime, 
     agents = Agents(nvr)
     try:
         transcoded = wait_for(lambda: len(found := [c for c in clips(runtime, "jpeg-shed")
-                                                    if c["record_mode"] == "transcode"]) >= 3 and found,
+                                                    if c.record_mode == "transcode"]) >= 3 and found,
                               timeout=150, what="3 re-encoded clips of the MJPEG camera")
         beat = heartbeat_saying(runtime, "jpeg-shed", "record_mode_reason", "mjpeg")
         healthy = at_least(runtime, "jpeg-porch", 4)
@@ -325,11 +327,11 @@ def test_an_mjpeg_camera_is_reencoded_to_h264_and_says_why(deployment, runtime, 
     assert beat["record_mode"] == "transcode" and beat["record_mode_reason"] == MJPEG_REFUSED
     assert f"transcode ({MJPEG_REFUSED})" in page
     stored = clips(runtime, "jpeg-shed")
-    assert all(c["codec"].startswith("avc1.") for c in stored), [(c["codec"], c["record_mode"]) for c in stored]
+    assert all(c.codec.startswith("avc1.") for c in stored), [(c.codec, c.record_mode) for c in stored]
     for clip in transcoded:
-        assert (clip["width"], clip["height"]) == (640, 360) and 2.5 <= clip["duration_s"] <= 4.5, clip
+        assert (clip.width, clip.height) == (640, 360) and 2.5 <= clip.duration_s <= 4.5, clip
     video = tmp_path / "mjpeg-as-h264.mp4"
-    video.write_bytes(plaintext(runtime, "jpeg-shed", transcoded[-1]["key"]))
+    video.write_bytes(plaintext(runtime, "jpeg-shed", transcoded[-1].key))
     recorded = decoded(video)
     assert len(recorded) >= 30
     # The camera's picture, not decoder garbage: each sampled frame is close to one the camera sent.
@@ -337,7 +339,7 @@ def test_an_mjpeg_camera_is_reencoded_to_h264_and_says_why(deployment, runtime, 
     for frame in recorded[::10]:
         closest = min(float(np.abs(frame - picture).mean()) for picture in served)
         assert closest < 6, f"a re-encoded frame is {closest:.1f} grey levels from every picture the camera sent"
-    assert all(c["record_mode"] == "passthrough" for c in healthy)
+    assert all(c.record_mode == "passthrough" for c in healthy)
     back_to_back(healthy)
     assert rtsp_camera.password not in json.dumps(beat) and rtsp_camera.password not in page
 
@@ -360,6 +362,6 @@ def test_a_sub_stream_of_another_shape_is_named_and_motion_goes_on(deployment, r
     assert healthy_beat["motion_state"] == "ok"
     for device, found in recorded.items():
         back_to_back(found)
-        assert any(c["motion"] for c in found), f"{device}: the crossing object is motion on the sub-stream"
-        assert not any(c["motion_error"] for c in found), device
+        assert any(c.motion for c in found), f"{device}: the crossing object is motion on the sub-stream"
+        assert not any(c.motion_error for c in found), device
     assert rtsp_camera.password not in json.dumps(beat) and rtsp_camera.password not in page

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cryospy.common.objectkeys import thumbnail_key
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.bootstrap import root_identity
 from tests.conftest import PASSPHRASE
@@ -67,7 +67,7 @@ def test_burst_with_sigkill_in_the_middle(deployment, minio, tmp_path: Path):
         proc = _serve(deployment)
         vault = KeyVault(deployment.keys_path)
         vault.unlock(PASSPHRASE)
-        index = IndexStore(deployment.path("index"), vault.index_key)   # read-only look from the test
+        index = TinyDBIndex(deployment.path("index"), vault.index_key)   # read-only look from the test
         day = "-".join(slots[0][0].key.split("/")[2:5])
 
         def all_indexed() -> list[dict]:
@@ -75,12 +75,12 @@ def test_burst_with_sigkill_in_the_middle(deployment, minio, tmp_path: Path):
             return clips if len(clips) == 50 else []
 
         clips = wait_for(all_indexed, timeout=180, what="all 50 clips indexed")
-        assert sorted(c["key"] for c in clips) == sorted(s.key for s, _ in slots)   # once each
-        assert [c["sequence"] for c in clips] == list(range(50))
+        assert sorted(c.key for c in clips) == sorted(s.key for s, _ in slots)   # once each
+        assert [c.sequence for c in clips] == list(range(50))
         token = slots[0][0].key.split("/")[1]                                      # burst's storage token
         thumbs = _bucket_keys(deployment, f"derived/thumbs/clips/{token}/")
         assert thumbs == {thumbnail_key(s.key) for s, _ in slots}                 # no lost thumbnail
-        assert all(c["thumb_key"] for c in clips)
+        assert all(c.thumb_key for c in clips)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -25,6 +25,7 @@ from cryospy.cli.main import main as cli_main
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.functions import bucket
 from cryospy.functions.devices.registry import DeviceRegistry
+from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.retention import policy
 from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, cli_setup_browser, clip_place, wait_for
@@ -69,7 +70,7 @@ def exists(runtime, key: str) -> bool:
     return bucket.head(runtime.services, key) is not None
 
 
-def indexed(runtime, key: str) -> dict | None:
+def indexed(runtime, key: str) -> ClipRecord | None:
     ck = clip_place(runtime, key)
     return runtime.services.index.get_clip(ck.device_id, ck.day, key)
 
@@ -82,19 +83,19 @@ def test_a_forged_removal_event_hides_nothing_and_the_reconciler_lifts_stale_tom
     assert webhook(deployment, key, "s3:ObjectRemoved:Delete") == 200
     wait_for(lambda: handled(deployment, "on_clip_removed", key), what="the forged event handled")
     after = indexed(runtime, key)
-    assert not after.get("missing") and after["sealed_size"] == record["sealed_size"]
-    assert exists(runtime, key) and exists(runtime, record["thumb_key"])
+    assert not after.missing and after.sealed_size == record.sealed_size
+    assert exists(runtime, key) and exists(runtime, record.thumb_key)
     # A tombstone left behind anyway (by an older runtime, or a removal racing a restore) over an object that
     # is in the bucket: the reconciler's pass queues the clip and ingest lifts the tombstone.
-    runtime.services.index.update_clip("forged", record["day"], key, {
-        "missing": True, "missing_since": "2026-01-01T00:00:00Z", "sealed_size": 0, "thumb_size": 0,
-        "thumb_key": None})
-    runtime.services.handler_client.delete_object(Bucket=deployment.bucket, Key=record["thumb_key"])
+    runtime.services.index.update_clip("forged", record.day, key, missing=True,
+                                       missing_since="2026-01-01T00:00:00Z", sealed_size=0, thumb_size=0,
+                                       thumb_key=None)
+    runtime.services.handler_client.delete_object(Bucket=deployment.bucket, Key=record.thumb_key)
     assert runtime.reconciler.run_once() >= 1
-    lifted = wait_for(lambda: (r := indexed(runtime, key)) and not r.get("missing") and r.get("thumb_key") and r,
+    lifted = wait_for(lambda: (r := indexed(runtime, key)) and not r.missing and r.thumb_key and r,
                       what="the tombstone lifted")
-    assert lifted["sealed_size"] == record["sealed_size"] and exists(runtime, lifted["thumb_key"])
-    assert runtime.services.index.usage("forged")["bytes"] == lifted["sealed_size"] + lifted["thumb_size"]
+    assert lifted.sealed_size == record.sealed_size and exists(runtime, lifted.thumb_key)
+    assert runtime.services.index.usage("forged").bytes == lifted.sealed_size + lifted.thumb_size
 
 
 # -- finding 6: day goes into index paths ---------------------------------------------------------------
@@ -190,26 +191,30 @@ def test_a_clip_protected_while_retention_runs_is_never_deleted_after_protect_an
                    headers=api, timeout=10).raise_for_status()   # both clips are too old
     answers: list[requests.Response] = []
     index = runtime.services.index
-    listed = index.oldest_clips
+    listed = index.oldest_unprotected
 
     def protect_after_listing(device_id=None):  # type: ignore[no-untyped-def]
-        yield from listed(device_id)
-        # The pass has its candidates; now the admin protects the oldest, as a click on the day page would.
+        walk = listed(device_id)
+        first = next(walk, None)
+        # The pass has its first candidate; now the admin protects it, as a click on the day page would.
         click = threading.Thread(target=lambda: answers.append(requests.post(
             f"{deployment.runtime_url}/v1/admin/clips/protect", json={"key": keys[0], "protected": True},
             headers=api, timeout=30)))
         click.start()
         click.join(3)   # the old code answers at once; a protect that waits for the pass's lock resumes later
+        if first is not None:
+            yield first
+        yield from walk
 
-    index.oldest_clips = protect_after_listing   # type: ignore[method-assign]
+    index.oldest_unprotected = protect_after_listing   # type: ignore[method-assign]
     try:
         result = policy.enforce_device(runtime.services, "race")
     finally:
-        del index.oldest_clips
+        del index.oldest_unprotected
     wait_for(lambda: answers, what="the protect click answered")
     assert keys[1] in result.deleted                 # the pass did run and delete
     if answers[0].status_code == 200:             # protected: it must still be there, in the bucket and the index
-        assert exists(runtime, keys[0]) and indexed(runtime, keys[0])["protected"]
+        assert exists(runtime, keys[0]) and indexed(runtime, keys[0]).protected
     else:                                          # deleted first: the admin is told, not shown a false "protected"
         assert answers[0].status_code == 404 and not exists(runtime, keys[0])
 
@@ -233,7 +238,7 @@ def test_a_camera_cannot_fill_the_disk_through_quarantine(deployment, minio, tmp
             wait_for(lambda k=key: handled(deployment, "on_clip_created", k), what="junk handled")
         held = quarantined(rt, "rogue")
         assert sum(held.values()) <= mib and ("quarantine/" + junk[-1]) in held      # capped; the newest kept
-        assert rt.services.index.usage("rogue")["quarantine_bytes"] == sum(held.values())
+        assert rt.services.index.usage("rogue").quarantine_bytes == sum(held.values())
         # The sixth slot is the last this minute: the rogue camera is slowed, the honest one is not.
         good = rogue.upload()
         with pytest.raises(Retryable, match="429"):     # "retry later": the agent keeps the clip
@@ -246,8 +251,8 @@ def test_a_camera_cannot_fill_the_disk_through_quarantine(deployment, minio, tmp
                        headers={"Authorization": f"Bearer {deployment.admin_token}"}, timeout=10).raise_for_status()
         policy.enforce_device(rt.services, "rogue")
         usage = rt.services.index.usage("rogue")
-        assert usage["bytes"] + usage["quarantine_bytes"] <= mib and indexed(rt, good)
-        assert sum(quarantined(rt, "rogue").values()) == usage["quarantine_bytes"]
+        assert usage.bytes + usage.quarantine_bytes <= mib and indexed(rt, good)
+        assert sum(quarantined(rt, "rogue").values()) == usage.quarantine_bytes
     finally:
         rt.stop()
 

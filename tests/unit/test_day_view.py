@@ -3,15 +3,15 @@ motion intervals, hour groups, and which hours start open."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from cryospy.functions.index.records import ClipRecord
 from cryospy.web.builder import MIN_MARK, OPEN_ALL_HOURS_UP_TO, day_view
 
 
 def clip(hh: int, mm: int, motion: bool = False, intervals: list[list[float]] | None = None,
-         duration: float = 60.0) -> dict[str, Any]:
-    return {"key": f"k{hh:02d}{mm:02d}", "captured_at": f"2026-01-02T{hh:02d}:{mm:02d}:30.000Z",
-            "duration_s": duration, "motion": motion, "motion_intervals": intervals or []}
+         duration: float = 60.0) -> ClipRecord:
+    return ClipRecord.from_doc({"key": f"k{hh:02d}{mm:02d}", "device_id": "cam", "day": "2026-01-02",
+                                "captured_at": f"2026-01-02T{hh:02d}:{mm:02d}:30.000Z",
+                                "duration_s": duration, "motion": motion, "motion_intervals": intervals or []})
 
 
 def test_positions_marks_and_groups() -> None:

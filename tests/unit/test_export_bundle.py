@@ -8,7 +8,6 @@ import json
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from cryospy.common.keys import KeyStore, generate_device_signing_key, verify_ke
 from cryospy.common.objectkeys import clip_key
 from cryospy.common.sealed import ZERO_HASH, seal
 from cryospy.functions.errors import BadRequest
+from cryospy.functions.index.records import ClipRecord
 from cryospy.web.export_bundle import (
     ExportChanged,
     ExportFailed,
@@ -41,7 +41,7 @@ class Bucket:
         self.deployment_key = store.current_public_key()
         self.signer = generate_device_signing_key()
         self.objects: dict[str, bytes] = {}
-        self.records: dict[str, list[dict[str, Any]]] = {}
+        self.records: dict[str, list[ClipRecord]] = {}
         prev = ZERO_HASH
         for seq in range(count):
             ck = clip_key(TOKEN, T0 + timedelta(seconds=10 * seq), seq)
@@ -52,13 +52,13 @@ class Bucket:
                           recipient=self.deployment_key, signer=self.signer, chunk_size=1024)
             prev = header.header_hash
             self.objects[ck.key] = out.getvalue()
-            self.records.setdefault(ck.day, []).append({
-                "key": ck.key, "device_id": "porch", "day": ck.day, "sequence": seq,
-                "captured_at": ck.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "sealed_size": len(out.getvalue()), "plain_size": len(plain), "duration_s": 10.0,
-                "motion": seq in motion, "chain": "first" if seq == 0 else "ok"})
+            self.records.setdefault(ck.day, []).append(ClipRecord(
+                key=ck.key, device_id="porch", day=ck.day, sequence=seq,
+                captured_at=ck.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                sealed_size=len(out.getvalue()), plain_size=len(plain), duration_s=10.0,
+                motion=seq in motion, chain="first" if seq == 0 else "ok"))
 
-    def clips_for_day(self, device_id: str, day: str) -> list[dict[str, Any]]:
+    def clips_for_day(self, device_id: str, day: str) -> list[ClipRecord]:
         return list(self.records.get(day, [])) if device_id == "porch" else []
 
     def fetch(self, key: str) -> io.BytesIO:
@@ -104,10 +104,10 @@ def test_the_form_is_validated_field_by_field():
 def test_selection_spans_day_shards_and_refuses_an_empty_range(tmp_path: Path):
     bucket = Bucket(tmp_path, count=5, motion=(1, 3))
     chosen = select_clips(bucket, ExportRequest("porch", T0 + timedelta(seconds=5), T0 + timedelta(seconds=40)))
-    assert [r["sequence"] for r in chosen.clips] == [1, 2, 3]          # 23:59:50, 00:00:00 (next day), 00:00:10
+    assert [r.sequence for r in chosen.clips] == [1, 2, 3]          # 23:59:50, 00:00:00 (next day), 00:00:10
     motion = select_clips(bucket, ExportRequest("porch", T0, T0 + timedelta(minutes=1), motion_only=True))
-    assert [r["sequence"] for r in motion.clips] == [1, 3]
-    assert [r["sequence"] for r in motion.left_out] == [0, 2, 4]
+    assert [r.sequence for r in motion.clips] == [1, 3]
+    assert [r.sequence for r in motion.left_out] == [0, 2, 4]
     with pytest.raises(BadRequest) as err:
         select_clips(bucket, ExportRequest("porch", T0 + timedelta(hours=1), T0 + timedelta(hours=2)))
     assert err.value.field == "start"
@@ -174,7 +174,7 @@ def test_motion_only_export_explains_its_gaps_but_a_lost_clip_is_still_a_gap(tmp
 def test_a_clip_changed_after_the_check_stops_the_download(tmp_path: Path):
     bucket = Bucket(tmp_path, count=3)
     manifest, checked = _export(bucket, T0, T0 + timedelta(minutes=1))
-    key = checked[1].record["key"]
+    key = checked[1].record.key
     data = bytearray(bucket.objects[key])
     data[-100] ^= 1
     bucket.objects[key] = bytes(data)
@@ -191,9 +191,8 @@ def test_a_clip_changed_after_the_check_stops_the_download(tmp_path: Path):
 
 def test_a_gap_the_server_saw_before_the_range_is_in_the_manifest(tmp_path: Path):
     bucket = Bucket(tmp_path, count=4)
-    for records in bucket.records.values():          # the server never received clip 1
-        for record in records:
-            record["chain"] = "gap" if record["sequence"] == 2 else record["chain"]
+    for day, records in bucket.records.items():          # the server never received clip 1
+        bucket.records[day] = [r.changed(chain="gap") if r.sequence == 2 else r for r in records]
     manifest, _ = _export(bucket, T0 + timedelta(seconds=15), T0 + timedelta(minutes=1))
     assert [c["sequence"] for c in manifest["clips"]] == [2, 3]
     assert [(g["kind"], g["sequence"]) for g in manifest["gaps"]] == [("gap", 2)]
