@@ -20,7 +20,7 @@ import pytest
 
 from cryospy.cli.devices import create_device
 from cryospy.edge_agent.config import load_config
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.jobqueue import JobQueue
@@ -55,9 +55,9 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 120) -> int:
 def _sequences(dep: Deployment) -> list[int]:
     vault = KeyVault(dep.keys_path)
     vault.unlock(PASSPHRASE)
-    index = IndexStore(dep.path("index"), vault.index_key)   # a read-only look from the test
+    index = TinyDBIndex(dep.path("index"), vault.index_key)   # a read-only look from the test
     try:
-        return sorted(c["sequence"] for day in index.days(DEVICE) for c in index.clips_for_day(DEVICE, day))
+        return sorted(c.sequence for day in index.days(DEVICE) for c in index.clips_for_day(DEVICE, day))
     finally:
         index.close()
 

@@ -40,7 +40,7 @@ from cryospy.functions.app import OBJECT_HANDLERS
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.events import ObjectEvent
-from cryospy.functions.index.store import IndexStore
+from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.services import S3Identity, Services
 from tests.conftest import FAST_SCRYPT_N, PASSPHRASE
@@ -59,7 +59,7 @@ def moto_services(tmp: Path, **options: Any) -> Services:
     return Services(
         bucket=BUCKET, presigner=S3Identity(_ENDPOINT, "presigner", "presigner-secret"),
         handler=S3Identity(_ENDPOINT, "handler", "handler-secret"),
-        devices=DeviceRegistry(tmp / "devices.json"), index=IndexStore(tmp / "index", vault.index_key),
+        devices=DeviceRegistry(tmp / "devices.json"), index=TinyDBIndex(tmp / "index", vault.index_key),
         vault=vault, defence=AuthDefence(tmp / "auth-failures.sqlite", AuthDefenceSettings()),
         admin_token="admin-token-for-tests", **options)
 

@@ -16,13 +16,13 @@ def test_a_sealed_clip_is_indexed_with_a_sealed_thumbnail_and_a_replay_changes_n
     camera = world.camera("porch")
     key = world.upload(camera, clip_with_meta(motion=True, peak_s=1.2))
     record = world.indexed("porch", key)
-    assert record["chain"] == "first" and record["motion"] is True and record["peak_s"] == 1.2
-    assert record["fragments"] and record["init_size"] > 0 and record["sealed_size"] == world.objects(key)[key]
-    assert record["thumb_key"] == thumbnail_key(key) and 0 < record["thumb_size"] < record["sealed_size"]
-    sealed = world.s3.get_object(Bucket=world.services.bucket, Key=record["thumb_key"])["Body"].read()
+    assert record.chain == "first" and record.motion is True and record.peak_s == 1.2
+    assert record.fragments and record.init_size > 0 and record.sealed_size == world.objects(key)[key]
+    assert record.thumb_key == thumbnail_key(key) and 0 < record.thumb_size < record.sealed_size
+    sealed = world.s3.get_object(Bucket=world.services.bucket, Key=record.thumb_key)["Body"].read()
     keys = world.services.vault.keys()
     jpeg = open_bytes(sealed, keyring=keys, signer_public_key=keys.server_signing_key.public_key(),
-                      expected_object_key=record["thumb_key"])
+                      expected_object_key=record.thumb_key)
     assert jpeg.startswith(b"\xff\xd8") and jpeg[:64] not in sealed, "no plaintext JPEG in the bucket"
     image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[1] <= 480 and image.shape[0] <= 360
@@ -32,7 +32,7 @@ def test_a_sealed_clip_is_indexed_with_a_sealed_thumbnail_and_a_replay_changes_n
         world.created(key)
     assert world.indexed("porch", key) == record
     assert world.objects("derived/") == thumbs, "a replay re-seals no thumbnail"
-    assert world.services.index.usage("porch")["clips"] == 1
+    assert world.services.index.usage("porch").clips == 1
 
 
 def _reason(world, key: str) -> str:
@@ -80,4 +80,4 @@ def test_quarantine_keeps_the_newest_uploads_within_its_cap_and_counts_them(worl
         with pytest.raises(PermanentEventError):
             world.created(key)
     assert set(world.objects("quarantine/")) == {"quarantine/" + k for k in keys[-2:]}
-    assert world.services.index.usage("noisy")["quarantine_bytes"] == 2000
+    assert world.services.index.usage("noisy").quarantine_bytes == 2000
