@@ -22,8 +22,7 @@ from cryospy.functions.devices.auth import authenticate_device
 from cryospy.functions.events import ObjectEvent, parse_notification
 from cryospy.functions.index.query import ClipQuery, run_query
 from cryospy.functions.live.parts import PartsRequest, exchange_parts, wait_for_viewers, watch_request
-from cryospy.functions.retention import clip_admin, policy
-from cryospy.functions.retention.deletion import delete_device_clips
+from cryospy.functions.retention import clip_actions, policy
 from cryospy.functions.retention.removed import clip_removed
 from cryospy.functions.services import get_services
 from cryospy.functions.uploads.slots import SlotRequest, issue_slot
@@ -175,7 +174,7 @@ def rotate_device_secret(device_id):
 @http.api_view
 def delete_device(device_id):
     services = _admin()
-    return lifecycle.delete_device(services, device_id, _query().get("clips"), delete_device_clips)
+    return lifecycle.delete_device(services, device_id, _query().get("clips"))
 
 
 # -- admin: clips ------------------------------------------------------------------------------------
@@ -190,14 +189,14 @@ def query_clips():
 @http.api_view
 def protect_clip():
     services = _admin()
-    return clip_admin.set_protected(services, http.json_object(app.current_request))
+    return clip_actions.set_protected(services, http.json_object(app.current_request))
 
 
 @app.route("/v1/admin/clips/delete", methods=["POST"], content_types=["application/json"])
 @http.api_view
 def delete_clip():
     services = _admin()
-    return clip_admin.delete(services, http.json_object(app.current_request))
+    return clip_actions.delete(services, http.json_object(app.current_request))
 
 
 # -- bucket events -----------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
-from cryospy.functions.retention import clip_admin
+from cryospy.functions.retention import clip_actions
 from cryospy.functions.services import EventSink, S3Identity, Services
 from cryospy.functions.uploads.slot_limiter import SlotLimiter
 from cryospy.web.admin import AdminSection
@@ -217,7 +217,7 @@ class Runtime:
         """What the dashboard's forms may do: the same domain functions the admin API calls."""
         services = self.services
         return {
-            "protect": lambda form: clip_admin.set_protected(
+            "protect": lambda form: clip_actions.set_protected(
                 services, {"key": form.get("key", ""), "protected": form.get("protected") == "1"}),
         }
 

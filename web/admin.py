@@ -38,7 +38,6 @@ from cryospy.functions.devices.registry import Device
 from cryospy.functions.devices.self_service import settings_in_sync, settings_report
 from cryospy.functions.errors import ApiError, BadRequest, KeysLocked, NotFound
 from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphrase
-from cryospy.functions.retention.deletion import delete_device_clips
 from cryospy.functions.services import Services
 
 from . import admin_channels, admin_status
@@ -263,7 +262,7 @@ class AdminSection:
             errors["confirm"] = f"Type the device id ({device.device_id}) exactly to confirm."
         if errors:
             return self.device_page(start, session, device, 400, submitted=form, errors=errors)
-        lifecycle.delete_device(self.services, device.device_id, clips, delete_device_clips)
+        lifecycle.delete_device(self.services, device.device_id, clips)
         return self.dashboard.redirect(start, PREFIX)
 
     # -- passphrase ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from cryospy.functions.api import validate
 from cryospy.functions.channels import feed
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.errors import BadRequest, Conflict, Unauthorized
+from cryospy.functions.retention.deletion import delete_device_clips
 from cryospy.functions.services import Services
 
 
@@ -98,8 +99,7 @@ def rotate_secret(services: Services, device_id: str) -> dict[str, Any]:
             "note": "the old secret stopped working now; put the new one in the agent's config"}
 
 
-def delete_device(services: Services, device_id: str, clips: str | None,
-                  delete_clips: Any) -> dict[str, Any]:
+def delete_device(services: Services, device_id: str, clips: str | None) -> dict[str, Any]:
     """Remove a device; the caller must say whether its clips go too (``delete``) or stay (``keep``)."""
     if clips not in ("delete", "keep"):
         raise BadRequest("say what happens to the device's clips: ?clips=delete or ?clips=keep", field="clips")
@@ -112,7 +112,7 @@ def delete_device(services: Services, device_id: str, clips: str | None,
         services.devices.retire(device_id)
         return {"device_id": device_id, "clips": "kept", "retired": True}
     services.devices.retire(device_id)   # first: the removal events of its clips are then known to be ours
-    removed = delete_clips(services, device_id)
+    removed = delete_device_clips(services, device_id)
     services.devices.remove(device_id)
     return {"device_id": device_id, "clips": "deleted", "deleted_objects": removed}
 

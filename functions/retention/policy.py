@@ -21,57 +21,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
 from cryospy.functions.clips import quarantine
 from cryospy.functions.errors import NotFound
-from cryospy.functions.index.records import ClipRecord
+from cryospy.functions.retention.deletion import delete_unless_protected, device_lock
 from cryospy.functions.services import Services
 
 log = logging.getLogger(__name__)
 MIB = 1024 * 1024
-_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-_locks_guard = threading.Lock()
-
-
-def _lock(name: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks[name]
-
-
-def device_lock(device_id: str) -> threading.Lock:
-    """The lock under which a device's clips are deleted or have their protection changed."""
-    return _lock(device_id)
-
-
-def delete_unless_protected(services: Services, clip: ClipRecord) -> ClipRecord | None:
-    """With the clip's device lock held: read the clip again and delete it unless it is protected now (or gone).
-    Returns the record that was deleted, or None."""
-    current = services.index.get_clip(clip.device_id, clip.day, clip.key)
-    if current is None or current.protected:
-        return None
-    delete_clip(services, current)
-    return current
-
-
+_GLOBAL_PASS = threading.Lock()   # one global-budget pass at a time (each deletion takes its device lock too)
 @dataclass(frozen=True)
 class RetentionResult:
     deleted: tuple[str, ...]
     used_bytes: int
     limit_bytes: int
-
-
-def delete_clip(services: Services, record: ClipRecord) -> None:
-    """Delete a clip's objects (clip, thumbnail) and its index record. The record is marked first, so the
-    removal event that follows is known to be ours (functions/retention/removed.py alerts on any other)."""
-    services.index.update_clip(record.device_id, record.day, record.key, deleting=True)
-    s3 = services.handler_client
-    for key in [record.key] + ([record.thumb_key] if record.thumb_key else []):
-        s3.delete_object(Bucket=services.bucket, Key=key)
-    services.index.remove_clip(record.device_id, record.day, record.key)
 
 
 def _settings(services: Services, device_id: str) -> DeviceSettings:
@@ -90,7 +56,7 @@ def enforce_device(services: Services, device_id: str, now: datetime | None = No
     cutoff_stamp = cutoff.replace("+00:00", "Z") if cutoff else None
     deleted: list[str] = []
     for_quota = 0
-    with _lock(device_id):
+    with device_lock(device_id):
         usage = services.index.usage(device_id)
         used = usage.bytes + usage.quarantine_bytes
         if limit > 0 and used > limit and usage.quarantine_bytes:
@@ -125,7 +91,7 @@ def enforce_global(services: Services) -> RetentionResult:
     if budget <= 0:
         return RetentionResult((), services.index.usage().bytes, 0)
     deleted: list[str] = []
-    with _lock("(global)"):
+    with _GLOBAL_PASS:
         used = services.index.usage().bytes
         if used > budget:
             for clip in services.index.oldest_unprotected():

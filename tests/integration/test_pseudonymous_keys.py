@@ -91,8 +91,7 @@ def test_old_keys_that_name_the_camera_keep_working(runtime, deployment, tmp_pat
     assert new_key.startswith(f"clips/{runtime.services.devices.get('legacy-cam').storage_token}/")
     wait_for(lambda: runtime.services.index.get_clip("legacy-cam", ck.day, new_key), what="new indexed")
     from cryospy.functions.devices import lifecycle
-    from cryospy.functions.retention.deletion import delete_device_clips
-    lifecycle.delete_device(runtime.services, "legacy-cam", "delete", delete_device_clips)
+    lifecycle.delete_device(runtime.services, "legacy-cam", "delete")
     keys, _ = _everything_minio_holds(deployment)
     assert not [k for k in keys if "legacy-cam" in k] and new_key not in keys
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryospy.common.objectkeys import thumbnail_key
 from cryospy.functions.clips import chain_check
-from cryospy.functions.retention import policy as retention
+from cryospy.functions.retention import deletion, policy
 from tests.support import sample_clip
 
 MIB = 1024 * 1024
@@ -41,7 +41,7 @@ def test_retention_deletes_clips_older_than_the_age_limit(world) -> None:
     keys = [world.upload(camera) for _ in range(3)]
     assert world.services.index.usage("shed").clips == 3
     now = camera.t0 + timedelta(days=2, seconds=15)               # clips 0 and 1 (t0, t0+10 s) are too old
-    assert retention.enforce_device(world.services, "shed", now).deleted == tuple(keys[:2])
+    assert policy.enforce_device(world.services, "shed", now).deleted == tuple(keys[:2])
     assert [c.key for c in world.services.index.oldest_unprotected("shed")] == keys[2:]
     assert set(world.objects("clips/")) == {keys[2]}
 
@@ -49,7 +49,7 @@ def test_retention_deletes_clips_older_than_the_age_limit(world) -> None:
 def test_removal_events_drop_ours_tombstone_others_and_ignore_forgeries(world) -> None:
     camera = world.camera("hall")
     ours, outside, forged = (world.upload(camera) for _ in range(3))
-    retention.delete_clip(world.services, world.indexed("hall", ours))
+    deletion.delete_clip(world.services, world.indexed("hall", ours))
     world.removed(ours)
     assert world.indexed("hall", ours) is None and thumbnail_key(ours) not in world.objects("derived/")
 

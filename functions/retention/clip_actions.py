@@ -1,4 +1,5 @@
-"""Admin actions on single clips: mark as protected evidence (never deleted by retention), and delete."""
+"""The admin's requests about single clips: mark as protected evidence (never deleted by retention), and
+delete one (through :mod:`.deletion`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from cryospy.functions.api import validate
 from cryospy.functions.clips.place import ClipPlace, locate
 from cryospy.functions.errors import BadRequest, Conflict, NotFound
 from cryospy.functions.index.records import ClipRecord
-from cryospy.functions.retention import policy
+from cryospy.functions.retention.deletion import delete_clip, device_lock
 from cryospy.functions.services import Services
 
 
@@ -32,7 +33,7 @@ def set_protected(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     """Under the device's retention lock, so a retention pass cannot delete the clip after this answers."""
     validate.only_known(doc, {"key", "protected"})
     protected = validate.boolean(doc, "protected")
-    with policy.device_lock(_place(services, doc).device_id):
+    with device_lock(_place(services, doc).device_id):
         record = _indexed(services, doc)
         services.index.update_clip(record.device_id, record.day, record.key, protected=protected)
     return {"key": record.key, "protected": protected}
@@ -40,9 +41,9 @@ def set_protected(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
 
 def delete(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     validate.only_known(doc, {"key"})
-    with policy.device_lock(_place(services, doc).device_id):
+    with device_lock(_place(services, doc).device_id):
         record = _indexed(services, doc)
         if record.protected:
             raise Conflict("the clip is protected evidence; unprotect it first if you really want it gone")
-        policy.delete_clip(services, record)
+        delete_clip(services, record)
     return {"key": record.key, "deleted": True}
