@@ -158,6 +158,18 @@ class _Worker:
         return ChannelStatus(self.channel.name, state, error, error_at, self.last_ok_at,
                              self.delivered, queued, self.dropped, self.rate_limited)
 
+    def adopt(self, old: _Worker) -> None:
+        """Take the events the same channel's previous worker had not delivered yet (its settings changed on the
+        dashboard): they go first, in order, if this channel still sends their kind; the queue's bound holds."""
+        with old.cond:
+            pending = [e for e in old.queue if e.kind in self.delivery.kinds or e.kind == "test"]
+            old.queue.clear()
+        with self.cond:
+            merged = deque(pending + list(self.queue), maxlen=self.queue.maxlen)
+            self.dropped += len(pending) + len(self.queue) - len(merged)
+            self.queue = merged
+            self.cond.notify()
+
     def stop(self) -> None:
         with self.cond:
             self.stopping = True
@@ -206,7 +218,10 @@ class ChannelHub:
         other._workers = {}
         if self._started:
             self._close(old)
-            for w in self._workers.values():
+        for name, w in self._workers.items():
+            if name in old:
+                w.adopt(old[name])
+            if self._started:
                 w.channel.start()
                 w.thread.start()
 

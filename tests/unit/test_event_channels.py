@@ -327,3 +327,24 @@ def test_a_channel_gives_up_after_max_attempts_and_keeps_the_error() -> None:
         assert status.state == "error" and "HTTP 500" in status.last_error and len(failing.attempts) == 2
     finally:
         hub.close()
+
+
+def test_changing_a_channel_keeps_its_undelivered_events() -> None:
+    """The dashboard saves new settings for a channel while its receiver is down: the events still queued
+    go to the channel's new settings first, in order, instead of being lost with the old worker."""
+    down = FakeChannel("webhook", fail_times=100)
+    other = FakeChannel("push", fail_times=100)
+    hub = ChannelHub([(down, delivery(retry_max_s=0.2)), (other, delivery(retry_max_s=0.2))])
+    hub.start()
+    try:
+        hub.publish([ev("motion_start", "a"), ev("motion_end", "a"), ev("camera_offline", "b")])
+        wait_for(lambda: len(down.attempts) >= 2, 5, "the old webhook failing")
+        fixed = FakeChannel("webhook")
+        hub.replace_with(ChannelHub([(fixed, delivery(kinds=("motion_start", "motion_end")))]))
+        hub.publish([ev("motion_start", "c")])
+        wait_for(lambda: len(fixed.got) == 3, 5, "the queued events, then the new one")
+        assert [(e.camera, e.kind) for e in fixed.got] == [("a", "motion_start"), ("a", "motion_end"),
+                                                           ("c", "motion_start")], "kinds it no longer sends stay out"
+        assert hub.names == ["webhook"], "push was switched off; its queue went with it"
+    finally:
+        hub.close()
