@@ -20,7 +20,7 @@ from cryospy.functions.clips.ingest import ingest_clip
 from cryospy.functions.devices import lifecycle, self_service
 from cryospy.functions.devices.auth import authenticate_device
 from cryospy.functions.events import ObjectEvent, parse_notification
-from cryospy.functions.index.query import ClipQuery, run_query
+from cryospy.functions.index.query import ClipQuery
 from cryospy.functions.live.parts import PartsRequest, exchange_parts, wait_for_viewers, watch_request
 from cryospy.functions.retention import clip_actions, policy
 from cryospy.functions.retention.removed import clip_removed
@@ -182,7 +182,7 @@ def delete_device(device_id):
 @http.api_view
 def query_clips():
     services = _admin()
-    return run_query(services, ClipQuery.parse(_query()))
+    return services.index.query(ClipQuery.parse(_query())).to_doc()
 
 
 @app.route("/v1/admin/clips/protect", methods=["POST"], content_types=["application/json"])

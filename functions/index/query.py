@@ -20,7 +20,6 @@ from cryospy.functions.index.records import ClipRecord
 
 if TYPE_CHECKING:
     from cryospy.functions.index.protocol import ClipIndex
-    from cryospy.functions.services import Services
 
 MAX_LIMIT = 500
 
@@ -99,8 +98,3 @@ def scan_query(index: ClipIndex, q: ClipQuery) -> ClipPage:
     if len(matches) > q.limit and page:
         cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1].order)).encode()).decode()
     return ClipPage(page, cursor, len(matches))
-
-
-def run_query(services: Services, q: ClipQuery) -> dict[str, Any]:
-    """The admin API's answer (JSON-ready)."""
-    return services.index.query(q).to_doc()
