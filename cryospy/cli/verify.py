@@ -10,8 +10,9 @@ printed: compare it with the one recorded at enrolment, because a manifest comes
 A folder whose ``manifest.json`` lists clips (a dashboard export) is also checked against that list: every listed
 sealed file and MP4 must be present with the SHA-256 the manifest gives, nothing unlisted may be there, and the
 sequence each entry names must be the one its device signed. Clips the export left out on purpose (``left_out``:
-"only clips with motion") explain the chain gaps they cause; those are printed as notes, not problems. The verdict
-is printed last; the exit code is 0 only when everything holds.
+"only clips with motion") explain the chain gaps they cause; those are printed as notes, not problems. An export's
+``audit/`` folder (the audit log) is checked too (:mod:`.verify_audit`). The verdict is printed last; the exit
+code is 0 only when everything holds.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from cryospy.cli.verify_audit import report, verify_audit
 from cryospy.common.chain import ChainProblem, verify_chain
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
@@ -254,12 +256,18 @@ def run(path: Path, devices_file: Path | None) -> int:
             last = now
 
     verdict = verify_path(path, keys, progress, listing)
+    audit = verify_audit(path) if path.is_dir() else None
+    if audit is not None:
+        report(audit)
     for note in verdict.notes:
         print(f"NOTE {note}")
     for problem in verdict.problems:
         print(f"PROBLEM {problem}")
     if verdict.clips == 0:
         print(f"NOT VERIFIED: no sealed clips ({SUFFIX}) found under {path}")
+        return 6
+    if audit is not None and not audit.ok:
+        print(f"NOT VERIFIED: the audit log in {path / 'audit'} does not hold (see PROBLEM above).")
         return 6
     if verdict.ok:
         checked = " and every file the manifest lists" if listing is not None else ""

@@ -34,6 +34,8 @@ def set_protected(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     with policy.device_lock(_place(services, doc).device_id):
         record = _indexed(services, doc)
         services.index.update_clip(record["device_id"], record["day"], record["key"], {"protected": protected})
+    services.audit.record("clip.protect" if protected else "clip.unprotect", device=record["device_id"],
+                          clip=record["key"])
     return {"key": record["key"], "protected": protected}
 
 
@@ -44,4 +46,5 @@ def delete(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
         if record.get("protected"):
             raise Conflict("the clip is protected evidence; unprotect it first if you really want it gone")
         policy.delete_clip(services, record)
+    services.audit.record("clip.delete", device=record["device_id"], clip=record["key"])
     return {"key": record["key"], "deleted": True}
