@@ -15,6 +15,7 @@ from chalice.app import S3Event
 
 from cryospy.common.objectkeys import BUCKET, CLIP_PREFIX, CLIP_SUFFIX
 from cryospy.functions.api import http
+from cryospy.functions.audit.actor import Actor, act_as
 from cryospy.functions.channels import feed
 from cryospy.functions.clips.ingest import ingest_clip
 from cryospy.functions.devices import lifecycle, self_service
@@ -36,6 +37,9 @@ app.api.binary_types.extend(["video/mp4", "video/mp2t", "application/vnd.apple.m
 def _admin():
     services = get_services()
     lifecycle.require_admin(services, app.current_request)
+    # audit (issue 17): the token is the admin's; domain functions record their action as this actor
+    source = (app.current_request.context or {}).get("identity", {}).get("sourceIp", "")
+    act_as(Actor("admin", "api", source))
     return services
 
 

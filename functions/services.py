@@ -24,6 +24,7 @@ from botocore.client import BaseClient
 from botocore.config import Config
 
 from cryospy.functions.alerts.rules import Alerts
+from cryospy.functions.audit.log import AuditLog, NoAudit
 from cryospy.functions.channels.hub import ChannelHub
 from cryospy.functions.channels.presence import Presence
 from cryospy.functions.devices.auth_defence import AuthDefence
@@ -103,6 +104,7 @@ class Services:
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
     presence: Presence = field(default_factory=Presence)   # which agents are in touch (camera_offline on silence)
     live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
+    audit: AuditLog | NoAudit = field(default_factory=NoAudit)   # admin actions, exports, logins (audit/log.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

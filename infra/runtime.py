@@ -16,6 +16,7 @@ builder, start workers, the reconciler and the HTTP server.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -27,13 +28,14 @@ from typing import Any
 from waitress import wasyncore
 from waitress.server import create_server
 
-from cryospy.common.keys import KeyStoreError
+from cryospy.common.keys import KeyStore, KeyStoreError
 from cryospy.functions import services as services_mod
 from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, SmtpSettings
 from cryospy.functions.alerts.rules import AlertPolicy, Alerts
 from cryospy.functions.api.client_ip import parse_trusted_proxies
 from cryospy.functions.app import OBJECT_HANDLERS, app
+from cryospy.functions.audit.log import AuditLog
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
 from cryospy.functions.channels.control import ChannelControl, MailSettings
@@ -53,7 +55,9 @@ from cryospy.web.export import ExportSection
 from cryospy.web.first_run import SETUP_CODE_FILE, FirstRun
 from cryospy.web.login_links import LINKS_DIR, LoginLinks
 from cryospy.web.media_routes import MediaRoutes
-from cryospy.web.server import Dashboard
+from cryospy.web.second_factor import SecondFactor
+from cryospy.web.second_factor_pages import SecondFactorPages
+from cryospy.web.server import ENROL_PATH, Dashboard
 from cryospy.web.site_store import SiteStore
 
 from . import certificates, front_door
@@ -112,9 +116,18 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         silent_minutes=config.silent_minutes,
         home_events=hub,
         presence=Presence(config.offline_after_seconds),
+        audit=audit_log(dep, vault),
     )
     services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
+
+
+def audit_log(dep: Deployment, vault: KeyVault) -> AuditLog:
+    """The audit log in the data dir: sealed to the deployment's public key (so a locked runtime can write
+    it), signed with the key store's server key while unlocked (functions/audit/log.py)."""
+    def verify_key() -> Any:
+        return KeyStore.load(vault.path).server_verify_key() if vault.path.exists() else None
+    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key)
 
 
 def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
@@ -156,6 +169,11 @@ class RuntimeApp:
         self.webhook, self.api, self.dashboard = webhook, api, dashboard
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # Each request in a copy of the thread's context: the audit actor one request sets (functions/audit/
+        # actor.py) must not carry over to the next request served by this thread.
+        return contextvars.copy_context().run(self._route, environ, start_response)
+
+    def _route(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path == "/_minio/events":
             if environ["REQUEST_METHOD"] != "POST":
@@ -191,11 +209,13 @@ class Runtime:
         self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
                                         self.options.live_sweep_seconds)
         self.site = SiteStore(dep.path("site"), self.services.vault.index_key)
+        self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), self.services.vault.index_key)
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
                                    media=MediaRoutes(self.services), actions=self._dashboard_actions(),
-                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: self.services.vault.locked)
+                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: self.services.vault.locked,
+                                   audit=self.services.audit, second_factor=self.second_factor)
         # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
         self.first_run = FirstRun(self.dashboard, self.services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
                                   scrypt_n=self.options.setup_scrypt_n)
@@ -229,6 +249,7 @@ class Runtime:
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
                                         channels=self.channels, ca_pem=certificates.ca_pem(self.dep))
         mounts["/export"] = ExportSection(self.dashboard, self.services)
+        mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         self.dashboard.public_mounts["/setup"] = self.first_run
 
     def _verify_passphrase(self, passphrase: str) -> bool:
@@ -326,6 +347,7 @@ class Runtime:
         self.dispatcher.stop()
         self.services.home_events.close()
         self.builder.stop()
+        self.dashboard.failures.flush(final=True)
         self.services.index.close()
         self.queue.close()
         self.services.devices.flush()

@@ -16,6 +16,11 @@ Routes (relative to ``/admin``)::
     GET  /passphrase   POST /passphrase
     GET  /status       POST /status/retry   POST /status/test (a test event to one channel)
     GET  /channels     POST /channels/<name> (switch a channel on/off and set it: admin_channels.py)
+    GET  /audit        the audit log, filtered and paged (admin_audit.py)
+
+Issue 17: device and clip actions are recorded in the audit log by the domain functions themselves (the API
+calls the same ones, so each action is recorded once); the actions only this section has (channels, test
+events, passphrase, dead-letter retry) are recorded here, each marked ``audit``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from urllib.parse import parse_qs
 
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
-from cryospy.common.keys import KeyStore, WrongPassphrase
+from cryospy.common.keys import KeyStore, WrongPassphrase, verify_key_fingerprint
 from cryospy.functions.channels.control import ChannelControl
 from cryospy.functions.channels.errors import ChannelSettingsError
 from cryospy.functions.devices import lifecycle
@@ -40,7 +45,7 @@ from cryospy.functions.errors import ApiError, BadRequest, KeysLocked, NotFound
 from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphrase
 from cryospy.functions.services import Services
 
-from . import admin_channels, admin_status
+from . import admin_audit, admin_channels, admin_status
 from .admin_forms import agent_config, form_to_settings, setting_name, settings_fields
 from .login_limiter import LoginThrottled
 from .server import Dashboard, Session, StartResponse
@@ -117,6 +122,8 @@ class AdminSection:
                 return self.passphrase_page(start, session, changed=query.get("changed") == "1")
             if parts == ["status"]:
                 return self.status_page(start, session, query)
+            if parts == ["audit"]:   # issue 17
+                return self.audit_page(start, session, query)
             if parts == ["channels"] and self.channels is not None:
                 return self.channels_page(start, session, saved=query.get("saved", ""))
             if len(parts) == 2 and parts[0] == "devices":
@@ -289,12 +296,15 @@ class AdminSection:
         try:
             KeyStore.load(self.services.vault.path).change_passphrase(current, new)
         except WrongPassphrase:
+            self.dashboard.failures.failed(session.account, "passphrase-form", environ.get("REMOTE_ADDR", ""),
+                                           "wrong current passphrase")   # audit
             return self.passphrase_page(start, session, 400, {"current": "That is not the current passphrase. "
                                                                          "Nothing was changed."})
         except CryoSpyError as exc:
             limiter.succeeded(claim)   # not a wrong passphrase: give the attempt back
             return self.passphrase_page(start, session, 400, {"current": str(exc)})
         limiter.succeeded(claim)
+        self.services.audit.record("passphrase.change")   # audit
         self.dashboard.end_other_sessions(session)
         return self.dashboard.redirect(start, PREFIX + "/passphrase?changed=1")
 
@@ -309,7 +319,22 @@ class AdminSection:
             storage=admin_status.storage(self.services), budget=self.services.global_budget_bytes,
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
             version=self.version, channels=self.services.home_events.status(),
-            tested=query.get("tested", ""))
+            tested=query.get("tested", ""), audit=self._audit_check())
+
+    # -- audit log (issue 17) --------------------------------------------------------------------------
+    def _audit_check(self) -> Any:
+        self.dashboard.failures.flush()
+        return self.services.audit.check(), self.services.audit.write_error
+
+    def audit_page(self, start: StartResponse, session: Session, query: dict[str, str]) -> list[bytes]:
+        self.dashboard.failures.flush()
+        try:
+            view = admin_audit.audit_view(self.services.audit, query)
+        except KeysLocked as exc:
+            return self._message(start, session, 503, "The audit log is locked", str(exc))
+        fingerprint = verify_key_fingerprint(KeyStore.load(self.services.vault.path).server_verify_key())
+        return self.dashboard.render(start, "200 OK", "admin_audit.html", session, section="audit",
+                                     fingerprint=fingerprint, **view)
 
     def send_test(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
         name = form.get("channel", "")
@@ -317,6 +342,7 @@ class AdminSection:
             return self._message(start, session, 400, "That did not work", "No configured channel was named; reload "
                                                                                "the status page and try again.")
         self.services.home_events.send_test(name)
+        self.services.audit.record("channel.test", channel=name)   # audit
         return self.dashboard.redirect(start, PREFIX + "/status?tested=" + name)
 
     # -- channels ------------------------------------------------------------------------------------
@@ -339,6 +365,7 @@ class AdminSection:
             return self.channels_page(start, session, 400, submitted=form, failed=name, error=str(exc))
         except KeysLocked as exc:
             return self._message(start, session, 503, "That did not work", str(exc))
+        self.services.audit.record("channel.change", channel=name, enabled=form.get("enabled") == "on")   # audit
         return self.dashboard.redirect(start, PREFIX + "/channels?saved=" + name)
 
     def retry(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
@@ -348,6 +375,7 @@ class AdminSection:
             return self._message(start, session, 400, "That did not work", "No dead letter was named; reload the "
                                                                                "status page and try again.")
         self.queue.requeue_dead(job_id)
+        self.services.audit.record("deadletter.retry", job=job_id)   # audit
         return self.dashboard.redirect(start, PREFIX + "/status")
 
 

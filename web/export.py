@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-from cryospy.common.keys import verify_key_from_text
+from cryospy.common.keys import KeyStore, verify_key_from_text, verify_key_to_text
+from cryospy.functions.audit.log import export_files
 from cryospy.functions.errors import ApiError, BadRequest, Conflict, KeysLocked, NotFound
 from cryospy.functions.services import Services
 
@@ -85,6 +86,9 @@ class ExportSection:
             return self._form(start, session, "409 Conflict", form, {"form": exc.message})
         except KeysLocked as exc:
             return self._form(start, session, "503 Service Unavailable", form, {"form": str(exc)})
+        request = selection.request   # audit (issue 17)
+        self.services.audit.record("export.start", device=request.device_id, start=utc_text(request.start),
+                                   end=utc_text(request.end), clips=len(selection.clips), job=job.id)
         return self.dashboard.redirect(start, f"/export/{job.id}")
 
     def _signer(self, selection: Selection) -> Any:
@@ -108,7 +112,12 @@ class ExportSection:
             keyring = self.jobs.keyring()
         except KeysLocked as exc:
             return _text(start, "503 Service Unavailable", str(exc))
-        body = _marking_failure(job, stream_zip(job.manifest, job.clips, self.jobs.fetch, keyring, job.signer))
+        # audit (issue 17): the download is recorded first, so the log the zip carries includes it
+        self.services.audit.record("export.download", device=request.device_id, job=job.id, clips=len(job.clips))
+        extra = export_files(self.services.audit, verify_key_to_text(
+            KeyStore.load(self.services.vault.path).server_verify_key()))
+        body = _marking_failure(job, stream_zip(job.manifest, job.clips, self.jobs.fetch, keyring, job.signer,
+                                                extra))
         start("200 OK", [("Content-Type", "application/zip"),
                          ("Content-Disposition", f'attachment; filename="{name}"'),
                          ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])

@@ -5,6 +5,7 @@ entry ends with a data descriptor) and the generator yields what it holds after 
 Layout of the archive::
 
     manifest.json                  what the check pass found (export_bundle.build_manifest)
+    audit/audit.log, entries.json  the audit log, sealed and chained, with each entry's key (docs/audit.md)
     VERIFY.txt                     how to check the export without trusting this server
     sealed/clips/<device>/…/*.cse  the sealed objects, byte for byte as stored
     video/<device>_<time>.mp4      the same clips decrypted, for viewing
@@ -52,12 +53,15 @@ class ChunkSink:
 
 
 def stream_zip(manifest: dict[str, Any], clips: list[CheckedClip], fetch: Fetch, keyring: KeyRing,
-               signer: Ed25519PublicKey) -> Iterator[bytes]:
-    """The export as zip bytes, yielded as they are produced; raises ExportChanged/ExportFailed mid-stream."""
+               signer: Ed25519PublicKey, extra: dict[str, bytes] | None = None) -> Iterator[bytes]:
+    """The export as zip bytes, yielded as they are produced; raises ExportChanged/ExportFailed mid-stream.
+    ``extra`` are small files written after the manifest (the audit log: functions/audit/log.export_files)."""
     sink = ChunkSink()
     with zipfile.ZipFile(sink, "w", allowZip64=True) as archive:
         _small(archive, "manifest.json", json.dumps(manifest, indent=2).encode(), instant(manifest["exported_at"]))
         _small(archive, "VERIFY.txt", verify_text(manifest).encode(), instant(manifest["exported_at"]))
+        for name, data in (extra or {}).items():
+            _small(archive, name, data, instant(manifest["exported_at"]))
         yield sink.drain()
         for clip in clips:
             yield from _sealed_entry(archive, sink, clip, fetch)
@@ -160,7 +164,9 @@ How to check it (on any computer; no password or private key is needed)
    It prints the fingerprint of every key it used, then checks:
    - every sealed clip's header and content signatures against the camera's key;
    - the chain: sequence numbers without gaps, in order, each clip linked to the one before it;
-   - every file against manifest.json: SHA-256 of each sealed clip and each MP4, nothing missing or added.
+   - every file against manifest.json: SHA-256 of each sealed clip and each MP4, nothing missing or added;
+   - the audit log in audit/: every entry chained to the one before, the server's signatures, and each
+     readable entry in entries.json against its sealed copy (it prints the server key's fingerprint).
    It ends with "VERIFIED" and exit code 0 only when everything holds; otherwise it names each file at fault
    and ends with "NOT VERIFIED" (exit code 6).
 

@@ -6,6 +6,14 @@ in. Sessions live only in this process's memory (a restart logs everyone out); t
 SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF token bound to the session
 (or, for the login form, to a pre-session cookie). Failed logins are limited per client and globally
 (:mod:`.login_limiter`); a one-time link made on the server (:mod:`.login_links`) always gets the admin in.
+
+Issue 17 (marked where it touches the flow): every login, failed login and logout goes to the audit log
+(failures aggregated per source and interval, ``functions/audit/failures.py``), and requests of a session run
+as its account (``functions/audit/actor.py``) so that the actions they cause are recorded once, as that
+account. An account with a second factor (:mod:`.second_factor`) is asked for its code at ``/login/code``
+after the passphrase; when the admin requires one for everyone, an account without it is sent to enrolment
+(``/account/second-factor``) and nowhere else until it has one. A login link skips the code: it proves access
+to the server itself, and is the way back in for an admin who lost both the phone and the recovery codes.
 """
 
 from __future__ import annotations
@@ -26,15 +34,23 @@ from urllib.parse import parse_qs
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from cryospy.common.errors import CryoSpyError
+from cryospy.functions.audit.actor import Actor, acting_as
+from cryospy.functions.audit.failures import FailedLogins
+from cryospy.functions.audit.log import AuditLog, NoAudit
 
 from .compression import gzip_response
 from .login_limiter import LoginLimiter, LoginThrottled
 from .login_links import LinkInvalid, LoginLinks
+from .second_factor import SecondFactor, SecondFactorError, WrongCode
 from .site_store import SiteStore
 
 StartResponse = Callable[..., Any]
 SESSION_COOKIE = "cryospy_session"
 PRELOGIN_COOKIE = "cryospy_prelogin"
+CODE_COOKIE = "cryospy_code"         # issue 17: the passphrase was right, the second factor is asked next
+CODE_SECONDS = 300
+ADMIN = "admin"                      # the one account today; everything below is keyed by account name
+ENROL_PATH = "/account/second-factor"
 SESSION_SECONDS = 12 * 3600
 MAX_FORM_BODY = 16 * 1024   # the largest form post (the runtime refuses bigger bodies before reading them)
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
@@ -46,6 +62,7 @@ class Session:
 
     token: str
     csrf: str
+    account: str = ADMIN
 
 
 # A mounted section of the dashboard: (environ, start_response, session) -> body. ``session`` is None only for
@@ -62,7 +79,8 @@ class Dashboard:
                  media: Callable[[dict[str, Any], StartResponse], Any] | None = None,
                  actions: dict[str, Callable[[dict[str, str]], None]] | None = None,
                  mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None,
-                 links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False):
+                 links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False,
+                 audit: AuditLog | NoAudit | None = None, second_factor: SecondFactor | None = None):
         self.site = site
         self.media = media
         self.actions = actions or {}
@@ -70,16 +88,22 @@ class Dashboard:
         self.public_mounts = dict(public_mounts or {})
         self.verify_passphrase = verify_passphrase
         self.on_first_login = on_first_login
-        self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
+        self.sessions: dict[str, tuple[float, str, str]] = {}   # token -> (expiry, csrf, account)
         self.limiter = LoginLimiter()
         self.links = links
         self.locked = locked
+        # -- issue 17: audit log and second factor ------------------------------------------------------
+        self.audit = audit or NoAudit()
+        self.failures = FailedLogins(self.audit)
+        self.second_factor = second_factor
+        self.awaiting_code: dict[str, tuple[str, str, float]] = {}   # code token -> (account, via, expiry)
+        self.must_enrol: set[str] = set()       # session tokens sent to enrolment (TOTP required, none yet)
         self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
                                autoescape=select_autoescape(["html"]))
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _session(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+    def _session(self, environ: dict[str, Any]) -> tuple[str, str, str] | None:
         token = _cookies(environ).get(SESSION_COOKIE)
         if not token:
             return None
@@ -88,7 +112,7 @@ class Dashboard:
             if entry is None or entry[0] < time.time():
                 self.sessions.pop(token, None)
                 return None
-            return token, entry[1]
+            return token, entry[1], entry[2]
 
     def _cookie(self, environ: dict[str, Any], name: str, value: str, max_age: int) -> tuple[str, str]:
         secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
@@ -138,7 +162,8 @@ class Dashboard:
         session; returns its Set-Cookie header for the response."""
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
+            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf, ADMIN)
+        self.audit.record("login", Actor(ADMIN, "setup", environ.get("REMOTE_ADDR", "")))
         return self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS)
 
     def _redirect(self, start: StartResponse, to: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
@@ -158,12 +183,22 @@ class Dashboard:
             return self._login(environ, start, method)
         if path == "/login/link" and self.links is not None:
             return self._login_link(environ, start, method)
+        if path == "/login/code":
+            return self._login_code(environ, start, method)
         public = _mount_for(self.public_mounts, path)
         if public is not None:
             return public(environ, start, None)
         session = self._session(environ)
         if session is None:
             return self._redirect(start, "/login")
+        # issue 17: everything this session does is recorded as its account; TOTP required -> enrol first
+        with acting_as(Actor(session[2], "dashboard", environ.get("REMOTE_ADDR", ""))):
+            if session[0] in self.must_enrol and path != "/logout" and not path.startswith(ENROL_PATH):
+                return self._redirect(start, ENROL_PATH)
+            return self._route_session(environ, start, path, method, session)
+
+    def _route_session(self, environ: dict[str, Any], start: StartResponse, path: str, method: str,
+                       session: tuple[str, str, str]) -> list[bytes]:
         if path == "/logout" and method == "POST":
             return self._logout(environ, start, session)
         mounted = _mount_for(self.mounts, path)
@@ -226,24 +261,105 @@ class Dashboard:
             html = self.env.get_template("login.html").render(
                 csrf=pre, public=True, error="The form expired. Please try again.")
             return self._html(start, "403 Forbidden", html, set_pre)
+        address = environ.get("REMOTE_ADDR", "")
         try:
-            claim = self.limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before scrypt runs
+            claim = self.limiter.claim(address)   # counted before scrypt runs
         except LoginThrottled as exc:
+            self.failures.refused(address)
             html = self.env.get_template("login.html").render(csrf=pre, public=True, error=exc.message)
             return self._html(start, "429 Too Many Requests", html, set_pre)
         if not self.verify_passphrase(form.get("passphrase", "")):
+            self.failures.failed(ADMIN, "dashboard", address, "wrong passphrase")
             html = self.env.get_template("login.html").render(csrf=pre, public=True, error="Wrong passphrase.")
             return self._html(start, "401 Unauthorized", html, set_pre)
         self.limiter.succeeded(claim)
-        return self._logged_in(environ, start)
+        if self._has_second_factor(ADMIN):
+            return self._ask_code(environ, start, ADMIN, "dashboard")
+        return self._logged_in(environ, start, ADMIN, "dashboard")
 
-    def _logged_in(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+    def _logged_in(self, environ: dict[str, Any], start: StartResponse, account: str = ADMIN,
+                   via: str = "dashboard", detail: dict[str, str] | None = None) -> list[bytes]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
+            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf, account)
         self.on_first_login()
-        return self._redirect(start, "/", [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
-                                           self._cookie(environ, PRELOGIN_COOKIE, "", 0)])
+        self.audit.record("login", Actor(account, via, environ.get("REMOTE_ADDR", "")), **(detail or {}))
+        if self._must_enrol(account):
+            self.must_enrol.add(token)
+        return self._redirect(start, ENROL_PATH if token in self.must_enrol else "/",
+                              [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
+                               self._cookie(environ, PRELOGIN_COOKIE, "", 0),
+                               self._cookie(environ, CODE_COOKIE, "", 0)])
+
+    # -- issue 17: the second factor at login ----------------------------------------------------------
+    def _has_second_factor(self, account: str) -> bool:
+        try:
+            return self.second_factor is not None and self.second_factor.enrolled(account)
+        except SecondFactorError:
+            return True    # an unreadable store must not let a login skip its code; the code page says why
+
+    def _must_enrol(self, account: str) -> bool:
+        try:
+            return (self.second_factor is not None and self.second_factor.required()
+                    and not self.second_factor.enrolled(account))
+        except SecondFactorError:
+            return False
+
+    def enrolled(self, session: Session) -> None:
+        """The session's account has just enrolled: it may go everywhere again."""
+        self.must_enrol.discard(session.token)
+
+    def _ask_code(self, environ: dict[str, Any], start: StartResponse, account: str, via: str) -> list[bytes]:
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.time()
+            self.awaiting_code = {t: v for t, v in self.awaiting_code.items() if v[2] > now}
+            while len(self.awaiting_code) >= 100:
+                self.awaiting_code.pop(next(iter(self.awaiting_code)))
+            self.awaiting_code[token] = (account, via, now + CODE_SECONDS)
+        return self._redirect(start, "/login/code", [self._cookie(environ, CODE_COOKIE, token, CODE_SECONDS)])
+
+    def _login_code(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
+        """The second step of a login: a TOTP code or a recovery code. Wrong codes count in the login limiter
+        like wrong passphrases; the pending login lasts 5 minutes."""
+        cookies = _cookies(environ)
+        pre = cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
+        set_pre = [self._cookie(environ, PRELOGIN_COOKIE, pre, 900)]
+        token = cookies.get(CODE_COOKIE, "")
+        with self._lock:
+            pending = self.awaiting_code.get(token)
+        if pending is None or pending[2] < time.time() or self.second_factor is None:
+            return self._redirect(start, "/login")
+
+        def page(status: str, error: str = "") -> list[bytes]:
+            html = self.env.get_template("login_code.html").render(csrf=pre, public=True, error=error)
+            return self._html(start, status, html, set_pre)
+
+        if method == "GET":
+            return page("200 OK")
+        if method != "POST":
+            start("405 Method Not Allowed", [("Content-Length", "0")])
+            return [b""]
+        form = _form(environ)
+        if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
+            return page("403 Forbidden", "The form expired. Please try again.")
+        address, (account, via, _) = environ.get("REMOTE_ADDR", ""), pending
+        try:
+            claim = self.limiter.claim(address)
+        except LoginThrottled as exc:
+            self.failures.refused(address)
+            return page("429 Too Many Requests", exc.message)
+        try:
+            used = self.second_factor.check(account, form.get("code", "")[:64])
+        except WrongCode as exc:
+            self.failures.failed(account, via, address, f"second factor: {exc}")
+            return page("401 Unauthorized", f"That code did not work ({exc}).")
+        except SecondFactorError as exc:
+            return page("503 Service Unavailable", str(exc))
+        self.limiter.succeeded(claim)
+        with self._lock:
+            self.awaiting_code.pop(token, None)
+        return self._logged_in(environ, start, account, via, {"second_factor": used})
 
     def _login_link(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
         """A one-time link from ``cryospy dashboard login-link``: GET shows a button (so that nothing that merely
@@ -272,16 +388,20 @@ class Dashboard:
         form = _form(environ)
         if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
             return page("403 Forbidden", token=form.get("token", ""), error="The form expired. Please try again.")
+        address = environ.get("REMOTE_ADDR", "")
         try:
             self.links.redeem(form.get("token", ""))
         except LinkInvalid as exc:
+            self.failures.failed(ADMIN, "link", address, "invalid login link")
             return page("403 Forbidden", error=str(exc))
         if self.locked() and not self.verify_passphrase(form.get("passphrase", "")):
+            self.failures.failed(ADMIN, "link", address, "wrong passphrase")
             return page("401 Unauthorized", error="Wrong passphrase; this link is used up. Make a new one on the "
                                                   "server with `cryospy dashboard login-link`.")
-        return self._logged_in(environ, start)
+        # A link proves access to the server itself, so it is the way back in when the second factor is lost.
+        return self._logged_in(environ, start, ADMIN, "link")
 
-    def _action(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str],
+    def _action(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str, str],
                 name: str) -> list[bytes]:
         """A state-changing form post: refused without the session's CSRF token; then back to the page."""
         form = _form(environ)
@@ -301,13 +421,15 @@ class Dashboard:
             target = "/"
         return self._redirect(start, target)
 
-    def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str]) -> list[bytes]:
+    def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str, str]) -> list[bytes]:
         form = _form(environ)
         if not csrf_matches(form.get("csrf", ""), session[1]):
             start("403 Forbidden", [("Content-Length", "0")])
             return [b""]
         with self._lock:
             self.sessions.pop(session[0], None)
+        self.must_enrol.discard(session[0])
+        self.audit.record("logout")
         return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
 
 

@@ -3,7 +3,8 @@
 The checks are :mod:`cryospy.common.evidence`; this module finds the device keys (``--devices FILE`` or the
 folder's ``manifest.json``), prints every key's fingerprint (compare it with the one recorded at enrolment:
 a manifest comes from the server that exported it), progress for long runs, each note and problem, and the
-verdict last. The exit code is 0 only when everything holds.
+verdict last. An export's ``audit/`` folder (the audit log) is checked too (:mod:`.verify_audit`). The exit code
+is 0 only when everything holds.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from cryospy.cli.verify_audit import report, verify_audit
 from cryospy.common.evidence import (
     MANIFEST,
     SUFFIX,
@@ -48,12 +50,18 @@ def run(path: Path, devices_file: Path | None) -> int:
             last = now
 
     verdict = verify_path(path, keys, progress, listing)
+    audit = verify_audit(path) if path.is_dir() else None
+    if audit is not None:
+        report(audit)
     for note in verdict.notes:
         print(f"NOTE {note}")
     for problem in verdict.problems:
         print(f"PROBLEM {problem}")
     if verdict.clips == 0:
         print(f"NOT VERIFIED: no sealed clips ({SUFFIX}) found under {path}")
+        return 6
+    if audit is not None and not audit.ok:
+        print(f"NOT VERIFIED: the audit log in {path / 'audit'} does not hold (see PROBLEM above).")
         return 6
     if verdict.ok:
         checked = " and every file the manifest lists" if listing is not None else ""

@@ -68,6 +68,7 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     identity = services.identities.create(token)
     device, secret = services.devices.create(device_id, signing_key, settings.to_dict(), identity, token)
     feed.camera_added(services, device_id)      # MQTT announces it to Home Assistant
+    services.audit.record("device.create", device=device_id)
     note = "the secret is shown once; store it in the agent's config now"
     if signing_key is None:
         note += ("; the agent makes its own signing key at first start and registers it: check that the "
@@ -79,7 +80,9 @@ def update_settings(services: Services, device_id: str, doc: dict[str, Any]) -> 
     device = services.devices.get(device_id)
     current = DeviceSettings.from_dict(device.settings, base=DEFAULT_SETTINGS)
     updated = parse_settings(doc, current)
-    return services.devices.update_settings(device_id, updated.to_dict()).public()
+    answer = services.devices.update_settings(device_id, updated.to_dict()).public()
+    services.audit.record("device.settings", device=device_id, changed=", ".join(sorted(doc)))
+    return answer
 
 
 def set_enabled(services: Services, device_id: str, enabled: bool) -> dict[str, Any]:
@@ -89,12 +92,14 @@ def set_enabled(services: Services, device_id: str, enabled: bool) -> dict[str, 
     if device.upload_identity:
         services.identities.set_enabled(device.upload_identity[0], enabled)
     services.forget_upload_client(device_id)
+    services.audit.record("device.enable" if enabled else "device.disable", device=device_id)
     return device.public()
 
 
 def rotate_secret(services: Services, device_id: str) -> dict[str, Any]:
     device, secret = services.devices.rotate_secret(device_id)
     services.defence.clear_device(device_id)
+    services.audit.record("device.rotate", device=device_id)
     return {**device.public(), "secret": secret,
             "note": "the old secret stopped working now; put the new one in the agent's config"}
 
@@ -108,6 +113,7 @@ def delete_device(services: Services, device_id: str, clips: str | None) -> dict
         services.identities.remove(device.upload_identity[0])
     services.forget_upload_client(device_id)
     feed.camera_removed(services, device_id)    # MQTT clears the camera's Home Assistant entities
+    services.audit.record("device.delete", device=device_id, clips=clips)
     if clips == "keep":
         services.devices.retire(device_id)
         return {"device_id": device_id, "clips": "kept", "retired": True}

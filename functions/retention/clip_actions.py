@@ -36,6 +36,8 @@ def set_protected(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
     with device_lock(_place(services, doc).device_id):
         record = _indexed(services, doc)
         services.index.update_clip(record.device_id, record.day, record.key, protected=protected)
+    services.audit.record("clip.protect" if protected else "clip.unprotect", device=record.device_id,
+                          clip=record.key)
     return {"key": record.key, "protected": protected}
 
 
@@ -46,4 +48,5 @@ def delete(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
         if record.protected:
             raise Conflict("the clip is protected evidence; unprotect it first if you really want it gone")
         delete_clip(services, record)
+    services.audit.record("clip.delete", device=record.device_id, clip=record.key)
     return {"key": record.key, "deleted": True}

@@ -130,6 +130,26 @@ def test_export_a_range_download_it_and_verify_it_offline(runtime, deployment, t
     result = _verify(folder)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "VERIFIED: 2 clip(s) from 1 device(s)" in result.stdout
+    # The audit log rides along (issue 17): the export itself is in it, the chain and each readable entry check.
+    assert "AUDIT intact" in result.stdout
+    disclosed = json.loads((folder / "audit" / "entries.json").read_text())["entries"]
+    kinds = [d["entry"]["kind"] for d in disclosed]
+    assert kinds[-2:] == ["export.start", "export.download"] or kinds[-1] == "export.download"
+    assert disclosed[-1]["entry"]["detail"]["device"] == "export-cam"
+    entries_file = folder / "audit" / "entries.json"
+    kept = entries_file.read_text()
+    edited_entries = json.loads(kept)
+    edited_entries["entries"][-1]["entry"]["account"] = "someone-else"
+    entries_file.write_text(json.dumps(edited_entries))
+    result = _verify(folder)
+    assert result.returncode == 6 and "the readable copy was edited" in result.stdout
+    entries_file.write_text(kept)
+    log_file = folder / "audit" / "audit.log"
+    kept = log_file.read_text()
+    log_file.write_text("".join(kept.splitlines(keepends=True)[1:]))      # the first entry removed
+    result = _verify(folder)
+    assert result.returncode == 6 and "PROBLEM audit: TAMPERED: entry 0" in result.stdout
+    log_file.write_text(kept)
 
     sealed = folder / manifest["clips"][0]["sealed"]
     original = sealed.read_bytes()
