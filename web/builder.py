@@ -20,6 +20,7 @@ from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import KeysLocked
 from cryospy.functions.index.store import IndexStore
 
+from .access import camera_hex
 from .site_store import SiteStore
 
 log = logging.getLogger("cryospy.web.builder")
@@ -93,6 +94,7 @@ class SiteBuilder:
                                autoescape=select_autoescape(["html"]))
         self.env.globals["day_page"] = day_page
         self.env.globals["live_page"] = live_page
+        self.env.globals["camera_hex"] = camera_hex
         self._lock = threading.Lock()
         self._summaries: dict[str, tuple[str, dict[str, Any]]] = {}   # device -> (newest day, its summary)
         self._dirty: set[tuple[str, str]] = set()

@@ -1,8 +1,10 @@
 """The dashboard's HTTP side: login, server-side sessions, and serving the rendered pages.
 
-Every page needs a session. Logging in with the admin passphrase also unlocks the deployment's private key
-(that is the same passphrase), so a runtime started without one begins processing as soon as the admin logs
-in. Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
+Every page needs a session. A login names an account (blank means ``admin``) and gives its passphrase, which
+opens that account's key slot and so also unlocks the deployment's private key: a runtime started without one
+begins processing as soon as anyone logs in. Each request looks the session's account up again, so a removed
+or expired account's sessions end at once; a viewer gets only its cameras (:mod:`.access`) and no /admin URL.
+Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
 SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF token bound to the session
 (or, for the login form, to a pre-session cookie). Failed logins are limited per client and globally
 (:mod:`.login_limiter`); a one-time link made on the server (:mod:`.login_links`) always gets the admin in.
@@ -18,15 +20,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common.accounts import ADMIN, Account
 from cryospy.common.errors import CryoSpyError
+from cryospy.common.keys import KeyStoreError, WrongPassphrase
 
+from . import access
 from .compression import gzip_response
 from .login_limiter import LoginLimiter, LoginThrottled
 from .login_links import LinkInvalid, LoginLinks
@@ -42,53 +48,81 @@ _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; cha
 
 @dataclass(frozen=True)
 class Session:
-    """A logged-in admin's session, as handed to mounted sections (``token`` never leaves the server)."""
+    """A logged-in account's session, as handed to mounted sections (``token`` never leaves the server).
+    ``account`` is the record as the key store holds it at this request."""
 
     token: str
     csrf: str
+    account: Account
+
+
+class AccountDirectory(Protocol):
+    """Where logins are checked and accounts looked up: the runtime's KeyVault."""
+
+    def login(self, name: str, passphrase: str) -> Account:
+        """The account, if ``passphrase`` opens its key slot; raises a KeyStoreError otherwise."""
+        ...
+
+    def account(self, name: str) -> Account | None:
+        """The account as it is now, or None if it no longer exists."""
+        ...
+
+
+# Called after each login attempt with (account name, succeeded, client address): the audit log's hook.
+LoginHook = Callable[[str, bool, str], None]
 
 
 # A mounted section of the dashboard: (environ, start_response, session) -> body. ``session`` is None only for
 # public mounts (first-run setup), which must do their own checks.
 Mount = Callable[[dict[str, Any], StartResponse, "Session | None"], Any]
+# The media endpoint: (environ, start_response, account) -> body; it answers only for the account's cameras.
+Media = Callable[[dict[str, Any], StartResponse, Account], Any]
 
 
 class Dashboard:
     """The dashboard's front door. Sections (admin, export, setup) are mounted under a path prefix and get
     the session; they use ``render``, ``form`` and ``redirect`` so that headers and CSRF checks stay in one place."""
 
-    def __init__(self, site: SiteStore, verify_passphrase: Callable[[str], bool],
+    def __init__(self, site: SiteStore, accounts: AccountDirectory,
                  on_first_login: Callable[[], None] = lambda: None,
-                 media: Callable[[dict[str, Any], StartResponse], Any] | None = None,
+                 media: Media | None = None,
                  actions: dict[str, Callable[[dict[str, str]], None]] | None = None,
                  mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None,
-                 links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False):
+                 links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.time):
         self.site = site
         self.media = media
         self.actions = actions or {}
         self.mounts = dict(mounts or {})
         self.public_mounts = dict(public_mounts or {})
-        self.verify_passphrase = verify_passphrase
+        self.accounts = accounts
         self.on_first_login = on_first_login
-        self.sessions: dict[str, tuple[float, str]] = {}   # token -> (expiry, csrf)
+        self.on_login_attempt: LoginHook = lambda name, ok, address: None
+        self.sessions: dict[str, tuple[float, str, str]] = {}   # token -> (expiry, csrf, account name)
         self.limiter = LoginLimiter()
         self.links = links
         self.locked = locked
+        self.clock = clock   # sessions and account expiry are judged by this
         self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
                                autoescape=select_autoescape(["html"]))
+        self.env.globals["camera_hex"] = access.camera_hex
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _session(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+    def _session(self, environ: dict[str, Any]) -> Session | None:
+        """The request's session, if its account still exists and has not expired (else the session ends)."""
         token = _cookies(environ).get(SESSION_COOKIE)
         if not token:
             return None
+        now = self.clock()
         with self._lock:
             entry = self.sessions.get(token)
-            if entry is None or entry[0] < time.time():
+        account = self.accounts.account(entry[2]) if entry is not None and entry[0] >= now else None
+        if entry is None or account is None or account.expired(datetime.fromtimestamp(now, UTC)):
+            with self._lock:
                 self.sessions.pop(token, None)
-                return None
-            return token, entry[1]
+            return None
+        return Session(token, entry[1], account)
 
     def _cookie(self, environ: dict[str, Any], name: str, value: str, max_age: int) -> tuple[str, str]:
         secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
@@ -110,7 +144,7 @@ class Dashboard:
                **context: Any) -> list[bytes]:
         """Render a template (extending base.html) with the security headers every page gets."""
         html = self.env.get_template(template).render(csrf=mask_csrf(session.csrf) if session else "", **context)
-        return self._html(start, status, html)
+        return self._html(start, status, access.filtered(html, session.account) if session else html)
 
     def form(self, environ: dict[str, Any], session: Session) -> dict[str, str] | None:
         """The posted form if it carries the session's CSRF token, else None (answer 403 then)."""
@@ -125,20 +159,24 @@ class Dashboard:
         return self._redirect(start, to)
 
     def end_other_sessions(self, keep: Session) -> int:
-        """Log out every session but ``keep`` (the passphrase changed: whoever knew the old one is out);
-        returns how many ended."""
-        with self._lock:
-            others = [token for token in self.sessions if token != keep.token]
-            for token in others:
-                del self.sessions[token]
-        return len(others)
+        """Log out every other session of ``keep``'s account (its passphrase changed: whoever knew the old one is
+        out); returns how many ended."""
+        return self.end_sessions(keep.account.name, keep=keep.token)
 
-    def start_session(self, environ: dict[str, Any]) -> tuple[str, str]:
-        """Log the admin in without the login form (first-run setup just set the passphrase): a new server-side
-        session; returns its Set-Cookie header for the response."""
+    def end_sessions(self, account: str, keep: str = "") -> int:
+        """End every session of ``account`` (but the one whose token is ``keep``); returns how many ended."""
+        with self._lock:
+            ended = [t for t, entry in self.sessions.items() if entry[2] == account and t != keep]
+            for token in ended:
+                del self.sessions[token]
+        return len(ended)
+
+    def start_session(self, environ: dict[str, Any], account: str = ADMIN) -> tuple[str, str]:
+        """Log ``account`` in without the login form (first-run setup just set the admin passphrase): a new
+        server-side session; returns its Set-Cookie header for the response."""
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
+            self.sessions[token] = (self.clock() + SESSION_SECONDS, csrf, account)
         return self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS)
 
     def _redirect(self, start: StartResponse, to: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
@@ -166,26 +204,31 @@ class Dashboard:
             return self._redirect(start, "/login")
         if path == "/logout" and method == "POST":
             return self._logout(environ, start, session)
+        if access.admin_only(path) and not session.account.is_admin:
+            # Before any form is read: a viewer's post is refused even with a CSRF token from another session.
+            return self._html(start, "404 Not Found", access.NO_SUCH_PAGE)
         mounted = _mount_for(self.mounts, path)
         if mounted is not None:
-            return mounted(environ, start, Session(*session))
+            return mounted(environ, start, session)
         if path.startswith("/media/") and self.media is not None and method in ("GET", "HEAD"):
-            return self.media(environ, start)
+            return self.media(environ, start, session.account)
         if path.startswith("/actions/") and method == "POST":
             return self._action(environ, start, session, path[len("/actions/"):])
         if method != "GET":
             start("405 Method Not Allowed", [("Content-Length", "0")])
             return [b""]
         page = "index" if path in ("/", "/index.html") else path.strip("/")
-        html = self.site.get(page)
+        html = self.site.get(page) if access.may_open_page(session.account, page) else None
         if html is None:
             if page == "index":
                 html = self.env.get_template("overview.html").render(devices=[], rendered_at="",
-                                                                     csrf=mask_csrf(session[1]))
-                return self._html(start, "200 OK", html)
-            return self._html(start, "404 Not Found", "<!doctype html><p>No such page. <a href='/'>Home</a></p>")
-        # Pages are rendered once for everyone; the per-session CSRF token is filled in at serve time.
-        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", mask_csrf(session[1])))
+                                                                     csrf=mask_csrf(session.csrf))
+                return self._html(start, "200 OK", access.filtered(html, session.account))
+            return self._html(start, "404 Not Found", access.NO_SUCH_PAGE)
+        # Pages are rendered once for everyone; the account's view and the per-session CSRF token are made at
+        # serve time.
+        html = access.filtered(html, session.account)
+        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", mask_csrf(session.csrf)))
 
     def _static(self, environ: dict[str, Any], start: StartResponse, name: str) -> list[bytes]:
         """Project assets from ``static/``, and ``vendor/`` (hls.js, copied from the npm package by ``./dev``;
@@ -226,21 +269,31 @@ class Dashboard:
             html = self.env.get_template("login.html").render(
                 csrf=pre, public=True, error="The form expired. Please try again.")
             return self._html(start, "403 Forbidden", html, set_pre)
+        name = form.get("name", "").strip().lower() or ADMIN
+
+        def again(status: str, error: str) -> list[bytes]:
+            html = self.env.get_template("login.html").render(csrf=pre, public=True, error=error, name=name)
+            return self._html(start, status, html, set_pre)
+
         try:
             claim = self.limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before scrypt runs
         except LoginThrottled as exc:
-            html = self.env.get_template("login.html").render(csrf=pre, public=True, error=exc.message)
-            return self._html(start, "429 Too Many Requests", html, set_pre)
-        if not self.verify_passphrase(form.get("passphrase", "")):
-            html = self.env.get_template("login.html").render(csrf=pre, public=True, error="Wrong passphrase.")
-            return self._html(start, "401 Unauthorized", html, set_pre)
+            return again("429 Too Many Requests", exc.message)
+        try:
+            account = self.accounts.login(name, form.get("passphrase", ""))
+        except KeyStoreError as exc:
+            self.on_login_attempt(name, False, environ.get("REMOTE_ADDR", ""))
+            if isinstance(exc, WrongPassphrase):
+                return again("401 Unauthorized", "Wrong name or passphrase.")
+            return again("403 Forbidden", str(exc))
         self.limiter.succeeded(claim)
-        return self._logged_in(environ, start)
+        self.on_login_attempt(name, True, environ.get("REMOTE_ADDR", ""))
+        return self._logged_in(environ, start, account)
 
-    def _logged_in(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
+    def _logged_in(self, environ: dict[str, Any], start: StartResponse, account: Account) -> list[bytes]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf)
+            self.sessions[token] = (self.clock() + SESSION_SECONDS, csrf, account.name)
         self.on_first_login()
         return self._redirect(start, "/", [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
                                            self._cookie(environ, PRELOGIN_COOKIE, "", 0)])
@@ -273,19 +326,27 @@ class Dashboard:
         if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
             return page("403 Forbidden", token=form.get("token", ""), error="The form expired. Please try again.")
         try:
-            self.links.redeem(form.get("token", ""))
+            name = self.links.redeem(form.get("token", ""))
         except LinkInvalid as exc:
             return page("403 Forbidden", error=str(exc))
-        if self.locked() and not self.verify_passphrase(form.get("passphrase", "")):
-            return page("401 Unauthorized", error="Wrong passphrase; this link is used up. Make a new one on the "
-                                                  "server with `cryospy dashboard login-link`.")
-        return self._logged_in(environ, start)
+        try:
+            # A locked runtime needs the account's passphrase to unlock the footage; else the account must
+            # still exist and not have expired, exactly as for a session.
+            account = self.accounts.login(name, form.get("passphrase", "")) if self.locked() \
+                else self.accounts.account(name)
+        except KeyStoreError:
+            account = None
+        if account is None or account.expired(datetime.fromtimestamp(self.clock(), UTC)):
+            return page("401 Unauthorized", error="Wrong passphrase, or the link's account no longer works; this "
+                                                  "link is used up. Make a new one on the server with `cryospy "
+                                                  "dashboard login-link`.")
+        return self._logged_in(environ, start, account)
 
-    def _action(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str],
+    def _action(self, environ: dict[str, Any], start: StartResponse, session: Session,
                 name: str) -> list[bytes]:
-        """A state-changing form post: refused without the session's CSRF token; then back to the page."""
+        """A state-changing form post (admins only): refused without the session's CSRF token; then back."""
         form = _form(environ)
-        if not csrf_matches(form.get("csrf", ""), session[1]):
+        if not csrf_matches(form.get("csrf", ""), session.csrf):
             return self._html(start, "403 Forbidden", "<!doctype html><p>This form expired or did not come from "
                               "this dashboard. <a href='/'>Back</a></p>")
         action = self.actions.get(name)
@@ -295,19 +356,19 @@ class Dashboard:
             action(form)
         except CryoSpyError as exc:
             return self._html(start, "400 Bad Request", self.env.get_template("message.html").render(
-                csrf=mask_csrf(session[1]), title="That did not work", message=str(exc)))
+                csrf=mask_csrf(session.csrf), title="That did not work", message=str(exc)))
         target = form.get("next", "/")
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
         return self._redirect(start, target)
 
-    def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str]) -> list[bytes]:
+    def _logout(self, environ: dict[str, Any], start: StartResponse, session: Session) -> list[bytes]:
         form = _form(environ)
-        if not csrf_matches(form.get("csrf", ""), session[1]):
+        if not csrf_matches(form.get("csrf", ""), session.csrf):
             start("403 Forbidden", [("Content-Length", "0")])
             return [b""]
         with self._lock:
-            self.sessions.pop(session[0], None)
+            self.sessions.pop(session.token, None)
         return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
 
 

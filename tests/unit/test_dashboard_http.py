@@ -8,9 +8,12 @@ import io
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 
+from cryospy.common.keys import KeyStore
+from cryospy.functions.keyvault import KeyVault
 from cryospy.web.server import Dashboard, csrf_matches, mask_csrf
 from cryospy.web.site_store import SiteStore
 
@@ -37,17 +40,18 @@ def call(app: Dashboard, path: str, method: str = "GET", body: str = "", **heade
 @pytest.fixture
 def dash(tmp_path: Path) -> Dashboard:
     key = os.urandom(32)
-    site = SiteStore(tmp_path, lambda: key)
+    site = SiteStore(tmp_path / "site", lambda: key)
     site.put("index", "<!doctype html><p>cameras</p>" + "<li>clip row</li>" * 500 +
              "<form><input name=csrf value=__CSRF_TOKEN__></form>")
-    return Dashboard(site, lambda p: p == PASS)
+    KeyStore.create(tmp_path / "keys.json", PASS, scrypt_n=2**10, insecure_for_tests=True)
+    return Dashboard(site, KeyVault(tmp_path / "keys.json"))
 
 
-def logged_in(dash: Dashboard) -> str:
+def logged_in(dash: Dashboard, name: str = "", passphrase: str = PASS) -> str:
     status, headers, _ = call(dash, "/login")
     pre = headers["set-cookie"][0].split(";")[0]
     token = pre.split("=", 1)[1]
-    status, headers, _ = call(dash, "/login", "POST", f"csrf={token}&passphrase={PASS.replace(' ', '+')}",
+    status, headers, _ = call(dash, "/login", "POST", f"csrf={token}&name={name}&passphrase={quote_plus(passphrase)}",
                               cookie=pre, content_type="application/x-www-form-urlencoded")
     assert status.startswith("302"), status
     return next(c for c in headers["set-cookie"] if c.startswith("cryospy_session=")).split(";")[0]
