@@ -15,13 +15,12 @@ pages, the media endpoint's own "no such" answers for media (:mod:`.media_routes
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from cryospy.common.accounts import Account
 
 NO_SUCH_PAGE = "<!doctype html><p>No such page. <a href='/'>Home</a></p>"
 ADMIN_ONLY_PREFIXES = ("/admin", "/actions/")
-_CAMERA_PART = re.compile(r"<!--cam:([0-9a-f]*)-->.*?<!--/cam:\1-->", re.S)
-_ADMIN_PART = re.compile(r"<!--admin-->.*?<!--/admin-->", re.S)
 _CAMERA_PAGE = re.compile(r"^(?:devices/([0-9a-f]+)/[^/]+|live/([0-9a-f]+))$")
 
 
@@ -54,8 +53,28 @@ def may_open_page(account: Account, page: str) -> bool:
 
 
 def filtered(html: str, account: Account) -> str:
-    """``html`` as ``account`` may see it: other cameras' parts and admin-only parts cut out for a viewer."""
+    """``html`` as ``account`` may see it: other cameras' parts and admin-only parts cut out for a viewer.
+    A part whose end marker is missing takes the rest of the page with it (fails closed)."""
     if account.is_admin:
         return html
-    html = _ADMIN_PART.sub("", html)
-    return _CAMERA_PART.sub(lambda m: m[0] if account.can_see(camera_from_hex(m[1]) or "\0") else "", html)
+    html = _cut(html, "admin", lambda _: False)
+    return _cut(html, "cam:", lambda label: account.can_see(camera_from_hex(label) or "\0"))
+
+
+def _cut(html: str, prefix: str, keep: Callable[[str], bool]) -> str:
+    """Drop each ``<!--{prefix}{label}-->…<!--/{prefix}{label}-->`` unless ``keep(label)``. One pass with
+    str.find: a regular expression with a back-reference took ~8 ms on a 180 KiB overview."""
+    out, pos, opener = [], 0, "<!--" + prefix
+    while (begin := html.find(opener, pos)) >= 0:
+        out.append(html[pos:begin])
+        label_end = html.find("-->", begin + len(opener))
+        label = html[begin + len(opener):label_end]
+        closing = f"<!--/{prefix}{label}-->"
+        stop = html.find(closing, label_end) if label_end >= 0 else -1
+        if stop < 0:
+            return "".join(out)
+        if keep(label):
+            out.append(html[begin:stop + len(closing)])
+        pos = stop + len(closing)
+    out.append(html[pos:])
+    return "".join(out)
