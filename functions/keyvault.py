@@ -6,25 +6,45 @@ a sealed object raise KeysLocked, and the dispatcher keeps their jobs pending un
 A deployment made with ``cryospy setup --browser`` has no key store yet: the vault then *needs setup*. It is
 locked in the same way, and :meth:`KeyVault.initialise` (first-run setup in the dashboard) creates the store
 under the admin's new passphrase and unlocks it. It refuses once a store exists, so setup happens once.
+
+The vault also answers who may do what: :meth:`KeyVault.login` opens one account's key slot, and while unlocked
+the vault keeps the store's master key and the verified account records, re-reading them (without scrypt)
+whenever the key-store file changes, so that an account removed or changed on the command line is seen at the
+next request. Account changes from the dashboard go through the master key it keeps.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from cryospy.common.keys import DeploymentPublicKey, KeyStore, KeyStoreError, KeyStoreExists, UnlockedKeys
+from cryospy.common.accounts import ADMIN, MIN_PASSPHRASE_CHARS, Account
+from cryospy.common.keys import (
+    DeploymentPublicKey,
+    KeyStore,
+    KeyStoreError,
+    KeyStoreExists,
+    MasterKey,
+    OpenedStore,
+    UnlockedKeys,
+)
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import BadRequest, KeysLocked
 
 log = logging.getLogger("cryospy.keyvault")
-MIN_PASSPHRASE_CHARS = 10
-"""The admin passphrase wraps every private key; the CLI prompt and first-run setup both enforce this minimum."""
+__all__ = ["MIN_PASSPHRASE_CHARS", "AccountExpired", "KeyVault", "SetupPending", "check_new_passphrase"]
 
 
 class SetupPending(KeyStoreError):
     """The deployment has no key store yet, so there is no passphrase to check; finish first-run setup first."""
+
+
+class AccountExpired(KeyStoreError):
+    """The passphrase was right but the account's access has ended; an admin can give it a new expiry."""
 
 
 def check_new_passphrase(passphrase: str, repeat: str) -> None:
@@ -37,11 +57,15 @@ def check_new_passphrase(passphrase: str, repeat: str) -> None:
 
 
 class KeyVault:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.path = path
+        self.clock = clock   # when accounts expire is judged by this
         # Only a missing file means "not set up"; an unreadable one raises here, so setup never replaces it.
         self._store: KeyStore | None = KeyStore.load(path) if path.exists() else None
         self._unlocked: UnlockedKeys | None = None
+        self._master: MasterKey | None = None
+        self._accounts: dict[str, Account] = {}
+        self._stamp: tuple[int, int, int] | None = None   # the key-store file the accounts were read from
         self._lock = threading.Lock()
         self._setup_lock = threading.Lock()
         self._unlock_listeners: list[Callable[[], None]] = []
@@ -55,12 +79,82 @@ class KeyVault:
         """True until a key store exists (a deployment created for first-run setup in the browser)."""
         return self._store is None
 
-    def unlock(self, passphrase: str) -> None:
+    def unlock(self, passphrase: str, account: str = ADMIN) -> None:
         """Raises the key store's WrongPassphrase on a bad passphrase, SetupPending if there is no store yet."""
-        keys = self._require_store().unlock(passphrase)
+        self.login(account, passphrase)
+
+    def login(self, name: str, passphrase: str) -> Account:
+        """Open ``name``'s key slot with ``passphrase``; the vault is unlocked afterwards (any account's slot
+        unlocks the deployment's keys). A v1 key store is upgraded to slots on the admin's first login.
+        Raises WrongPassphrase (also for an unknown name), AccountExpired, SetupPending."""
+        store = self._require_store()
+        stamp = self._file_stamp()
+        if store.legacy and name == ADMIN:
+            store.upgrade(passphrase)
+            stamp = self._file_stamp()
+        opened = store.open(passphrase, name)
+        if opened.account.expired(self.clock()):
+            raise AccountExpired(f"the account {name!r} expired at {utc_stamp(opened.account.expires)}"  # type: ignore[arg-type]
+                                 "; ask an admin to extend it")
+        self._opened(opened, stamp)
+        return opened.account
+
+    def _opened(self, opened: OpenedStore, stamp: tuple[int, int, int] | None) -> None:
         with self._lock:
-            self._unlocked = keys
+            self._unlocked, self._master, self._accounts = opened.keys, opened.master, opened.accounts
+            self._stamp = stamp
         self._unlocked_now()
+
+    # -- accounts ----------------------------------------------------------------------------------------
+    def account(self, name: str) -> Account | None:
+        """The account as the key store now records it, or None (removed, or the vault is locked)."""
+        self._refresh()
+        return self._accounts.get(name)
+
+    def accounts(self) -> list[Account]:
+        self._refresh()
+        return sorted(self._accounts.values(), key=lambda a: a.name)
+
+    def add_account(self, account: Account, passphrase: str) -> None:
+        self._change(lambda store, master: store.add_account(master, account, passphrase))
+
+    def update_account(self, account: Account) -> None:
+        self._change(lambda store, master: store.update_account(master, account))
+
+    def set_passphrase(self, name: str, passphrase: str) -> None:
+        self._change(lambda store, master: store.set_passphrase(master, name, passphrase))
+
+    def remove_account(self, name: str) -> None:
+        self._change(lambda store, master: store.remove_account(master, name))
+
+    def _change(self, change: Callable[[KeyStore, MasterKey], None]) -> None:
+        master = self._master
+        if master is None:
+            raise KeysLocked("accounts can be changed only while the deployment's keys are unlocked; log in again")
+        change(self._require_store(), master)
+        self._refresh()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _refresh(self) -> None:
+        """Re-read the accounts if the key-store file changed (atomic writes give it a new inode); a file that no
+        longer opens with the master key leaves no account logged in."""
+        master, stamp = self._master, self._file_stamp()
+        if master is None or stamp == self._stamp:
+            return
+        try:
+            accounts = KeyStore.load(self.path).open_with_master(master).accounts
+        except KeyStoreError as exc:
+            log.error("the key store changed and no longer opens with the unlocked key (%s); every session ends",
+                      exc)
+            accounts = {}
+        with self._lock:
+            self._accounts, self._stamp = accounts, stamp
 
     def add_unlock_listener(self, listener: Callable[[], None]) -> None:
         """Called after every successful unlock (each log-in unlocks again): what needs the private keys to
@@ -92,10 +186,10 @@ class KeyVault:
             except KeyStoreExists:
                 self.reload()   # another process made it: this one now asks for the login as well
                 raise
-            keys = store.unlock(passphrase)
+            opened = store.open(passphrase)
             with self._lock:
-                self._store, self._unlocked = store, keys
-        self._unlocked_now()
+                self._store = store
+        self._opened(opened, self._file_stamp())
 
     def keys(self) -> UnlockedKeys:
         keys = self._unlocked
@@ -117,7 +211,7 @@ class KeyVault:
         """Re-read the key store file (after `cryospy keys rotate`); the unlocked state must be renewed."""
         with self._lock:
             self._store = KeyStore.load(self.path) if self.path.exists() else None
-            self._unlocked = None
+            self._unlocked, self._master, self._accounts = None, None, {}
 
     def _require_store(self) -> KeyStore:
         store = self._store

@@ -28,7 +28,7 @@ from typing import Any
 from waitress import wasyncore
 from waitress.server import create_server
 
-from cryospy.common.keys import KeyStore, KeyStoreError
+from cryospy.common.keys import KeyStore
 from cryospy.functions import services as services_mod
 from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, SmtpSettings
@@ -212,7 +212,7 @@ class Runtime:
         self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), self.services.vault.index_key)
         self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
         self.services.index.add_listener(self.builder.on_index_change)
-        self.dashboard = Dashboard(self.site, self._verify_passphrase, self._after_login,
+        self.dashboard = Dashboard(self.site, self.services.vault, self._after_login,
                                    media=MediaRoutes(self.services), actions=self._dashboard_actions(),
                                    links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: self.services.vault.locked,
                                    audit=self.services.audit, second_factor=self.second_factor)
@@ -251,13 +251,6 @@ class Runtime:
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         self.dashboard.public_mounts["/setup"] = self.first_run
-
-    def _verify_passphrase(self, passphrase: str) -> bool:
-        try:
-            self.services.vault.unlock(passphrase)
-        except KeyStoreError:
-            return False
-        return True
 
     def _after_login(self) -> None:
         # Only the first unlock needs a full render (the encrypted index just became readable); later logins

@@ -235,12 +235,12 @@ class RunningAgent:
         assert not self.thread.is_alive()
 
 
-def dashboard_login(base: str) -> requests.Session:
+def dashboard_login(base: str, name: str = "", passphrase: str = PASSPHRASE) -> requests.Session:
     http = requests.Session()
     page = http.get(base + "/login", timeout=10)
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)   # type: ignore[union-attr]
-    answer = http.post(base + "/login", data={"csrf": csrf, "passphrase": PASSPHRASE}, allow_redirects=False,
-                       timeout=10)
+    answer = http.post(base + "/login", data={"csrf": csrf, "name": name, "passphrase": passphrase},
+                       allow_redirects=False, timeout=10)
     assert answer.status_code == 302, answer.status_code
     return http
 

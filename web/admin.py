@@ -13,7 +13,8 @@ Routes (relative to ``/admin``)::
     POST /devices                  create a device -> its secret and agent config, once
     GET  /devices/<hex id>         one device: heartbeat, settings form, actions
     POST /devices/<hex id>/settings|enabled|rotate|delete
-    GET  /passphrase   POST /passphrase
+    GET  /accounts     POST /accounts[/<name>/access|passphrase|remove] (admin_accounts.py)
+    GET  /passphrase   POST /passphrase (the logged-in account's own passphrase: its key slot only)
     GET  /status       POST /status/retry   POST /status/test (a test event to one channel)
     GET  /channels     POST /channels/<name> (switch a channel on/off and set it: admin_channels.py)
     GET  /audit        the audit log, filtered and paged (admin_audit.py)
@@ -46,6 +47,7 @@ from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphras
 from cryospy.functions.services import Services
 
 from . import admin_audit, admin_channels, admin_status
+from .admin_accounts import AccountsPage
 from .admin_forms import agent_config, form_to_settings, setting_name, settings_fields
 from .login_limiter import LoginThrottled
 from .server import Dashboard, Session, StartResponse
@@ -107,6 +109,7 @@ class AdminSection:
         self.started = time.monotonic()
         self.one_time = OneTimeForms()
         self.channels = channels
+        self.accounts = AccountsPage(dashboard, services)
 
     # -- routing -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> list[bytes]:
@@ -120,6 +123,8 @@ class AdminSection:
                 return self.devices_page(start, session)
             if parts == ["passphrase"]:
                 return self.passphrase_page(start, session, changed=query.get("changed") == "1")
+            if parts and parts[0] == "accounts":
+                return self.accounts(start, session, method, parts[1:], None, query) or self._not_found(start, session)
             if parts == ["status"]:
                 return self.status_page(start, session, query)
             if parts == ["audit"]:   # issue 17
@@ -140,6 +145,8 @@ class AdminSection:
             return self.create(start, session, form)
         if parts == ["passphrase"]:
             return self.change_passphrase(environ, start, session, form)
+        if parts and parts[0] == "accounts":
+            return self.accounts(start, session, method, parts[1:], form, query) or self._not_found(start, session)
         if parts == ["status", "retry"]:
             return self.retry(start, session, form)
         if parts == ["status", "test"]:
@@ -294,9 +301,9 @@ class AdminSection:
             return self.passphrase_page(start, session, 429, {
                 "current": f"Too many wrong passphrases. Try again in {int(exc.wait) + 1} s."})
         try:
-            KeyStore.load(self.services.vault.path).change_passphrase(current, new)
+            KeyStore.load(self.services.vault.path).change_passphrase(current, new, account=session.account.name)
         except WrongPassphrase:
-            self.dashboard.failures.failed(session.account, "passphrase-form", environ.get("REMOTE_ADDR", ""),
+            self.dashboard.failures.failed(session.account.name, "passphrase-form", environ.get("REMOTE_ADDR", ""),
                                            "wrong current passphrase")   # audit
             return self.passphrase_page(start, session, 400, {"current": "That is not the current passphrase. "
                                                                          "Nothing was changed."})

@@ -15,7 +15,8 @@ from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.audit.log import AuditFilter, AuditLog, NoAudit
 
 PER_PAGE = 50
-KINDS = ("login", "logout", "device", "clip", "channel", "passphrase", "deadletter", "export", "second-factor")
+KINDS = ("login", "logout", "device", "clip", "channel", "passphrase", "account", "deadletter", "export",
+         "second-factor")
 
 
 def _moment(text: str, field: str, errors: list[str]) -> str:

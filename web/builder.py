@@ -22,6 +22,7 @@ from cryospy.functions.errors import KeysLocked
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.records import ClipRecord
 
+from .access import camera_hex
 from .site_store import SiteStore
 
 log = logging.getLogger("cryospy.web.builder")
@@ -102,6 +103,7 @@ class SiteBuilder:
                                autoescape=select_autoescape(["html"]))
         self.env.globals["day_page"] = day_page
         self.env.globals["live_page"] = live_page
+        self.env.globals["camera_hex"] = camera_hex
         self._lock = threading.Lock()
         self._summaries: dict[str, tuple[str, DaySummary]] = {}   # device -> (newest day, its summary)
         self._dirty: set[tuple[str, str]] = set()

@@ -7,7 +7,8 @@
     GET  /export/<id>/download      the zip, streamed (export_zip)
 
 Handlers parse, call one domain function and answer; the work is in export_bundle, export_jobs and export_zip.
-Jobs belong to the session that started them; any other session gets 404.
+Jobs belong to the session that started them; any other session gets 404. An account exports only the cameras
+it may see: the form lists only those, and another camera is refused as one that does not exist.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
+from cryospy.common.accounts import Account
 from cryospy.common.keys import KeyStore, verify_key_from_text, verify_key_to_text
 from cryospy.functions.audit.log import export_files
 from cryospy.functions.errors import ApiError, BadRequest, Conflict, KeysLocked, NotFound
@@ -53,7 +55,7 @@ class ExportSection:
         if match is None or method != "GET":
             return _text(start, "404 Not Found", "No such page.")
         try:
-            job = self.jobs.get(match["id"], session.token)
+            job = self.jobs.get(match["id"], session.token, session.account.can_see)
         except NotFound as exc:
             return _text(start, "404 Not Found", exc.message)
         if match["what"] == "/progress.json":
@@ -63,13 +65,14 @@ class ExportSection:
         return self.dashboard.render(start, "200 OK", "export_job.html", session, job=job,
                                      progress=job.progress(), request=job.selection.request, utc=utc_text)
 
-    def devices(self) -> list[str]:
-        """Cameras that can be exported: registered ones, and retired ones whose clips are still indexed."""
-        return sorted({d.device_id for d in self.services.devices.list()} | set(self.services.index.devices()))
+    def devices(self, account: Account) -> list[str]:
+        """Cameras the account can export: registered ones, and retired ones whose clips are still indexed."""
+        every = {d.device_id for d in self.services.devices.list()} | set(self.services.index.devices())
+        return sorted(d for d in every if account.can_see(d))
 
     def _form(self, start: StartResponse, session: Session, status: str, values: dict[str, str],
               errors: dict[str, str]) -> list[bytes]:
-        return self.dashboard.render(start, status, "export.html", session, devices=self.devices(),
+        return self.dashboard.render(start, status, "export.html", session, devices=self.devices(session.account),
                                      values=values, errors=errors)
 
     def _start(self, environ: dict[str, Any], start: StartResponse, session: Session) -> list[bytes]:
@@ -77,9 +80,9 @@ class ExportSection:
         if form is None:
             return self.dashboard.forbidden(start, session)
         try:
-            selection = select_clips(self.services.index, parse_request(form, self.devices()))
+            selection = select_clips(self.services.index, parse_request(form, self.devices(session.account)))
             job = self.jobs.start(session.token, selection, self._signer(selection),
-                                  {"user": "admin", "address": environ.get("REMOTE_ADDR", "")})
+                                  {"user": session.account.name, "address": environ.get("REMOTE_ADDR", "")})
         except BadRequest as exc:
             return self._form(start, session, "400 Bad Request", form, {exc.field or "form": exc.message})
         except Conflict as exc:

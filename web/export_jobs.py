@@ -96,11 +96,13 @@ class ExportJobs:
         threading.Thread(target=self._run, args=(job,), name=f"cryospy-export-{job.id[:6]}", daemon=True).start()
         return job
 
-    def get(self, job_id: str, session_token: str) -> ExportJob:
+    def get(self, job_id: str, session_token: str, camera_visible: Callable[[str], bool] = lambda _: True) -> ExportJob:
+        """The session's job; NotFound also when its camera is no longer visible to the session's account."""
         with self._lock:
             self._forget_old()
             job = self._jobs.get(job_id)
-        if job is None or not hmac.compare_digest(job.owner, owner_of(session_token)):
+        if job is None or not hmac.compare_digest(job.owner, owner_of(session_token)) \
+                or not camera_visible(job.selection.request.device_id):
             raise NotFound("No such export: it belongs to another session, or it finished over an hour ago and "
                            "was cleared. Start a new one.")
         return job

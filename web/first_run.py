@@ -22,6 +22,7 @@ from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.accounts import ADMIN, Account
 from cryospy.common.keys import KeyStoreExists
 from cryospy.functions.errors import BadRequest
 from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, KeyVault, check_new_passphrase
@@ -114,7 +115,7 @@ class FirstRun:
 
     def _submit(self, environ: dict[str, Any], start: StartResponse, pre: str) -> Any:
         # The pre-session token stands in for a session's CSRF token (there is no session before setup).
-        form = self.dashboard.form(environ, Session(token="", csrf=pre))
+        form = self.dashboard.form(environ, Session(token="", csrf=pre, account=Account(ADMIN, "admin")))
         if form is None:
             return self._form(environ, start, "403 Forbidden", pre, error="The form expired. Please try again.")
         try:

@@ -2,7 +2,8 @@
 
 ``cryospy dashboard login-link`` runs on the server, as the user that owns the data directory, and writes a
 claim for a fresh 256-bit token into ``<data-dir>/runtime/login-links/`` (mode 0600, inside the 0700 runtime
-directory): the file is named by the token's SHA-256 and holds its expiry. The runtime redeems a token by
+directory): the file is named by the token's SHA-256 and holds its expiry and the account it logs in (``admin``
+unless ``--account`` names another; that account's camera access applies as for a login). The runtime redeems a token by
 deleting that file — exactly one request can succeed — and never stores the token itself. Issuing a link
 needs the same access as reading the deployment's admin API token, so a link grants nothing new; a guess
 at a token cannot succeed, which is why redeeming one is not rate-limited and why an attacker's failed
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cryospy.common.accounts import ADMIN, check_name
 from cryospy.common.errors import CryoSpyError
 
 LINKS_DIR = ("runtime", "login-links")
@@ -44,42 +46,46 @@ class LoginLinks:
         self.directory = Path(directory)
         self._clock = clock
 
-    def issue(self, minutes: int = DEFAULT_MINUTES) -> str:
-        """Make a token valid for ``minutes`` (1..60) and return it; only its hash is written."""
+    def issue(self, minutes: int = DEFAULT_MINUTES, account: str = ADMIN) -> str:
+        """Make a token valid for ``minutes`` (1..60) that logs ``account`` in; only its hash is written."""
         if not 1 <= minutes <= MAX_MINUTES:
             raise CryoSpyError(f"a login link lives 1 to {MAX_MINUTES} minutes, not {minutes}")
+        check_name(account)
         token = secrets.token_urlsafe(32)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prune()
         fd = os.open(self._path(token), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"expires": self._clock() + minutes * 60}, fh)
+            json.dump({"expires": self._clock() + minutes * 60, "account": account}, fh)
         return token
 
     def check(self, token: str) -> None:
         """Raise :class:`LinkInvalid` unless ``token`` is live (does not use it up)."""
-        self._expiry(token)
+        self._claim(token)
 
-    def redeem(self, token: str) -> None:
-        """Use the token up; raises :class:`LinkInvalid` if it is unknown, used (also concurrently) or expired."""
-        expires = self._expiry(token)
+    def redeem(self, token: str) -> str:
+        """Use the token up and return the account it logs in; raises :class:`LinkInvalid` if it is unknown,
+        used (also concurrently) or expired."""
+        expires, account = self._claim(token)
         try:
             self._path(token).unlink()   # atomic: of two concurrent redeemers exactly one gets here
         except FileNotFoundError:
             raise LinkInvalid() from None
         if expires < self._clock():
             raise LinkInvalid()
+        return account
 
-    def _expiry(self, token: str) -> float:
+    def _claim(self, token: str) -> tuple[float, str]:
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
             raise LinkInvalid()
         try:
-            expires = float(json.loads(self._path(token).read_text())["expires"])
-        except (OSError, ValueError, KeyError, TypeError):
+            doc = json.loads(self._path(token).read_text())
+            expires, account = float(doc["expires"]), str(doc.get("account", ADMIN))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise LinkInvalid() from None
         if expires < self._clock():
             raise LinkInvalid()
-        return expires
+        return expires, account
 
     def _path(self, token: str) -> Path:
         return self.directory / hashlib.sha256(token.encode()).hexdigest()

@@ -10,6 +10,9 @@
     /media/live-parts.m3u8?device=D      the newest live parts as a live playlist (seconds behind)
     /media/live-part.mp4?device=D&key=K&p=init|frag   one live part's init segment or fragment
 
+Every answer is for the logged-in account's cameras only: a camera (or a clip of a camera) a viewer was not
+given answers exactly as one that does not exist ("no such camera", "no such clip", 404).
+
 The paths end in ``.mp4``/``.m3u8``/``.jpg`` because players check the extension of segment URLs. Only
 chunks a range needs are fetched from MinIO and decrypted; nothing is written to disk.
 """
@@ -22,6 +25,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+from cryospy.common.accounts import Account
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
@@ -38,6 +42,7 @@ from .media import serve_sealed_range
 
 StartResponse = Callable[..., Any]
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+_CLIP_ROUTES = ("/media/clip.mp4", "/media/clip.m3u8", "/media/thumb.jpg")   # the rest name a camera
 LIVE_CLIPS = 4               # clips passed to the live playlist (more than the window needs is fine)
 LIVE_WINDOW_SEGMENTS = 30    # about half a minute of 1-second fragments
 
@@ -66,14 +71,16 @@ class MediaRoutes:
         self.services = services
         self.live_parts = LiveMedia(services)
 
-    def __call__(self, environ: dict[str, Any], start: StartResponse) -> list[bytes] | Any:
+    def __call__(self, environ: dict[str, Any], start: StartResponse, account: Account) -> list[bytes] | Any:
         path = environ.get("PATH_INFO", "")
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
+            if path not in _CLIP_ROUTES and not account.can_see(query.get("device", "")):
+                raise LookupError("no such camera")   # checked first: no other answer tells a camera exists
             if path == "/media/clip.mp4":
-                return self._clip(environ, start, self._record(query), query.get("download") == "1")
+                return self._clip(environ, start, self._record(query, account), query.get("download") == "1")
             if path == "/media/clip.m3u8":
-                return self._text(start, clip_playlist(clip_media(self._record(query))), PLAYLIST_TYPE)
+                return self._text(start, clip_playlist(clip_media(self._record(query, account))), PLAYLIST_TYPE)
             if path == "/media/day.m3u8":
                 device, day = query.get("device", ""), validate.day(query.get("day", ""))
                 clips = [clip_media(c) for c in self.services.index.clips_for_day(device, day, with_fragments=True)
@@ -82,7 +89,7 @@ class MediaRoutes:
                     return self._error(start, "404 Not Found", "no clips that day")
                 return self._text(start, day_playlist(clips), PLAYLIST_TYPE)
             if path == "/media/thumb.jpg":
-                return self._thumb(start, self._record(query))
+                return self._thumb(start, self._record(query, account))
             if path == "/media/live.m3u8":
                 return self._live(start, query.get("device", ""))
             if path == "/media/latest.json":
@@ -101,12 +108,14 @@ class MediaRoutes:
             return self._error(start, "422 Unprocessable Entity", f"cannot play this clip: {exc}")
         return self._error(start, "404 Not Found", "no such media")
 
-    def _record(self, query: dict[str, str]) -> ClipRecord:
+    def _record(self, query: dict[str, str], account: Account) -> ClipRecord:
         key = query.get("key", "")
         try:
             place = locate(self.services.devices, key)
         except (ObjectKeyError, NotFound):
             raise LookupError("no such clip") from None
+        if not account.can_see(place.device_id):
+            raise LookupError("no such clip")
         record = self.services.index.get_clip(place.device_id, place.day, key)
         if record is None:
             raise LookupError("no such clip")

@@ -23,7 +23,7 @@ from cryospy.functions.errors import KeysLocked
 
 from .login_limiter import LoginThrottled
 from .second_factor import SecondFactor, SecondFactorError, WrongCode, qr_svg
-from .server import ADMIN, ENROL_PATH, Dashboard, Session
+from .server import ENROL_PATH, Dashboard, Session
 
 StartResponse = Callable[..., Any]
 MAX_PENDING = 100
@@ -52,12 +52,12 @@ class SecondFactorPages:
             return self._message(start, session, "503 Service Unavailable", str(exc))
 
     def page(self, start: StartResponse, session: Session, status: str = "200 OK", **extra: Any) -> list[bytes]:
-        enrolled = self.store.enrolled(session.account)
+        enrolled = self.store.enrolled(session.account.name)
         return self.dashboard.render(
-            start, status, "second_factor.html", session, section="second-factor", account=session.account,
-            enrolled=enrolled, left=self.store.recovery_left(session.account) if enrolled else 0,
+            start, status, "second_factor.html", session, section="second-factor", account=session.account.name,
+            enrolled=enrolled, left=self.store.recovery_left(session.account.name) if enrolled else 0,
             required=self.store.required(), must_enrol=session.token in self.dashboard.must_enrol,
-            is_admin=session.account == ADMIN, **extra)
+            is_admin=session.account.is_admin, **extra)
 
     def start(self, environ: dict[str, Any], start: StartResponse, session: Session,
               form: dict[str, str]) -> list[bytes]:
@@ -70,7 +70,7 @@ class SecondFactorPages:
 
     def _enrol_page(self, start: StartResponse, session: Session, secret: str, status: str = "200 OK",
                     error: str = "") -> list[bytes]:
-        uri = self.store.uri(secret, session.account)
+        uri = self.store.uri(secret, session.account.name)
         return self.page(start, session, status, enrolling=True, qr=qr_svg(uri), secret=secret, error=error)
 
     def confirm(self, environ: dict[str, Any], start: StartResponse, session: Session,
@@ -80,7 +80,7 @@ class SecondFactorPages:
         if secret is None:
             return self.page(start, session, "409 Conflict", error="Start the set-up again: this form was used.")
         try:
-            codes = self.store.confirm(session.account, secret, form.get("code", "")[:16])
+            codes = self.store.confirm(session.account.name, secret, form.get("code", "")[:16])
         except WrongCode as exc:
             return self._enrol_page(start, session, secret, "400 Bad Request",
                                     f"That code did not work ({exc}); type the code the app shows now.")
@@ -99,9 +99,9 @@ class SecondFactorPages:
         except LoginThrottled as exc:
             return self.page(start, session, "429 Too Many Requests", error=exc.message)
         try:
-            self.store.disable(session.account, form.get("code", "")[:64])
+            self.store.disable(session.account.name, form.get("code", "")[:64])
         except WrongCode as exc:
-            self.dashboard.failures.failed(session.account, "dashboard", address, f"second factor: {exc}")
+            self.dashboard.failures.failed(session.account.name, "dashboard", address, f"second factor: {exc}")
             return self.page(start, session, "400 Bad Request", error=f"That code did not work ({exc}).")
         limiter.succeeded(claim)
         self.dashboard.audit.record("second-factor.disable")
@@ -109,10 +109,10 @@ class SecondFactorPages:
 
     def require(self, environ: dict[str, Any], start: StartResponse, session: Session,
                 form: dict[str, str]) -> list[bytes]:
-        if session.account != ADMIN:
+        if not session.account.is_admin:
             return self._message(start, session, "403 Forbidden", "Only the admin can change this setting.")
         on = form.get("required") == "1"
-        if on and not self.store.enrolled(session.account):
+        if on and not self.store.enrolled(session.account.name):
             return self.page(start, session, "400 Bad Request",
                              error="Set up your own second factor first, then require it for everyone.")
         self.store.set_required(on)

@@ -1,19 +1,21 @@
 """The dashboard's HTTP side: login, server-side sessions, and serving the rendered pages.
 
-Every page needs a session. Logging in with the admin passphrase also unlocks the deployment's private key
-(that is the same passphrase), so a runtime started without one begins processing as soon as the admin logs
-in. Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
+Every page needs a session. A login names an account (blank means ``admin``) and gives its passphrase, which
+opens that account's key slot and so also unlocks the deployment's private key: a runtime started without one
+begins processing as soon as anyone logs in. Each request looks the session's account up again, so a removed
+or expired account's sessions end at once; a viewer gets only its cameras (:mod:`.access`) and no /admin URL.
+Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
 SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF token bound to the session
 (or, for the login form, to a pre-session cookie). Failed logins are limited per client and globally
-(:mod:`.login_limiter`); a one-time link made on the server (:mod:`.login_links`) always gets the admin in.
+(:mod:`.login_limiter`); a one-time link made on the server (:mod:`.login_links`) always gets its account in.
 
-Issue 17 (marked where it touches the flow): every login, failed login and logout goes to the audit log
-(failures aggregated per source and interval, ``functions/audit/failures.py``), and requests of a session run
-as its account (``functions/audit/actor.py``) so that the actions they cause are recorded once, as that
-account. An account with a second factor (:mod:`.second_factor`) is asked for its code at ``/login/code``
-after the passphrase; when the admin requires one for everyone, an account without it is sent to enrolment
-(``/account/second-factor``) and nowhere else until it has one. A login link skips the code: it proves access
-to the server itself, and is the way back in for an admin who lost both the phone and the recovery codes.
+Every login, failed login and logout goes to the audit log (failures aggregated per source and interval,
+``functions/audit/failures.py``), and requests of a session run as its account (``functions/audit/actor.py``)
+so that the actions they cause are recorded once, as that account. An account with a second factor
+(:mod:`.second_factor`) is asked for its code at ``/login/code`` after the passphrase; when the admin requires
+one for everyone, an account without it is sent to enrolment (``/account/second-factor``) and nowhere else until
+it has one. A login link skips the code: it proves access to the server itself, and is the way back in for an
+account that lost both the phone and the recovery codes.
 """
 
 from __future__ import annotations
@@ -26,18 +28,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.cookies import SimpleCookie
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common.accounts import ADMIN, Account
 from cryospy.common.errors import CryoSpyError
+from cryospy.common.keys import KeyStoreError, WrongPassphrase
 from cryospy.functions.audit.actor import Actor, acting_as
 from cryospy.functions.audit.failures import FailedLogins
 from cryospy.functions.audit.log import AuditLog, NoAudit
 
+from . import access
 from .compression import gzip_response
 from .login_limiter import LoginLimiter, LoginThrottled
 from .login_links import LinkInvalid, LoginLinks
@@ -47,52 +53,67 @@ from .site_store import SiteStore
 StartResponse = Callable[..., Any]
 SESSION_COOKIE = "cryospy_session"
 PRELOGIN_COOKIE = "cryospy_prelogin"
-CODE_COOKIE = "cryospy_code"         # issue 17: the passphrase was right, the second factor is asked next
-CODE_SECONDS = 300
-ADMIN = "admin"                      # the one account today; everything below is keyed by account name
-ENROL_PATH = "/account/second-factor"
 SESSION_SECONDS = 12 * 3600
+CODE_COOKIE = "cryospy_code"         # the passphrase was right, the second factor is asked next
+CODE_SECONDS = 300
+ENROL_PATH = "/account/second-factor"
 MAX_FORM_BODY = 16 * 1024   # the largest form post (the runtime refuses bigger bodies before reading them)
 _STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 
 
 @dataclass(frozen=True)
 class Session:
-    """A logged-in admin's session, as handed to mounted sections (``token`` never leaves the server)."""
+    """A logged-in account's session, as handed to mounted sections (``token`` never leaves the server).
+    ``account`` is the record as the key store holds it at this request."""
 
     token: str
     csrf: str
-    account: str = ADMIN
+    account: Account
+
+
+class AccountDirectory(Protocol):
+    """Where logins are checked and accounts looked up: the runtime's KeyVault."""
+
+    def login(self, name: str, passphrase: str) -> Account:
+        """The account, if ``passphrase`` opens its key slot; raises a KeyStoreError otherwise."""
+        ...
+
+    def account(self, name: str) -> Account | None:
+        """The account as it is now, or None if it no longer exists."""
+        ...
 
 
 # A mounted section of the dashboard: (environ, start_response, session) -> body. ``session`` is None only for
 # public mounts (first-run setup), which must do their own checks.
 Mount = Callable[[dict[str, Any], StartResponse, "Session | None"], Any]
+# The media endpoint: (environ, start_response, account) -> body; it answers only for the account's cameras.
+Media = Callable[[dict[str, Any], StartResponse, Account], Any]
 
 
 class Dashboard:
     """The dashboard's front door. Sections (admin, export, setup) are mounted under a path prefix and get
     the session; they use ``render``, ``form`` and ``redirect`` so that headers and CSRF checks stay in one place."""
 
-    def __init__(self, site: SiteStore, verify_passphrase: Callable[[str], bool],
+    def __init__(self, site: SiteStore, accounts: AccountDirectory,
                  on_first_login: Callable[[], None] = lambda: None,
-                 media: Callable[[dict[str, Any], StartResponse], Any] | None = None,
+                 media: Media | None = None,
                  actions: dict[str, Callable[[dict[str, str]], None]] | None = None,
                  mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None,
                  links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.time,
                  audit: AuditLog | NoAudit | None = None, second_factor: SecondFactor | None = None):
         self.site = site
         self.media = media
         self.actions = actions or {}
         self.mounts = dict(mounts or {})
         self.public_mounts = dict(public_mounts or {})
-        self.verify_passphrase = verify_passphrase
+        self.accounts = accounts
         self.on_first_login = on_first_login
-        self.sessions: dict[str, tuple[float, str, str]] = {}   # token -> (expiry, csrf, account)
+        self.sessions: dict[str, tuple[float, str, str]] = {}   # token -> (expiry, csrf, account name)
         self.limiter = LoginLimiter()
         self.links = links
         self.locked = locked
-        # -- issue 17: audit log and second factor ------------------------------------------------------
+        self.clock = clock   # sessions and account expiry are judged by this
         self.audit = audit or NoAudit()
         self.failures = FailedLogins(self.audit)
         self.second_factor = second_factor
@@ -100,19 +121,24 @@ class Dashboard:
         self.must_enrol: set[str] = set()       # session tokens sent to enrolment (TOTP required, none yet)
         self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
                                autoescape=select_autoescape(["html"]))
+        self.env.globals["camera_hex"] = access.camera_hex
         self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _session(self, environ: dict[str, Any]) -> tuple[str, str, str] | None:
+    def _session(self, environ: dict[str, Any]) -> Session | None:
+        """The request's session, if its account still exists and has not expired (else the session ends)."""
         token = _cookies(environ).get(SESSION_COOKIE)
         if not token:
             return None
+        now = self.clock()
         with self._lock:
             entry = self.sessions.get(token)
-            if entry is None or entry[0] < time.time():
+        account = self.accounts.account(entry[2]) if entry is not None and entry[0] >= now else None
+        if entry is None or account is None or account.expired(datetime.fromtimestamp(now, UTC)):
+            with self._lock:
                 self.sessions.pop(token, None)
-                return None
-            return token, entry[1], entry[2]
+            return None
+        return Session(token, entry[1], account)
 
     def _cookie(self, environ: dict[str, Any], name: str, value: str, max_age: int) -> tuple[str, str]:
         secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
@@ -134,7 +160,7 @@ class Dashboard:
                **context: Any) -> list[bytes]:
         """Render a template (extending base.html) with the security headers every page gets."""
         html = self.env.get_template(template).render(csrf=mask_csrf(session.csrf) if session else "", **context)
-        return self._html(start, status, html)
+        return self._html(start, status, access.filtered(html, session.account) if session else html)
 
     def form(self, environ: dict[str, Any], session: Session) -> dict[str, str] | None:
         """The posted form if it carries the session's CSRF token, else None (answer 403 then)."""
@@ -149,21 +175,25 @@ class Dashboard:
         return self._redirect(start, to)
 
     def end_other_sessions(self, keep: Session) -> int:
-        """Log out every session but ``keep`` (the passphrase changed: whoever knew the old one is out);
-        returns how many ended."""
-        with self._lock:
-            others = [token for token in self.sessions if token != keep.token]
-            for token in others:
-                del self.sessions[token]
-        return len(others)
+        """Log out every other session of ``keep``'s account (its passphrase changed: whoever knew the old one is
+        out); returns how many ended."""
+        return self.end_sessions(keep.account.name, keep=keep.token)
 
-    def start_session(self, environ: dict[str, Any]) -> tuple[str, str]:
-        """Log the admin in without the login form (first-run setup just set the passphrase): a new server-side
-        session; returns its Set-Cookie header for the response."""
+    def end_sessions(self, account: str, keep: str = "") -> int:
+        """End every session of ``account`` (but the one whose token is ``keep``); returns how many ended."""
+        with self._lock:
+            ended = [t for t, entry in self.sessions.items() if entry[2] == account and t != keep]
+            for token in ended:
+                del self.sessions[token]
+        return len(ended)
+
+    def start_session(self, environ: dict[str, Any], account: str = ADMIN) -> tuple[str, str]:
+        """Log ``account`` in without the login form (first-run setup just set the admin passphrase): a new
+        server-side session; returns its Set-Cookie header for the response."""
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf, ADMIN)
-        self.audit.record("login", Actor(ADMIN, "setup", environ.get("REMOTE_ADDR", "")))
+            self.sessions[token] = (self.clock() + SESSION_SECONDS, csrf, account)
+        self.audit.record("login", Actor(account, "setup", environ.get("REMOTE_ADDR", "")))
         return self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS)
 
     def _redirect(self, start: StartResponse, to: str, extra: list[tuple[str, str]] | None = None) -> list[bytes]:
@@ -191,36 +221,41 @@ class Dashboard:
         session = self._session(environ)
         if session is None:
             return self._redirect(start, "/login")
-        # issue 17: everything this session does is recorded as its account; TOTP required -> enrol first
-        with acting_as(Actor(session[2], "dashboard", environ.get("REMOTE_ADDR", ""))):
-            if session[0] in self.must_enrol and path != "/logout" and not path.startswith(ENROL_PATH):
+        if path == "/logout" and method == "POST":
+            return self._logout(environ, start, session)
+        # Everything this session does is recorded as its account; TOTP required and none yet -> enrol first.
+        with acting_as(Actor(session.account.name, "dashboard", environ.get("REMOTE_ADDR", ""))):
+            if session.token in self.must_enrol and not path.startswith(ENROL_PATH):
                 return self._redirect(start, ENROL_PATH)
             return self._route_session(environ, start, path, method, session)
 
     def _route_session(self, environ: dict[str, Any], start: StartResponse, path: str, method: str,
-                       session: tuple[str, str, str]) -> list[bytes]:
-        if path == "/logout" and method == "POST":
-            return self._logout(environ, start, session)
+                       session: Session) -> list[bytes]:
+        if access.admin_only(path) and not session.account.is_admin:
+            # Before any form is read: a viewer's post is refused even with a CSRF token from another session.
+            return self._html(start, "404 Not Found", access.NO_SUCH_PAGE)
         mounted = _mount_for(self.mounts, path)
         if mounted is not None:
-            return mounted(environ, start, Session(*session))
+            return mounted(environ, start, session)
         if path.startswith("/media/") and self.media is not None and method in ("GET", "HEAD"):
-            return self.media(environ, start)
+            return self.media(environ, start, session.account)
         if path.startswith("/actions/") and method == "POST":
             return self._action(environ, start, session, path[len("/actions/"):])
         if method != "GET":
             start("405 Method Not Allowed", [("Content-Length", "0")])
             return [b""]
         page = "index" if path in ("/", "/index.html") else path.strip("/")
-        html = self.site.get(page)
+        html = self.site.get(page) if access.may_open_page(session.account, page) else None
         if html is None:
             if page == "index":
                 html = self.env.get_template("overview.html").render(devices=[], rendered_at="",
-                                                                     csrf=mask_csrf(session[1]))
-                return self._html(start, "200 OK", html)
-            return self._html(start, "404 Not Found", "<!doctype html><p>No such page. <a href='/'>Home</a></p>")
-        # Pages are rendered once for everyone; the per-session CSRF token is filled in at serve time.
-        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", mask_csrf(session[1])))
+                                                                     csrf=mask_csrf(session.csrf))
+                return self._html(start, "200 OK", access.filtered(html, session.account))
+            return self._html(start, "404 Not Found", access.NO_SUCH_PAGE)
+        # Pages are rendered once for everyone; the account's view and the per-session CSRF token are made at
+        # serve time.
+        html = access.filtered(html, session.account)
+        return self._html(start, "200 OK", html.replace("__CSRF_TOKEN__", mask_csrf(session.csrf)))
 
     def _static(self, environ: dict[str, Any], start: StartResponse, name: str) -> list[bytes]:
         """Project assets from ``static/``, and ``vendor/`` (hls.js, copied from the npm package by ``./dev``;
@@ -261,37 +296,44 @@ class Dashboard:
             html = self.env.get_template("login.html").render(
                 csrf=pre, public=True, error="The form expired. Please try again.")
             return self._html(start, "403 Forbidden", html, set_pre)
+        name = form.get("name", "").strip().lower() or ADMIN
         address = environ.get("REMOTE_ADDR", "")
+
+        def again(status: str, error: str) -> list[bytes]:
+            html = self.env.get_template("login.html").render(csrf=pre, public=True, error=error, name=name)
+            return self._html(start, status, html, set_pre)
+
         try:
-            claim = self.limiter.claim(address)   # counted before scrypt runs
+            claim = self.limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before scrypt runs
         except LoginThrottled as exc:
             self.failures.refused(address)
-            html = self.env.get_template("login.html").render(csrf=pre, public=True, error=exc.message)
-            return self._html(start, "429 Too Many Requests", html, set_pre)
-        if not self.verify_passphrase(form.get("passphrase", "")):
-            self.failures.failed(ADMIN, "dashboard", address, "wrong passphrase")
-            html = self.env.get_template("login.html").render(csrf=pre, public=True, error="Wrong passphrase.")
-            return self._html(start, "401 Unauthorized", html, set_pre)
+            return again("429 Too Many Requests", exc.message)
+        try:
+            account = self.accounts.login(name, form.get("passphrase", ""))
+        except KeyStoreError as exc:
+            self.failures.failed(name, "dashboard", address, "wrong passphrase")
+            if isinstance(exc, WrongPassphrase):
+                return again("401 Unauthorized", "Wrong name or passphrase.")
+            return again("403 Forbidden", str(exc))
         self.limiter.succeeded(claim)
-        if self._has_second_factor(ADMIN):
-            return self._ask_code(environ, start, ADMIN, "dashboard")
-        return self._logged_in(environ, start, ADMIN, "dashboard")
+        if self._has_second_factor(account.name):
+            return self._ask_code(environ, start, account.name, "dashboard")
+        return self._logged_in(environ, start, account, "dashboard")
 
-    def _logged_in(self, environ: dict[str, Any], start: StartResponse, account: str = ADMIN,
+    def _logged_in(self, environ: dict[str, Any], start: StartResponse, account: Account,
                    via: str = "dashboard", detail: dict[str, str] | None = None) -> list[bytes]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         with self._lock:
-            self.sessions[token] = (time.time() + SESSION_SECONDS, csrf, account)
+            self.sessions[token] = (self.clock() + SESSION_SECONDS, csrf, account.name)
         self.on_first_login()
-        self.audit.record("login", Actor(account, via, environ.get("REMOTE_ADDR", "")), **(detail or {}))
-        if self._must_enrol(account):
+        self.audit.record("login", Actor(account.name, via, environ.get("REMOTE_ADDR", "")), **(detail or {}))
+        if self._must_enrol(account.name):
             self.must_enrol.add(token)
         return self._redirect(start, ENROL_PATH if token in self.must_enrol else "/",
                               [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
                                self._cookie(environ, PRELOGIN_COOKIE, "", 0),
                                self._cookie(environ, CODE_COOKIE, "", 0)])
-
-    # -- issue 17: the second factor at login ----------------------------------------------------------
+    # -- the second factor at login ----------------------------------------------------------
     def _has_second_factor(self, account: str) -> bool:
         try:
             return self.second_factor is not None and self.second_factor.enrolled(account)
@@ -312,7 +354,7 @@ class Dashboard:
     def _ask_code(self, environ: dict[str, Any], start: StartResponse, account: str, via: str) -> list[bytes]:
         token = secrets.token_urlsafe(32)
         with self._lock:
-            now = time.time()
+            now = self.clock()
             self.awaiting_code = {t: v for t, v in self.awaiting_code.items() if v[2] > now}
             while len(self.awaiting_code) >= 100:
                 self.awaiting_code.pop(next(iter(self.awaiting_code)))
@@ -328,7 +370,7 @@ class Dashboard:
         token = cookies.get(CODE_COOKIE, "")
         with self._lock:
             pending = self.awaiting_code.get(token)
-        if pending is None or pending[2] < time.time() or self.second_factor is None:
+        if pending is None or pending[2] < self.clock() or self.second_factor is None:
             return self._redirect(start, "/login")
 
         def page(status: str, error: str = "") -> list[bytes]:
@@ -359,7 +401,11 @@ class Dashboard:
         self.limiter.succeeded(claim)
         with self._lock:
             self.awaiting_code.pop(token, None)
-        return self._logged_in(environ, start, account, via, {"second_factor": used})
+        found = self.accounts.account(account)       # removed or expired while the code was asked for
+        if found is None or found.expired(datetime.fromtimestamp(self.clock(), UTC)):
+            return self._redirect(start, "/login")
+        return self._logged_in(environ, start, found, via, {"second_factor": used})
+
 
     def _login_link(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
         """A one-time link from ``cryospy dashboard login-link``: GET shows a button (so that nothing that merely
@@ -390,22 +436,30 @@ class Dashboard:
             return page("403 Forbidden", token=form.get("token", ""), error="The form expired. Please try again.")
         address = environ.get("REMOTE_ADDR", "")
         try:
-            self.links.redeem(form.get("token", ""))
+            name = self.links.redeem(form.get("token", ""))
         except LinkInvalid as exc:
             self.failures.failed(ADMIN, "link", address, "invalid login link")
             return page("403 Forbidden", error=str(exc))
-        if self.locked() and not self.verify_passphrase(form.get("passphrase", "")):
-            self.failures.failed(ADMIN, "link", address, "wrong passphrase")
-            return page("401 Unauthorized", error="Wrong passphrase; this link is used up. Make a new one on the "
-                                                  "server with `cryospy dashboard login-link`.")
+        try:
+            # A locked runtime needs the account's passphrase to unlock the footage; else the account must
+            # still exist and not have expired, exactly as for a session.
+            account = self.accounts.login(name, form.get("passphrase", "")) if self.locked() \
+                else self.accounts.account(name)
+        except KeyStoreError:
+            account = None
+        if account is None or account.expired(datetime.fromtimestamp(self.clock(), UTC)):
+            self.failures.failed(name, "link", address, "wrong passphrase or the account no longer works")
+            return page("401 Unauthorized", error="Wrong passphrase, or the link's account no longer works; this "
+                                                  "link is used up. Make a new one on the server with `cryospy "
+                                                  "dashboard login-link`.")
         # A link proves access to the server itself, so it is the way back in when the second factor is lost.
-        return self._logged_in(environ, start, ADMIN, "link")
+        return self._logged_in(environ, start, account, "link")
 
-    def _action(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str, str],
+    def _action(self, environ: dict[str, Any], start: StartResponse, session: Session,
                 name: str) -> list[bytes]:
-        """A state-changing form post: refused without the session's CSRF token; then back to the page."""
+        """A state-changing form post (admins only): refused without the session's CSRF token; then back."""
         form = _form(environ)
-        if not csrf_matches(form.get("csrf", ""), session[1]):
+        if not csrf_matches(form.get("csrf", ""), session.csrf):
             return self._html(start, "403 Forbidden", "<!doctype html><p>This form expired or did not come from "
                               "this dashboard. <a href='/'>Back</a></p>")
         action = self.actions.get(name)
@@ -415,20 +469,20 @@ class Dashboard:
             action(form)
         except CryoSpyError as exc:
             return self._html(start, "400 Bad Request", self.env.get_template("message.html").render(
-                csrf=mask_csrf(session[1]), title="That did not work", message=str(exc)))
+                csrf=mask_csrf(session.csrf), title="That did not work", message=str(exc)))
         target = form.get("next", "/")
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
         return self._redirect(start, target)
 
-    def _logout(self, environ: dict[str, Any], start: StartResponse, session: tuple[str, str, str]) -> list[bytes]:
+    def _logout(self, environ: dict[str, Any], start: StartResponse, session: Session) -> list[bytes]:
         form = _form(environ)
-        if not csrf_matches(form.get("csrf", ""), session[1]):
+        if not csrf_matches(form.get("csrf", ""), session.csrf):
             start("403 Forbidden", [("Content-Length", "0")])
             return [b""]
         with self._lock:
-            self.sessions.pop(session[0], None)
-        self.must_enrol.discard(session[0])
+            self.sessions.pop(session.token, None)
+        self.must_enrol.discard(session.token)
         self.audit.record("logout")
         return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
 

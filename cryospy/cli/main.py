@@ -17,6 +17,7 @@ from pathlib import Path
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 
+from . import accounts_cmd
 from .log_setup import LEVELS, SECRETS, configure_logging, secret_fields
 from .systemd_units import DEFAULT_AGENT_CONFIG, DEFAULT_UNIT_DATA_DIR, DEFAULT_UNIT_USER
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = dash.add_parser("login-link", help="print a one-time login link (works while failed logins are throttled)")
     _data_dir(d)
     d.add_argument("--minutes", type=int, default=10, help="how long the link stays valid, 1-60 (default 10)")
+    d.add_argument("--account", default="admin", help="the account the link logs in (default: admin)")
+
+    accounts_cmd.add_parser(sub, _data_dir, _passphrase_file)
 
     p = sub.add_parser("agent", help="run the edge agent beside a camera")
     p.add_argument("--config", type=Path, required=True, help="agent config written by `devices create`")
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         from cryospy.web.login_links import LINKS_DIR, LoginLinks
 
         dep = load(args.data_dir)
-        token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes)
+        token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes, args.account)
         print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
               file=sys.stderr)
         print(f"{dep.dashboard_url}/login/link?token={token}")
@@ -280,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "keys":
         return _keys(args)
+    if args.command == "accounts":
+        return accounts_cmd.run(args)
     if args.command == "verify":
         from .verify import run as run_verify
 

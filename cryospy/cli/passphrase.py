@@ -18,7 +18,8 @@ class PassphraseError(CryoSpyError):
     exit_code = 2
 
 
-def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool = True) -> str | None:
+def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool = True,
+                    prompt: str = "Admin passphrase: ", use_env: bool = True) -> str | None:
     if file is not None:
         try:
             value = (sys.stdin.read() if str(file) == "-" else file.read_text()).rstrip("\n")
@@ -27,7 +28,7 @@ def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool 
         if not value:
             raise PassphraseError(f"the passphrase file {file} is empty")
         return value
-    env = os.environ.get("CRYOSPY_PASSPHRASE")
+    env = os.environ.get("CRYOSPY_PASSPHRASE") if use_env else None
     if env:
         return env
     if not sys.stdin.isatty():
@@ -35,7 +36,7 @@ def read_passphrase(file: Path | None, *, confirm: bool = False, required: bool 
             raise PassphraseError("no passphrase given: use --passphrase-file, set CRYOSPY_PASSPHRASE, or run "
                                   "in a terminal to be asked")
         return None
-    value = getpass.getpass("Admin passphrase: ")
+    value = getpass.getpass(prompt)
     if confirm:
         try:   # the same rules first-run setup in the browser applies
             check_new_passphrase(value, getpass.getpass("Repeat it: "))

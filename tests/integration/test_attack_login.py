@@ -24,22 +24,31 @@ pytestmark = pytest.mark.integration
 
 # -- finding 3: the login limiter ----------------------------------------------------------------------------
 
+class _CountingAccounts:
+    """The runtime's key vault, with each passphrase check counted and made ``seconds`` slow."""
+
+    def __init__(self, vault, seconds: float, checked: list[str]):  # type: ignore[no-untyped-def]
+        self.vault, self.seconds, self.checked = vault, seconds, checked
+
+    def login(self, name: str, passphrase: str):  # type: ignore[no-untyped-def]
+        self.checked.append(passphrase)
+        time.sleep(self.seconds)
+        return self.vault.login(name, passphrase)
+
+    def account(self, name: str):  # type: ignore[no-untyped-def]
+        return self.vault.account(name)
+
+
 @contextmanager
 def counting_checks(rt: Runtime, seconds: float = 0.2) -> Iterator[list[str]]:
     """Count passphrase checks; each takes ``seconds``, as scrypt does in production (tests use a cheap KDF)."""
     checked: list[str] = []
-    real = rt.dashboard.verify_passphrase
-
-    def slow(passphrase: str) -> bool:
-        checked.append(passphrase)
-        time.sleep(seconds)
-        return real(passphrase)
-
-    rt.dashboard.verify_passphrase = slow
+    real = rt.dashboard.accounts
+    rt.dashboard.accounts = _CountingAccounts(real, seconds, checked)
     try:
         yield checked
     finally:
-        rt.dashboard.verify_passphrase = real
+        rt.dashboard.accounts = real
 
 
 def test_parallel_guesses_are_claimed_before_the_passphrase_is_checked(deployment, minio):

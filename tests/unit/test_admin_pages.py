@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from cryospy.common.accounts import Account
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
 from cryospy.functions.errors import BadRequest
 from cryospy.functions.events import ObjectEvent
@@ -111,7 +112,8 @@ def test_device_paths_carry_the_id_hex_encoded():
 
 def test_a_one_time_form_works_once_for_its_session_and_purpose():
     forms = OneTimeForms()
-    alice, bob = Session("t1", "c1"), Session("t2", "c2")
+    admin = Account("admin", "admin")
+    alice, bob = Session("t1", "c1", admin), Session("t2", "c2", admin)
     token = forms.issue(alice, "rotate:cam")
     assert not forms.use(bob, "rotate:cam", token)
     assert not forms.use(alice, "rotate:other", token)
@@ -122,7 +124,7 @@ def test_a_one_time_form_works_once_for_its_session_and_purpose():
 
 def test_one_time_forms_expire_and_stay_bounded():
     forms = OneTimeForms(ttl=-1)
-    session = Session("t", "c")
+    session = Session("t", "c", Account("admin", "admin"))
     assert not forms.use(session, "p", forms.issue(session, "p"))
     bounded = OneTimeForms(limit=3)
     tokens = [bounded.issue(session, "p") for _ in range(5)]

@@ -6,11 +6,15 @@ from __future__ import annotations
 import gzip
 import io
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import pytest
 
+from cryospy.common.keys import KeyStore
+from cryospy.functions.keyvault import KeyVault
 from cryospy.web.server import Dashboard, csrf_matches, mask_csrf
 from cryospy.web.site_store import SiteStore
 
@@ -37,17 +41,18 @@ def call(app: Dashboard, path: str, method: str = "GET", body: str = "", **heade
 @pytest.fixture
 def dash(tmp_path: Path) -> Dashboard:
     key = os.urandom(32)
-    site = SiteStore(tmp_path, lambda: key)
+    site = SiteStore(tmp_path / "site", lambda: key)
     site.put("index", "<!doctype html><p>cameras</p>" + "<li>clip row</li>" * 500 +
              "<form><input name=csrf value=__CSRF_TOKEN__></form>")
-    return Dashboard(site, lambda p: p == PASS)
+    KeyStore.create(tmp_path / "keys.json", PASS, scrypt_n=2**10, insecure_for_tests=True)
+    return Dashboard(site, KeyVault(tmp_path / "keys.json"))
 
 
-def logged_in(dash: Dashboard) -> str:
+def logged_in(dash: Dashboard, name: str = "", passphrase: str = PASS) -> str:
     status, headers, _ = call(dash, "/login")
     pre = headers["set-cookie"][0].split(";")[0]
     token = pre.split("=", 1)[1]
-    status, headers, _ = call(dash, "/login", "POST", f"csrf={token}&passphrase={PASS.replace(' ', '+')}",
+    status, headers, _ = call(dash, "/login", "POST", f"csrf={token}&name={name}&passphrase={quote_plus(passphrase)}",
                               cookie=pre, content_type="application/x-www-form-urlencoded")
     assert status.startswith("302"), status
     return next(c for c in headers["set-cookie"] if c.startswith("cryospy_session=")).split(";")[0]
@@ -92,3 +97,86 @@ def test_logged_out_requests_get_the_login_and_no_content(dash: Dashboard) -> No
         for method in ("GET", "POST"):
             status, headers, body = call(dash, path, method)
             assert status.startswith("302") and headers["location"] == ["/login"] and body == b"", (path, method)
+
+
+VIEWER_PASS = "only the front door"
+
+
+def _site_with_two_cameras(dash: Dashboard) -> None:
+    from cryospy.web.access import camera_hex
+    from cryospy.web.builder import day_page
+
+    parts = "".join(f"<!--cam:{camera_hex(c)}--><section data-device='{c}'>{c} thumbnails</section>"
+                    f"<!--/cam:{camera_hex(c)}-->" for c in ("front", "living-room"))
+    dash.site.put("index", f"<!doctype html><nav>Cameras<!--admin--> <a href=/admin>Admin</a><!--/admin--></nav>"
+                           f"{parts}<input name=csrf value=__CSRF_TOKEN__>")
+    for camera in ("front", "living-room"):
+        dash.site.put(day_page(camera, "2026-01-02"), f"<p>{camera} day</p>")
+
+
+def _add_viewer(dash: Dashboard, expires: datetime | None = None) -> None:
+    from cryospy.common.accounts import Account
+
+    vault = dash.accounts
+    assert isinstance(vault, KeyVault)
+    vault.unlock(PASS)
+    vault.add_account(Account("teen", "viewer", frozenset({"front"}), expires, datetime.now(UTC)), VIEWER_PASS)
+
+
+def test_a_viewer_gets_its_cameras_only_and_no_admin_part(dash: Dashboard) -> None:
+    from cryospy.web.builder import day_page
+
+    _site_with_two_cameras(dash)
+    _add_viewer(dash)
+    viewer = logged_in(dash, "teen", VIEWER_PASS)
+    _, _, page = call(dash, "/", cookie=viewer)
+    assert b"front thumbnails" in page and b"living-room" not in page and b"/admin" not in page
+    admin_page = call(dash, "/", cookie=logged_in(dash))[2]
+    assert b"living-room thumbnails" in admin_page and b"/admin" in admin_page
+    assert call(dash, "/" + day_page("front", "2026-01-02"), cookie=viewer)[0] == "200 OK"
+    hidden = call(dash, "/" + day_page("living-room", "2026-01-02"), cookie=viewer)
+    missing = call(dash, "/" + day_page("garage", "2026-01-02"), cookie=viewer)
+    assert hidden[0] == missing[0] == "404 Not Found" and hidden[2] == missing[2]
+
+
+def test_a_viewer_reaches_no_admin_url_even_with_a_stolen_csrf_token(dash: Dashboard) -> None:
+    _add_viewer(dash)
+    admin = logged_in(dash)
+    stolen = next(entry[1] for entry in dash.sessions.values() if entry[2] == "admin")
+    viewer = logged_in(dash, "teen", VIEWER_PASS)
+    for path in ("/admin", "/admin/accounts", "/admin/passphrase", "/admin/devices/00"):
+        assert call(dash, path, cookie=viewer)[0] == "404 Not Found", path
+    for path in ("/admin/accounts", "/admin/accounts/teen/remove", "/admin/devices", "/actions/protect"):
+        status, _, body = call(dash, path, "POST", f"csrf={stolen}&name=evil&confirm=teen", cookie=viewer,
+                               content_type="application/x-www-form-urlencoded")
+        assert status == "404 Not Found" and b"No such page" in body, path
+    assert [a.name for a in dash.accounts.accounts()] == ["admin", "teen"]   # type: ignore[attr-defined]
+    assert call(dash, "/", cookie=admin)[0] == "200 OK"
+
+
+def test_a_removed_viewer_is_out_at_its_next_request(dash: Dashboard) -> None:
+    _add_viewer(dash)
+    viewer = logged_in(dash, "teen", VIEWER_PASS)
+    assert call(dash, "/", cookie=viewer)[0] == "200 OK"
+    dash.accounts.remove_account("teen")   # type: ignore[attr-defined]
+    status, headers, _ = call(dash, "/", cookie=viewer)
+    assert status.startswith("302") and headers["location"] == ["/login"]
+    assert all(entry[2] != "teen" for entry in dash.sessions.values())
+
+
+def test_an_expired_viewer_is_refused_and_its_session_ends_at_expiry(dash: Dashboard) -> None:
+    week = datetime.now(UTC) + timedelta(days=7)
+    _add_viewer(dash, expires=week)
+    viewer = logged_in(dash, "teen", VIEWER_PASS)
+    assert call(dash, "/", cookie=viewer)[0] == "200 OK"
+    later = week + timedelta(seconds=1)
+    dash.clock = later.timestamp
+    dash.accounts.clock = lambda: later   # type: ignore[attr-defined]
+    status, headers, _ = call(dash, "/", cookie=viewer)
+    assert status.startswith("302") and headers["location"] == ["/login"]
+    _, headers, _ = call(dash, "/login")
+    pre = headers["set-cookie"][0].split(";")[0]
+    status, _, body = call(dash, "/login", "POST", f"csrf={pre.split('=', 1)[1]}&name=teen&passphrase="
+                           f"{quote_plus(VIEWER_PASS)}", cookie=pre, content_type="application/x-www-form-urlencoded")
+    assert status == "403 Forbidden" and b"expired" in body
+    assert logged_in(dash)   # the admin is not affected

@@ -66,7 +66,10 @@ def test_create_writes_a_private_file_with_only_public_material_in_clear(tmp_pat
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     text = store.path.read_text()
     document = json.loads(text)
-    assert document["kdf"] | {"salt": None} == {"name": "scrypt", "n": 2**10, "r": 8, "p": 1, "salt": None}
+    assert set(document["slots"]) == set(document["accounts"]) == {"admin"}
+    assert document["accounts"]["admin"]["role"] == "admin"
+    kdf = document["slots"]["admin"]["kdf"]
+    assert kdf | {"salt": None} == {"name": "scrypt", "n": 2**10, "r": 8, "p": 1, "salt": None}
     assert document["current_key_id"] == store.current_public_key().key_id
     keys = store.unlock(PASS)
     raw = keys.private_key(keys.current_public_key.key_id).private_bytes(
@@ -99,7 +102,7 @@ def test_weak_scrypt_needs_the_test_flag_and_default_is_strong(tmp_path: Path) -
 
 def test_default_parameters_are_recorded(tmp_path: Path) -> None:
     store = KeyStore.create(tmp_path / "strong.json", PASS)
-    assert json.loads(store.path.read_text())["kdf"]["n"] == DEFAULT_SCRYPT_N
+    assert json.loads(store.path.read_text())["slots"]["admin"]["kdf"]["n"] == DEFAULT_SCRYPT_N
 
 
 def test_load_is_locked_and_unlock_opens_objects(tmp_path: Path) -> None:
@@ -138,9 +141,10 @@ def test_editing_the_public_part_is_caught_at_unlock(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "edit",
     [
-        lambda d: d.pop("kdf"),
+        lambda d: d.pop("slots"),
         lambda d: d.update(format="something-else"),
-        lambda d: d["kdf"].update(n=2**30),
+        lambda d: d["slots"]["admin"]["kdf"].update(n=2**30),
+        lambda d: d["accounts"].pop("admin"),
         lambda d: d.update(current_key_id="nope"),
         lambda d: d.update(server_verify_key="cs1-ed25519-sec:AAAA"),
     ],
@@ -190,13 +194,13 @@ def test_rotations_from_two_stale_handles_lose_no_key(tmp_path: Path) -> None:
 def test_change_passphrase_rewraps_without_touching_objects(tmp_path: Path) -> None:
     store = _store(tmp_path)
     blob = _seal_to(store.current_public_key(), b"evidence")
-    salt_before = json.loads(store.path.read_text())["kdf"]["salt"]
+    salt_before = json.loads(store.path.read_text())["slots"]["admin"]["kdf"]["salt"]
     store.change_passphrase(PASS, "a brand new passphrase")
     with pytest.raises(WrongPassphrase):
         store.unlock(PASS)
     keys = KeyStore.load(store.path).unlock("a brand new passphrase")
     assert _open(keys, blob) == b"evidence"
-    assert json.loads(store.path.read_text())["kdf"]["salt"] != salt_before
+    assert json.loads(store.path.read_text())["slots"]["admin"]["kdf"]["salt"] != salt_before
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     with pytest.raises(WrongPassphrase):
         store.change_passphrase("not it", "whatever else")

@@ -37,10 +37,12 @@
     const end = new Date(start.getTime() + Math.ceil(Number(li.dataset.d) * 1000));
     $("export-clip").href = "/export?device=" + encodeURIComponent($("hours").dataset.device) +
       "&start=" + encodeURIComponent(start.toISOString()) + "&end=" + encodeURIComponent(end.toISOString());
-    $("protect-key").value = key;
-    $("protect-value").value = li.dataset.p === "1" ? "0" : "1";
-    $("protect-button").textContent = li.dataset.p === "1" ? "Remove evidence mark" : "Protect as evidence";
-    $("protect-next").value = location.pathname + "#" + key;
+    if ($("protect-form")) {   // admins only: a viewer's page comes without the evidence form
+      $("protect-key").value = key;
+      $("protect-value").value = li.dataset.p === "1" ? "0" : "1";
+      $("protect-button").textContent = li.dataset.p === "1" ? "Remove evidence mark" : "Protect as evidence";
+      $("protect-next").value = location.pathname + "#" + key;
+    }
     $("cursor").setAttribute("x", String((start.getTime() - dayStart) / 60000));
     history.replaceState(null, "", "#" + key);
     video.dataset.key = key;
