@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.atomic import write_atomic
 from cryospy.common.keys import DeploymentPublicKey
 from cryospy.common.objectkeys import is_storage_token
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
@@ -32,7 +33,6 @@ from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsEr
 from .api_client import ApiClient, Retryable
 from .config import AgentConfig
 from .errors import UploadError
-from .spool import write_atomic
 
 log = logging.getLogger("cryospy.agent.settings")
 
