@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryospy.common.timefmt import parse_utc, utc_stamp
+
 from .api_client import ApiClient, Retryable
 from .errors import UploadError
 from .spool import SpoolEntry
@@ -49,7 +51,7 @@ _DETAIL_MAX = 300
 
 
 def _stamp(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(t)
 
 
 @dataclass
@@ -109,7 +111,7 @@ class EventReporter:
     def clip_sealed(self, entry: SpoolEntry) -> None:
         """The finisher sealed a clip: name it to the motion runs it overlaps."""
         try:
-            start = datetime.fromisoformat(entry.captured_at.replace("Z", "+00:00"))
+            start = parse_utc(entry.captured_at)
         except ValueError:
             return
         end = start + timedelta(seconds=entry.duration_s)

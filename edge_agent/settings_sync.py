@@ -29,6 +29,7 @@ from cryospy.common.atomic import write_atomic
 from cryospy.common.keys import DeploymentPublicKey
 from cryospy.common.objectkeys import is_storage_token
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
+from cryospy.common.timefmt import utc_stamp_seconds
 
 from .api_client import ApiClient, Retryable
 from .config import AgentConfig
@@ -156,7 +157,7 @@ class SettingsSync:
 
     def _save(self, document: dict[str, Any], etag: str) -> None:
         cache = {"etag": etag, "document": document,
-                 "saved_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+                 "saved_at": utc_stamp_seconds(datetime.now(UTC))}
         try:
             write_atomic(self.cache_path, json.dumps(cache).encode())
         except OSError as exc:

@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common.timefmt import parse_utc, utc_stamp_seconds
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import KeysLocked
 from cryospy.functions.index.store import IndexStore
@@ -45,7 +46,7 @@ def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
     motion_count = 0
     rows = []
     for c in clips:
-        start = (datetime.fromisoformat(c["captured_at"].replace("Z", "+00:00")) - midnight).total_seconds() / 60
+        start = (parse_utc(c["captured_at"]) - midnight).total_seconds() / 60
         duration_min = float(c.get("duration_s") or 0) / 60
         rows.append({**c, "minute": round(start, 2), "width_min": round(max(duration_min, MIN_MARK), 2)})
         if c.get("motion"):
@@ -62,7 +63,7 @@ def day_view(day: str, clips: list[dict[str, Any]]) -> dict[str, Any]:
     # an hour load thumbnails as they are wanted, instead of dozens the page would load just by opening.
     for _, group in ordered:
         group["open"] = len(clips) <= OPEN_ALL_HOURS_UP_TO
-    next_midnight = (midnight + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    next_midnight = utc_stamp_seconds(midnight + timedelta(days=1))
     return {"clips": rows, "motion_marks": marks, "groups": ordered, "motion_count": motion_count,
             "next_midnight": next_midnight}
 

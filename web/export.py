@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from cryospy.common.keys import verify_key_from_text
+from cryospy.common.timefmt import compact_stamp
 from cryospy.functions.errors import ApiError, BadRequest, Conflict, KeysLocked, NotFound
 from cryospy.functions.services import Services
 
@@ -103,7 +104,7 @@ class ExportSection:
             return _text(start, "409 Conflict", "This export is not ready: wait until its page offers the download.")
         request = job.selection.request
         name = f"cryospy-export-{re.sub(r'[^A-Za-z0-9_-]', '_', request.device_id)}-" \
-               f"{request.start.strftime('%Y%m%dT%H%M%SZ')}.zip"
+               f"{compact_stamp(request.start)}.zip"
         try:
             keyring = self.jobs.keyring()
         except KeysLocked as exc:

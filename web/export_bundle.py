@@ -37,6 +37,7 @@ from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyRing, verify_key_fingerprint, verify_key_to_text
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import SealedFormatError, SealedHeader, open_sealed
+from cryospy.common.timefmt import parse_utc, utc_stamp
 from cryospy.functions.errors import BadRequest
 
 MAX_RANGE = timedelta(days=7)
@@ -122,11 +123,11 @@ def _parse_time(text: str, field: str) -> datetime:
 
 
 def instant(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+    return parse_utc(stamp).astimezone(UTC)
 
 
 def utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(moment)
 
 
 def select_clips(index: Any, request: ExportRequest) -> Selection:

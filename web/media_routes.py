@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
 
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
+from cryospy.common.timefmt import parse_utc
 from cryospy.functions.api import validate
 from cryospy.functions.clips.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
 from cryospy.functions.clips.mp4 import Fragment
@@ -50,7 +50,7 @@ def clip_media(record: dict[str, Any]) -> ClipMedia:
     fragments = tuple(Fragment(offset=o, size=n, start_s=st, duration_s=d, keyframe=True)
                       for o, n, st, d in record["fragments"])
     return ClipMedia(key=record["key"], url=_clip_url(record["key"]),
-                     captured_at=datetime.fromisoformat(record["captured_at"].replace("Z", "+00:00")),
+                     captured_at=parse_utc(record["captured_at"]),
                      init_size=record["init_size"], fragments=fragments, duration_s=record["duration_s"],
                      codec=record["codec"], width=record["width"], height=record["height"],
                      audio_codec=record.get("audio_codec"))

@@ -29,6 +29,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryospy.common.timefmt import key_stamp
+
 from .errors import CryoSpyError
 
 BUCKET = "cryospy"
@@ -87,7 +89,7 @@ class ClipKey:
     @property
     def key(self) -> str:
         ts = self.captured_at.astimezone(UTC)
-        stamp = ts.strftime("%Y%m%dT%H%M%S.") + f"{ts.microsecond // 1000:03d}Z"
+        stamp = key_stamp(ts)
         return f"{CLIP_PREFIX}{self.owner}/{ts:%Y/%m/%d}/{stamp}-{self.sequence}{CLIP_SUFFIX}"
 
     @property

@@ -187,7 +187,7 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
         thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
     record = {
         "key": event.key, "device_id": device_id, "day": ck.day, "sequence": header.sequence,
-        "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "captured_at": utc_stamp(header.captured_at),
         "sealed_size": sealed_size, "plain_size": reader.plaintext_size,
         "header_hash": header.header_hash.hex(), "prev_hash": header.prev_hash.hex(),
         "thumb_key": thumb_key, "thumb_size": thumb_size,

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from cryospy.common.strict_keys import unknown_key_message
+from cryospy.common.timefmt import utc_stamp_seconds
 from cryospy.functions.errors import FunctionsError
 
 STORE_FORMAT = "1"
@@ -165,7 +166,7 @@ def address_key(ip: str) -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_stamp_seconds(datetime.fromtimestamp(ts, UTC))
 
 
 _SCHEMA = """
