@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common.objectkeys import device_hex
 from cryospy.common.timefmt import parse_utc, utc_stamp_seconds
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import KeysLocked
@@ -76,11 +77,11 @@ def day_summary(clips: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def day_page(device_id: str, day: str) -> str:
-    return f"devices/{device_id.encode().hex()}/{day}"
+    return f"devices/{device_hex(device_id)}/{day}"
 
 
 def live_page(device_id: str) -> str:
-    return f"live/{device_id.encode().hex()}"
+    return f"live/{device_hex(device_id)}"
 
 
 class SiteBuilder:

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from cryospy.cli.main import main as cli_main
-from cryospy.common.objectkeys import parse_clip_key
+from cryospy.common.objectkeys import device_hex, parse_clip_key
 from cryospy.functions import bucket
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.retention import policy
@@ -104,7 +104,7 @@ def test_day_playlist_refuses_paths_and_leaks_nothing_about_files(runtime, deplo
     device = "traverse"
     key = FakeCamera(deployment, device, tmp_path).upload()   # the device's shard folder must exist to climb out
     wait_for(lambda: runtime.services.index.has_clip(device, parse_clip_key(key).day, key), what="indexed")
-    shard_dir = runtime.services.index.root / "clips" / device.encode().hex()
+    shard_dir = runtime.services.index.root / "clips" / device_hex(device)
     climb = "/".join([".."] * (len(shard_dir.resolve().parts) + 2))
     http = login(deployment.runtime_url)
 
