@@ -40,7 +40,7 @@ from .api_client import ApiClient, Retryable
 from .errors import UploadError
 from .spool import SpoolEntry
 
-log = logging.getLogger("cryospy.agent.events")
+log = logging.getLogger(__name__)
 
 TICK_S = 0.2          # how often the loop looks for the end of motion and for state changes
 QUIET_S = 2.0         # no moving frame for this long ends a run

@@ -35,7 +35,7 @@ from .api_client import ApiClient, Retryable
 from .config import AgentConfig
 from .errors import UploadError
 
-log = logging.getLogger("cryospy.agent.settings")
+log = logging.getLogger(__name__)
 
 _KNOWN = frozenset(f.name for f in fields(DeviceSettings))
 

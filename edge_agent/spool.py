@@ -28,7 +28,7 @@ from typing import Any
 from cryospy.common.atomic import fsync_dir, write_atomic
 from cryospy.common.sealed import ZERO_HASH, read_header
 
-log = logging.getLogger("cryospy.agent.spool")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryospy.common.keys import DeploymentPublicKey, KeyStore, KeyStoreError, KeyStoreExists, UnlockedKeys
 from cryospy.functions.errors import BadRequest, KeysLocked
 
-log = logging.getLogger("cryospy.keyvault")
+log = logging.getLogger(__name__)
 MIN_PASSPHRASE_CHARS = 10
 """The admin passphrase wraps every private key; the CLI prompt and first-run setup both enforce this minimum."""
 

@@ -14,7 +14,7 @@ from cryospy.functions.clips import chain_check
 from cryospy.functions.retention import policy
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.maintenance")
+log = logging.getLogger(__name__)
 
 
 def silent_devices(services: Services, now: datetime | None = None) -> list[str]:

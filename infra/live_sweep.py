@@ -22,7 +22,7 @@ from cryospy.common.liveparts import LIVE_PREFIX, parse_live_part_key
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.functions.live.parts import PART_LIFETIME_S
 
-log = logging.getLogger("cryospy.live")
+log = logging.getLogger(__name__)
 RULE_ID = "cryospy-live-parts"
 
 

@@ -22,7 +22,7 @@ from cryospy.functions.services import Services
 from .event_routes import Route
 from .jobqueue import JobQueue
 
-log = logging.getLogger("cryospy.reconciler")
+log = logging.getLogger(__name__)
 
 
 class Reconciler:

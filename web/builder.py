@@ -24,7 +24,7 @@ from cryospy.functions.index.store import IndexStore
 
 from .site_store import SiteStore
 
-log = logging.getLogger("cryospy.web.builder")
+log = logging.getLogger(__name__)
 
 
 def _storage_state(percent: float | None) -> str:

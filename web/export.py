@@ -30,7 +30,7 @@ from .export_zip import stream_zip
 from .server import Dashboard, Session
 
 StartResponse = Callable[..., Any]
-log = logging.getLogger("cryospy.export")
+log = logging.getLogger(__name__)
 _JOB_PATH = re.compile(r"^/export/(?P<id>[A-Za-z0-9_-]{16,64})(?P<what>/progress\.json|/download)?$")
 
 

@@ -28,7 +28,7 @@ from cryospy.infra.runtime import Runtime, RuntimeOptions
 from .devices import create_device, list_devices
 from .setup_cmd import setup
 
-log = logging.getLogger("cryospy.demo")
+log = logging.getLogger(__name__)
 
 DEMO_DEVICE = "demo-cam"
 

@@ -23,7 +23,7 @@ from .errors import ChannelError
 from .event import HomeEvent
 from .settings import Delivery
 
-log = logging.getLogger("cryospy.channels")
+log = logging.getLogger(__name__)
 UNLIMITED = ("camera_added", "camera_removed", "clip_stored", "test", "motion_end", "camera_online")
 
 

@@ -35,7 +35,7 @@ from .errors import ChannelError
 from .event import HomeEvent
 from .settings import MqttSettings
 
-log = logging.getLogger("cryospy.channels.mqtt")
+log = logging.getLogger(__name__)
 ENTITIES = (  # (component, entity, state topic leaf, config extras)
     ("binary_sensor", "motion", "motion", {"device_class": "motion", "payload_on": "ON", "payload_off": "OFF"}),
     ("binary_sensor", "connectivity", "connectivity",

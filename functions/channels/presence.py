@@ -38,7 +38,7 @@ from cryospy.common.timefmt import parse_utc, utc_now
 
 from .event import HomeEvent
 
-log = logging.getLogger("cryospy.channels.presence")
+log = logging.getLogger(__name__)
 DEFAULT_OFFLINE_AFTER_S = 60.0
 OFFLINE_AFTER_BOUNDS = (15.0, 3600.0)
 

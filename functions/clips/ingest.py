@@ -33,7 +33,7 @@ from cryospy.functions.errors import NotFound, PermanentEventError
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.ingest")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

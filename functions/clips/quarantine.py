@@ -22,7 +22,7 @@ from cryospy.functions.bucket import is_missing
 from cryospy.functions.errors import NotFound
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.quarantine")
+log = logging.getLogger(__name__)
 PREFIX = "quarantine/"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryospy.common.atomic import write_atomic
 
-log = logging.getLogger("cryospy.devices")
+log = logging.getLogger(__name__)
 FIELDS = ("last_seen", "heartbeat")
 
 

@@ -22,7 +22,7 @@ from cryospy.functions.errors import BadRequest, Conflict
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.devices")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_FIELDS = {"agent_version", "spool_depth", "spool_bytes", "dropped_clips", "source_state",
                     "motion_state", "settings_etag", "last_sequence", "uptime_s", "settings", "pinned",
