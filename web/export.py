@@ -21,6 +21,7 @@ from urllib.parse import parse_qs
 
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.timefmt import compact_stamp
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.errors import ApiError, BadRequest, Conflict, KeysLocked, NotFound
 from cryospy.functions.services import Services
 
@@ -38,7 +39,7 @@ class ExportSection:
     def __init__(self, dashboard: Dashboard, services: Services, jobs: ExportJobs | None = None):
         self.dashboard, self.services = dashboard, services
         self.jobs = jobs or ExportJobs(
-            fetch=lambda key: services.handler_client.get_object(Bucket=services.bucket, Key=key)["Body"],
+            fetch=Bucket.of(services).get,
             keyring=services.vault.keys, deployment_key=services.vault.public_key)
 
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> Any:

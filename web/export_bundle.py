@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cryospy.cli.verify import explain_gaps
@@ -38,7 +37,7 @@ from cryospy.common.keys import KeyRing, verify_key_fingerprint, verify_key_to_t
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import SealedFormatError, SealedHeader, open_sealed
 from cryospy.common.timefmt import parse_utc, utc_stamp
-from cryospy.functions.errors import BadRequest
+from cryospy.functions.errors import BadRequest, BucketError
 
 MAX_RANGE = timedelta(days=7)
 MANIFEST_FORMAT = "cryospy-export-v2"   # v2: devices keyed by the id clips are signed as (the storage token)
@@ -182,7 +181,7 @@ def check_clip(fetch: Fetch, record: dict[str, Any], keyring: KeyRing, signer: E
     key = record["key"]
     try:
         body = fetch(key)
-    except (ClientError, BotoCoreError) as exc:
+    except BucketError as exc:
         raise fetch_error(key, exc) from exc
     try:
         sealed = HashingReader(body)
@@ -198,7 +197,7 @@ def check_clip(fetch: Fetch, record: dict[str, Any], keyring: KeyRing, signer: E
     except SealedFormatError as exc:
         raise ExportFailed(f"clip {key} does not verify against the key of {record['device_id']}: {exc}. "
                            "Run `cryospy verify` on the bucket to see what else is affected") from exc
-    except (ClientError, BotoCoreError, OSError) as exc:
+    except (BucketError, OSError) as exc:
         raise fetch_error(key, exc) from exc
     finally:
         body.close()

@@ -26,6 +26,7 @@ from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
 from cryospy.common.timefmt import parse_utc
 from cryospy.functions.api import validate
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.clips.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
 from cryospy.functions.clips.mp4 import Fragment
 from cryospy.functions.clips.place import locate
@@ -114,8 +115,7 @@ class MediaRoutes:
         return record
 
     def _get(self, key: str, first: int, last: int):  # type: ignore[no-untyped-def]
-        return self.services.handler_client.get_object(Bucket=self.services.bucket, Key=key,
-                                                       Range=f"bytes={first}-{last}")["Body"]
+        return Bucket.of(self.services).get(key, first=first, last=last)
 
     def _clip(self, environ: dict[str, Any], start: StartResponse, record: dict[str, Any], download: bool) -> Any:
         key = record["key"]
@@ -133,8 +133,7 @@ class MediaRoutes:
     def _thumb(self, start: StartResponse, record: dict[str, Any]) -> list[bytes]:
         if not record.get("thumb_key"):
             return self._error(start, "404 Not Found", "this clip has no thumbnail")
-        sealed = self.services.handler_client.get_object(Bucket=self.services.bucket,
-                                                         Key=record["thumb_key"])["Body"].read()
+        sealed = Bucket.of(self.services).read(record["thumb_key"])
         keys = self.services.vault.keys()
         jpeg = open_bytes(sealed, keyring=keys, signer_public_key=keys.server_signing_key.public_key(),
                           expected_object_key=record["thumb_key"])

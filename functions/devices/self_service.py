@@ -14,8 +14,8 @@ from typing import Any
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
-from cryospy.functions import bucket
 from cryospy.functions.api import validate
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.devices.lifecycle import parse_verify_key
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.errors import BadRequest, Conflict
@@ -172,7 +172,7 @@ def confirm_upload(services: Services, device: Device, doc: dict[str, Any]) -> d
         raise BadRequest(str(exc), field="key") from None
     if ck.owner != device.storage_token:
         raise BadRequest("that key belongs to another device", field="key")
-    head = bucket.head(services, key)
+    head = Bucket.of(services).head(key)
     if head is None:
         raise Conflict("no such object: upload the clip before confirming it")
     event = ObjectEvent("s3:ObjectCreated:Put", services.bucket, key, int(head["ContentLength"]),
