@@ -69,7 +69,7 @@ def parse_document(doc: Any) -> tuple[DeviceSettings, DeploymentPublicKey]:
         log.warning("the server sent settings this agent does not know (%s); ignoring them. Upgrade the agent "
                     "to use them.", ", ".join(unknown))
     try:
-        settings = DeviceSettings.from_dict({k: v for k, v in raw.items() if k in _KNOWN}, base=DEFAULT_SETTINGS)
+        settings = DeviceSettings.from_dict({k: v for k, v in raw.items() if k in _KNOWN})
     except SettingsError as exc:
         raise SettingsDocumentError(f"setting {exc.field}: {exc.message}") from None
     try:

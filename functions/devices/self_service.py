@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
-from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
+from cryospy.common.settings import DeviceSettings, SettingsError
 from cryospy.functions.api import validate
 from cryospy.functions.bucket import Bucket
 from cryospy.functions.devices.lifecycle import parse_verify_key
@@ -35,7 +35,7 @@ PINNED_FIELDS: dict[str, tuple[type, float, float]] = {
 
 
 def device_settings(device: Device) -> DeviceSettings:
-    return DeviceSettings.from_dict(device.settings, base=DEFAULT_SETTINGS)
+    return DeviceSettings.from_dict(device.settings)
 
 
 def settings_document(services: Services, device: Device) -> tuple[dict[str, Any], str]:
@@ -83,7 +83,7 @@ def _reported_settings(doc: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise BadRequest("'settings' must be an object of the settings the agent applies", field="settings")
     try:
-        clean = DeviceSettings.from_dict(raw, base=DEFAULT_SETTINGS).to_dict()
+        clean = DeviceSettings.from_dict(raw).to_dict()
     except SettingsError as exc:
         raise BadRequest(exc.message, field=f"settings.{exc.field}") from None
     return {name: value for name, value in clean.items() if name in raw}
