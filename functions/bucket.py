@@ -133,16 +133,18 @@ class Bucket:
         """Delete an object (deleting a missing one succeeds, as in S3)."""
         self._call("delete_object", key)
 
-    def delete_many(self, keys: Iterable[str]) -> None:
-        """Delete objects in batches of S3's limit."""
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete objects in batches of S3's limit, as ``keys`` yields them; returns how many."""
         batch: list[dict[str, str]] = []
+        count = 0
         for key in keys:
             batch.append({"Key": key})
             if len(batch) == _DELETE_BATCH:
                 self._delete_batch(batch)
-                batch = []
+                count, batch = count + len(batch), []
         if batch:
             self._delete_batch(batch)
+        return count + len(batch)
 
     def list(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object under ``prefix`` (S3's listing entries: ``Key``, ``Size``, ``LastModified``, …)."""
