@@ -43,12 +43,13 @@ from bench_motion import SETTINGS, best_of, cpu_name, verdict
 
 from cryospy.cli.devices import create_device
 from cryospy.cli.setup_cmd import setup
+from cryospy.common.atomic import write_atomic
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.config import load_config
 from cryospy.edge_agent.motion import MotionDetector, OriginalMotionDetector, detector_for
 from cryospy.edge_agent.spool import SpoolEntry
 from cryospy.edge_agent.synthetic import SyntheticScene
-from cryospy.infra.deployment import Deployment, write_private_file
+from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import free_port
 
@@ -89,7 +90,7 @@ def start_server(work: Path) -> tuple[Deployment, subprocess.Popen[bytes]]:
     dep = setup(work / "deployment", PASSPHRASE, scrypt_n=2**14, tls=False, runtime_port=free_port(host),
                 minio_port=free_port(host), minio_console_port=free_port(host))
     pass_file = work / "passphrase.txt"
-    write_private_file(pass_file, PASSPHRASE.encode())
+    write_atomic(pass_file, PASSPHRASE.encode())
     env = {**os.environ, "CRYOSPY_MINIO_BIN": str(ensure_minio())}
     server = subprocess.Popen([sys.executable, "-m", "cryospy", "serve", "--data-dir", str(dep.data_dir),
                                "--passphrase-file", str(pass_file)], env=env, stdout=subprocess.DEVNULL,

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryospy.common.timefmt import utc_stamp
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cryospy.infra.minio_binary import ensure_minio
@@ -109,7 +111,7 @@ def main() -> None:
             auth = {"Authorization": cam.client._auth["Authorization"], "Content-Type": "application/json"}
 
             def bodies(i: int, n: int = n) -> bytes:
-                stamp = (t0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
+                stamp = utc_stamp(t0 + timedelta(seconds=i))
                 return json.dumps({"size": 4_000_000, "sha256": hashlib.sha256(f"{n}-{i}".encode()).hexdigest(),
                                    "captured_at": stamp, "sequence": i}).encode()
 

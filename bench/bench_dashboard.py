@@ -44,6 +44,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.timefmt import utc_stamp
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.sync_api import sync_playwright
@@ -102,7 +104,7 @@ def clip_record(device_id: str, captured_at: datetime, sequence: int, fragments:
     step, seconds = (plain - init) // fragments, CLIP_SECONDS / fragments
     return {
         "key": ck.key, "device_id": device_id, "day": ck.day, "sequence": sequence,
-        "captured_at": ck.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "captured_at": utc_stamp(ck.captured_at),
         "sealed_size": plain + 4_400 + plain // 16_384 * 16, "plain_size": plain,
         "header_hash": digest.hex(), "prev_hash": _hash(device_id, sequence - 1).hex(),
         "thumb_key": thumbnail_key(ck.key), "thumb_size": 9_000 + digest[4] * 40,

@@ -27,9 +27,10 @@ import tempfile
 import threading
 import time
 from base64 import b64encode
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from cryospy.common.timefmt import utc_now
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -118,7 +119,7 @@ def latency(config_path: Path, broker: Broker, receiver: Receiver, n: int) -> tu
 def throughput(port: int, auth: str, broker: Broker, n: int) -> float:
     sub = Subscriber(broker, f"bench/{CAMERA}/events")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = utc_now()
     batch = json.dumps({"events": [{"kind": "camera_online" if i % 2 else "camera_offline", "at": now,
                                     "detail": "bench"} for i in range(100)]})
     headers = {"Authorization": auth, "Content-Type": "application/json"}

@@ -48,7 +48,7 @@ from .spool import Spool
 from .stream_url import redact
 from .uploader import Uploader
 
-log = logging.getLogger("cryospy.agent")
+log = logging.getLogger(__name__)
 
 
 PINS = ("clip_seconds", "fps", "width", "height", "crf", "keyframe_seconds", "settings_sync_seconds")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cryospy.common.objectkeys import is_storage_token
-from cryospy.common.strict_keys import unknown_key_message
+from cryospy.common.strict_keys import message_only, over_defaults, unknown_key_message
 
 from .errors import ConfigError
 from .stream_url import is_stream_url
@@ -209,7 +209,8 @@ def parse_configs(doc: Any, base_dir: Path) -> list[AgentConfig]:
     for i, camera in enumerate(cameras):
         if not isinstance(camera, dict):
             raise ConfigError(f"cameras[{i}] must be a JSON object, got {type(camera).__name__}")
-        merged = shared | camera
+        merged = over_defaults(camera, shared, known=sorted(_ORIGINAL | _NEW), what=f"cameras[{i}]",
+                               error=message_only(ConfigError))
         if "spool_dir" not in camera and isinstance(merged.get("client_id"), str):
             merged["spool_dir"] = f"spool-{merged['client_id'].replace(' ', '_')}"
         try:

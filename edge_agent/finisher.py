@@ -37,7 +37,7 @@ from .motion_context import ContextKeeper
 from .recorded import ClipPlan, RecordedClip, SourceGap, StreamInfo
 from .spool import Spool, SpoolEntry
 
-log = logging.getLogger("cryospy.agent.finisher")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

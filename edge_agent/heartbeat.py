@@ -21,7 +21,7 @@ from typing import Any
 from .api_client import ApiClient, Retryable
 from .errors import UploadError
 
-log = logging.getLogger("cryospy.agent.heartbeat")
+log = logging.getLogger(__name__)
 
 _SOURCE_STATE_MAX = 300      # what the server stores
 _BODY_MAX = 60 * 1024        # the server refuses JSON bodies over 64 KiB

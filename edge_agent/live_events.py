@@ -34,11 +34,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryospy.common.timefmt import parse_utc, utc_stamp
+
 from .api_client import ApiClient, Retryable
 from .errors import UploadError
 from .spool import SpoolEntry
 
-log = logging.getLogger("cryospy.agent.events")
+log = logging.getLogger(__name__)
 
 TICK_S = 0.2          # how often the loop looks for the end of motion and for state changes
 QUIET_S = 2.0         # no moving frame for this long ends a run
@@ -49,7 +51,7 @@ _DETAIL_MAX = 300
 
 
 def _stamp(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(t)
 
 
 @dataclass
@@ -109,7 +111,7 @@ class EventReporter:
     def clip_sealed(self, entry: SpoolEntry) -> None:
         """The finisher sealed a clip: name it to the motion runs it overlaps."""
         try:
-            start = datetime.fromisoformat(entry.captured_at.replace("Z", "+00:00"))
+            start = parse_utc(entry.captured_at)
         except ValueError:
             return
         end = start + timedelta(seconds=entry.duration_s)

@@ -38,7 +38,7 @@ from cryospy.functions.clips.mp4 import Mp4Error, parse_mp4
 from .api_client import ApiClient, Retryable
 from .settings_sync import SettingsSnapshot
 
-log = logging.getLogger("cryospy.agent.live")
+log = logging.getLogger(__name__)
 
 IDLE_SCAN_S = 0.2
 ACTIVE_SCAN_S = 0.05

@@ -43,7 +43,7 @@ from .recorded import RecordedClip
 from .settings_sync import SettingsSnapshot
 from .sources import FrameSource, OpenCvSource, SourceEnded
 
-log = logging.getLogger("cryospy.agent.recorder")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-log = logging.getLogger("cryospy.agent.scratch")
+log = logging.getLogger(__name__)
 
 
 # RAM-backed file systems: plaintext there never reaches a disk, so a stolen SD card or disk holds no video.

@@ -25,16 +25,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.atomic import write_atomic
 from cryospy.common.keys import DeploymentPublicKey
 from cryospy.common.objectkeys import is_storage_token
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
+from cryospy.common.timefmt import utc_stamp_seconds
 
 from .api_client import ApiClient, Retryable
 from .config import AgentConfig
 from .errors import UploadError
-from .spool import write_atomic
 
-log = logging.getLogger("cryospy.agent.settings")
+log = logging.getLogger(__name__)
 
 _KNOWN = frozenset(f.name for f in fields(DeviceSettings))
 
@@ -68,7 +69,7 @@ def parse_document(doc: Any) -> tuple[DeviceSettings, DeploymentPublicKey]:
         log.warning("the server sent settings this agent does not know (%s); ignoring them. Upgrade the agent "
                     "to use them.", ", ".join(unknown))
     try:
-        settings = DeviceSettings.from_dict({k: v for k, v in raw.items() if k in _KNOWN}, base=DEFAULT_SETTINGS)
+        settings = DeviceSettings.from_dict({k: v for k, v in raw.items() if k in _KNOWN})
     except SettingsError as exc:
         raise SettingsDocumentError(f"setting {exc.field}: {exc.message}") from None
     try:
@@ -156,7 +157,7 @@ class SettingsSync:
 
     def _save(self, document: dict[str, Any], etag: str) -> None:
         cache = {"etag": etag, "document": document,
-                 "saved_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
+                 "saved_at": utc_stamp_seconds(datetime.now(UTC))}
         try:
             write_atomic(self.cache_path, json.dumps(cache).encode())
         except OSError as exc:

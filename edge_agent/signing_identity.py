@@ -36,7 +36,7 @@ from .api_client import Retryable
 from .config import AgentConfig
 from .errors import ConfigError, SigningKeyConflict, UploadError
 
-log = logging.getLogger("cryospy.agent.identity")
+log = logging.getLogger(__name__)
 
 
 class KeyRegistrar(Protocol):

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.atomic import fsync_dir, write_atomic
 from cryospy.common.sealed import ZERO_HASH, read_header
 
-log = logging.getLogger("cryospy.agent.spool")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,25 +48,6 @@ class SpoolEntry:
     @property
     def name(self) -> str:
         return f"{self.sequence:020d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new content, never a mix."""
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as fh:
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class Spool:
@@ -165,7 +147,7 @@ class Spool:
             self._make_room(entry.size)
             os.replace(tmp, self.sealed_path(entry))
             write_atomic(self.root / f"{entry.name}.json", json.dumps(asdict(entry)).encode())
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return entry
 
     def entries(self) -> list[SpoolEntry]:

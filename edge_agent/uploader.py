@@ -26,7 +26,7 @@ from .config import AgentConfig
 from .errors import UploadError
 from .spool import Spool, SpoolEntry
 
-log = logging.getLogger("cryospy.agent.upload")
+log = logging.getLogger(__name__)
 
 
 @dataclass

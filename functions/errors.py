@@ -12,7 +12,12 @@
         │   ├── PayloadTooLarge (413)
         │   └── TooManyRequests (429)
         ├── KeysLocked               the private key is not unlocked yet: event work waits, nothing is dropped
-        └── PermanentEventError      an event that can never succeed (dead-letter it with this reason)
+        ├── PermanentEventError      an event that can never succeed (dead-letter it with this reason)
+        └── BucketError              a MinIO call failed (``code``: the S3 error code); raised by functions.bucket
+            ├── ObjectMissing        no such object (NoSuchKey, 404, NotFound; for a copy: its source)
+            ├── AccessDenied         the credentials may not do this (AccessDenied, 403, a bad key or signature)
+            ├── PreconditionFailed   a conditional write found the object there already (412)
+            └── StoreUnavailable     MinIO is down, slow or failing (connection, timeout, 5xx): try again later
 """
 
 from __future__ import annotations
@@ -72,3 +77,28 @@ class KeysLocked(FunctionsError):
 
 class PermanentEventError(FunctionsError):
     """The event can never be processed (bad object, unknown device, …): dead-letter it with this message."""
+
+
+class BucketError(FunctionsError):
+    """A MinIO/S3 call failed; ``code`` is S3's error code (or the botocore error's class name)."""
+
+    def __init__(self, message: str, *, code: str = "", key: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.key = key
+
+
+class ObjectMissing(BucketError):
+    """The object (or, for a copy, its source) does not exist."""
+
+
+class AccessDenied(BucketError):
+    """MinIO refused the credentials for this call: check the deployment's MinIO users and policies."""
+
+
+class PreconditionFailed(BucketError):
+    """A conditional request's condition was false (an ``If-None-Match: *`` write over an existing key)."""
+
+
+class StoreUnavailable(BucketError):
+    """MinIO could not be reached or failed on its side; the call may succeed later."""

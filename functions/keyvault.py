@@ -35,7 +35,7 @@ from cryospy.common.keys import (
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import BadRequest, KeysLocked
 
-log = logging.getLogger("cryospy.keyvault")
+log = logging.getLogger(__name__)
 __all__ = ["MIN_PASSPHRASE_CHARS", "AccountExpired", "KeyVault", "SetupPending", "check_new_passphrase"]
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+from cryospy.common.timefmt import parse_utc
 from cryospy.functions.clips import chain_check
 from cryospy.functions.retention import policy
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.maintenance")
+log = logging.getLogger(__name__)
 
 
 def silent_devices(services: Services, now: datetime | None = None) -> list[str]:
@@ -24,7 +25,7 @@ def silent_devices(services: Services, now: datetime | None = None) -> list[str]
         if not device.enabled or device.retired:
             continue
         seen = device.last_seen or device.created_at
-        when = datetime.fromisoformat(seen.replace("Z", "+00:00"))
+        when = parse_utc(seen)
         if now - when > limit:
             silent.append(device.device_id)
             services.alerts.device_silent(device.device_id, device.last_seen, services.silent_minutes)

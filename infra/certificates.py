@@ -36,7 +36,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .deployment import Deployment, write_private_file
+from cryospy.common.atomic import write_atomic
+
+from .deployment import Deployment
 from .errors import InfraError
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,8 @@ def create_authority(dep: Deployment) -> None:
     if files.ca_key.exists():
         raise CertificateError(f"{files.ca_key} already exists; cameras trust that CA, so it is kept")
     key, cert = make_authority(f"CryoSpy local CA ({socket.gethostname()})")
-    write_private_file(files.ca_key, _key_pem(key))
-    write_private_file(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(files.ca_key, _key_pem(key))
+    write_atomic(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
     ensure_server_certificates(dep)
 
 
@@ -206,11 +208,11 @@ def ensure_server_certificates(dep: Deployment) -> TlsFiles:
         if _still_good(cert_path, key_path, names, ca_cert):
             continue
         key, cert = issue_server_certificate(ca_key, ca_cert, names, what)
-        write_private_file(key_path, _key_pem(key))
-        write_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(key_path, _key_pem(key))
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("issued a TLS certificate for the %s naming %s", what, ", ".join(names))
     if not files.minio_trusted_ca.exists() or files.minio_trusted_ca.read_bytes() != ca_pem:
-        write_private_file(files.minio_trusted_ca, ca_pem)
+        write_atomic(files.minio_trusted_ca, ca_pem)
     return files
 
 

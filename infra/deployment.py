@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from cryospy.common.atomic import write_atomic
 from cryospy.common.objectkeys import BUCKET
 
 from .errors import InfraError
@@ -38,27 +38,6 @@ from .errors import InfraError
 FILE_NAME = "deployment.json"
 PRIVATE_FOLDERS = ("minio", "minio/data", "minio/events", "minio/certs", "runtime", "index", "site", "logs", "tls")
 _SECRET_FIELDS = {"minio_root_password", "presigner_secret", "handler_secret", "webhook_token", "admin_token"}
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, mode 0600, fsynced (a crash leaves old or new, never half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def make_private(data_dir: Path) -> None:
@@ -163,7 +142,7 @@ class Deployment:
 
     def save(self) -> None:
         doc = {k: v for k, v in asdict(self).items() if k != "data_dir"}
-        write_private_file(self.data_dir / FILE_NAME, json.dumps(doc, indent=2).encode())
+        write_atomic(self.data_dir / FILE_NAME, json.dumps(doc, indent=2).encode())
 
     def with_ports(self, **ports: int) -> Deployment:
         return replace(self, **ports)

@@ -22,7 +22,7 @@ from cryospy.functions.events import MalformedEvent
 from .event_routes import Route
 from .jobqueue import Job, JobQueue
 
-log = logging.getLogger("cryospy.dispatcher")
+log = logging.getLogger(__name__)
 
 
 class Dispatcher:

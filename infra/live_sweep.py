@@ -16,13 +16,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from cryospy.common.liveparts import LIVE_PREFIX, parse_live_part_key
 from cryospy.common.objectkeys import ObjectKeyError
+from cryospy.functions.bucket import Bucket
+from cryospy.functions.errors import BucketError
 from cryospy.functions.live.parts import PART_LIFETIME_S
 
-log = logging.getLogger("cryospy.live")
+log = logging.getLogger(__name__)
 RULE_ID = "cryospy-live-parts"
 
 
@@ -67,16 +69,12 @@ class LiveSweeper:
         while not self._stop.wait(self.interval):
             try:
                 self.sweep_once()
-            except (BotoCoreError, ClientError) as exc:
+            except BucketError as exc:
                 log.warning("live-part sweep failed (%s); trying again in %.0fs", exc, self.interval)
 
     def sweep_once(self) -> int:
         """Delete the parts that are due; returns how many."""
-        s3, now = self.s3(), self.clock()
-        gone = 0
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=LIVE_PREFIX):
-            doomed = [{"Key": o["Key"]} for o in page.get("Contents", []) if due(o["Key"], o["LastModified"], now)]
-            if doomed:
-                s3.delete_objects(Bucket=self.bucket, Delete={"Objects": doomed, "Quiet": True})
-                gone += len(doomed)
-        return gone
+        store, now = Bucket(self.s3(), self.bucket), self.clock()
+        doomed = [o["Key"] for o in store.list(LIVE_PREFIX) if due(o["Key"], o["LastModified"], now)]
+        store.delete_many(doomed)
+        return len(doomed)

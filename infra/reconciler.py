@@ -14,6 +14,7 @@ import threading
 
 from cryospy.common.objectkeys import CLIP_PREFIX, CLIP_SUFFIX, ObjectKeyError
 from cryospy.functions import maintenance
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.clips.place import locate
 from cryospy.functions.errors import KeysLocked, NotFound
 from cryospy.functions.events import ObjectEvent
@@ -22,7 +23,7 @@ from cryospy.functions.services import Services
 from .event_routes import Route
 from .jobqueue import JobQueue
 
-log = logging.getLogger("cryospy.reconciler")
+log = logging.getLogger(__name__)
 
 
 class Reconciler:
@@ -57,25 +58,23 @@ class Reconciler:
     def run_once(self) -> int:
         """One pass; returns how many jobs it queued."""
         self.services.vault.keys()  # the index is encrypted: nothing to compare against while locked
-        s3 = self.services.handler_client
         queued = 0
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.services.bucket, Prefix=CLIP_PREFIX):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if not key.endswith(CLIP_SUFFIX):
+        for obj in Bucket.of(self.services).list(CLIP_PREFIX):
+            key = obj["Key"]
+            if not key.endswith(CLIP_SUFFIX):
+                continue
+            try:
+                place = locate(self.services.devices, key)
+                record = self.services.index.get_clip(place.device_id, place.day, key)
+                if record is not None and not record.missing:
                     continue
-                try:
-                    place = locate(self.services.devices, key)
-                    record = self.services.index.get_clip(place.device_id, place.day, key)
-                    if record is not None and not record.missing:
-                        continue
-                except (ObjectKeyError, NotFound):
-                    pass    # ingest quarantines it with the reason
-                event = ObjectEvent("s3:ObjectCreated:Put", self.services.bucket, key, obj.get("Size"),
-                                    obj.get("ETag", "").strip('"') or None, None, None)
-                for route in self.routes:
-                    if route.matches(event.bucket, event.key, event.event_name):
-                        queued += self.queue.put(route.name, event, "reconcile|" + event.identity)
+            except (ObjectKeyError, NotFound):
+                pass    # ingest quarantines it with the reason
+            event = ObjectEvent("s3:ObjectCreated:Put", self.services.bucket, key, obj.get("Size"),
+                                obj.get("ETag", "").strip('"') or None, None, None)
+            for route in self.routes:
+                if route.matches(event.bucket, event.key, event.event_name):
+                    queued += self.queue.put(route.name, event, "reconcile|" + event.identity)
         if queued:
             log.info("reconciler queued %d clip(s) the index lacked", queued)
         return queued

@@ -74,7 +74,7 @@ from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
 from .webhook import WebhookReceiver
 
-log = logging.getLogger("cryospy.runtime")
+log = logging.getLogger(__name__)
 OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 

@@ -23,7 +23,7 @@ from cryospy.functions.events import MalformedEvent, ObjectEvent, parse_notifica
 from .event_routes import Route
 from .jobqueue import JobQueue
 
-log = logging.getLogger("cryospy.webhook")
+log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
 

@@ -23,6 +23,7 @@ from cryospy.cli.devices import create_device
 from cryospy.common.keys import DeploymentPublicKey, signing_key_from_text
 from cryospy.common.objectkeys import clip_key
 from cryospy.common.sealed import ZERO_HASH, seal
+from cryospy.common.timefmt import utc_stamp
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.api_client import ApiClient, Slot
 from cryospy.edge_agent.config import AgentConfig, load_config, parse_config
@@ -77,7 +78,7 @@ class ClipSealer:
                       signer=self.signer)
         self.prev_hash = header.header_hash
         self.sequence += 1
-        stamp = key.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        stamp = utc_stamp(key.captured_at)
         return key.key, out.getvalue(), stamp
 
 

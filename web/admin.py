@@ -37,6 +37,7 @@ from urllib.parse import parse_qs
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStore, WrongPassphrase, verify_key_fingerprint
+from cryospy.common.objectkeys import device_from_hex, device_hex
 from cryospy.functions.channels.control import ChannelControl
 from cryospy.functions.channels.errors import ChannelSettingsError
 from cryospy.functions.devices import lifecycle
@@ -59,7 +60,7 @@ ONE_TIME_FORM_SECONDS = 3600
 def device_path(device_id: str) -> str:
     """The device's admin page; ids may hold spaces and '+', so the path carries them hex-encoded (as the
     day pages do)."""
-    return f"{PREFIX}/devices/{device_id.encode().hex()}"
+    return f"{PREFIX}/devices/{device_hex(device_id)}"
 
 
 def _status(code: int) -> str:
@@ -166,7 +167,7 @@ class AdminSection:
     def _with_device(self, start: StartResponse, session: Session, hex_id: str,
                      then: Callable[[Device], list[bytes]]) -> list[bytes]:
         try:
-            device = self.services.devices.get(bytes.fromhex(hex_id).decode("utf-8"))
+            device = self.services.devices.get(device_from_hex(hex_id))
         except (ValueError, NotFound):
             return self._not_found(start, session)
         try:

@@ -17,6 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common.objectkeys import device_hex
+from cryospy.common.timefmt import parse_utc, utc_stamp_seconds
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.errors import KeysLocked
 from cryospy.functions.index.protocol import ClipIndex
@@ -25,7 +27,7 @@ from cryospy.functions.index.records import ClipRecord
 from .access import camera_hex
 from .site_store import SiteStore
 
-log = logging.getLogger("cryospy.web.builder")
+log = logging.getLogger(__name__)
 
 
 def _storage_state(percent: float | None) -> str:
@@ -48,7 +50,7 @@ def day_view(day: str, clips: list[ClipRecord]) -> dict[str, Any]:
     motion_count = 0
     rows = []
     for c in clips:
-        start = (datetime.fromisoformat(c.captured_at.replace("Z", "+00:00")) - midnight).total_seconds() / 60
+        start = (parse_utc(c.captured_at) - midnight).total_seconds() / 60
         # The template's row: the record's fields plus where the timeline draws it.
         rows.append({**c.to_doc(with_fragments=False), "minute": round(start, 2),
                      "width_min": round(max(c.duration_s / 60, MIN_MARK), 2)})
@@ -65,7 +67,7 @@ def day_view(day: str, clips: list[ClipRecord]) -> dict[str, Any]:
     # an hour load thumbnails as they are wanted, instead of dozens the page would load just by opening.
     for _, group in ordered:
         group["open"] = len(clips) <= OPEN_ALL_HOURS_UP_TO
-    next_midnight = (midnight + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    next_midnight = utc_stamp_seconds(midnight + timedelta(days=1))
     return {"clips": rows, "motion_marks": marks, "groups": ordered, "motion_count": motion_count,
             "next_midnight": next_midnight}
 
@@ -85,11 +87,11 @@ def day_summary(clips: list[ClipRecord]) -> DaySummary:
 
 
 def day_page(device_id: str, day: str) -> str:
-    return f"devices/{device_id.encode().hex()}/{day}"
+    return f"devices/{device_hex(device_id)}/{day}"
 
 
 def live_page(device_id: str) -> str:
-    return f"live/{device_id.encode().hex()}"
+    return f"live/{device_hex(device_id)}"
 
 
 class SiteBuilder:

@@ -22,7 +22,9 @@ from urllib.parse import parse_qs
 
 from cryospy.common.accounts import Account
 from cryospy.common.keys import KeyStore, verify_key_from_text, verify_key_to_text
+from cryospy.common.timefmt import compact_stamp
 from cryospy.functions.audit.log import export_files
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.errors import ApiError, BadRequest, Conflict, KeysLocked, NotFound
 from cryospy.functions.services import Services
 
@@ -32,7 +34,7 @@ from .export_zip import stream_zip
 from .server import Dashboard, Session
 
 StartResponse = Callable[..., Any]
-log = logging.getLogger("cryospy.export")
+log = logging.getLogger(__name__)
 _JOB_PATH = re.compile(r"^/export/(?P<id>[A-Za-z0-9_-]{16,64})(?P<what>/progress\.json|/download)?$")
 
 
@@ -40,7 +42,7 @@ class ExportSection:
     def __init__(self, dashboard: Dashboard, services: Services, jobs: ExportJobs | None = None):
         self.dashboard, self.services = dashboard, services
         self.jobs = jobs or ExportJobs(
-            fetch=lambda key: services.handler_client.get_object(Bucket=services.bucket, Key=key)["Body"],
+            fetch=Bucket.of(services).get,
             keyring=services.vault.keys, deployment_key=services.vault.public_key)
 
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> Any:
@@ -110,7 +112,7 @@ class ExportSection:
             return _text(start, "409 Conflict", "This export is not ready: wait until its page offers the download.")
         request = job.selection.request
         name = f"cryospy-export-{re.sub(r'[^A-Za-z0-9_-]', '_', request.device_id)}-" \
-               f"{request.start.strftime('%Y%m%dT%H%M%SZ')}.zip"
+               f"{compact_stamp(request.start)}.zip"
         try:
             keyring = self.jobs.keyring()
         except KeysLocked as exc:

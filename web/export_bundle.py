@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
-from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cryospy.common.chain import ChainProblem, verify_chain
@@ -37,7 +36,8 @@ from cryospy.common.evidence import explain_gaps
 from cryospy.common.keys import KeyRing, verify_key_fingerprint, verify_key_to_text
 from cryospy.common.objectkeys import parse_clip_key
 from cryospy.common.sealed import SealedFormatError, SealedHeader, open_sealed
-from cryospy.functions.errors import BadRequest
+from cryospy.common.timefmt import parse_utc, utc_stamp
+from cryospy.functions.errors import BadRequest, BucketError
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.records import ClipRecord
 
@@ -124,11 +124,11 @@ def _parse_time(text: str, field: str) -> datetime:
 
 
 def instant(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC)
+    return parse_utc(stamp).astimezone(UTC)
 
 
 def utc_text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(moment)
 
 
 def select_clips(index: ClipIndex, request: ExportRequest) -> Selection:
@@ -183,7 +183,7 @@ def check_clip(fetch: Fetch, record: ClipRecord, keyring: KeyRing, signer: Ed255
     key = record.key
     try:
         body = fetch(key)
-    except (ClientError, BotoCoreError) as exc:
+    except BucketError as exc:
         raise fetch_error(key, exc) from exc
     try:
         sealed = HashingReader(body)
@@ -199,7 +199,7 @@ def check_clip(fetch: Fetch, record: ClipRecord, keyring: KeyRing, signer: Ed255
     except SealedFormatError as exc:
         raise ExportFailed(f"clip {key} does not verify against the key of {record.device_id}: {exc}. "
                            "Run `cryospy verify` on the bucket to see what else is affected") from exc
-    except (ClientError, BotoCoreError, OSError) as exc:
+    except (BucketError, OSError) as exc:
         raise fetch_error(key, exc) from exc
     finally:
         body.close()

@@ -27,7 +27,7 @@ from cryospy.functions.errors import Conflict, NotFound
 
 from .export_bundle import CheckedClip, Fetch, Selection, build_manifest, check_clip
 
-log = logging.getLogger("cryospy.export")
+log = logging.getLogger(__name__)
 
 
 def owner_of(session_token: str) -> str:

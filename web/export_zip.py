@@ -24,11 +24,11 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cryospy.common.keys import KeyRing
 from cryospy.common.sealed import SealedFormatError, open_sealed
+from cryospy.functions.errors import BucketError
 
 from .export_bundle import READ_SIZE, CheckedClip, ExportChanged, Fetch, HashingReader, fetch_error, instant
 
@@ -88,7 +88,7 @@ def _sealed_entry(archive: zipfile.ZipFile, sink: ChunkSink, clip: CheckedClip, 
             while piece := body.read(READ_SIZE):
                 out.write(piece)
                 yield sink.drain()
-    except (ClientError, BotoCoreError, OSError) as exc:
+    except (BucketError, OSError) as exc:
         raise fetch_error(key, exc) from exc
     if body.sha256.hexdigest() != clip.sealed_sha256:
         raise ExportChanged(f"clip {key} changed in storage after it was checked (SHA-256 {body.sha256.hexdigest()} "
@@ -113,7 +113,7 @@ def _video_entry(archive: zipfile.ZipFile, sink: ChunkSink, clip: CheckedClip, f
     except SealedFormatError as exc:
         raise ExportChanged(f"clip {key} no longer verifies ({exc}); the download was stopped — start a new "
                             "export and run `cryospy verify` on the bucket") from exc
-    except (ClientError, BotoCoreError, OSError) as exc:
+    except (BucketError, OSError) as exc:
         raise fetch_error(key, exc) from exc
     if digest.hexdigest() != clip.video_sha256:
         raise ExportChanged(f"the video of clip {key} changed after it was checked; the download was stopped — "

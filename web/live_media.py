@@ -26,6 +26,7 @@ from cryospy.common.liveparts import parse_live_part_key
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import open_sealed
 from cryospy.common.timefmt import utc_stamp
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.errors import NotFound
 from cryospy.functions.live.hub import LivePart
 from cryospy.functions.live.parts import part_owner
@@ -101,7 +102,7 @@ class LiveMedia:
         if part is None:
             raise LookupError("no such live part (parts last seconds; reload the playlist)")
         device = self.services.devices.get(device_id)
-        sealed = self.services.handler_client.get_object(Bucket=self.services.bucket, Key=part.key)["Body"].read()
+        sealed = Bucket.of(self.services).read(part.key)
         reader = open_sealed(io.BytesIO(sealed), keyring=self.services.vault.keys(),
                              signer_public_key=verify_key_from_text(device.signing_key or ""),
                              expected_object_key=part.key)

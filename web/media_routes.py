@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -29,7 +28,9 @@ from cryospy.common.accounts import Account
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import MAX_HEADER_SIZE, SealedFormatError, open_bytes
+from cryospy.common.timefmt import parse_utc
 from cryospy.functions.api import validate
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.clips.hls import ClipMedia, NothingToPlay, clip_playlist, day_playlist, live_playlist
 from cryospy.functions.clips.mp4 import Fragment
 from cryospy.functions.clips.place import locate
@@ -56,7 +57,7 @@ def clip_media(record: ClipRecord) -> ClipMedia:
     fragments = tuple(Fragment(offset=o, size=n, start_s=st, duration_s=d, keyframe=True)
                       for o, n, st, d in record.fragments or ())
     return ClipMedia(key=record.key, url=_clip_url(record.key),
-                     captured_at=datetime.fromisoformat(record.captured_at.replace("Z", "+00:00")),
+                     captured_at=parse_utc(record.captured_at),
                      init_size=record.init_size, fragments=fragments, duration_s=record.duration_s,
                      codec=record.codec, width=record.width, height=record.height,
                      audio_codec=record.audio_codec)
@@ -124,8 +125,7 @@ class MediaRoutes:
         return record
 
     def _get(self, key: str, first: int, last: int):  # type: ignore[no-untyped-def]
-        return self.services.handler_client.get_object(Bucket=self.services.bucket, Key=key,
-                                                       Range=f"bytes={first}-{last}")["Body"]
+        return Bucket.of(self.services).get(key, first=first, last=last)
 
     def _clip(self, environ: dict[str, Any], start: StartResponse, record: ClipRecord, download: bool) -> Any:
         key = record.key
@@ -143,8 +143,7 @@ class MediaRoutes:
     def _thumb(self, start: StartResponse, record: ClipRecord) -> list[bytes]:
         if not record.thumb_key:
             return self._error(start, "404 Not Found", "this clip has no thumbnail")
-        sealed = self.services.handler_client.get_object(Bucket=self.services.bucket,
-                                                         Key=record.thumb_key)["Body"].read()
+        sealed = Bucket.of(self.services).read(record.thumb_key)
         keys = self.services.vault.keys()
         jpeg = open_bytes(sealed, keyring=keys, signer_public_key=keys.server_signing_key.public_key(),
                           expected_object_key=record.thumb_key)

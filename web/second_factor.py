@@ -51,9 +51,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from cryospy.common.atomic import write_atomic
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.timefmt import utc_stamp
-from cryospy.functions.index.tinydb_files import atomic_write
 
 MAGIC = b"CS2F1"
 _INFO = b"cryospy second factor v1"
@@ -112,7 +112,7 @@ class SecondFactor:
 
     def _save(self, doc: dict[str, Any]) -> None:
         nonce = os.urandom(12)
-        atomic_write(self.path, MAGIC + nonce + self._aead().encrypt(nonce, json.dumps(doc).encode(), MAGIC))
+        write_atomic(self.path, MAGIC + nonce + self._aead().encrypt(nonce, json.dumps(doc).encode(), MAGIC))
 
     # -- questions ----------------------------------------------------------------------------------
     def required(self) -> bool:

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cryospy.functions.index.tinydb_files import atomic_write
+from cryospy.common.atomic import write_atomic
 
 
 class SiteStore:
@@ -28,7 +28,7 @@ class SiteStore:
     def put(self, page: str, html: str) -> None:
         nonce = os.urandom(12)
         sealed = nonce + AESGCM(self._key()).encrypt(nonce, html.encode(), page.encode())
-        atomic_write(self._file(page), sealed)
+        write_atomic(self._file(page), sealed)
 
     def get(self, page: str) -> str | None:
         try:

@@ -10,8 +10,10 @@ sessions end then.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryospy.common.accounts import AccountError, check_passphrase, new_account, parse_expiry
 from cryospy.common.keys import KeyStore, OpenedStore
@@ -50,7 +52,16 @@ def _common(p: argparse.ArgumentParser, data_dir: object, passphrase_file: objec
     return p
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class _Opened:
+    dep: Any
+    store: KeyStore
+    opened: OpenedStore
+    now: datetime
+
+
+def _open(args: argparse.Namespace) -> _Opened:
+    """The key store opened with the acting account's passphrase (a legacy store is upgraded by the admin)."""
     from cryospy.infra.deployment import load
 
     dep = load(args.data_dir)
@@ -59,37 +70,51 @@ def run(args: argparse.Namespace) -> int:
     assert passphrase is not None
     if store.legacy and args.acting == "admin":
         store.upgrade(passphrase)
-    opened = store.open(passphrase, args.acting)
-    now = datetime.now(UTC)
-    if args.action == "list":
-        for account in sorted(opened.accounts.values(), key=lambda a: a.name):
-            cameras = "all cameras" if account.is_admin else ", ".join(sorted(account.cameras))
-            expires = f"until {utc_stamp(account.expires)}" if account.expires else "no expiry"
-            state = " (expired)" if account.expired(now) else ""
-            print(f"{account.name:<20} {account.role:<7} {expires:<32} {cameras}{state}")
-        return 0
-    if args.action == "passwd":
-        if args.name != args.acting:
-            _require_admin(opened, "set another account's passphrase")
-        if args.name not in opened.accounts:
-            raise AccountError(f"there is no account named {args.name!r}; `cryospy accounts list` shows them", "name")
-        new = _new_passphrase(args, args.name)
-        store.set_passphrase(opened.master, args.name, new)
-        print(f"Passphrase of {args.name} changed; no other account and no clip was touched.")
-        return 0
-    _require_admin(opened, f"{args.action} accounts")
-    if args.action == "remove":
-        store.remove_account(opened.master, args.name)
-        print(f"Removed {args.name}: its key slot is gone from {dep.keys_path}; its sessions end at their next "
-              "request.")
-        return 0
-    known = _cameras(dep)
+    return _Opened(dep, store, store.open(passphrase, args.acting), datetime.now(UTC))
+
+
+def list_accounts(args: argparse.Namespace) -> int:
+    o = _open(args)
+    for account in sorted(o.opened.accounts.values(), key=lambda a: a.name):
+        cameras = "all cameras" if account.is_admin else ", ".join(sorted(account.cameras))
+        expires = f"until {utc_stamp(account.expires)}" if account.expires else "no expiry"
+        state = " (expired)" if account.expired(o.now) else ""
+        print(f"{account.name:<20} {account.role:<7} {expires:<32} {cameras}{state}")
+    return 0
+
+
+def set_passphrase(args: argparse.Namespace) -> int:
+    o = _open(args)
+    if args.name != args.acting:
+        _require_admin(o.opened, "set another account's passphrase")
+    if args.name not in o.opened.accounts:
+        raise AccountError(f"there is no account named {args.name!r}; `cryospy accounts list` shows them", "name")
+    new = _new_passphrase(args, args.name)
+    o.store.set_passphrase(o.opened.master, args.name, new)
+    print(f"Passphrase of {args.name} changed; no other account and no clip was touched.")
+    return 0
+
+
+def remove_account(args: argparse.Namespace) -> int:
+    o = _open(args)
+    _require_admin(o.opened, "remove accounts")
+    o.store.remove_account(o.opened.master, args.name)
+    print(f"Removed {args.name}: its key slot is gone from {o.dep.keys_path}; its sessions end at their next "
+          "request.")
+    return 0
+
+
+def add_account(args: argparse.Namespace) -> int:
+    o = _open(args)
+    _require_admin(o.opened, "add accounts")
+    known = _cameras(o.dep)
     unknown = sorted(set(args.camera) - known)
     if unknown:
         raise AccountError(f"no camera named {', '.join(unknown)}; cameras: {', '.join(sorted(known)) or 'none yet'}",
                            "cameras")
-    account = new_account(args.name, args.role, args.camera, parse_expiry(args.expires, now), now, opened.accounts)
-    store.add_account(opened.master, account, _new_passphrase(args, args.name))
+    account = new_account(args.name, args.role, args.camera, parse_expiry(args.expires, o.now), o.now,
+                          o.opened.accounts)
+    o.store.add_account(o.opened.master, account, _new_passphrase(args, args.name))
     print(f"Added {args.role} {args.name}; it logs in with its own passphrase (name: {args.name}).")
     return 0
 

@@ -15,12 +15,12 @@ import threading
 import time
 from pathlib import Path
 
+from cryospy.common.atomic import write_atomic
 from cryospy.common.keys import KeyStore
 from cryospy.edge_agent.agent import Agent
 from cryospy.edge_agent.config import load_config
 from cryospy.edge_agent.synthetic import make_sample_video
 from cryospy.infra import certificates, deployment
-from cryospy.infra.deployment import write_private_file
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer, free_port, port_is_free
 from cryospy.infra.runtime import Runtime, RuntimeOptions
@@ -28,7 +28,7 @@ from cryospy.infra.runtime import Runtime, RuntimeOptions
 from .devices import create_device, list_devices
 from .setup_cmd import setup
 
-log = logging.getLogger("cryospy.demo")
+log = logging.getLogger(__name__)
 
 DEMO_DEVICE = "demo-cam"
 
@@ -47,7 +47,7 @@ def prepare(data_dir: Path, say=print) -> tuple[deployment.Deployment, str]:
     host = "127.0.0.1"
     dep = setup(data_dir, passphrase, runtime_port=_pick(host, 8480), minio_port=_pick(host, 9480),
                 minio_console_port=_pick(host, 9481))
-    write_private_file(pass_file, passphrase.encode())
+    write_atomic(pass_file, passphrase.encode())
     return dep, passphrase
 
 
@@ -69,7 +69,7 @@ def ensure_camera(dep: deployment.Deployment, data_dir: Path, clip_seconds: floa
         if dep.tls:
             doc["ca_bundle"] = certificates.ca_pem(dep)
         doc["deployment_public_key"] = KeyStore.load(dep.keys_path).current_public_key().to_text()
-        write_private_file(config_path, json.dumps(doc, indent=2).encode())
+        write_atomic(config_path, json.dumps(doc, indent=2).encode())
     return config_path
 
 

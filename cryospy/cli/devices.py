@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.atomic import write_atomic
 from cryospy.common.keys import (
     KeyStore,
     generate_device_signing_key,
@@ -21,7 +22,7 @@ from cryospy.common.keys import (
 from cryospy.edge_agent.config import parse_configs, read_config_file
 from cryospy.edge_agent.errors import ConfigError
 from cryospy.infra import certificates
-from cryospy.infra.deployment import Deployment, write_private_file
+from cryospy.infra.deployment import Deployment
 
 from .admin_client import AdminClient
 
@@ -53,10 +54,10 @@ def create_device(dep: Deployment, device_id: str, out: Path | None, agent_overr
         **agent_overrides,
     }
     if out is not None:
-        write_private_file(out, json.dumps(config, indent=2).encode())
+        write_atomic(out, json.dumps(config, indent=2).encode())
     if add_to is not None:
         existing["cameras"].append(config)
-        write_private_file(add_to, json.dumps(existing, indent=2).encode())
+        write_atomic(add_to, json.dumps(existing, indent=2).encode())
     return config
 
 

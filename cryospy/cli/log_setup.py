@@ -2,7 +2,7 @@
 
 Two shapes, chosen once at start-up:
 
-* a terminal, a file, ``docker logs``: ``2026-02-14 03:04:05 INFO    cryospy.runtime: ...``;
+* a terminal, a file, ``docker logs``: ``2026-02-14 03:04:05 INFO    cryospy.infra.runtime: ...``;
 * under systemd, when ``$JOURNAL_STREAM`` names the stream we write to (systemd's documented test): no
   timestamp, since journald stamps every line itself, and each line starts with its syslog priority
   (``<6>`` info, ``<4>`` warning, ``<3>`` error, ``<7>`` debug), which journald turns into the entry's

@@ -12,7 +12,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
@@ -20,6 +22,10 @@ from cryospy.common.errors import CryoSpyError
 from . import accounts_cmd
 from .log_setup import LEVELS, SECRETS, configure_logging, secret_fields
 from .systemd_units import DEFAULT_AGENT_CONFIG, DEFAULT_UNIT_DATA_DIR, DEFAULT_UNIT_USER
+
+if TYPE_CHECKING:
+    from cryospy.common.keys import KeyStore
+    from cryospy.infra.jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = Path(os.environ.get("CRYOSPY_DATA_DIR", "var/cryospy"))
@@ -177,150 +183,180 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "demo":
-        from .demo import run_demo
+    """Run the function of the subcommand (and action) that ``args`` names: see :data:`COMMANDS`."""
+    return COMMANDS[(args.command, getattr(args, "action", None))](args)
 
-        return run_demo(args.data_dir, seconds=args.seconds, clip_seconds=args.clip_seconds)
-    if args.command == "setup":
-        from cryospy.infra.lan_address import find_lan_address
 
-        from .passphrase import read_passphrase
-        from .setup_cmd import setup
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
 
-        if args.browser and args.passphrase_file is not None:
-            print("cryospy: --browser and --passphrase-file exclude each other: with --browser the passphrase is "
-                  "chosen on the dashboard's /setup page", file=sys.stderr)
+    return run_demo(args.data_dir, seconds=args.seconds, clip_seconds=args.clip_seconds)
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from cryospy.infra.lan_address import find_lan_address
+
+    from .passphrase import read_passphrase
+    from .setup_cmd import setup
+
+    if args.browser and args.passphrase_file is not None:
+        print("cryospy: --browser and --passphrase-file exclude each other: with --browser the passphrase is "
+              "chosen on the dashboard's /setup page", file=sys.stderr)
+        return 2
+    passphrase = None if args.browser else read_passphrase(args.passphrase_file, confirm=True)
+    from_env = {}
+    if args.from_env:
+        from_env = {"minio_root_user": os.environ.get("MINIO_ROOT_USER", ""),
+                    "minio_root_password": os.environ.get("MINIO_ROOT_PASSWORD", ""),
+                    "webhook_token": os.environ.get("CRYOSPY_WEBHOOK_TOKEN", "")}
+        missing = [k for k, v in from_env.items() if not v]
+        if missing:
+            print(f"cryospy: --from-env needs {', '.join(missing)} in the environment", file=sys.stderr)
             return 2
-        passphrase = None if args.browser else read_passphrase(args.passphrase_file, confirm=True)
-        from_env = {}
-        if args.from_env:
-            from_env = {"minio_root_user": os.environ.get("MINIO_ROOT_USER", ""),
-                        "minio_root_password": os.environ.get("MINIO_ROOT_PASSWORD", ""),
-                        "webhook_token": os.environ.get("CRYOSPY_WEBHOOK_TOKEN", "")}
-            missing = [k for k, v in from_env.items() if not v]
-            if missing:
-                print(f"cryospy: --from-env needs {', '.join(missing)} in the environment", file=sys.stderr)
-                return 2
-        host = args.host or find_lan_address()
-        if not host:
-            print("cryospy: this machine has no LAN address (no default route); pass --host with the address "
-                  "cameras use, or --host 127.0.0.1 to keep everything on this machine", file=sys.stderr)
-            return 2
-        dep = setup(args.data_dir, passphrase, tls=not args.no_tls, host=host, runtime_port=args.runtime_port,
-                    minio_port=args.minio_port, minio_console_port=args.minio_port + 1,
-                    dashboard_port=args.dashboard_port, dashboard_host=args.dashboard_host,
-                    tls_names=tuple(args.tls_name), minio_public_url=args.minio_public_url,
-                    public_api_url=args.public_api_url, minio_internal_url=args.minio_url,
-                    bind_host=args.bind_host, **from_env)
-        print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
-        print(f"Cameras will use {dep.api_url}; the dashboard will be at {dep.dashboard_url}/")
-        if dep.tls:
-            print(f"TLS is on with this deployment's own certificate authority. Agent configs from `cryospy devices "
-                  f"create` carry it; for browsers, install {dep.ca_file} as a trusted authority (docs/tls.md).")
-        if passphrase is None:
-            print(f"Then open {dep.dashboard_url}/setup and choose the admin passphrase; the one-time setup code "
-                  "is printed by `cryospy serve` and kept in setup-code.txt in the data directory.")
-        return 0
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "devices":
-        from cryospy.infra.deployment import load
-
-        from .devices import create_device, list_devices
-
-        dep = load(args.data_dir)
-        if args.action == "create":
-            overrides = {k: v for k, v in (("camera_device", args.camera), ("detect_device", args.detect)) if v}
-            target = args.out or args.add_to
-            create_device(dep, args.device_id, args.out, overrides, agent_generates_key=args.agent_generates_key,
-                          add_to=args.add_to)
-            print(f"Enrolled {args.device_id}. Its agent config (with the secret, shown nowhere else) is in "
-                  f"{target}. Run: cryospy agent --config {target}")
-            if args.agent_generates_key:
-                print("The agent makes its signing key at first start and logs its fingerprint; compare it with "
-                      "the device's fingerprint on the dashboard.")
-        else:
-            for d in list_devices(dep):
-                state = "enabled" if d["enabled"] else "disabled"
-                key = d.get("signing_key_fingerprint") or "waiting for the agent's key"
-                print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} "
-                      f"token {d.get('storage_token') or '-'} key {key}")
-        return 0
-    if args.command == "dashboard":
-        from cryospy.infra.deployment import load
-        from cryospy.web.login_links import LINKS_DIR, LoginLinks
-
-        dep = load(args.data_dir)
-        token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes, args.account)
-        print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
-              file=sys.stderr)
-        print(f"{dep.dashboard_url}/login/link?token={token}")
-        return 0
-    if args.command == "agent":
-        from cryospy.edge_agent.agent import run_agents
-        from cryospy.edge_agent.config import load_configs
-        from cryospy.edge_agent.stream_url import url_password
-
-        configs = load_configs(args.config)
-        for config in configs:
-            SECRETS.add([*secret_fields(config), url_password(config.camera_device),
-                         url_password(config.detect_device)])
-        run_agents(configs)
-        return 0
-    if args.command == "service":
-        return _service_units(args)
-    if args.command == "events":
-        from cryospy.infra.deployment import load
-        from cryospy.infra.jobqueue import JobQueue
-
-        queue = JobQueue(load(args.data_dir).path("runtime", "jobs.sqlite"))
-        if args.action == "dead":
-            dead = queue.dead_letters()
-            for job in dead:
-                print(f"#{job.id} {job.handler} {job.key}: {job.reason}")
-            print(f"{len(dead)} dead-lettered event(s)")
-        else:
-            print(f"requeued {queue.requeue_dead(args.id)} event(s); a running runtime picks them up now")
-        return 0
-    if args.command == "keys":
-        return _keys(args)
-    if args.command == "accounts":
-        return accounts_cmd.run(args)
-    if args.command == "verify":
-        from .verify import run as run_verify
-
-        return run_verify(args.path, args.devices)
-    if args.command == "minio":
-        from cryospy.infra.minio_binary import ensure_minio
-
-        print(ensure_minio())
-        return 0
-    raise AssertionError(args.command)
+    host = args.host or find_lan_address()
+    if not host:
+        print("cryospy: this machine has no LAN address (no default route); pass --host with the address "
+              "cameras use, or --host 127.0.0.1 to keep everything on this machine", file=sys.stderr)
+        return 2
+    dep = setup(args.data_dir, passphrase, tls=not args.no_tls, host=host, runtime_port=args.runtime_port,
+                minio_port=args.minio_port, minio_console_port=args.minio_port + 1,
+                dashboard_port=args.dashboard_port, dashboard_host=args.dashboard_host,
+                tls_names=tuple(args.tls_name), minio_public_url=args.minio_public_url,
+                public_api_url=args.public_api_url, minio_internal_url=args.minio_url,
+                bind_host=args.bind_host, **from_env)
+    print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
+    print(f"Cameras will use {dep.api_url}; the dashboard will be at {dep.dashboard_url}/")
+    if dep.tls:
+        print(f"TLS is on with this deployment's own certificate authority. Agent configs from `cryospy devices "
+              f"create` carry it; for browsers, install {dep.ca_file} as a trusted authority (docs/tls.md).")
+    if passphrase is None:
+        print(f"Then open {dep.dashboard_url}/setup and choose the admin passphrase; the one-time setup code "
+              "is printed by `cryospy serve` and kept in setup-code.txt in the data directory.")
+    return 0
 
 
-def _keys(args: argparse.Namespace) -> int:
+def _devices_create(args: argparse.Namespace) -> int:
+    from cryospy.infra.deployment import load
+
+    from .devices import create_device
+
+    overrides = {k: v for k, v in (("camera_device", args.camera), ("detect_device", args.detect)) if v}
+    target = args.out or args.add_to
+    create_device(load(args.data_dir), args.device_id, args.out, overrides,
+                  agent_generates_key=args.agent_generates_key, add_to=args.add_to)
+    print(f"Enrolled {args.device_id}. Its agent config (with the secret, shown nowhere else) is in "
+          f"{target}. Run: cryospy agent --config {target}")
+    if args.agent_generates_key:
+        print("The agent makes its signing key at first start and logs its fingerprint; compare it with "
+              "the device's fingerprint on the dashboard.")
+    return 0
+
+
+def _devices_list(args: argparse.Namespace) -> int:
+    from cryospy.infra.deployment import load
+
+    from .devices import list_devices
+
+    for d in list_devices(load(args.data_dir)):
+        state = "enabled" if d["enabled"] else "disabled"
+        key = d.get("signing_key_fingerprint") or "waiting for the agent's key"
+        print(f"{d['device_id']:<24} {state:<9} last seen {d['last_seen'] or 'never':<26} "
+              f"token {d.get('storage_token') or '-'} key {key}")
+    return 0
+
+
+def _dashboard_login_link(args: argparse.Namespace) -> int:
+    from cryospy.infra.deployment import load
+    from cryospy.web.login_links import LINKS_DIR, LoginLinks
+
+    dep = load(args.data_dir)
+    token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes, args.account)
+    print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
+          file=sys.stderr)
+    print(f"{dep.dashboard_url}/login/link?token={token}")
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from cryospy.edge_agent.agent import run_agents
+    from cryospy.edge_agent.config import load_configs
+    from cryospy.edge_agent.stream_url import url_password
+
+    configs = load_configs(args.config)
+    for config in configs:
+        SECRETS.add([*secret_fields(config), url_password(config.camera_device),
+                     url_password(config.detect_device)])
+    run_agents(configs)
+    return 0
+
+
+def _job_queue(args: argparse.Namespace) -> JobQueue:
+    from cryospy.infra.deployment import load
+    from cryospy.infra.jobqueue import JobQueue
+
+    return JobQueue(load(args.data_dir).path("runtime", "jobs.sqlite"))
+
+
+def _events_dead(args: argparse.Namespace) -> int:
+    dead = _job_queue(args).dead_letters()
+    for job in dead:
+        print(f"#{job.id} {job.handler} {job.key}: {job.reason}")
+    print(f"{len(dead)} dead-lettered event(s)")
+    return 0
+
+
+def _events_retry(args: argparse.Namespace) -> int:
+    print(f"requeued {_job_queue(args).requeue_dead(args.id)} event(s); a running runtime picks them up now")
+    return 0
+
+
+def _key_store(args: argparse.Namespace) -> KeyStore:
     from cryospy.common.keys import KeyStore
     from cryospy.infra.deployment import load
 
+    return KeyStore.load(load(args.data_dir).keys_path)
+
+
+def _keys_show(args: argparse.Namespace) -> int:
+    print(_key_store(args).current_public_key().to_text())
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
     from .passphrase import read_passphrase
 
-    store = KeyStore.load(load(args.data_dir).keys_path)
-    if args.action == "show":
-        print(store.current_public_key().to_text())
-        return 0
-    if args.action == "rotate":
-        passphrase = read_passphrase(args.passphrase_file)
-        assert passphrase is not None
-        new = store.rotate(passphrase)
-        print(f"New deployment key {new.key_id} is current; clips sealed to older keys stay readable.")
-        print("Give cameras the new public key (deployment_public_key in each agent config) and restart the "
-              f"runtime:\n{new.to_text()}")
-        return 0
+    store = _key_store(args)
+    passphrase = read_passphrase(args.passphrase_file)
+    assert passphrase is not None
+    new = store.rotate(passphrase)
+    print(f"New deployment key {new.key_id} is current; clips sealed to older keys stay readable.")
+    print("Give cameras the new public key (deployment_public_key in each agent config) and restart the "
+          f"runtime:\n{new.to_text()}")
+    return 0
+
+
+def _keys_change_passphrase(args: argparse.Namespace) -> int:
+    from .passphrase import read_passphrase
+
+    store = _key_store(args)
     old = read_passphrase(args.old_passphrase_file)
     new_pass = read_passphrase(args.new_passphrase_file, confirm=args.new_passphrase_file is None)
     assert old is not None and new_pass is not None
     store.change_passphrase(old, new_pass)
     print("Passphrase changed. No clip was touched; use the new passphrase from now on.")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .verify import run as run_verify
+
+    return run_verify(args.path, args.devices)
+
+
+def _minio_build(args: argparse.Namespace) -> int:
+    from cryospy.infra.minio_binary import ensure_minio
+
+    print(ensure_minio())
     return 0
 
 
@@ -406,6 +442,30 @@ def _serve(args: argparse.Namespace) -> int:
             minio.stop()
         if stopping.is_set():
             log.info("stopped cleanly")
+
+
+# (subcommand, action) -> the function that runs it; action is None for subcommands without actions.
+COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
+    ("demo", None): _demo,
+    ("setup", None): _setup,
+    ("serve", None): _serve,
+    ("devices", "create"): _devices_create,
+    ("devices", "list"): _devices_list,
+    ("dashboard", "login-link"): _dashboard_login_link,
+    ("agent", None): _agent,
+    ("service", "units"): _service_units,
+    ("events", "dead"): _events_dead,
+    ("events", "retry"): _events_retry,
+    ("keys", "show"): _keys_show,
+    ("keys", "rotate"): _keys_rotate,
+    ("keys", "change-passphrase"): _keys_change_passphrase,
+    ("verify", None): _verify,
+    ("minio", "build"): _minio_build,
+    ("accounts", "list"): accounts_cmd.list_accounts,
+    ("accounts", "add"): accounts_cmd.add_account,
+    ("accounts", "remove"): accounts_cmd.remove_account,
+    ("accounts", "passwd"): accounts_cmd.set_passphrase,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from datetime import datetime
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cryospy.common.sealed import ZERO_HASH, SealedFormatError, SealedHeader, verify_header_signature
+from cryospy.common.timefmt import utc_stamp
 
 KINDS = ("bad-signature", "gap", "reordered", "replayed", "broken-link", "wrong-device", "unreadable")
 
@@ -256,7 +257,7 @@ def _link(
 
 
 def _stamp(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(moment)
 
 
 def _duration(start: datetime, end: datetime) -> str:

@@ -35,13 +35,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import errno
 import fcntl
 import hashlib
 import hmac
 import json
 import os
-import tempfile
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -57,6 +55,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cryospy.common.accounts import ADMIN, MAX_ACCOUNTS, Account, AccountError, check_removal
+from cryospy.common.atomic import write_atomic
 from cryospy.common.errors import CryoSpyError
 
 STORE_FORMAT = "cryospy-keystore/v2"
@@ -790,36 +789,8 @@ def _parse_document(path: Path, document: dict[str, Any]) -> _Document:
 
 
 def _write_atomic(path: Path, data: bytes, *, exclusive: bool) -> None:
-    """Write via a 0600 temp file, fsync, then link (exclusive) or rename over; fsync the directory.
-
-    A crash leaves either the old file or the new one, never a torn key store.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """A crash leaves either the old file or the new one, never a torn key store (0600, fsynced)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise KeyStoreExists(f"{path} already exists; refusing to overwrite it") from None
-            except OSError as exc:  # file systems without hard links
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                try:
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-                except FileExistsError:
-                    raise KeyStoreExists(f"{path} already exists; refusing to overwrite it") from None
-                os.replace(tmp, path)
-        else:
-            os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        write_atomic(path, data, exclusive=exclusive)
+    except FileExistsError:
+        raise KeyStoreExists(f"{path} already exists; refusing to overwrite it") from None

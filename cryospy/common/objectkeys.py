@@ -29,6 +29,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cryospy.common.timefmt import key_stamp
+
 from .errors import CryoSpyError
 
 BUCKET = "cryospy"
@@ -60,6 +62,20 @@ def validate_device_id(device_id: str) -> str:
     return device_id
 
 
+def device_hex(device_id: str) -> str:
+    """A device id as one path segment or URL part: the hex of its UTF-8.
+
+    Why hex: ids may hold spaces and '+', which URLs, file names and MinIO keys each escape differently; hex
+    needs no escaping anywhere and cannot form '..'. Used for the index's shard folders and the dashboard's
+    device pages."""
+    return device_id.encode("utf-8").hex()
+
+
+def device_from_hex(text: str) -> str:
+    """The inverse of :func:`device_hex`; ValueError when ``text`` is not the hex of UTF-8 text."""
+    return bytes.fromhex(text).decode("utf-8")
+
+
 def new_storage_token() -> str:
     """A fresh pseudonym: 130 random bits, never derived from the device's name."""
     return "_" + base64.b32encode(secrets.token_bytes(17)).decode().lower()[:26]
@@ -87,7 +103,7 @@ class ClipKey:
     @property
     def key(self) -> str:
         ts = self.captured_at.astimezone(UTC)
-        stamp = ts.strftime("%Y%m%dT%H%M%S.") + f"{ts.microsecond // 1000:03d}Z"
+        stamp = key_stamp(ts)
         return f"{CLIP_PREFIX}{self.owner}/{ts:%Y/%m/%d}/{stamp}-{self.sequence}{CLIP_SUFFIX}"
 
     @property

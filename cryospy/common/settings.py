@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .errors import CryoSpyError
+from .strict_keys import over_defaults
 
 __all__ = [
     "DEFAULT_SETTINGS", "RESOLUTION_PRESETS", "DeviceSettings", "EncodeHints", "Polygon", "SettingsError",
@@ -250,11 +251,9 @@ class DeviceSettings:
         if not isinstance(doc, Mapping):
             raise SettingsError("settings", f"settings must be a JSON object, got {_json_type(doc)}; send "
                                             '{"clip_duration_seconds": 60, ...} or {} for the defaults')
-        unknown = sorted((str(k) for k in doc if k not in _SPECS), key=str)
-        if unknown:
-            raise SettingsError(unknown[0], _unknown_key_message(unknown[0], len(unknown) - 1))
         start = base if base is not None else DEFAULT_SETTINGS
-        merged = {name: getattr(start, name) for name in _SPECS} | dict(doc)
+        merged = over_defaults(doc, {name: getattr(start, name) for name in _SPECS}, what="settings",
+                               error=SettingsError, explain_unknown=_unknown_key_message)
         return cls(**_normalise(merged, touched=doc.keys()))
 
     def to_dict(self) -> dict[str, Any]:

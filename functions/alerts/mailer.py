@@ -29,7 +29,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Any, Literal, get_args
 
-from cryospy.common.strict_keys import unknown_key_message
+from cryospy.common.strict_keys import message_only, over_defaults
 from cryospy.functions.errors import FunctionsError
 
 Security = Literal["starttls", "tls", "none"]
@@ -122,16 +122,12 @@ class SmtpSettings:
         STARTTLS. Plain text is never a default: it must be asked for with ``"security": "none"``, because
         guessing it from port 25 would send alerts unencrypted across the internet to any remote relay.
         """
-        if not isinstance(doc, Mapping):
-            raise MailSettingsError(f"smtp_settings must be an object, not {type(doc).__name__}")
-        problem = unknown_key_message(doc, (f.name for f in fields(cls)), "smtp_settings")
-        if problem:
-            raise MailSettingsError(problem)
+        values = over_defaults(doc, {}, known=[f.name for f in fields(cls)], what="smtp_settings",
+                               error=message_only(MailSettingsError))
         for required in ("host", "port", "from_addr"):
-            if required not in doc:
+            if required not in values:
                 raise MailSettingsError(f"smtp_settings.{required} is missing; add it (or remove smtp_settings "
                                         "to turn e-mail off)")
-        values = dict(doc)
         if "security" not in values:
             values["security"] = "tls" if values["port"] == IMPLICIT_TLS_PORT else "starttls"
         return cls(**values)

@@ -18,7 +18,7 @@ from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, MailError
 from cryospy.functions.index.records import ClipRecord
 
-log = logging.getLogger("cryospy.alerts")
+log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 ONCE = 10 * 365 * 86400.0   # rate-limit interval for alerts that must go out once per incident
 

@@ -13,7 +13,7 @@ from chalice.app import Request, Response
 from cryospy.functions.api import json_limits
 from cryospy.functions.errors import ApiError, BadRequest, PayloadTooLarge
 
-log = logging.getLogger("cryospy.api")
+log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 64 * 1024
 F = TypeVar("F", bound=Callable[..., Any])

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cryospy.functions.alerts.mailer import Mailer
     from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.channels.control")
+log = logging.getLogger(__name__)
 CHANNELS = tuple(SPECIFIC)           # email, mqtt, webhook, push
 MAIL_KEYS = ("recipients", "attach_thumbnails")
 MAX_RECIPIENTS = 20

@@ -9,9 +9,10 @@ carry camera ids, times, scores and clip sequence numbers: never keys, secrets, 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.api import validate
 from cryospy.functions.errors import BadRequest
 
@@ -66,10 +67,6 @@ class _Blank(dict):   # type: ignore[type-arg]
         return "?"
 
 
-def now_stamp() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _stamp(doc: dict[str, Any], where: str) -> str:
     raw = validate.string(doc, "at", 40)
     try:
@@ -79,7 +76,7 @@ def _stamp(doc: dict[str, Any], where: str) -> str:
                          field=f"{where}.at") from None
     if t.tzinfo is None:
         raise BadRequest(f"{where}.at must carry a time zone (Z)", field=f"{where}.at")
-    return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(t)
 
 
 def _one(camera: str, doc: Any, where: str) -> HomeEvent:

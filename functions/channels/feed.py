@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cryospy.common.timefmt import utc_now
 from cryospy.functions.errors import KeysLocked
 
-from .event import HomeEvent, now_stamp, parse_device_events
+from .event import HomeEvent, parse_device_events
 from .mqtt import CameraState
 
 if TYPE_CHECKING:
@@ -37,18 +38,18 @@ def clip_stored(services: Services, device_id: str, record: ClipRecord) -> None:
     if not services.home_events.wants("clip_stored"):
         return                      # the usage read below is not free; skip it when no channel takes these
     stored = services.index.usage(device_id).bytes
-    services.home_events.publish([HomeEvent(camera=device_id, kind="clip_stored", at=now_stamp(),
+    services.home_events.publish([HomeEvent(camera=device_id, kind="clip_stored", at=utc_now(),
                                             clip_sequence=record.sequence, stored_bytes=stored,
                                             last_clip_at=record.captured_at)])
 
 
 def camera_added(services: Services, device_id: str) -> None:
-    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_added", at=now_stamp())])
+    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_added", at=utc_now())])
 
 
 def camera_removed(services: Services, device_id: str) -> None:
     services.presence.forget(device_id)
-    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_removed", at=now_stamp())])
+    services.home_events.publish([HomeEvent(camera=device_id, kind="camera_removed", at=utc_now())])
 
 
 def camera_states(services: Services) -> dict[str, CameraState]:

@@ -17,11 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from cryospy.common.timefmt import utc_now
+
 from .errors import ChannelError
-from .event import HomeEvent, now_stamp
+from .event import HomeEvent
 from .settings import Delivery
 
-log = logging.getLogger("cryospy.channels")
+log = logging.getLogger(__name__)
 UNLIMITED = ("camera_added", "camera_removed", "clip_stored", "test", "motion_end", "camera_online")
 
 
@@ -118,14 +120,14 @@ class _Worker:
             try:
                 self.channel.deliver(event)
             except ChannelError as exc:
-                self.last_error, self.last_error_at, self.retrying = str(exc), now_stamp(), True
+                self.last_error, self.last_error_at, self.retrying = str(exc), utc_now(), True
                 log.warning("%s: %s (attempt %d of %d)", self.channel.name, exc, attempt, self.delivery.max_attempts)
             except Exception as exc:   # a bug in a channel must not end its worker
-                self.last_error, self.last_error_at, self.retrying = f"unexpected: {exc!r}", now_stamp(), True
+                self.last_error, self.last_error_at, self.retrying = f"unexpected: {exc!r}", utc_now(), True
                 log.exception("%s failed unexpectedly", self.channel.name)
             else:
                 self.delivered += 1
-                self.last_ok_at, self.retrying = now_stamp(), False
+                self.last_ok_at, self.retrying = utc_now(), False
                 return True
             if attempt == self.delivery.max_attempts:
                 break
@@ -205,7 +207,7 @@ class ChannelHub:
 
     def send_test(self, name: str, camera: str = "test") -> None:
         """A "test" event to one channel, past its kinds and limits; KeyError for an unknown channel."""
-        self._workers[name].offer(HomeEvent(camera=camera, kind="test", at=now_stamp()), force=True)
+        self._workers[name].offer(HomeEvent(camera=camera, kind="test", at=utc_now()), force=True)
 
     def status(self) -> list[ChannelStatus]:
         return [w.status() for w in self._workers.values()]

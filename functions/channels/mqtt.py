@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as paho
 
+from cryospy.common.timefmt import utc_now
+
 from .errors import ChannelError
-from .event import HomeEvent, now_stamp
+from .event import HomeEvent
 from .settings import MqttSettings
 
-log = logging.getLogger("cryospy.channels.mqtt")
+log = logging.getLogger(__name__)
 ENTITIES = (  # (component, entity, state topic leaf, config extras)
     ("binary_sensor", "motion", "motion", {"device_class": "motion", "payload_on": "ON", "payload_off": "OFF"}),
     ("binary_sensor", "connectivity", "connectivity",
@@ -76,7 +78,7 @@ class CameraState:
 class _Link:
     connected: bool = False
     problem: str = "not connected yet"
-    problem_at: str = field(default_factory=now_stamp)
+    problem_at: str = field(default_factory=utc_now)
 
 
 class MqttChannel:
@@ -129,7 +131,7 @@ class MqttChannel:
             self._problem(f"the broker at {self.where} refused the connection: {reason}{hint}")
             return
         with self._lock:
-            self._link = _Link(True, "", now_stamp())
+            self._link = _Link(True, "", utc_now())
             self._announced.clear()
             try:
                 known = self.cameras()
@@ -162,7 +164,7 @@ class MqttChannel:
         with self._lock:
             if self._link.problem != text or self._link.connected:
                 log.warning("%s", text)
-            self._link = _Link(False, text, now_stamp())
+            self._link = _Link(False, text, utc_now())
 
     # -- the Channel interface -----------------------------------------------------------------------
     def start(self) -> None:

@@ -34,9 +34,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .event import HomeEvent, now_stamp
+from cryospy.common.timefmt import parse_utc, utc_now
 
-log = logging.getLogger("cryospy.channels.presence")
+from .event import HomeEvent
+
+log = logging.getLogger(__name__)
 DEFAULT_OFFLINE_AFTER_S = 60.0
 OFFLINE_AFTER_BOUNDS = (15.0, 3600.0)
 
@@ -67,7 +69,7 @@ class Presence:
                 if not seen or camera in self._cameras:
                     continue
                 try:
-                    ago = (wall - datetime.fromisoformat(seen.replace("Z", "+00:00"))).total_seconds()
+                    ago = (wall - parse_utc(seen)).total_seconds()
                 except ValueError:
                     continue
                 self._cameras[camera] = _Camera(now - max(0.0, ago), silent=ago > self.offline_after_s)
@@ -86,7 +88,7 @@ class Presence:
             if state.reported == "OFF":
                 return []
         log.info("%s: contact from its agent again", camera)
-        return [HomeEvent(camera=camera, kind="camera_online", at=now_stamp(), detail="contact resumed")]
+        return [HomeEvent(camera=camera, kind="camera_online", at=utc_now(), detail="contact resumed")]
 
     @contextlib.contextmanager
     def holding(self, camera: str) -> Iterator[None]:
@@ -121,7 +123,7 @@ class Presence:
                     continue
                 state.silent = True
                 if state.reported != "OFF":
-                    out.append(HomeEvent(camera=camera, kind="camera_offline", at=now_stamp(),
+                    out.append(HomeEvent(camera=camera, kind="camera_offline", at=utc_now(),
                                          detail=f"no contact from the agent for {self.offline_after_s:g} s"))
         for event in out:
             log.warning("%s: %s", event.camera, event.detail)

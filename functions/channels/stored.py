@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cryospy.functions.index.tinydb_files import atomic_write
+from cryospy.common.atomic import write_atomic
 
 from .errors import ChannelSettingsError
 
@@ -64,4 +64,4 @@ class StoredChannels:
     def save(self, doc: dict[str, Any]) -> None:
         nonce = os.urandom(12)
         sealed = self._aead().encrypt(nonce, json.dumps(doc, separators=(",", ":")).encode(), MAGIC)
-        atomic_write(self.path, MAGIC + nonce + sealed)
+        write_atomic(self.path, MAGIC + nonce + sealed)

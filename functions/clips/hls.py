@@ -58,6 +58,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.clips.mp4 import Fragment, Mp4Info
 
 __all__ = [
@@ -320,7 +321,7 @@ def _program_date_time(clip: ClipMedia, fragment_index: int) -> str:
     """Wall-clock time of a fragment: the clip's capture time plus the fragment's offset into the clip."""
     offset = clip.fragments[fragment_index].start_s - clip.fragments[0].start_s
     moment = (clip.captured_at + timedelta(seconds=offset)).astimezone(UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_stamp(moment)
 
 
 def _check_uri(uri: str, what: str) -> None:

@@ -16,25 +16,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from botocore.exceptions import ClientError
-
 from cryospy.common.clipmeta import CLIP_META_UUID, ClipMetaError, decode_meta_payload
 from cryospy.common.ffmpeg_tool import FfmpegError
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.objectkeys import ClipKey, ObjectKeyError, thumbnail_key
 from cryospy.common.sealed import ZERO_HASH, SealedFormatError, SealedReader, open_sealed, seal_bytes
 from cryospy.common.timefmt import parse_utc, utc_stamp
-from cryospy.functions import bucket
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.clips import chain_check, quarantine
 from cryospy.functions.clips.mp4 import Mp4Error, Mp4Info, find_uuid_box, parse_mp4
 from cryospy.functions.clips.place import locate
 from cryospy.functions.clips.thumbnail import thumbnail_from_fragment
-from cryospy.functions.errors import NotFound, PermanentEventError
+from cryospy.functions.errors import NotFound, ObjectMissing, PermanentEventError
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.ingest")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,15 +45,14 @@ class IngestResult:
 
 def _download(services: Services, key: str, into: IO[bytes]) -> int:
     try:
-        obj = services.handler_client.get_object(Bucket=services.bucket, Key=key)
-    except ClientError as exc:
-        if bucket.is_missing(exc):
-            raise PermanentEventError(f"{key} no longer exists (deleted before it was processed)") from None
-        raise
+        body = Bucket.of(services).get(key)
+    except ObjectMissing:
+        raise PermanentEventError(f"{key} no longer exists (deleted before it was processed)") from None
     size = 0
-    for chunk in obj["Body"].iter_chunks(1 << 20):
-        into.write(chunk)
-        size += len(chunk)
+    with body:
+        for chunk in body.iter_chunks(1 << 20):
+            into.write(chunk)
+            size += len(chunk)
     into.seek(0)
     return size
 
@@ -95,8 +92,7 @@ def _store_thumbnail(services: Services, ck: ClipKey, jpeg: bytes) -> tuple[str,
     sealed, _ = seal_bytes(jpeg, object_key=key, device_id="server", sequence=0, captured_at=ck.captured_at,
                            content_type="image/jpeg", prev_hash=ZERO_HASH, recipient=keys.current_public_key,
                            signer=keys.server_signing_key)
-    services.handler_client.put_object(Bucket=services.bucket, Key=key, Body=sealed,
-                                       ContentType="application/octet-stream")
+    Bucket.of(services).put(key, sealed, ContentType="application/octet-stream")
     return key, len(sealed)
 
 
@@ -187,7 +183,7 @@ def ingest_clip(services: Services, event: ObjectEvent) -> IngestResult:
         thumb_key, thumb_size = _store_thumbnail(services, ck, jpeg) if jpeg else (None, 0)
     fields = {
         "key": event.key, "device_id": device_id, "day": ck.day, "sequence": header.sequence,
-        "captured_at": header.captured_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "captured_at": utc_stamp(header.captured_at),
         "sealed_size": sealed_size, "plain_size": reader.plaintext_size,
         "header_hash": header.header_hash.hex(), "prev_hash": header.prev_hash.hex(),
         "thumb_key": thumb_key, "thumb_size": thumb_size,

@@ -15,29 +15,24 @@ from __future__ import annotations
 
 import logging
 
-from botocore.exceptions import ClientError
-
 from cryospy.common.objectkeys import ObjectKeyError, owner_prefixes, parse_clip_key
-from cryospy.functions.bucket import is_missing
-from cryospy.functions.errors import NotFound
+from cryospy.functions.bucket import Bucket
+from cryospy.functions.errors import NotFound, ObjectMissing
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.quarantine")
+log = logging.getLogger(__name__)
 PREFIX = "quarantine/"
 
 
 def quarantine(services: Services, key: str, reason: str) -> bool:
-    s3 = services.handler_client
+    store = Bucket.of(services)
     target = PREFIX + key
     try:
-        s3.copy_object(Bucket=services.bucket, Key=target, CopySource={"Bucket": services.bucket, "Key": key},
-                       Metadata={"cryospy-reason": reason.encode("ascii", "replace").decode()[:1000]},
-                       MetadataDirective="REPLACE")
-    except ClientError as exc:
-        if is_missing(exc):
-            return False   # already moved by an earlier delivery of the same event
-        raise
-    s3.delete_object(Bucket=services.bucket, Key=key)
+        store.copy(key, target, Metadata={"cryospy-reason": reason.encode("ascii", "replace").decode()[:1000]},
+                   MetadataDirective="REPLACE")
+    except ObjectMissing:
+        return False   # already moved by an earlier delivery of the same event
+    store.delete(key)
     log.warning("quarantined %s -> %s: %s", key, target, reason)
     try:
         owner = parse_clip_key(key).owner
@@ -54,19 +49,17 @@ def quarantine(services: Services, key: str, reason: str) -> bool:
 def prune(services: Services, device_id: str, cap_bytes: int) -> int:
     """Delete the device's oldest quarantined uploads until the rest fit in ``cap_bytes``; record what is left
     in the device's usage (enrolled devices only) and return it. Idempotent: it sets, never adds."""
-    s3 = services.handler_client
+    store = Bucket.of(services)
     token = services.devices.get(device_id).storage_token if services.devices.exists(device_id) else None
     prefixes = [PREFIX + p for p in owner_prefixes(device_id, token)]   # its token's, and legacy keys'
-    held = [o for prefix in prefixes
-            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.bucket, Prefix=prefix)
-            for o in page.get("Contents", [])]
+    held = [o for prefix in prefixes for o in store.list(prefix)]
     held.sort(key=lambda o: (o["LastModified"], o["Key"]), reverse=True)   # newest first
     kept = 0
     for obj in held:
         if kept + obj["Size"] <= cap_bytes:
             kept += obj["Size"]
             continue
-        s3.delete_object(Bucket=services.bucket, Key=obj["Key"])
+        store.delete(obj["Key"])
         log.warning("quarantine of %s is over %d bytes: deleted %s", device_id, cap_bytes, obj["Key"])
     if services.devices.exists(device_id):
         services.index.set_quarantined(device_id, kept)

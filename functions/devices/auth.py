@@ -21,7 +21,7 @@ from cryospy.functions.devices.registry import Device, parse_basic
 from cryospy.functions.errors import ApiError, Unauthorized
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.auth")
+log = logging.getLogger(__name__)
 
 
 class TooManyFailures(ApiError):

@@ -56,7 +56,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryospy.common.strict_keys import unknown_key_message
+from cryospy.common.strict_keys import message_only, over_defaults
+from cryospy.common.timefmt import utc_stamp_seconds
 from cryospy.functions.errors import FunctionsError
 
 STORE_FORMAT = "1"
@@ -119,15 +120,11 @@ class AuthDefenceSettings:
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> AuthDefenceSettings:
         """Strict: unknown keys are an error with a hint, so a typo never silently keeps a default."""
-        if not isinstance(doc, Mapping):
-            raise AuthDefenceSettingsError(f"auth_defence settings must be an object, not {type(doc).__name__}")
         for key, why in _REMOVED.items():
-            if key in doc:
+            if isinstance(doc, Mapping) and key in doc:
                 raise AuthDefenceSettingsError(f"auth_defence.{key} was removed: {why}")
-        problem = unknown_key_message(doc, (f.name for f in fields(cls)), "auth_defence")
-        if problem:
-            raise AuthDefenceSettingsError(problem)
-        return cls(**doc)
+        return cls(**over_defaults(doc, {}, known=[f.name for f in fields(cls)], what="auth_defence",
+                                   error=message_only(AuthDefenceSettingsError)))
 
 
 @dataclass(frozen=True)
@@ -165,7 +162,7 @@ def address_key(ip: str) -> str:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_stamp_seconds(datetime.fromtimestamp(ts, UTC))
 
 
 _SCHEMA = """

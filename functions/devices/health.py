@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryospy.functions.index.tinydb_files import atomic_write
+from cryospy.common.atomic import write_atomic
 
-log = logging.getLogger("cryospy.devices")
+log = logging.getLogger(__name__)
 FIELDS = ("last_seen", "heartbeat")
 
 
@@ -83,6 +83,6 @@ class DeviceHealth:
                 data = json.dumps(self._table, separators=(",", ":")).encode()
                 self._dirty = False
                 self._written_at = self._monotonic()
-            atomic_write(self.path, data)
+            write_atomic(self.path, data)
         finally:
             self._write_lock.release()

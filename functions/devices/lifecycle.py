@@ -15,7 +15,7 @@ from chalice.app import Request
 
 from cryospy.common.keys import verify_key_from_text, verify_key_to_text
 from cryospy.common.objectkeys import ObjectKeyError, validate_device_id
-from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
+from cryospy.common.settings import DeviceSettings, SettingsError
 from cryospy.functions.api import validate
 from cryospy.functions.channels import feed
 from cryospy.functions.devices.registry import Device
@@ -61,7 +61,7 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
         raise BadRequest(str(exc), field="device_id") from None
     # Absent, null or "" (an empty form field) all mean "the agent registers its own key".
     signing_key = parse_verify_key(doc) if doc.get("signing_key") not in (None, "") else None
-    settings = parse_settings(doc.get("settings") or {}, DEFAULT_SETTINGS)
+    settings = parse_settings(doc.get("settings") or {})
     if services.devices.exists(device_id):
         raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
     token = services.devices.new_token()
@@ -78,7 +78,7 @@ def create_device(services: Services, doc: dict[str, Any]) -> dict[str, Any]:
 
 def update_settings(services: Services, device_id: str, doc: dict[str, Any]) -> dict[str, Any]:
     device = services.devices.get(device_id)
-    current = DeviceSettings.from_dict(device.settings, base=DEFAULT_SETTINGS)
+    current = DeviceSettings.from_dict(device.settings)
     updated = parse_settings(doc, current)
     answer = services.devices.update_settings(device_id, updated.to_dict()).public()
     services.audit.record("device.settings", device=device_id, changed=", ".join(sorted(doc)))

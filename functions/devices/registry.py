@@ -38,6 +38,7 @@ from tinydb import Query, TinyDB
 
 from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, is_storage_token, new_storage_token, validate_device_id
+from cryospy.common.timefmt import utc_stamp_seconds
 from cryospy.functions.devices.health import DeviceHealth
 from cryospy.functions.errors import BadRequest, Conflict, NotFound, Unauthorized
 from cryospy.functions.index.tinydb_files import AtomicJSONStorage
@@ -86,7 +87,7 @@ def _hash(salt: bytes, secret: bytes) -> bytes:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return utc_stamp_seconds(datetime.now(UTC))
 
 
 def _new_secret() -> tuple[bytes, dict[str, str]]:

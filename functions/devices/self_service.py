@@ -13,16 +13,16 @@ import logging
 from typing import Any
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key
-from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings, SettingsError
-from cryospy.functions import bucket
+from cryospy.common.settings import DeviceSettings, SettingsError
 from cryospy.functions.api import validate
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.devices.lifecycle import parse_verify_key
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.errors import BadRequest, Conflict
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
 
-log = logging.getLogger("cryospy.devices")
+log = logging.getLogger(__name__)
 
 HEARTBEAT_FIELDS = {"agent_version", "spool_depth", "spool_bytes", "dropped_clips", "source_state",
                     "motion_state", "settings_etag", "last_sequence", "uptime_s", "settings", "pinned",
@@ -35,7 +35,7 @@ PINNED_FIELDS: dict[str, tuple[type, float, float]] = {
 
 
 def device_settings(device: Device) -> DeviceSettings:
-    return DeviceSettings.from_dict(device.settings, base=DEFAULT_SETTINGS)
+    return DeviceSettings.from_dict(device.settings)
 
 
 def settings_document(services: Services, device: Device) -> tuple[dict[str, Any], str]:
@@ -83,7 +83,7 @@ def _reported_settings(doc: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         raise BadRequest("'settings' must be an object of the settings the agent applies", field="settings")
     try:
-        clean = DeviceSettings.from_dict(raw, base=DEFAULT_SETTINGS).to_dict()
+        clean = DeviceSettings.from_dict(raw).to_dict()
     except SettingsError as exc:
         raise BadRequest(exc.message, field=f"settings.{exc.field}") from None
     return {name: value for name, value in clean.items() if name in raw}
@@ -172,7 +172,7 @@ def confirm_upload(services: Services, device: Device, doc: dict[str, Any]) -> d
         raise BadRequest(str(exc), field="key") from None
     if ck.owner != device.storage_token:
         raise BadRequest("that key belongs to another device", field="key")
-    head = bucket.head(services, key)
+    head = Bucket.of(services).head(key)
     if head is None:
         raise Conflict("no such object: upload the clip before confirming it")
     event = ObjectEvent("s3:ObjectCreated:Put", services.bucket, key, int(head["ContentLength"]),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.api import json_limits, validate
 from cryospy.functions.errors import BadRequest
 from cryospy.functions.index.records import ClipRecord
@@ -70,14 +71,10 @@ class ClipPage:
         return {"clips": [c.to_doc() for c in self.clips], "next_cursor": self.next_cursor, "matched": self.matched}
 
 
-def _iso(t: datetime) -> str:
-    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def scan_query(index: ClipIndex, q: ClipQuery) -> ClipPage:
     devices = [q.device_id] if q.device_id else index.devices()
-    lo = _iso(q.start) if q.start else ""
-    hi = _iso(q.end) if q.end else "\uffff"
+    lo = utc_stamp(q.start) if q.start else ""
+    hi = utc_stamp(q.end) if q.end else "\uffff"
     day_lo, day_hi = lo[:10], hi[:10] if q.end else "\uffff"
     matches: list[ClipRecord] = []
     for device in devices:

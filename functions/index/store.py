@@ -29,6 +29,7 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
+from cryospy.common.objectkeys import device_from_hex
 from cryospy.functions.api import validate
 from cryospy.functions.index.fragment_log import FragmentLog
 from cryospy.functions.index.listeners import ChangeListeners, Listener
@@ -193,7 +194,7 @@ class TinyDBIndex:
         base = self.root / "clips"
         if not base.is_dir():
             return []
-        return sorted(bytes.fromhex(p.name).decode() for p in base.iterdir() if p.is_dir())
+        return sorted(device_from_hex(p.name) for p in base.iterdir() if p.is_dir())
 
     def days(self, device_id: str) -> list[str]:
         base = self.root / "clips" / dir_name(device_id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tinydb.storages import Storage
 
+from cryospy.common.atomic import write_atomic
 from cryospy.functions.errors import FunctionsError
 
 _MAGIC = b"CSIX1"
@@ -26,21 +26,6 @@ _MAGIC = b"CSIX1"
 
 class IndexCorrupt(FunctionsError):
     pass
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class AtomicJSONStorage(Storage):
@@ -58,7 +43,7 @@ class AtomicJSONStorage(Storage):
             raise IndexCorrupt(f"{self.path} is not valid JSON ({exc}); restore it from a backup") from exc
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode())
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode())
 
 
 class EncryptedJSONStorage(Storage):
@@ -84,4 +69,4 @@ class EncryptedJSONStorage(Storage):
     def write(self, data: dict[str, dict[str, Any]]) -> None:
         nonce = os.urandom(12)
         plain = json.dumps(data, separators=(",", ":")).encode()
-        atomic_write(self.path, _MAGIC + nonce + self._aead.encrypt(nonce, plain, self._aad))
+        write_atomic(self.path, _MAGIC + nonce + self._aead.encrypt(nonce, plain, self._aad))

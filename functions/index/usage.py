@@ -26,13 +26,15 @@ from typing import Any
 
 from tinydb import Query, TinyDB
 
+from cryospy.common.atomic import fsync_dir
+from cryospy.common.objectkeys import device_from_hex, device_hex
 from cryospy.functions.index.records import ClipRecord, DeviceUsage
 from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
 
 
 def dir_name(device_id: str) -> str:
     """A device's name on disk: device ids may contain spaces and '+'; hex keeps names portable."""
-    return device_id.encode().hex()
+    return device_hex(device_id)
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class UsageTotals:
         self._history = history
         self._marked: set[str] = set()    # devices this process has written (their marker is on disk)
         pending = root / "pending"
-        self._to_recount = {bytes.fromhex(p.name).decode() for p in pending.iterdir()} if pending.is_dir() else set()
+        self._to_recount = {device_from_hex(p.name) for p in pending.iterdir()} if pending.is_dir() else set()
 
     def _db(self) -> TinyDB:
         if self._to_recount:
@@ -86,11 +88,7 @@ class UsageTotals:
             os.fsync(fd)
         finally:
             os.close(fd)
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(folder)
         self._marked.add(device_id)
 
     def recount_pending(self) -> None:

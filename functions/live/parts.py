@@ -27,17 +27,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from cryospy.common.keys import verify_key_from_text
 from cryospy.common.liveparts import LIVE_CONTENT_TYPE, new_live_part_key, parse_live_part_key
 from cryospy.common.objectkeys import ObjectKeyError
 from cryospy.common.sealed import SealedFormatError, open_sealed
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.api import validate
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.clips.mp4 import Mp4Error, parse_mp4
 from cryospy.functions.devices.registry import Device
-from cryospy.functions.errors import BadRequest, KeysLocked
+from cryospy.functions.errors import BadRequest, BucketError, KeysLocked, ObjectMissing
 from cryospy.functions.live.hub import ParsedPart
 from cryospy.functions.services import Services
 from cryospy.functions.uploads.slots import CONTENT_TYPE, require_signing_key
@@ -137,15 +136,16 @@ def check_part(services: Services, device: Device, key: str) -> ParsedPart:
     if lk.owner != part_owner(device):
         raise PartRefused("that key belongs to another device")
     try:
-        obj = services.handler_client.get_object(Bucket=services.bucket, Key=key)
-    except ClientError as exc:
-        raise PartRefused(f"no such object ({exc.response.get('Error', {}).get('Code')}): upload it first") from None
-    size = int(obj["ContentLength"])
+        body = Bucket.of(services).get(key)
+    except ObjectMissing:
+        raise PartRefused("no such object: upload it first") from None
+    size = body.size
     if size > MAX_PART_BYTES:
-        obj["Body"].close()
+        body.close()
         _delete(services, key)
         raise PartRefused(f"{size} bytes is more than a live part may hold ({MAX_PART_BYTES})")
-    sealed = obj["Body"].read()
+    with body:
+        sealed = body.read()
     try:
         reader = open_sealed(io.BytesIO(sealed), keyring=services.vault.keys(),
                              signer_public_key=verify_key_from_text(device.signing_key or ""),
@@ -174,6 +174,6 @@ def check_part(services: Services, device: Device, key: str) -> ParsedPart:
 
 def _delete(services: Services, key: str) -> None:
     try:
-        services.handler_client.delete_object(Bucket=services.bucket, Key=key)
-    except ClientError:
+        Bucket.of(services).delete(key)
+    except BucketError:
         log.warning("could not delete refused live part %s; the sweep will", key)

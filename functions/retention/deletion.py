@@ -13,6 +13,7 @@ import threading
 from collections import defaultdict
 
 from cryospy.common.objectkeys import THUMB_PREFIX, owner_prefixes
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.services import Services
 
@@ -44,9 +45,9 @@ def delete_clip(services: Services, record: ClipRecord) -> None:
     """Delete a clip's objects (clip, thumbnail) and its index record. The record is marked first, so the
     removal event that follows is known to be ours (functions/retention/removed.py alerts on any other)."""
     services.index.update_clip(record.device_id, record.day, record.key, deleting=True)
-    s3 = services.handler_client
+    store = Bucket.of(services)
     for key in [record.key] + ([record.thumb_key] if record.thumb_key else []):
-        s3.delete_object(Bucket=services.bucket, Key=key)
+        store.delete(key)
     services.index.remove_clip(record.device_id, record.day, record.key)
 
 
@@ -54,16 +55,9 @@ def delete_clip(services: Services, record: ClipRecord) -> None:
 
 def delete_device_clips(services: Services, device_id: str) -> int:
     """Delete every object of the device (clips and derived), then its index shards; returns objects deleted."""
-    s3 = services.handler_client
-    removed = 0
+    store = Bucket.of(services)
     clips = owner_prefixes(device_id, services.devices.get(device_id).storage_token)   # token, legacy name
-    prefixes = [*clips, *(THUMB_PREFIX + p for p in clips)]
-    for prefix in prefixes:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=services.bucket, Prefix=prefix):
-            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
-            for i in range(0, len(keys), 1000):
-                batch = keys[i:i + 1000]
-                s3.delete_objects(Bucket=services.bucket, Delete={"Objects": batch, "Quiet": True})
-                removed += len(batch)
+    removed = sum(store.delete_many(o["Key"] for o in store.list(prefix))
+                  for prefix in [*clips, *(THUMB_PREFIX + p for p in clips)])
     services.index.drop_device(device_id)
     return removed

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryospy.common.settings import DEFAULT_SETTINGS, DeviceSettings
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.clips import quarantine
 from cryospy.functions.errors import NotFound
 from cryospy.functions.retention.deletion import delete_unless_protected, device_lock
@@ -42,7 +43,7 @@ class RetentionResult:
 
 def _settings(services: Services, device_id: str) -> DeviceSettings:
     try:
-        return DeviceSettings.from_dict(services.devices.get(device_id).settings, base=DEFAULT_SETTINGS)
+        return DeviceSettings.from_dict(services.devices.get(device_id).settings)
     except NotFound:
         return DEFAULT_SETTINGS
 
@@ -51,9 +52,7 @@ def enforce_device(services: Services, device_id: str, now: datetime | None = No
     now = now or datetime.now(UTC)
     settings = _settings(services, device_id)
     limit = settings.storage_limit_megabytes * MIB
-    cutoff = ((now - timedelta(days=settings.retention_days)).isoformat(timespec="milliseconds")
-              if settings.retention_days else None)
-    cutoff_stamp = cutoff.replace("+00:00", "Z") if cutoff else None
+    cutoff_stamp = utc_stamp(now - timedelta(days=settings.retention_days)) if settings.retention_days else None
     deleted: list[str] = []
     for_quota = 0
     with device_lock(device_id):

@@ -13,7 +13,8 @@ import logging
 from datetime import UTC, datetime
 
 from cryospy.common.objectkeys import ObjectKeyError, parse_clip_key, thumbnail_key
-from cryospy.functions import bucket
+from cryospy.common.timefmt import utc_stamp_seconds
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.clips.place import locate
 from cryospy.functions.errors import NotFound
 from cryospy.functions.events import ObjectEvent
@@ -31,11 +32,12 @@ def clip_removed(services: Services, event: ObjectEvent) -> bool:
         ck = parse_clip_key(event.key)
     except ObjectKeyError:
         return False
-    if bucket.head(services, event.key) is not None:
+    store = Bucket.of(services)
+    if store.head(event.key) is not None:
         log.warning("ignored a removal event for %s: the object is still in the bucket (a forged or stale "
                     "event; whoever can post to the webhook holds its token)", event.key)
         return False
-    services.handler_client.delete_object(Bucket=services.bucket, Key=thumbnail_key(event.key))
+    store.delete(thumbnail_key(event.key))
     try:
         device_id = locate(services.devices, event.key).device_id
     except NotFound:    # its device was deleted with its clips: no index shard is left to tidy
@@ -51,7 +53,7 @@ def clip_removed(services: Services, event: ObjectEvent) -> bool:
         return False
     services.index.update_clip(
         device_id, ck.day, event.key, missing=True,
-        missing_since=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        missing_since=utc_stamp_seconds(datetime.now(UTC)),
         sealed_size=0, thumb_size=0, thumb_key=None)
     log.warning("%s was deleted from the bucket by something other than CryoSpy; kept a tombstone", event.key)
     services.alerts.deleted_outside(device_id, event.key, record)

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
+from cryospy.common.timefmt import compact_stamp
+
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _UNRESERVED = "-_.~"
 
@@ -74,7 +76,7 @@ class PutPresigner:
         if not 1 <= expires <= 604800:
             raise ValueError("expires must be between 1 second and 7 days")
         now = (now or datetime.now(UTC)).astimezone(UTC)
-        amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+        amz_date, day = compact_stamp(now), now.strftime("%Y%m%d")
         signed = {k.lower(): " ".join(str(v).split()) for k, v in headers.items()}
         signed["host"] = self.host
         names = ";".join(sorted(signed))

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryospy.common.objectkeys import clip_key
+from cryospy.common.timefmt import utc_stamp_seconds
 from cryospy.functions.api import validate
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.errors import BadRequest, Conflict
@@ -68,4 +69,4 @@ def issue_slot(services: Services, device: Device, req: SlotRequest) -> dict[str
                                                          services.slot_ttl_seconds, now)
     expires = now + timedelta(seconds=services.slot_ttl_seconds)
     return {"method": "PUT", "url": url, "headers": headers, "key": key.key,
-            "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z")}
+            "expires_at": utc_stamp_seconds(expires)}

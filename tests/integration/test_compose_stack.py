@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from cryospy.common.objectkeys import device_hex
 from tests.browser.conftest import browser, login  # noqa: F401  (the Chromium fixture plays the clip)
 from tests.conftest import PASSPHRASE  # the browser fixture's login uses it
 from tests.docker_engine import BASE_IMAGE, GO_IMAGE, DockerEngine, docker_engine
@@ -95,7 +96,7 @@ def _clip_keys(opener: urllib.request.OpenerDirector, base: str, device_id: str 
     """Every clip of today's device-day page (the overview shows only the newest few)."""
     day = time.strftime("%Y-%m-%d", time.gmtime())
     try:
-        html = opener.open(f"{base}/devices/{device_id.encode().hex()}/{day}", timeout=10).read().decode()
+        html = opener.open(f"{base}/devices/{device_hex(device_id)}/{day}", timeout=10).read().decode()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:    # no clip yet
             return []

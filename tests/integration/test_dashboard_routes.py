@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
+from cryospy.common.objectkeys import device_hex
 from cryospy.web import media_routes
 from cryospy.web.builder import day_page, live_page
 from tests.support import FakeCamera, clip_place, sample_clip, wait_for
@@ -40,7 +41,7 @@ def test_every_route_refuses_a_logged_out_request(runtime, deployment, tmp_path:
     ck = clip_place(runtime, key)
     wait_for(lambda: runtime.site.get(day_page(ck.device_id, ck.day)), what="the day page rendered")
     k, dev = quote(key, safe=""), quote(ck.device_id, safe="")
-    hex_id = ck.device_id.encode().hex()
+    hex_id = device_hex(ck.device_id)
     media = {
         "/media/clip.mp4": f"/media/clip.mp4?key={k}&download=1",
         "/media/clip.m3u8": f"/media/clip.m3u8?key={k}",

@@ -36,6 +36,7 @@ from cryospy.cli.admin_client import AdminClient
 from cryospy.cli.devices import create_device
 from cryospy.common.ffmpeg_tool import run_ffmpeg
 from cryospy.common.keys import verify_key_from_text
+from cryospy.common.objectkeys import device_hex
 from cryospy.common.sealed import open_bytes
 from cryospy.common.timefmt import parse_utc, utc_stamp
 from cryospy.edge_agent.agent import run_agents
@@ -258,7 +259,7 @@ def test_a_wrong_camera_password_is_told_plainly_and_never_shown(deployment, run
 
 def admin_page(deployment: Deployment, device_id: str) -> str:
     """The device's admin page as a reader sees its words (HTML entities decoded: ``stream's``, not ``&#39;``)."""
-    page = _login(deployment.runtime_url).get(f"{deployment.runtime_url}/admin/devices/{device_id.encode().hex()}",
+    page = _login(deployment.runtime_url).get(f"{deployment.runtime_url}/admin/devices/{device_hex(device_id)}",
                                               timeout=10)
     assert page.status_code == 200, page.status_code
     return html.unescape(page.text)

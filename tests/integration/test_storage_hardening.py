@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from cryospy.cli.main import main as cli_main
-from cryospy.common.objectkeys import parse_clip_key
-from cryospy.functions import bucket
+from cryospy.common.objectkeys import device_hex, parse_clip_key
+from cryospy.functions.bucket import Bucket
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.records import ClipRecord
 from cryospy.functions.retention import policy
@@ -67,7 +67,7 @@ def handled(deployment, handler: str, key: str) -> bool:
 
 
 def exists(runtime, key: str) -> bool:
-    return bucket.head(runtime.services, key) is not None
+    return Bucket.of(runtime.services).head(key) is not None
 
 
 def indexed(runtime, key: str) -> ClipRecord | None:
@@ -105,7 +105,7 @@ def test_day_playlist_refuses_paths_and_leaks_nothing_about_files(runtime, deplo
     device = "traverse"
     key = FakeCamera(deployment, device, tmp_path).upload()   # the device's shard folder must exist to climb out
     wait_for(lambda: runtime.services.index.has_clip(device, parse_clip_key(key).day, key), what="indexed")
-    shard_dir = runtime.services.index.root / "clips" / device.encode().hex()
+    shard_dir = runtime.services.index.root / "clips" / device_hex(device)
     climb = "/".join([".."] * (len(shard_dir.resolve().parts) + 2))
     http = login(deployment.runtime_url)
 

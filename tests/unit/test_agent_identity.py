@@ -66,7 +66,7 @@ def test_signing_key_config_mistakes_are_named(tmp_path: Path, deployment_key, c
 
 def test_the_key_is_made_once_privately_and_only_its_fingerprint_is_logged(tmp_path: Path, caplog):
     path = tmp_path / "spool" / "signing-key"
-    with caplog.at_level(logging.INFO, logger="cryospy.agent.identity"):
+    with caplog.at_level(logging.INFO, logger="cryospy.edge_agent.signing_identity"):
         key = load_or_create_signing_key(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

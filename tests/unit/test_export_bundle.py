@@ -15,6 +15,7 @@ from cryospy.cli.main import main
 from cryospy.common.keys import KeyStore, generate_device_signing_key, verify_key_fingerprint
 from cryospy.common.objectkeys import clip_key
 from cryospy.common.sealed import ZERO_HASH, seal
+from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import BadRequest
 from cryospy.functions.index.records import ClipRecord
 from cryospy.web.export_bundle import (
@@ -54,7 +55,7 @@ class Bucket:
             self.objects[ck.key] = out.getvalue()
             self.records.setdefault(ck.day, []).append(ClipRecord(
                 key=ck.key, device_id="porch", day=ck.day, sequence=seq,
-                captured_at=ck.captured_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                captured_at=utc_stamp(ck.captured_at),
                 sealed_size=len(out.getvalue()), plain_size=len(plain), duration_s=10.0,
                 motion=seq in motion, chain="first" if seq == 0 else "ok"))
 

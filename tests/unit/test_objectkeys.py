@@ -90,3 +90,13 @@ def test_a_registry_from_before_tokens_gets_one_per_device_kept_across_restarts(
     assert again.resolve("bedroom").device_id == "bedroom"                    # a legacy key's owner
     with pytest.raises(NotFound):
         again.resolve(new_storage_token())
+
+
+def test_device_hex_round_trips_ids_with_spaces_and_refuses_what_it_never_makes():
+    from cryospy.common.objectkeys import device_from_hex, device_hex
+
+    assert device_hex("front door+2") == "66726f6e7420646f6f722b32"
+    assert device_from_hex(device_hex("front door+2")) == "front door+2"
+    for bad in ("zz", "abc", "ff"):   # not hex, odd length, not UTF-8
+        with pytest.raises(ValueError):
+            device_from_hex(bad)

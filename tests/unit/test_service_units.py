@@ -193,3 +193,21 @@ def test_secret_fields_are_the_fields_kept_out_of_the_repr(tmp_path: Path):
     dep = new_deployment(tmp_path / "dep")
     assert set(secret_fields(dep)) == {dep.minio_root_password, dep.presigner_secret, dep.handler_secret,
                                        dep.webhook_token, dep.admin_token}
+
+
+def test_every_subcommand_and_action_the_parser_offers_has_exactly_one_function():
+    import argparse
+
+    from cryospy.cli.main import COMMANDS
+
+    def choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
+    offered = set()
+    for name, sub in choices(build_parser()).items():
+        actions = choices(sub)
+        offered |= {(name, action) for action in actions} if actions else {(name, None)}
+    assert offered == set(COMMANDS)
