@@ -250,8 +250,8 @@ def check_issued(files: TlsFiles) -> TlsFiles:
     """The runtime's certificate as something else issued it (``Deployment.tls_dir``): present, signed by the CA
     next to it and not expired, or a :class:`CertificateError` that says how to get a new one; a warning in its
     last :data:`RENEW_BEFORE`. Nothing is written: the runtime holds no CA key to issue with."""
-    renew = ("the certificates in this folder are issued by docker-compose.yml's tls-init service, "
-             "which every `docker compose up -d` runs")
+    renew = ("the certificates in this folder are issued by docker-compose.yml's tls-init service, which runs "
+             "at every `docker compose up`: `docker compose down && docker compose up -d` renews and loads them")
     try:
         ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         cert = x509.load_pem_x509_certificate(files.runtime_cert.read_bytes())
