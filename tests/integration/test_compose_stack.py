@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryospy.edge_agent.api_client import ApiClient, ServerNotTrusted
 from cryospy.edge_agent.config import parse_config
 from cryospy.infra import certificates
+from cryospy.web.server import SESSION_COOKIE
 from tests.browser.conftest import CHROMIUM_ARGS, chromium_executable, login
 from tests.conftest import PASSPHRASE  # the browser fixture's login uses it
 from tests.docker_engine import BASE_IMAGE, GO_IMAGE, DockerEngine, docker_engine
@@ -217,6 +218,7 @@ def test_both_ports_speak_tls_with_the_stack_ca_and_refuse_another_ca(stack: Sta
     page = conn.getresponse()
     page.read()
     assert page.status == 200 and page.getheader("Strict-Transport-Security") == "max-age=31536000"
+    assert "; Secure" in page.getheader("Set-Cookie", "")           # the pre-login cookie
     conn.close()
     plain = http.client.HTTPConnection("127.0.0.1", stack.runtime_port, timeout=10)
     plain.request("GET", "/login")
@@ -249,6 +251,8 @@ def test_a_camera_is_enrolled_recorded_played_and_survives_a_restart(stack: Stac
 
     trusting = stack.trusting()
     opener = _login(stack.url, PASSPHRASE, trusting)
+    jar = next(h.cookiejar for h in opener.handlers if isinstance(h, urllib.request.HTTPCookieProcessor))
+    assert SESSION_COOKIE in {c.name for c in jar} and all(c.secure for c in jar), "cookies must be Secure"
     keys = wait_for(lambda: _clip_keys(opener, stack.url) or None, timeout=240, what="a clip on the dashboard")
     # MinIO's webhook delivered its events over HTTPS, verifying the runtime with the stack's CA: its queue
     # (where an undelivered event waits) is empty, and it logged no certificate error.
