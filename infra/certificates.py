@@ -18,6 +18,12 @@ Server certificates name every address cameras and browsers use (the LAN address
 extra ``tls_names``), this machine's hostname, ``localhost`` and ``127.0.0.1``. They are re-issued from the CA
 at start-up when they are missing, about to expire, or no longer name what the deployment is reached by,
 so changing the LAN address needs a restart, not a new CA.
+
+The Compose stack splits these files over three volumes so that the CA key sits only where certificates are
+issued: its one-shot tls-init service (infra/docker/tls-init.py) keeps the CA, and issues into the runtime's
+and MinIO's volumes with :func:`ensure_authority` and :func:`renew_server_certificates`; the runtime, whose
+deployment then names that folder (``Deployment.tls_dir``), only reads and checks its certificate
+(:func:`check_issued`).
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ import ipaddress
 import logging
 import socket
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -65,8 +73,12 @@ class TlsFiles:
 
     @classmethod
     def of(cls, dep: Deployment) -> TlsFiles:
-        return cls(dep.path("tls", "ca.crt"), dep.path("tls", "ca.key"), dep.path("tls", "runtime.crt"),
-                   dep.path("tls", "runtime.key"), dep.path("minio", "certs"))
+        return cls.in_folders(dep.tls_path, dep.path("minio", "certs"))
+
+    @classmethod
+    def in_folders(cls, tls: Path, minio_certs_dir: Path) -> TlsFiles:
+        """The CA and the runtime's files in ``tls``, MinIO's in ``minio_certs_dir``."""
+        return cls(tls / "ca.crt", tls / "ca.key", tls / "runtime.crt", tls / "runtime.key", minio_certs_dir)
 
     @property
     def minio_cert(self) -> Path:
@@ -81,17 +93,21 @@ class TlsFiles:
         return self.minio_certs_dir / "CAs" / "ca.crt"
 
 
-def server_names(dep: Deployment) -> list[str]:
-    """Every name or address a server certificate of this deployment must carry, in a stable order."""
-    names = [dep.host, dep.dashboard_host, urlsplit(dep.public_api_url).hostname or "",
-             urlsplit(dep.minio_public_url).hostname or "", *dep.tls_names, socket.gethostname(),
-             "localhost", "127.0.0.1"]
+def normalize_names(names: Iterable[str]) -> list[str]:
+    """Names as a certificate carries them: lower case, no trailing dot, no wildcard address, each once, in order."""
     seen: list[str] = []
     for name in names:
         name = name.strip().lower().rstrip(".")
         if name not in WILDCARD_ADDRESSES and name not in seen:
             seen.append(name)
     return seen
+
+
+def server_names(dep: Deployment) -> list[str]:
+    """Every name or address a server certificate of this deployment must carry, in a stable order."""
+    return normalize_names([dep.host, dep.dashboard_host, urlsplit(dep.public_api_url).hostname or "",
+                            urlsplit(dep.minio_public_url).hostname or "", *dep.tls_names, socket.gethostname(),
+                            "localhost", "127.0.0.1"])
 
 
 def _now() -> dt.datetime:
@@ -162,14 +178,22 @@ def certificate_names(cert: x509.Certificate) -> list[str]:
         [str(v) for v in sans.get_values_for_type(x509.IPAddress)]
 
 
+def ensure_authority(files: TlsFiles, common_name: str) -> bool:
+    """Make the CA in ``files`` unless its key exists; True when it was made. An existing CA is kept: cameras
+    trust it. The certificate is written before the key, so a key on disk always has its certificate."""
+    if files.ca_key.exists():
+        return False
+    key, cert = make_authority(common_name)
+    write_atomic(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(files.ca_key, _key_pem(key))
+    return True
+
+
 def create_authority(dep: Deployment) -> None:
     """Make the deployment's CA (``cryospy setup``); refuses to replace one, which would orphan every camera."""
     files = TlsFiles.of(dep)
-    if files.ca_key.exists():
+    if not ensure_authority(files, f"CryoSpy local CA ({socket.gethostname()})"):
         raise CertificateError(f"{files.ca_key} already exists; cameras trust that CA, so it is kept")
-    key, cert = make_authority(f"CryoSpy local CA ({socket.gethostname()})")
-    write_atomic(files.ca_key, _key_pem(key))
-    write_atomic(files.ca_cert, cert.public_bytes(serialization.Encoding.PEM))
     ensure_server_certificates(dep)
 
 
@@ -200,9 +224,16 @@ def _still_good(cert_path: Path, key_path: Path, names: list[str], ca_cert: x509
 def ensure_server_certificates(dep: Deployment) -> TlsFiles:
     """Issue the runtime's and MinIO's certificates if missing, expiring or missing a name; cheap otherwise."""
     files = TlsFiles.of(dep)
+    renew_server_certificates(files, server_names(dep))
+    return files
+
+
+def renew_server_certificates(files: TlsFiles, names: list[str]) -> list[str]:
+    """Issue the runtime's and MinIO's certificates from the CA in ``files`` where one is missing, expires within
+    :data:`RENEW_BEFORE` or lacks one of ``names``; returns the paths of the certificates it issued."""
     ca_key, ca_cert = _load_authority(files)
-    names = server_names(dep)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    issued: list[str] = []
     for cert_path, key_path, what in ((files.runtime_cert, files.runtime_key, "CryoSpy runtime"),
                                       (files.minio_cert, files.minio_key, "CryoSpy MinIO")):
         if _still_good(cert_path, key_path, names, ca_cert):
@@ -211,14 +242,43 @@ def ensure_server_certificates(dep: Deployment) -> TlsFiles:
         write_atomic(key_path, _key_pem(key))
         write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("issued a TLS certificate for the %s naming %s", what, ", ".join(names))
+        issued.append(str(cert_path))
     if not files.minio_trusted_ca.exists() or files.minio_trusted_ca.read_bytes() != ca_pem:
         write_atomic(files.minio_trusted_ca, ca_pem)
+    return issued
+
+
+def check_issued(files: TlsFiles) -> TlsFiles:
+    """The runtime's certificate as something else issued it (``Deployment.tls_dir``): present, signed by the CA
+    next to it and not expired, or a :class:`CertificateError` that says how to get a new one; a warning in its
+    last :data:`RENEW_BEFORE`. Nothing is written: the runtime holds no CA key to issue with."""
+    renew = ("the certificates in this folder are issued by docker-compose.yml's tls-init service, which runs "
+             "at every `docker compose up`: `docker compose down && docker compose up -d` renews and loads them")
+    try:
+        ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+        cert = x509.load_pem_x509_certificate(files.runtime_cert.read_bytes())
+        if not files.runtime_key.is_file():
+            raise FileNotFoundError(2, "missing", str(files.runtime_key))
+    except FileNotFoundError as exc:
+        raise CertificateError(f"{exc.filename} is missing; {renew}") from None
+    except ValueError as exc:
+        raise CertificateError(f"cannot read the certificates in {files.ca_cert.parent}: {exc}; {renew}") from None
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertificateError(f"{files.runtime_cert} is not signed by {files.ca_cert}; {renew}") from None
+    left = cert.not_valid_after_utc - _now()
+    if left <= dt.timedelta(0):
+        raise CertificateError(f"{files.runtime_cert} expired on {cert.not_valid_after_utc:%Y-%m-%d}; {renew}")
+    if left < RENEW_BEFORE:
+        log.warning("the runtime's TLS certificate expires on %s; %s", f"{cert.not_valid_after_utc:%Y-%m-%d}", renew)
     return files
 
 
 def server_context(dep: Deployment) -> ssl.SSLContext:
-    """The runtime's TLS context (TLS 1.2 and up, the runtime certificate), certificates renewed first."""
-    files = ensure_server_certificates(dep)
+    """The runtime's TLS context (TLS 1.2 and up, the runtime certificate), certificates renewed first (or, with
+    ``tls_dir``, checked: another process issues them)."""
+    files = check_issued(TlsFiles.of(dep)) if dep.tls_dir else ensure_server_certificates(dep)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(files.runtime_cert, files.runtime_key)

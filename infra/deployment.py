@@ -82,6 +82,10 @@ class Deployment:
     # `cryospy setup` turns it on unless told --no-tls.
     tls: bool = False
     tls_names: tuple[str, ...] = ()     # extra names for the server certificates (e.g. cryospy.lan)
+    # "" = <data-dir>/tls, with the CA key: setup issues the certificates and every start renews them. Set, it
+    # is a folder holding only ca.crt, runtime.crt and runtime.key that something else issues and renews (the
+    # Compose stack's tls-init service, which keeps the CA key in a volume of its own): the runtime only reads it.
+    tls_dir: str = ""
     # The dashboard on a listener of its own (0 = it shares runtime_port with the device API); each listener
     # then answers only its own routes (front_door.ROUTE_FAMILIES).
     dashboard_port: int = 0
@@ -121,9 +125,14 @@ class Deployment:
         return f"{self.scheme}://{_url_host(host)}:{self.dashboard_port}"
 
     @property
+    def tls_path(self) -> Path:
+        """The folder of the CA certificate and the runtime's certificate (certificates.TlsFiles)."""
+        return Path(self.tls_dir) if self.tls_dir else self.path("tls")
+
+    @property
     def ca_file(self) -> str | None:
         """The CA certificate this machine's own clients trust (None without TLS)."""
-        return str(self.path("tls", "ca.crt")) if self.tls else None
+        return str(self.tls_path / "ca.crt") if self.tls else None
 
     @property
     def api_url(self) -> str:

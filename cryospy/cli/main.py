@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plain HTTP: only behind a reverse proxy that does TLS (docs/tls.md), or on 127.0.0.1")
     p.add_argument("--tls-name", action="append", default=[], metavar="NAME",
                    help="another name the server certificates carry (e.g. cryospy.lan); repeatable")
+    p.add_argument("--tls-dir", type=Path, default=None, metavar="DIR",
+                   help="make no CA: take ca.crt, runtime.crt and runtime.key from DIR, where another process "
+                        "issues and renews them (docker-compose.yml's tls-init service); the runtime only reads them")
     p.add_argument("--minio-port", type=int, default=9480)
     p.add_argument("--minio-public-url", default="", help="URL devices use to reach MinIO, if not the local one")
     p.add_argument("--public-api-url", default="", help="URL devices use to reach the API, if not the local one")
@@ -218,7 +221,12 @@ def _setup(args: argparse.Namespace) -> int:
         print("cryospy: this machine has no LAN address (no default route); pass --host with the address "
               "cameras use, or --host 127.0.0.1 to keep everything on this machine", file=sys.stderr)
         return 2
-    dep = setup(args.data_dir, passphrase, tls=not args.no_tls, host=host, runtime_port=args.runtime_port,
+    if args.no_tls and args.tls_dir is not None:
+        print("cryospy: --no-tls and --tls-dir exclude each other", file=sys.stderr)
+        return 2
+    tls_dir = str(args.tls_dir.resolve()) if args.tls_dir is not None else ""
+    dep = setup(args.data_dir, passphrase, tls=not args.no_tls, tls_dir=tls_dir, host=host,
+                runtime_port=args.runtime_port,
                 minio_port=args.minio_port, minio_console_port=args.minio_port + 1,
                 dashboard_port=args.dashboard_port, dashboard_host=args.dashboard_host,
                 tls_names=tuple(args.tls_name), minio_public_url=args.minio_public_url,

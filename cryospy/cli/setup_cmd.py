@@ -4,8 +4,9 @@ With ``--browser`` the key store is left out: the admin chooses the passphrase o
 page (``/setup``), which asks for a one-time code that ``cryospy serve`` writes into the data directory.
 
 TLS is on unless ``tls=False`` (``--no-tls``): setup makes the deployment's certificate authority and the
-server certificates (infra/certificates.py). Plain HTTP is for a runtime behind a reverse proxy that does TLS
-(docs/tls.md) and for tests that exercise something else.
+server certificates (infra/certificates.py), or, with ``tls_dir`` (``--tls-dir``, the Compose stack), checks
+the certificates another process issued there and makes none. Plain HTTP is for a runtime behind a reverse
+proxy that does TLS (docs/tls.md) and for tests that exercise something else.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ def setup(data_dir: Path, passphrase: str | None, *, scrypt_n: int | None = None
     """Create the deployment; with ``passphrase=None`` no key store (first-run setup happens in the browser);
     with ``tls`` (the default) its certificate authority and server certificates too."""
     deployment.make_private(data_dir)   # an existing directory keeps its mode otherwise (755 stays 755)
+    tls_dir = str(overrides.get("tls_dir") or "")
+    if tls and tls_dir:     # before deployment.json exists, so that a failed check can simply be run again
+        certificates.check_issued(certificates.TlsFiles.in_folders(Path(tls_dir), data_dir / "minio" / "certs"))
     dep = deployment.create(data_dir, tls=tls, **overrides)
-    if tls:
+    if tls and not tls_dir:
         certificates.create_authority(dep)
     if passphrase is None:
         return dep

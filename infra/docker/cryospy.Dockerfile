@@ -50,10 +50,13 @@ COPY infra/docker/runtime-entrypoint.sh /usr/local/bin/cryospy-runtime
 COPY infra/docker/read-secret.sh /usr/local/bin/read-secret
 COPY infra/docker/agent-entrypoint.sh /usr/local/bin/cryospy-agent
 COPY infra/docker/agent-health.py /usr/local/bin/cryospy-agent-health
+COPY infra/docker/runtime-health.py /usr/local/bin/cryospy-runtime-health
+COPY infra/docker/tls-init.py /usr/local/bin/cryospy-tls-init
 # `docker compose exec runtime cryospy …` finds the deployment without --data-dir.
 ENV CRYOSPY_DATA_DIR=/data
 # New named volumes copy these directories' owner (cryospy) from the image.
 VOLUME ["/data", "/spool"]
 EXPOSE 8480
-# The entrypoints start as root only to read Compose secrets, then run CryoSpy as the cryospy user.
+# The entrypoints start as root only to read Compose secrets (tls-init: to give each volume its owner), then
+# run CryoSpy as the cryospy user.
 ENTRYPOINT ["cryospy-runtime"]

@@ -19,10 +19,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /out/minio /usr/local/bin/minio
 COPY infra/docker/minio-entrypoint.sh /usr/local/bin/minio-entrypoint
 COPY infra/docker/read-secret.sh /usr/local/bin/read-secret
-# A new named volume copies /data's owner (minio) from here.
+COPY infra/docker/minio-health.sh /usr/local/bin/minio-health
+# A new named volume copies /data's owner (minio) from here. /certs: the certificate (docker-compose.yml mounts
+# the minio-certs volume there, made by its tls-init service).
 VOLUME ["/data"]
 EXPOSE 9000
-HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=30 \
-    CMD curl -fsS http://127.0.0.1:9000/minio/health/live || exit 1
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=30 CMD minio-health || exit 1
 # Starts as root only to read the Compose secrets, then runs MinIO as the minio user.
 ENTRYPOINT ["minio-entrypoint"]

@@ -13,16 +13,23 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required")
+
+
+def chromium_executable() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: ./dev test installs Debian's chromium package (apt-get install chromium)")
+    return CHROMIUM
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: ./dev test installs Debian's chromium package (apt-get install chromium)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"])
+        b = p.chromium.launch(executable_path=chromium_executable(), args=list(CHROMIUM_ARGS))
         yield b
         b.close()
 

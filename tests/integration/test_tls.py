@@ -124,7 +124,7 @@ def test_an_agent_with_the_setup_ca_uploads_over_tls_and_the_clip_is_indexed(tls
     finally:
         running.stop()
     assert running.error is None
-    assert clips[0]["sequence"] == 0
+    assert clips[0].sequence == 0
     assert running.agent.uploader.stats.uploaded >= 1
 
 

@@ -3,7 +3,9 @@ and the front door's pieces for TLS and split listeners. Handshakes here are rea
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -13,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from cryospy.cli.setup_cmd import setup
 from cryospy.edge_agent.config import parse_config
 from cryospy.edge_agent.errors import ConfigError
 from cryospy.infra import certificates, deployment
@@ -97,6 +100,58 @@ def test_server_certificates_are_reissued_only_when_a_name_is_missing(tmp_path: 
     cert = x509.load_pem_x509_certificate(files.runtime_cert.read_bytes())
     assert "10.1.2.3" in certificates.certificate_names(cert)
     assert files.ca_cert.read_bytes() == certificates.TlsFiles.of(moved).ca_cert.read_bytes()   # same CA
+
+
+def issued_elsewhere(tmp_path: Path) -> Path:
+    """What the Compose stack's tls-init service leaves: the CA in one folder, the runtime's files (and ca.crt,
+    without the key) in another, whose path it returns."""
+    issuer = certificates.TlsFiles(tmp_path / "ca" / "ca.crt", tmp_path / "ca" / "ca.key",
+                                   tmp_path / "tls" / "runtime.crt", tmp_path / "tls" / "runtime.key",
+                                   tmp_path / "certs")
+    assert certificates.ensure_authority(issuer, "CryoSpy local CA (test)")
+    assert not certificates.ensure_authority(issuer, "CryoSpy local CA (test)")      # kept, never replaced
+    assert len(certificates.renew_server_certificates(issuer, ["192.168.1.10", "runtime", "minio"])) == 2
+    assert certificates.renew_server_certificates(issuer, ["runtime", "192.168.1.10"]) == []   # still good
+    (tmp_path / "tls" / "ca.crt").write_bytes(issuer.ca_cert.read_bytes())
+    return tmp_path / "tls"
+
+
+def test_a_runtime_with_tls_dir_serves_what_was_issued_elsewhere_and_holds_no_ca_key(tmp_path: Path):
+    tls_dir = issued_elsewhere(tmp_path)
+    dep = setup(tmp_path / "d", None, host="127.0.0.1", tls_dir=str(tls_dir))
+    assert dep.ca_file == str(tls_dir / "ca.crt") and not (tmp_path / "d" / "tls").exists()
+    assert sorted(p.name for p in tls_dir.iterdir()) == ["ca.crt", "runtime.crt", "runtime.key"]
+    client = certificates.client_context(dep)
+    assert client is not None
+    assert handshake(certificates.server_context(dep), client, "runtime")
+    assert handshake(certificates.server_context(dep), client, "192.168.1.10")
+    assert sorted(p.name for p in tls_dir.iterdir()) == ["ca.crt", "runtime.crt", "runtime.key"]  # wrote nothing
+
+
+def test_tls_dir_refuses_missing_or_foreign_certificates_before_making_the_deployment(tmp_path: Path):
+    tls_dir = issued_elsewhere(tmp_path)
+    (tls_dir / "runtime.key").unlink()
+    with pytest.raises(certificates.CertificateError, match=r"runtime.key is missing.*tls-init"):
+        setup(tmp_path / "d", None, host="127.0.0.1", tls_dir=str(tls_dir))
+    assert not (tmp_path / "d" / deployment.FILE_NAME).exists()      # so that setup can simply run again
+    _, stranger = certificates.make_authority("someone else")
+    (tls_dir / "ca.crt").write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
+    (tls_dir / "runtime.key").write_bytes(b"placeholder: the signature check comes first")
+    with pytest.raises(certificates.CertificateError, match=r"runtime.crt is not signed by .*ca.crt"):
+        certificates.check_issued(certificates.TlsFiles.in_folders(tls_dir, tmp_path / "certs"))
+
+
+def test_tls_dir_warns_in_the_last_month_and_refuses_an_expired_certificate(tmp_path: Path, monkeypatch,
+                                                                           caplog: pytest.LogCaptureFixture):
+    files = certificates.TlsFiles.in_folders(issued_elsewhere(tmp_path), tmp_path / "certs")
+    start = certificates._now()
+    monkeypatch.setattr(certificates, "_now", lambda: start + dt.timedelta(days=certificates.SERVER_DAYS - 10))
+    with caplog.at_level(logging.WARNING, logger="cryospy.infra.certificates"):
+        certificates.check_issued(files)
+    assert "expires on" in caplog.text and "docker compose up -d" in caplog.text
+    monkeypatch.setattr(certificates, "_now", lambda: start + dt.timedelta(days=certificates.SERVER_DAYS + 1))
+    with pytest.raises(certificates.CertificateError, match=r"runtime.crt expired on .*docker compose up -d"):
+        certificates.check_issued(files)
 
 
 def test_server_names_leave_out_wildcards_and_repeat_nothing(tmp_path: Path):
