@@ -92,7 +92,8 @@ class AdminSection:
     """The ``/admin`` mount: ``(environ, start_response, session) -> body``."""
 
     def __init__(self, dashboard: Dashboard, services: Services, queue: Any, api_url: str, minio_url: str,
-                 version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = ""):
+                 version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = "",
+                 drives: Callable[[], Any] | None = None):
         self.dashboard = dashboard
         self.services = services
         self.queue = queue
@@ -103,6 +104,7 @@ class AdminSection:
         self.started = time.monotonic()
         self.one_time = OneTimeForms()
         self.channels = channels
+        self.drives = drives    # MinIO's drives and their healing (infra.minio_drives.drive_report), if known
 
     # -- routing -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> list[bytes]:
@@ -310,7 +312,7 @@ class AdminSection:
             storage=admin_status.storage(self.services), budget=self.services.global_budget_bytes,
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
             version=self.version, channels=self.services.home_events.status(),
-            tested=query.get("tested", ""))
+            tested=query.get("tested", ""), drives=self.drives() if self.drives else None)
 
     def send_test(self, start: StartResponse, session: Session, form: dict[str, str]) -> list[bytes]:
         name = form.get("channel", "")
