@@ -24,7 +24,7 @@ from .errors import InfraError
 
 log = logging.getLogger(__name__)
 
-MIN_DRIVES = 2     # MinIO's smallest erasure set
+MIN_DRIVES = 1     # one drive elsewhere than the data dir (no parity); erasure coding starts at 2
 MAX_DRIVES = 16    # one erasure set; more drives are a layout for a MinIO cluster of its own (docs/scale-out.md)
 
 
@@ -44,8 +44,9 @@ def default_parity(drives: int) -> int:
 def check_layout(drives: list[str], parity: int, share_disk: bool) -> tuple[str, ...]:
     """Validate ``--drive``/``--parity`` at setup and create the drive folders (0700); returns absolute paths.
 
-    Drives must be distinct absolute folders, 2-16 of them, and on different disks from each other and from
-    the system unless ``share_disk`` says the operator knows they are not."""
+    Drives must be distinct absolute folders, 1-16 of them, and (from 2 on, where MinIO erasure-codes) on
+    different disks from each other and from the system unless ``share_disk`` says the operator knows they
+    are not."""
     if not drives:
         if parity:
             raise InfraError("--parity needs several --drive folders (MinIO's single-drive mode has no parity)")
@@ -58,11 +59,11 @@ def check_layout(drives: list[str], parity: int, share_disk: bool) -> tuple[str,
     if len(set(resolved)) != len(resolved):
         raise InfraError("the same --drive folder is named twice; give each disk once")
     if not MIN_DRIVES <= len(paths) <= MAX_DRIVES:
-        raise InfraError(f"MinIO erasure-codes across {MIN_DRIVES} to {MAX_DRIVES} drives on one server; got "
+        raise InfraError(f"MinIO erasure-codes across 2 to {MAX_DRIVES} drives on one server; got "
                          f"{len(paths)}. For more, run a MinIO cluster and point CryoSpy at it (--external-minio; "
                          "docs/scale-out.md).")
     if parity and not 1 <= parity <= len(paths) // 2:
-        raise InfraError(f"--parity {parity} is not possible with {len(paths)} drives: MinIO allows 1 to "
+        raise InfraError(f"--parity {parity} is not possible with {len(paths)} drive(s): MinIO allows 1 to "
                          f"{len(paths) // 2} (the default, {default_parity(len(paths))}, survives losing "
                          f"{default_parity(len(paths))} drives)")
     for path in paths:
@@ -72,7 +73,7 @@ def check_layout(drives: list[str], parity: int, share_disk: bool) -> tuple[str,
         except OSError as exc:
             raise InfraError(f"cannot create the drive folder {path}: {exc.strerror}. Mount the disk there (or "
                              "create the folder) and make it writable by the user who runs cryospy.") from None
-    if not share_disk:
+    if len(paths) > 1 and not share_disk:
         devices: dict[int, list[str]] = {}
         for path in paths:
             devices.setdefault(path.stat().st_dev, []).append(str(path))
