@@ -20,7 +20,7 @@ from typing import Any
 from cryospy.cli.verify import verify_path
 from cryospy.edge_agent.api_client import Retryable
 from cryospy.edge_agent.errors import UploadError
-from tests.support import FakeCamera
+from tests.support import FakeCamera, wait_for
 
 RETRY_SECONDS = 0.3     # the agent's spool retries too (upload_retry_minutes); short here to keep the test short
 MAX_TRIES = 200         # ~1 min of retries per clip before the upload counts as failed for good
@@ -114,6 +114,15 @@ def verify_bucket_copy(s3: Any, bucket: str, keys: list[str], cameras: list[Fake
     verdict = verify_path(folder, device_keys)
     assert verdict.problems == [], verdict.problems
     assert verdict.clips == len(keys) and verdict.devices == len(cameras)
+
+
+def wait_all_indexed(rt: Any, cameras: dict[str, FakeCamera]) -> None:
+    """Every clip each camera sealed is in the runtime's index: sequences exactly 0..n-1 per device."""
+    for device, cam in cameras.items():
+        wait_for(lambda cam=cam, device=device: sorted(
+            c["sequence"] for day in rt.services.index.days(device)
+            for c in rt.services.index.clips_for_day(device, day)) == list(range(cam.sequence)),
+            what=f"every clip of {device} indexed")
 
 
 DRIVE_ROW = re.compile(r'<tr data-drive="([^"]+)">.*?data-state="([^"]*)">([^<]*)</td>.*?class="drive-heal">(.*?)</td>',

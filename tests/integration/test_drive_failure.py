@@ -21,7 +21,7 @@ import pytest
 from cryospy.cli.setup_cmd import setup
 from cryospy.infra.minio_server import MinioServer, free_port
 from tests.conftest import FAST_SCRYPT_N, PASSPHRASE
-from tests.storage_faults import Recording, StatusWatch, verify_bucket_copy
+from tests.storage_faults import Recording, StatusWatch, verify_bucket_copy, wait_all_indexed
 from tests.support import FakeCamera, dashboard_login, unlocked_runtime, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,8 +68,4 @@ def test_a_wiped_drive_loses_no_clip_and_heals(tmp_path: Path, minio_binary: Pat
         assert tally.failed_for_good == 0, tally.errors[-5:]
         assert (victim / dep.bucket).is_dir(), "the healed drive holds the bucket again"
         verify_bucket_copy(rt.services.handler_client, dep.bucket, tally.uploaded, cameras, tmp_path / "copy")
-        for cam, device in zip(cameras, ("cam-0", "cam-1"), strict=True):
-            wait_for(lambda cam=cam, device=device: sorted(
-                c["sequence"] for day in rt.services.index.days(device)
-                for c in rt.services.index.clips_for_day(device, day)) == list(range(cam.sequence)),
-                what=f"every clip of {device} indexed")
+        wait_all_indexed(rt, {f"cam-{i}": cam for i, cam in enumerate(cameras)})
