@@ -23,11 +23,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cryospy.infra.deployment import Deployment
+from cryospy.infra.minio_drives import drive_report
 from cryospy.infra.minio_server import free_port, webhook_env
 
 HOST = "127.0.0.1"
@@ -98,6 +100,14 @@ class MinioCluster:
             proc = self.procs[n - 1]
             assert proc is not None
             _wait_http(f"http://{address}/minio/health/cluster", timeout, proc, self.root / f"node{n}.log")
+        # /minio/health/cluster answers 200 before every node has connected every remote drive; until then an
+        # IAM write (enrolling a camera) can miss its quorum. Wait until MinIO itself counts all drives online.
+        first = replace(self.dep, minio_internal_url=f"http://{self.addresses[0]}")
+        total = len(self.addresses) * self.drives
+        deadline = time.monotonic() + timeout
+        while (report := drive_report(first)).online != total or report.nodes_offline:
+            assert time.monotonic() < deadline, f"the cluster never had all {total} drives online: {report}"
+            time.sleep(0.2)
         return self
 
     def stop_node(self, index: int) -> None:
