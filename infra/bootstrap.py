@@ -54,15 +54,16 @@ def root_identity(dep: Deployment) -> S3Identity:
     return S3Identity(dep.minio_url, dep.minio_root_user, dep.minio_root_password, dep.region, dep.ca_file)
 
 
-def minio_admin(dep: Deployment) -> MinioAdmin:
-    """MinIO's admin API as root; over TLS MinIO's certificate must be signed by the deployment's CA."""
+def minio_admin(dep: Deployment, *, retries: bool = True) -> MinioAdmin:
+    """MinIO's admin API as root; over TLS MinIO's certificate must be signed by the deployment's CA.
+
+    ``retries=False`` (the status page) answers within a few seconds whatever MinIO does."""
     url = urlsplit(dep.minio_url)
-    http = None
-    if dep.ca_file:
-        http = urllib3.PoolManager(timeout=urllib3.Timeout.DEFAULT_TIMEOUT, cert_reqs="CERT_REQUIRED",
-                                   ca_certs=dep.ca_file,
-                                   retries=urllib3.Retry(total=5, backoff_factor=0.2,
-                                                         status_forcelist=[500, 502, 503, 504]))
+    tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": dep.ca_file} if dep.ca_file else {}
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=5, read=60) if retries else urllib3.Timeout(connect=2, read=5),
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]) if retries
+        else urllib3.Retry(total=0, redirect=0), **tls)
     return MinioAdmin(endpoint=url.netloc, secure=url.scheme == "https", http_client=http,
                       credentials=StaticProvider(dep.minio_root_user, dep.minio_root_password))
 

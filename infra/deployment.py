@@ -8,7 +8,7 @@ Data-dir layout::
 
     deployment.json        this file (0600)
     keys.json              the key store (public keys in clear, private keys wrapped by the passphrase)
-    minio/data             MinIO's drive
+    minio/data             MinIO's drive (unless ``minio_drives`` names drives of their own: docs/scale-out.md)
     minio/events           MinIO's webhook queue_dir (events survive a runtime outage)
     runtime/               job queue, dead letters, device registry, auth-failure state
     index/                 the TinyDB index shards (encrypted at rest)
@@ -90,6 +90,18 @@ class Deployment:
     # then answers only its own routes (front_door.ROUTE_FAMILIES).
     dashboard_port: int = 0
     dashboard_host: str = ""            # "" = where the runtime listens
+    # Several drives (absolute paths, one per disk): MinIO erasure-codes every object across them, so a drive
+    # can fail without losing footage (docs/scale-out.md). Empty = one drive, minio/data.
+    minio_drives: tuple[str, ...] = ()
+    # Parity drives per object (MinIO's storage class EC:N); 0 = MinIO's default for the drive count
+    # (EC:2 for 4-5 drives, EC:3 for 6-7, EC:4 for 8-16).
+    minio_parity: int = 0
+    # The operator accepts drives that share a disk (with each other or with the system): MinIO then uses
+    # drives on the root disk, which it otherwise refuses. Such a layout survives a wiped folder, not a dead disk.
+    minio_drives_share_disk: bool = False
+    # MinIO is run by someone else (a multi-node cluster behind one address, minio_internal_url): `cryospy serve`
+    # starts no MinIO and provisions the external one with the root credentials above.
+    minio_external: bool = False
 
     @property
     def scheme(self) -> str:
@@ -173,8 +185,9 @@ def create(data_dir: Path, **overrides: object) -> Deployment:
         "admin_token": secrets.token_urlsafe(32),
     }
     values.update({k: v for k, v in overrides.items() if v not in (None, "")})
-    if "tls_names" in values:
-        values["tls_names"] = tuple(values["tls_names"])  # type: ignore[arg-type]
+    for name in ("tls_names", "minio_drives"):
+        if name in values:
+            values[name] = tuple(values[name])  # type: ignore[arg-type]
     dep = Deployment(data_dir=data_dir, **values)  # type: ignore[arg-type]
     dep.save()
     return dep
@@ -197,7 +210,8 @@ def load(data_dir: Path) -> Deployment:
     missing = [k for k in _SECRET_FIELDS if not doc.get(k)]
     if missing:
         raise InfraError(f"{path}: missing generated secrets {missing}; the file is damaged")
-    if not isinstance(doc.get("tls_names", []), list):
-        raise InfraError(f"{path}: tls_names must be a list of host names")
-    doc["tls_names"] = tuple(doc.get("tls_names", ()))
+    for name, what in (("tls_names", "host names"), ("minio_drives", "absolute drive paths")):
+        if not isinstance(doc.get(name, []), list):
+            raise InfraError(f"{path}: {name} must be a list of {what}")
+        doc[name] = tuple(doc.get(name, ()))
     return Deployment(data_dir=data_dir, **doc)

@@ -1,9 +1,13 @@
-"""Run a single-node MinIO server on loopback for a deployment.
+"""Run the deployment's MinIO server: one drive (minio/data), or erasure-coded across the deployment's drives.
 
 The webhook target is configured through environment variables (not the admin API), because MinIO tests a
 target's reachability when it is set through the API but not at start-up, so the server can come up before
 the runtime does. ``queue_dir`` makes MinIO persist every event until the runtime acknowledges it with a
 2xx, so a runtime outage delays events but never loses them.
+
+With several drives (``minio_drives``, minio_drives.py) MinIO starts once enough of them answer for a quorum,
+so a dead disk does not keep the deployment down; a missing drive folder is not created here (that would put
+its share of the footage on whatever disk holds the mount point), MinIO reports it offline instead.
 """
 
 from __future__ import annotations
@@ -50,6 +54,22 @@ def require_free(host: str, port: int, what: str) -> None:
         )
 
 
+def drive_paths(dep: Deployment) -> list[Path]:
+    """The folders MinIO serves: the deployment's drives (minio_drives.py), or its one default drive."""
+    return [Path(p) for p in dep.minio_drives] or [dep.path("minio", "data")]
+
+
+def webhook_env(dep: Deployment, queue_dir: str) -> dict[str, str]:
+    """The webhook target every MinIO server of the deployment needs (each with a queue folder of its own)."""
+    return {
+        f"MINIO_NOTIFY_WEBHOOK_ENABLE_{WEBHOOK_TARGET}": "on",
+        f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{WEBHOOK_TARGET}": dep.webhook_url,
+        f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{WEBHOOK_TARGET}": dep.webhook_token,
+        f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{WEBHOOK_TARGET}": queue_dir,
+        f"MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_{WEBHOOK_TARGET}": "100000",
+    }
+
+
 def minio_env(dep: Deployment) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIO_")}
     # MinIO shrinks its buffers when CI is set; that is fine, but do not let it change anything else.
@@ -58,12 +78,13 @@ def minio_env(dep: Deployment) -> dict[str, str]:
         "MINIO_ROOT_PASSWORD": dep.minio_root_password,
         "MINIO_BROWSER": "off",
         "MINIO_UPDATE": "off",
-        f"MINIO_NOTIFY_WEBHOOK_ENABLE_{WEBHOOK_TARGET}": "on",
-        f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{WEBHOOK_TARGET}": dep.webhook_url,
-        f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{WEBHOOK_TARGET}": dep.webhook_token,
-        f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{WEBHOOK_TARGET}": str(dep.path("minio", "events").resolve()),
-        f"MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_{WEBHOOK_TARGET}": "100000",
+        **webhook_env(dep, str(dep.path("minio", "events").resolve())),
     })
+    if dep.minio_parity:
+        env["MINIO_STORAGE_CLASS_STANDARD"] = f"EC:{dep.minio_parity}"
+    if dep.minio_drives_share_disk:
+        # MinIO treats a drive as the system's when its disk is at most this size: 1 byte = never.
+        env["MINIO_ROOTDRIVE_THRESHOLD_SIZE"] = "1"
     return env
 
 
@@ -81,9 +102,10 @@ class MinioServer:
         binary = self.binary or ensure_minio(self.progress)
         require_free(self.dep.host, self.dep.minio_port, "MinIO")
         require_free(CONSOLE_HOST, self.dep.minio_console_port, "the MinIO console")
-        data = self.dep.path("minio", "data")
+        drives = drive_paths(self.dep)
+        own = [] if self.dep.minio_drives else drives   # the default drive lives in the data dir: create it
         try:
-            for folder in (data, self.dep.path("minio", "events"), self.log_path.parent):
+            for folder in (*own, self.dep.path("minio", "events"), self.log_path.parent):
                 folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             log = os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
         except OSError as exc:
@@ -92,7 +114,7 @@ class MinioServer:
                 f"({exc.filename}). Check that the path is a writable directory and the disk is not full; the "
                 f"server log would be {self.log_path}."
             ) from None
-        cmd = [str(binary), "server", str(data),
+        cmd = [str(binary), "server", *(str(d) for d in drives),
                "--address", f"{self.dep.host}:{self.dep.minio_port}",
                "--console-address", f"{CONSOLE_HOST}:{self.dep.minio_console_port}", "--quiet"]
         if self.dep.tls:

@@ -69,6 +69,7 @@ from .event_routes import Route, routes_from_app
 from .gateway import ChaliceWSGI, status_line
 from .jobqueue import JobQueue
 from .live_sweep import LiveSweeper
+from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
@@ -247,7 +248,8 @@ class Runtime:
         ``dashboard.mounts`` need a session; ``dashboard.public_mounts`` (first-run setup only) do not."""
         mounts = self.dashboard.mounts
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
-                                        channels=self.channels, ca_pem=certificates.ca_pem(self.dep))
+                                        channels=self.channels, ca_pem=certificates.ca_pem(self.dep),
+                                        drives=lambda: drive_report(self.dep))
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         self.dashboard.public_mounts["/setup"] = self.first_run

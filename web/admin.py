@@ -99,7 +99,8 @@ class AdminSection:
     """The ``/admin`` mount: ``(environ, start_response, session) -> body``."""
 
     def __init__(self, dashboard: Dashboard, services: Services, queue: Any, api_url: str, minio_url: str,
-                 version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = ""):
+                 version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = "",
+                 drives: Callable[[], Any] | None = None):
         self.dashboard = dashboard
         self.services = services
         self.queue = queue
@@ -111,6 +112,7 @@ class AdminSection:
         self.one_time = OneTimeForms()
         self.channels = channels
         self.accounts = AccountsPage(dashboard, services)
+        self.drives = drives    # MinIO's drives and their healing (infra.minio_drives.drive_report), if known
 
     # -- routing -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> list[bytes]:
@@ -327,7 +329,8 @@ class AdminSection:
             storage=admin_status.storage(self.services), budget=self.services.global_budget_bytes,
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
             version=self.version, channels=self.services.home_events.status(),
-            tested=query.get("tested", ""), audit=self._audit_check())
+            tested=query.get("tested", ""), audit=self._audit_check(),
+            drives=self.drives() if self.drives else None)
 
     # -- audit log (issue 17) --------------------------------------------------------------------------
     def _audit_check(self) -> Any:

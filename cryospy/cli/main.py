@@ -98,6 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-env", action="store_true",
                    help="take MinIO's root credentials and the webhook token from MINIO_ROOT_USER, "
                         "MINIO_ROOT_PASSWORD and CRYOSPY_WEBHOOK_TOKEN (docker compose sets them)")
+    p.add_argument("--drive", action="append", default=[], metavar="PATH",
+                   help="a folder on a disk of its own for MinIO; repeat it (2-16 drives, e.g. 4): MinIO then "
+                        "erasure-codes every clip across them, so a drive can die without losing footage "
+                        "(docs/scale-out.md). Default: one drive in the data directory")
+    p.add_argument("--parity", type=int, default=0, metavar="N",
+                   help="parity drives per object (MinIO's EC:N, at most half the drives); default MinIO's: 2 for "
+                        "4-5 drives, 3 for 6-7, 4 for 8-16. N drives may fail without losing footage")
+    p.add_argument("--drives-share-disk", action="store_true",
+                   help="accept --drive folders on one disk or on the system disk (MinIO refuses those otherwise): "
+                        "survives a wiped folder, not a dead disk; for trying the layout out")
+    p.add_argument("--external-minio", default="", metavar="URL",
+                   help="use a MinIO run elsewhere (e.g. a multi-node cluster behind a load balancer) at URL "
+                        "instead of starting one; its root credentials come from MINIO_ROOT_USER and "
+                        "MINIO_ROOT_PASSWORD, and each of its servers needs `cryospy minio node-env` "
+                        "(docs/scale-out.md)")
 
     p = sub.add_parser("serve", help="run MinIO and the runtime (API, event handlers, dashboard)")
     _data_dir(p)
@@ -182,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("minio", help="MinIO helpers")
     msub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     msub.add_parser("build", help="find or build the MinIO server binary and print its path")
+    m = msub.add_parser("node-env", help="print the environment every server of an external MinIO needs (the "
+                                         "deployment's webhook target, with its token: keep the output private)")
+    _data_dir(m)
+    m.add_argument("--queue-dir", default="/var/lib/minio-cryospy-events",
+                   help="an absolute folder on each MinIO server where it keeps events until the runtime has "
+                        "them (default: %(default)s)")
     return parser
 
 
@@ -216,6 +237,9 @@ def _setup(args: argparse.Namespace) -> int:
         if missing:
             print(f"cryospy: --from-env needs {', '.join(missing)} in the environment", file=sys.stderr)
             return 2
+    external = _external_minio(args)
+    if external is None:
+        return 2
     host = args.host or find_lan_address()
     if not host:
         print("cryospy: this machine has no LAN address (no default route); pass --host with the address "
@@ -230,10 +254,17 @@ def _setup(args: argparse.Namespace) -> int:
                 minio_port=args.minio_port, minio_console_port=args.minio_port + 1,
                 dashboard_port=args.dashboard_port, dashboard_host=args.dashboard_host,
                 tls_names=tuple(args.tls_name), minio_public_url=args.minio_public_url,
-                public_api_url=args.public_api_url, minio_internal_url=args.minio_url,
-                bind_host=args.bind_host, **from_env)
+                public_api_url=args.public_api_url,
+                bind_host=args.bind_host, minio_drives=tuple(args.drive), minio_parity=args.parity,
+                minio_drives_share_disk=args.drives_share_disk, **{**from_env, **external})
     print(f"Deployment created in {dep.data_dir}. Start it with: cryospy serve --data-dir {dep.data_dir}")
     print(f"Cameras will use {dep.api_url}; the dashboard will be at {dep.dashboard_url}/")
+    if dep.minio_drives:
+        print(f"MinIO will erasure-code clips across {len(dep.minio_drives)} drives "
+              f"({dep.minio_parity or 'default'} parity): {', '.join(dep.minio_drives)}")
+    if dep.minio_external:
+        print(f"MinIO is external ({dep.minio_url}): give each of its servers the environment that "
+              f"`cryospy minio node-env --data-dir {dep.data_dir}` prints, then start cryospy serve.")
     if dep.tls:
         print(f"TLS is on with this deployment's own certificate authority. Agent configs from `cryospy devices "
               f"create` carry it; for browsers, install {dep.ca_file} as a trusted authority (docs/tls.md).")
@@ -361,6 +392,18 @@ def _verify(args: argparse.Namespace) -> int:
     return run_verify(args.path, args.devices)
 
 
+def _minio_node_env(args: argparse.Namespace) -> int:
+    from cryospy.infra.deployment import load
+    from cryospy.infra.minio_server import webhook_env
+
+    if not args.queue_dir.startswith("/"):
+        print("cryospy: --queue-dir must be an absolute path (MinIO refuses others)", file=sys.stderr)
+        return 2
+    for name, value in webhook_env(load(args.data_dir), args.queue_dir).items():
+        print(f"{name}={value}")
+    return 0
+
+
 def _minio_build(args: argparse.Namespace) -> int:
     from cryospy.infra.minio_binary import ensure_minio
 
@@ -396,6 +439,28 @@ camera is attached.""")
     return 0
 
 
+def _external_minio(args: argparse.Namespace) -> dict[str, object] | None:
+    """``setup --external-minio URL``: the deployment settings for a MinIO run elsewhere (None: refused, said why)."""
+    from urllib.parse import urlsplit
+
+    if not args.external_minio:
+        return {"minio_internal_url": args.minio_url}
+    url = urlsplit(args.external_minio)
+    problem = ""
+    if url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/"):
+        problem = "--external-minio needs the URL of MinIO's S3 address, e.g. http://minio-lb.lan:9000"
+    elif args.drive or args.minio_url:
+        problem = "--external-minio excludes --drive and --minio-url: the external MinIO has its own drives"
+    elif not (os.environ.get("MINIO_ROOT_USER") and os.environ.get("MINIO_ROOT_PASSWORD")):
+        problem = ("--external-minio needs the cluster's root credentials in MINIO_ROOT_USER and MINIO_ROOT_PASSWORD "
+                   "(to create CryoSpy's bucket, identities and notifications on it)")
+    if problem:
+        print(f"cryospy: {problem}", file=sys.stderr)
+        return None
+    return {"minio_internal_url": args.external_minio.rstrip("/"), "minio_external": True,
+            "minio_root_user": os.environ["MINIO_ROOT_USER"], "minio_root_password": os.environ["MINIO_ROOT_PASSWORD"]}
+
+
 def _serve(args: argparse.Namespace) -> int:
     from cryospy.infra.deployment import load, make_private
     from cryospy.infra.minio_server import MinioServer
@@ -421,7 +486,7 @@ def _serve(args: argparse.Namespace) -> int:
     SECRETS.add(secret_fields(dep))
     if passphrase:
         SECRETS.add([passphrase])
-    minio = None if args.external_minio else MinioServer(dep).start()
+    minio = None if args.external_minio or dep.minio_external else MinioServer(dep).start()
     runtime = None
     try:
         runtime = Runtime(dep, RuntimeOptions(workers=args.workers))
@@ -469,6 +534,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("keys", "change-passphrase"): _keys_change_passphrase,
     ("verify", None): _verify,
     ("minio", "build"): _minio_build,
+    ("minio", "node-env"): _minio_node_env,
     ("accounts", "list"): accounts_cmd.list_accounts,
     ("accounts", "add"): accounts_cmd.add_account,
     ("accounts", "remove"): accounts_cmd.remove_account,

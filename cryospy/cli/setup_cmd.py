@@ -18,12 +18,17 @@ from typing import TextIO
 from cryospy.common.keys import KeyStore
 from cryospy.infra import certificates, deployment
 from cryospy.infra.deployment import Deployment
+from cryospy.infra.minio_drives import check_layout
 
 
 def setup(data_dir: Path, passphrase: str | None, *, scrypt_n: int | None = None, tls: bool = True,
           **overrides: object) -> Deployment:
     """Create the deployment; with ``passphrase=None`` no key store (first-run setup happens in the browser);
-    with ``tls`` (the default) its certificate authority and server certificates too."""
+    with ``tls`` (the default) its certificate authority and server certificates too. ``minio_drives`` are
+    checked (and created) before anything is written: a refused layout leaves no half deployment."""
+    drives = [str(d) for d in overrides.get("minio_drives") or ()]   # type: ignore[attr-defined]
+    overrides["minio_drives"] = check_layout(drives, int(overrides.get("minio_parity") or 0),  # type: ignore[arg-type]
+                                             bool(overrides.get("minio_drives_share_disk")))
     deployment.make_private(data_dir)   # an existing directory keeps its mode otherwise (755 stays 755)
     tls_dir = str(overrides.get("tls_dir") or "")
     if tls and tls_dir:     # before deployment.json exists, so that a failed check can simply be run again

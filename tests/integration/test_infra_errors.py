@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.functions.app import app
+from cryospy.functions.app import OBJECT_HANDLERS, app
 from cryospy.infra.bootstrap import provision
 from cryospy.infra.errors import MinioStartError, PortInUse, StorageError
 from cryospy.infra.event_routes import routes_from_app
@@ -21,13 +21,13 @@ pytestmark = pytest.mark.integration
 def test_wrong_root_credentials_are_named(deployment, minio):
     wrong = replace(deployment, minio_root_password="not-the-password")
     with pytest.raises(StorageError, match="refused the root credentials"):
-        provision(wrong, routes_from_app(app))
+        provision(wrong, routes_from_app(app, OBJECT_HANDLERS))
 
 
 def test_unreachable_minio_is_named(deployment):
     gone = replace(deployment, minio_port=free_port())
     with pytest.raises(StorageError, match="cannot reach MinIO"):
-        provision(gone, routes_from_app(app))
+        provision(gone, routes_from_app(app, OBJECT_HANDLERS))
 
 
 def test_port_in_use_is_named(tmp_path: Path, minio_binary: Path):
