@@ -71,14 +71,14 @@ class ClipPage:
         return {"clips": [c.to_doc() for c in self.clips], "next_cursor": self.next_cursor, "matched": self.matched}
 
 
-def _iso(t: datetime) -> str:
+def iso_ms(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def scan_query(index: ClipIndex, q: ClipQuery) -> ClipPage:
     devices = [q.device_id] if q.device_id else index.devices()
-    lo = _iso(q.start) if q.start else ""
-    hi = _iso(q.end) if q.end else "\uffff"
+    lo = iso_ms(q.start) if q.start else ""
+    hi = iso_ms(q.end) if q.end else "\uffff"
     day_lo, day_hi = lo[:10], hi[:10] if q.end else "\uffff"
     matches: list[ClipRecord] = []
     for device in devices:
@@ -95,10 +95,12 @@ def scan_query(index: ClipIndex, q: ClipQuery) -> ClipPage:
                 matches.append(clip)
     matches.sort(key=lambda c: c.order, reverse=True)
     page = matches[:q.limit]
-    cursor = None
-    if len(matches) > q.limit and page:
-        cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1].order)).encode()).decode()
-    return ClipPage(page, cursor, len(matches))
+    return ClipPage(page, page_cursor(page[-1]) if len(matches) > q.limit and page else None, len(matches))
+
+
+def page_cursor(last: ClipRecord) -> str:
+    """The cursor of the page after ``last`` (opaque to callers; :meth:`ClipQuery.parse` reads it back)."""
+    return base64.urlsafe_b64encode(json.dumps(list(last.order)).encode()).decode()
 
 
 def run_query(services: Services, q: ClipQuery) -> dict[str, Any]:
