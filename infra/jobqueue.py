@@ -99,7 +99,7 @@ def dead_letter(job_id: int, handler: str, stored: str, attempts: int, reason: s
 
 
 class JobQueue:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, recover: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -107,8 +107,9 @@ class JobQueue:
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        with self._lock:
-            self._db.execute("UPDATE jobs SET state='pending' WHERE state='running'")
+        if recover:   # this process is the runtime: what it left running, it died running
+            with self._lock:
+                self._db.execute("UPDATE jobs SET state='pending' WHERE state='running'")
 
     def put(self, handler: str, event: ObjectEvent, identity: str | None = None) -> bool:
         """Insert a job unless the same handler already has this event (by ``identity``, the event's own by

@@ -54,16 +54,19 @@ LEASE_S = 900.0
 
 
 class PostgresJobQueue:
-    def __init__(self, pool: ConnectionPool, owner: str | None = None, lease_s: float = LEASE_S):
-        """``pool`` is closed by :meth:`close`; ``owner`` names this runtime across its restarts."""
+    def __init__(self, pool: ConnectionPool, owner: str | None = None, lease_s: float = LEASE_S,
+                 recover: bool = True):
+        """``pool`` is closed by :meth:`close`; ``owner`` names this runtime across its restarts; ``recover``:
+        take back the jobs it was running when it stopped (False for a command that only looks)."""
         self._pool = pool
         self._owner = owner or socket.gethostname()
         self._lease_s = lease_s
         self._wake = threading.Condition()
         create_tables(pool, "jobs", SCHEMA)
-        with pool.connection() as conn:
-            conn.execute("UPDATE jobs SET state = 'pending', not_before = 0 WHERE state = 'running' AND owner = %s",
-                         (self._owner,))
+        if recover:
+            with pool.connection() as conn:
+                conn.execute("UPDATE jobs SET state = 'pending', not_before = 0 "
+                             "WHERE state = 'running' AND owner = %s", (self._owner,))
 
     def _notify(self) -> None:
         with self._wake:

@@ -267,16 +267,22 @@ def run(args: argparse.Namespace) -> int:
         return _service_units(args)
     if args.command == "events":
         from cryospy.infra.deployment import load
-        from cryospy.infra.jobqueue import JobQueue
+        from cryospy.infra.server_config import load_server_config
+        from cryospy.infra.stores import open_job_store
 
-        queue = JobQueue(load(args.data_dir).path("runtime", "jobs.sqlite"))
-        if args.action == "dead":
-            dead = queue.dead_letters()
-            for job in dead:
-                print(f"#{job.id} {job.handler} {job.key}: {job.reason}")
-            print(f"{len(dead)} dead-lettered event(s)")
-        else:
-            print(f"requeued {queue.requeue_dead(args.id)} event(s); a running runtime picks them up now")
+        dep = load(args.data_dir)
+        # recover=False: a running runtime's claimed jobs are its own, not a crash's leftovers.
+        queue = open_job_store(dep, load_server_config(dep.path("server.json")), recover=False)
+        try:
+            if args.action == "dead":
+                dead = queue.dead_letters()
+                for job in dead:
+                    print(f"#{job.id} {job.handler} {job.key}: {job.reason}")
+                print(f"{len(dead)} dead-lettered event(s)")
+            else:
+                print(f"requeued {queue.requeue_dead(args.id)} event(s); a running runtime picks them up now")
+        finally:
+            queue.close()
         return 0
     if args.command == "keys":
         return _keys(args)
