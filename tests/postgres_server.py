@@ -49,6 +49,7 @@ def _as_server_user() -> list[str]:
 class PostgresServer:
     root: Path
     port: int
+    fsync: bool = False   # off for the tests (speed; nothing here must survive a power cut)
 
     @property
     def data(self) -> Path:
@@ -70,8 +71,8 @@ class PostgresServer:
                        check=True, capture_output=True)
 
     def start(self) -> PostgresServer:
-        self._pg_ctl("-w", "-t", "60", "-l", str(self.root / "server.log"),
-                     "-o", f"-p {self.port} -k {self.root} -c listen_addresses={HOST} -c fsync=off", "start")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={HOST} -c fsync={'on' if self.fsync else 'off'}"
+        self._pg_ctl("-w", "-t", "60", "-l", str(self.root / "server.log"), "-o", options, "start")
         with psycopg.connect(f"postgresql://{USER}:{quote(PASSWORD)}@{HOST}:{self.port}/postgres",
                              autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -86,7 +87,7 @@ class PostgresServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def make_server(root: Path) -> PostgresServer:
+def make_server(root: Path, fsync: bool = False) -> PostgresServer:
     initdb = server_binary("initdb")
     assert initdb is not None
     root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def make_server(root: Path) -> PostgresServer:
     subprocess.run([*_as_server_user(), initdb, "-D", str(root / "data"), "-U", USER, "--auth=scram-sha-256",
                     f"--pwfile={root / 'pwfile'}", "-E", "UTF8", "--no-instructions"],
                    check=True, capture_output=True)
-    return PostgresServer(root, free_port(HOST))
+    return PostgresServer(root, free_port(HOST), fsync)
 
 
 def postgres_missing_message() -> str | None:
