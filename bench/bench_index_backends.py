@@ -29,11 +29,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.postgres_server: the server we measure
+
+from bench_sealed import best_of
 
 from cryospy.common.database import open_pool
 from cryospy.functions.index.postgres import PostgresIndex
@@ -69,15 +70,6 @@ def ingest_one(index: ClipIndex, rec: ClipRecord) -> int:
     return 5
 
 
-def best_of(fn: Callable[[], object], rounds: int = 5) -> float:
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(name: str, index: ClipIndex, args: argparse.Namespace) -> dict[str, float]:
     devices = [f"camera {d}" for d in range(args.devices)]
     per_device = args.history // args.devices
@@ -95,10 +87,10 @@ def measure(name: str, index: ClipIndex, args: argparse.Namespace) -> dict[str, 
     result = {
         "ingest clips/s": args.clips / elapsed,
         "index calls/s": calls / elapsed,
-        "day page read (ms)": best_of(lambda: index.clips_for_day(devices[0], day)) * 1000,
-        "newest 50, all cameras (ms)": best_of(lambda: index.query(newest)) * 1000,
-        "newest 50 motion, 1 camera (ms)": best_of(lambda: index.query(motion)) * 1000,
-        "totals (ms)": best_of(lambda: index.usage()) * 1000,
+        "day page read (ms)": best_of(5, lambda: index.clips_for_day(devices[0], day)) * 1000,
+        "newest 50, all cameras (ms)": best_of(5, lambda: index.query(newest)) * 1000,
+        "newest 50 motion, 1 camera (ms)": best_of(5, lambda: index.query(motion)) * 1000,
+        "totals (ms)": best_of(5, lambda: index.usage()) * 1000,
     }
     print(f"  {name}: done", file=sys.stderr)
     return result
