@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -116,13 +117,15 @@ def main() -> int:
         results["TinyDB"] = measure("TinyDB", tiny, args)
         tiny.close()
     print("PostgreSQL 15 ...", file=sys.stderr)
-    server = make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=args.fsync).start()
+    root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    server = make_server(root, fsync=args.fsync).start()
     try:
         index = PostgresIndex(open_pool(server.fresh_url(), max_size=4), lambda: key)
         results["PostgreSQL"] = measure("PostgreSQL", index, args)
         index.close()
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.history} clips of history over {args.devices} cameras ({args.per_day}/camera/day), "
           f"{args.clips} clips timed; PostgreSQL fsync {'on' if args.fsync else 'off'}\n")
     print(f"| {'':34} | {'TinyDB':>10} | {'PostgreSQL':>10} | {'PG / TinyDB':>11} |")
