@@ -20,13 +20,13 @@ from cryospy.functions.errors import KeysLocked, PermanentEventError
 from cryospy.functions.events import MalformedEvent
 
 from .event_routes import Route
-from .jobqueue import Job, JobQueue
+from .jobqueue import Job, JobStore
 
 log = logging.getLogger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, queue: JobQueue, routes: list[Route], *, workers: int = 2, max_attempts: int = 8,
+    def __init__(self, queue: JobStore, routes: list[Route], *, workers: int = 2, max_attempts: int = 8,
                  base_delay: float = 1.0, locked_delay: float = 2.0):
         self.queue = queue
         self.handlers: Mapping[str, Route] = {r.name: r for r in routes}

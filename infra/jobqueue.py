@@ -4,6 +4,10 @@ The webhook only inserts and acknowledges (MinIO's queue blocks behind a slow re
 run. A job's dedupe key is ``handler|event identity``, so a redelivered event is dropped at insert time when
 it is already known. States: pending → running → done, or → dead with a reason. Jobs left ``running`` by a
 crash go back to pending at start-up, so a SIGKILL loses nothing.
+
+:class:`JobStore` is what the webhook, the dispatcher, the reconciler and the admin pages use; this SQLite
+queue is the embedded default and :class:`~cryospy.infra.pg_jobqueue.PostgresJobQueue` the shared one
+(``database_url``), both held to the same tests (tests/unit/test_jobqueue.py).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from cryospy.functions.events import MalformedEvent, ObjectEvent
 
@@ -61,15 +66,40 @@ class DeadLetter:
         return self.event.key if self.event is not None else ""
 
 
-def _load(stored: str) -> ObjectEvent:
+class JobStore(Protocol):
+    def put(self, handler: str, event: ObjectEvent, identity: str | None = None) -> bool: ...
+    def put_dead(self, handler: str, event: ObjectEvent, reason: str) -> None: ...
+    def claim(self, timeout: float) -> Job | None: ...
+    def done(self, job: Job) -> None: ...
+    def retry(self, job: Job, delay: float, reason: str) -> None: ...
+    def postpone(self, job: Job, delay: float, reason: str) -> None: ...
+    def dead(self, job: Job, reason: str) -> None: ...
+    def dead_letters(self) -> list[DeadLetter]: ...
+    def requeue_dead(self, job_id: int | None = None) -> int: ...
+    def prune_done(self, older_than_s: float = DONE_KEPT_SECONDS) -> int: ...
+    def counts(self) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+def load_event(stored: str) -> ObjectEvent:
+    """A stored event body back into the event (MalformedEvent for one no version of the queue wrote)."""
     try:
         return ObjectEvent.from_stored(json.loads(stored))
     except ValueError as exc:
         raise MalformedEvent(f"stored event is not JSON: {exc}") from None
 
 
+def dead_letter(job_id: int, handler: str, stored: str, attempts: int, reason: str | None,
+                updated: float) -> DeadLetter:
+    try:
+        event: ObjectEvent | None = load_event(stored)
+    except MalformedEvent:
+        event = None
+    return DeadLetter(job_id, handler, event, attempts, reason or "", updated)
+
+
 class JobQueue:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, recover: bool = True):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -77,8 +107,9 @@ class JobQueue:
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        with self._lock:
-            self._db.execute("UPDATE jobs SET state='pending' WHERE state='running'")
+        if recover:   # this process is the runtime: what it left running, it died running
+            with self._lock:
+                self._db.execute("UPDATE jobs SET state='pending' WHERE state='running'")
 
     def put(self, handler: str, event: ObjectEvent, identity: str | None = None) -> bool:
         """Insert a job unless the same handler already has this event (by ``identity``, the event's own by
@@ -110,7 +141,7 @@ class JobQueue:
                     "ORDER BY id LIMIT 1", (time.time(),)).fetchone()
                 if row:
                     try:
-                        event = _load(row[2])
+                        event = load_event(row[2])
                     except MalformedEvent as exc:     # a body no version of the queue wrote: keep it, aside
                         self._db.execute("UPDATE jobs SET state='dead', reason=?, updated=? WHERE id=?",
                                          (str(exc), time.time(), row[0]))
@@ -150,14 +181,7 @@ class JobQueue:
             rows = self._db.execute(
                 "SELECT id, handler, event, attempts, reason, updated FROM jobs WHERE state='dead' ORDER BY id"
             ).fetchall()
-        letters = []
-        for job_id, handler, stored, attempts, reason, updated in rows:
-            try:
-                event: ObjectEvent | None = _load(stored)
-            except MalformedEvent:
-                event = None
-            letters.append(DeadLetter(job_id, handler, event, attempts, reason or "", updated))
-        return letters
+        return [dead_letter(*row) for row in rows]
 
     def requeue_dead(self, job_id: int | None = None) -> int:
         with self._lock:

@@ -21,13 +21,13 @@ from cryospy.functions.events import ObjectEvent
 from cryospy.functions.services import Services
 
 from .event_routes import Route
-from .jobqueue import JobQueue
+from .jobqueue import JobStore
 
 log = logging.getLogger(__name__)
 
 
 class Reconciler:
-    def __init__(self, services: Services, routes: list[Route], queue: JobQueue, interval: float = 300.0):
+    def __init__(self, services: Services, routes: list[Route], queue: JobStore, interval: float = 300.0):
         self.services = services
         self.routes = routes
         self.queue = queue

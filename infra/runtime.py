@@ -43,7 +43,6 @@ from cryospy.functions.channels.presence import Presence, PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.devices.registry import DeviceRegistry
-from cryospy.functions.index.store import TinyDBIndex
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_actions
@@ -67,12 +66,12 @@ from .device_identities import MinioDeviceIdentities, upgrade_legacy_identities
 from .dispatcher import Dispatcher
 from .event_routes import Route, routes_from_app
 from .gateway import ChaliceWSGI, status_line
-from .jobqueue import JobQueue
 from .live_sweep import LiveSweeper
 from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
+from .stores import open_index, open_job_store
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region, dep.ca_file),
         handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region, dep.ca_file),
         devices=DeviceRegistry(dep.path("runtime", "devices.json")),
-        index=TinyDBIndex(dep.path("index"), vault.index_key),
+        index=open_index(dep, config, vault.index_key),
         vault=vault,
         admin_token=dep.admin_token,
         max_clip_bytes=config.max_clip_bytes,
@@ -199,7 +198,7 @@ class Runtime:
         config = config or load_server_config(dep.path("server.json"))
         mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
         self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
-        self.queue = JobQueue(dep.path("runtime", "jobs.sqlite"))
+        self.queue = open_job_store(dep, config)
         self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
         self.services = build_services(dep, config, mailer, event_sink=self.webhook,
                                        live_waiters=max(1, self.options.threads // 2))

@@ -17,7 +17,8 @@ Example::
       "storage": {"warning_threshold": 0.8, "global_budget_gigabytes": 0, "quarantine_megabytes": 1024,
                   "slots_per_minute": 120},
       "channels": {"mqtt": {"enabled": true, "host": "broker.lan", "username": "cryospy", "password": "…"}},
-      "offline_after_seconds": 60
+      "offline_after_seconds": 60,
+      "database_url": "postgresql://cryospy:…@db.lan:5432/cryospy"
     }
 
 ``channels`` (real-time events to e-mail, MQTT/Home Assistant, a signed webhook, ntfy-style push) is parsed
@@ -26,7 +27,10 @@ Channels set on the dashboard (Admin → Channels) replace the section of the sa
 sealed under the index key (functions/channels/stored.py), not in this file. ``offline_after_seconds``: a
 camera whose agent has not been in touch for this long is reported offline (functions/channels/presence.py).
 
-The file may hold the SMTP password, so it is read from a 0600 file and never logged.
+``database_url`` (absent by default) moves the clip index and the job queue from the embedded TinyDB and
+SQLite files to PostgreSQL, where several runtimes can share them (docs/postgres.md says what the database
+sees). The file may hold the SMTP and database passwords, so it is read from a 0600 file and never logged;
+the URL is only ever logged with its password replaced (cryospy.common.database.redacted).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.database import DatabaseError, check_url
 from cryospy.common.strict_keys import unknown_key_message
 from cryospy.functions.channels import ChannelSettingsError, ChannelsSettings, parse_channels
 from cryospy.functions.channels.presence import DEFAULT_OFFLINE_AFTER_S, OFFLINE_AFTER_BOUNDS
@@ -43,7 +48,7 @@ from cryospy.functions.channels.presence import DEFAULT_OFFLINE_AFTER_S, OFFLINE
 from .errors import InfraError
 
 KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "allowed_hosts", "proxy_auth", "max_clip_megabytes",
-         "slot_ttl_seconds", "storage", "channels", "offline_after_seconds"}
+         "slot_ttl_seconds", "storage", "channels", "offline_after_seconds", "database_url"}
 ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
               "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
 STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes", "quarantine_megabytes", "slots_per_minute"}
@@ -74,6 +79,7 @@ class ServerConfig:
     channels: ChannelsSettings = field(default_factory=ChannelsSettings, repr=False)
     channels_doc: dict[str, Any] = field(default_factory=dict, repr=False)   # as written, for the dashboard
     offline_after_seconds: float = DEFAULT_OFFLINE_AFTER_S
+    database_url: str | None = field(default=None, repr=False)   # None: the embedded TinyDB index and SQLite queue
 
 
 def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -145,4 +151,16 @@ def load_server_config(path: Path) -> ServerConfig:
         channels=channels, channels_doc=dict(doc.get("channels") or {}),
         offline_after_seconds=_number(path, doc, "offline_after_seconds", DEFAULT_OFFLINE_AFTER_S,
                                       *OFFLINE_AFTER_BOUNDS),
+        database_url=_database_url(path, doc.get("database_url")),
     )
+
+
+def _database_url(path: Path, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ServerConfigError(f"{path}: database_url must be a string like postgresql://user:password@host/db")
+    try:
+        return check_url(value)
+    except DatabaseError as exc:
+        raise ServerConfigError(f"{path}: {exc}") from None

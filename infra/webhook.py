@@ -21,7 +21,7 @@ from cryospy.functions.api import json_limits
 from cryospy.functions.events import MalformedEvent, ObjectEvent, parse_notification
 
 from .event_routes import Route
-from .jobqueue import JobQueue
+from .jobqueue import JobStore
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class WebhookResult:
 
 
 class WebhookReceiver:
-    def __init__(self, token: str, routes: list[Route], queue: JobQueue):
+    def __init__(self, token: str, routes: list[Route], queue: JobStore):
         self._token = token.encode()
         self.routes = routes
         self.queue = queue

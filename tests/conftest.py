@@ -5,7 +5,8 @@
 * ``runtime`` – a fresh runtime per test (tests may stop and restart it), unlocked with the passphrase;
 * ``rtsp_camera`` / ``rtsp_media`` – a real RTSP camera for the whole session and its media files
   (``tests/rtsp_camera/fixture.py``);
-* ``mqtt_broker`` – Debian's mosquitto with a config of its own (``tests/mqtt_broker.py``).
+* ``mqtt_broker`` – Debian's mosquitto with a config of its own (``tests/mqtt_broker.py``);
+* ``postgres`` – Debian's PostgreSQL 15 in a cluster of the session's own (``tests/postgres_server.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_binary import ensure_minio
 from cryospy.infra.minio_server import MinioServer, free_port
 from tests.mqtt_broker import mqtt_broker  # noqa: F401  (fixture for every test)
+from tests.postgres_server import postgres  # noqa: F401  (fixture for every test)
 from tests.rtsp_camera.fixture import rtsp_camera, rtsp_media  # noqa: F401  (fixtures for every test)
 
 PASSPHRASE = "correct horse battery staple"

@@ -25,7 +25,7 @@ from .systemd_units import DEFAULT_AGENT_CONFIG, DEFAULT_UNIT_DATA_DIR, DEFAULT_
 
 if TYPE_CHECKING:
     from cryospy.common.keys import KeyStore
-    from cryospy.infra.jobqueue import JobQueue
+    from cryospy.infra.jobqueue import JobStore
 
 log = logging.getLogger(__name__)
 DEFAULT_DATA_DIR = Path(os.environ.get("CRYOSPY_DATA_DIR", "var/cryospy"))
@@ -329,15 +329,23 @@ def _agent(args: argparse.Namespace) -> int:
     return 0
 
 
-def _job_queue(args: argparse.Namespace) -> JobQueue:
+def _job_queue(args: argparse.Namespace) -> JobStore:
+    """The deployment's job queue (SQLite, or PostgreSQL when server.json has a database_url). recover=False:
+    a running runtime's claimed jobs are its own, not a crash's leftovers."""
     from cryospy.infra.deployment import load
-    from cryospy.infra.jobqueue import JobQueue
+    from cryospy.infra.server_config import load_server_config
+    from cryospy.infra.stores import open_job_store
 
-    return JobQueue(load(args.data_dir).path("runtime", "jobs.sqlite"))
+    dep = load(args.data_dir)
+    return open_job_store(dep, load_server_config(dep.path("server.json")), recover=False)
 
 
 def _events_dead(args: argparse.Namespace) -> int:
-    dead = _job_queue(args).dead_letters()
+    queue = _job_queue(args)
+    try:
+        dead = queue.dead_letters()
+    finally:
+        queue.close()
     for job in dead:
         print(f"#{job.id} {job.handler} {job.key}: {job.reason}")
     print(f"{len(dead)} dead-lettered event(s)")
@@ -345,7 +353,12 @@ def _events_dead(args: argparse.Namespace) -> int:
 
 
 def _events_retry(args: argparse.Namespace) -> int:
-    print(f"requeued {_job_queue(args).requeue_dead(args.id)} event(s); a running runtime picks them up now")
+    queue = _job_queue(args)
+    try:
+        count = queue.requeue_dead(args.id)
+    finally:
+        queue.close()
+    print(f"requeued {count} event(s); a running runtime picks them up now")
     return 0
 
 

@@ -91,7 +91,9 @@ def scan_query(index: ClipIndex, q: ClipQuery) -> ClipPage:
                 matches.append(clip)
     matches.sort(key=lambda c: c.order, reverse=True)
     page = matches[:q.limit]
-    cursor = None
-    if len(matches) > q.limit and page:
-        cursor = base64.urlsafe_b64encode(json.dumps(list(page[-1].order)).encode()).decode()
-    return ClipPage(page, cursor, len(matches))
+    return ClipPage(page, page_cursor(page[-1]) if len(matches) > q.limit and page else None, len(matches))
+
+
+def page_cursor(last: ClipRecord) -> str:
+    """The cursor of the page after ``last`` (opaque to callers; :meth:`ClipQuery.parse` reads it back)."""
+    return base64.urlsafe_b64encode(json.dumps(list(last.order)).encode()).decode()

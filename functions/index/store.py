@@ -31,12 +31,13 @@ from tinydb import Query, TinyDB
 
 from cryospy.common.objectkeys import device_from_hex
 from cryospy.functions.api import validate
+from cryospy.functions.index import by_day
 from cryospy.functions.index.fragment_log import FragmentLog
 from cryospy.functions.index.listeners import ChangeListeners, Listener
 from cryospy.functions.index.query import ClipPage, ClipQuery, scan_query
 from cryospy.functions.index.records import ClipRecord, DeviceUsage, fragments_doc, fragments_from
 from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
-from cryospy.functions.index.usage import LiveCounters, UsageTotals, dir_name
+from cryospy.functions.index.usage import LiveCounters, UsageTotals, dir_name, live_stamp
 
 
 class TinyDBIndex:
@@ -88,7 +89,7 @@ class TinyDBIndex:
                 if record.fragments is None:
                     record = record.changed(fragment_count=existing.fragment_count)
             else:
-                record, live = self._live_stamp(device, record)
+                record, live = live_stamp(self._totals.live(device), record)
             doc = record.to_doc(with_fragments=False)
             if stored is not None and doc == dict(stored):
                 return False
@@ -107,18 +108,6 @@ class TinyDBIndex:
         self._totals.add(device, record.stored_bytes - before, 0 if existing else 1, live,
                          unprotected_day=None if record.protected else day)
         return True
-
-    def _live_stamp(self, device_id: str, record: ClipRecord) -> tuple[ClipRecord, LiveCounters | None]:
-        """Number a new clip into the device's live stream: ``live`` = the segments and clips recorded before
-        it, which is what a sliding HLS playlist needs for stable sequence numbers (functions/clips/hls.py
-        explains why they cannot be derived from the newest clips alone). Only a playable clip newer than every
-        numbered one joins: a live playlist cannot insert into its past. Returns the clip and the device's
-        counters after it (None: it does not join)."""
-        now = self._totals.live(device_id)
-        if not record.fragment_count or record.captured_at <= now.last:
-            return record.changed(live=None), None
-        after = LiveCounters(now.segments + record.fragment_count, now.clips + 1, record.captured_at)
-        return record.changed(live=(now.segments, now.clips)), after
 
     def update_clip(self, device_id: str, day: str, key: str, **changes: Any) -> ClipRecord | None:
         with self._lock:
@@ -207,23 +196,11 @@ class TinyDBIndex:
             return self._totals.usage(device_id)
 
     def live_clips(self, device_id: str, count: int = 4) -> list[ClipRecord]:
-        found: list[ClipRecord] = []
-        for day in reversed(self.days(device_id)[-2:]):
-            numbered = [c for c in self.clips_for_day(device_id, day, with_fragments=True) if c.live]
-            found = numbered[-count:] + found
-            if len(found) >= count:
-                break
-        return found[-count:]
+        return by_day.live_clips(self, device_id, count)
 
     def find_sequence(self, device_id: str, sequence: int, from_day: str, direction: int,
                       max_days: int = 3) -> ClipRecord | None:
-        # A device's sequence numbers follow its capture time, so the neighbours are in the nearest days.
-        days = [d for d in self.days(device_id) if (d <= from_day if direction < 0 else d >= from_day)]
-        for day in sorted(days, reverse=direction < 0)[:max_days]:
-            for clip in self.clips_for_day(device_id, day):
-                if clip.sequence == sequence:
-                    return clip
-        return None
+        return by_day.find_sequence(self, device_id, sequence, from_day, direction, max_days)
 
     def query(self, q: ClipQuery) -> ClipPage:
         return scan_query(self, q)

@@ -45,6 +45,18 @@ class LiveCounters:
     last: str = ""
 
 
+def live_stamp(now: LiveCounters, record: ClipRecord) -> tuple[ClipRecord, LiveCounters | None]:
+    """Number a new clip into its device's live stream, whose counters are ``now``: ``live`` = the segments and
+    clips recorded before it, which is what a sliding HLS playlist needs for stable sequence numbers
+    (functions/clips/hls.py explains why they cannot be derived from the newest clips alone). Only a playable
+    clip newer than every numbered one joins: a live playlist cannot insert into its past. Returns the clip
+    and the device's counters after it (None: it does not join). Every index store numbers this way."""
+    if not record.fragment_count or record.captured_at <= now.last:
+        return record.changed(live=None), None
+    after = LiveCounters(now.segments + record.fragment_count, now.clips + 1, record.captured_at)
+    return record.changed(live=(now.segments, now.clips)), after
+
+
 class UsageTotals:
     def __init__(self, root: Path, key: Callable[[], bytes], history: Callable[[str], Iterable[ClipRecord]]):
         """``history(device_id)`` yields a device's clips from its shards (the truth a recount starts from)."""

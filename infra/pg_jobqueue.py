@@ -1,0 +1,171 @@
+"""The job queue in PostgreSQL, shared by every runtime of a deployment (``database_url``, docs/postgres.md).
+
+The same :class:`~cryospy.infra.jobqueue.JobStore` as the SQLite queue, with what several runtimes need:
+
+* **claiming** takes the oldest ready job with ``FOR UPDATE SKIP LOCKED``, so runtimes claiming at once get
+  different jobs and never wait on each other;
+* **leases**: a claimed job is ``running`` with ``not_before`` = its lease's end. A runtime that dies mid-job
+  (SIGKILL, a lost machine) leaves it running; once the lease ends any runtime claims it again, spending an
+  attempt as a retry does. A runtime that restarts takes its own running jobs back at once (``owner``: a name
+  stable across its restarts, by default host name and data directory);
+* **dedupe**, dead letters, requeue and pruning as in SQLite (``INSERT … ON CONFLICT DO NOTHING``);
+* times are the database's clock (``clock_timestamp()``), so runtimes on machines whose clocks differ agree
+  on what is due.
+
+A job put by this process wakes this process's workers at once; one put by another runtime is seen within
+``POLL_S``. The stored event is the one the webhook parsed (bucket, object key, size, ETag): what MinIO's
+operator sees; no clip metadata is in the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+from psycopg_pool import ConnectionPool
+
+from cryospy.common.database import create_tables
+from cryospy.functions.events import MalformedEvent, ObjectEvent
+
+from .jobqueue import DONE_KEPT_SECONDS, DeadLetter, Job, dead_letter, load_event
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id bigserial PRIMARY KEY,
+    dedupe text NOT NULL UNIQUE,
+    handler text NOT NULL,
+    event text NOT NULL,
+    state text NOT NULL DEFAULT 'pending',
+    attempts integer NOT NULL DEFAULT 0,
+    not_before double precision NOT NULL DEFAULT 0,
+    reason text,
+    owner text,
+    created double precision NOT NULL,
+    updated double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_open ON jobs (id) WHERE state IN ('pending', 'running');
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs (updated) WHERE state = 'done';
+"""
+NOW = "extract(epoch from clock_timestamp())"
+POLL_S = 0.5
+LEASE_S = 900.0
+
+
+class PostgresJobQueue:
+    def __init__(self, pool: ConnectionPool, owner: str | None = None, lease_s: float = LEASE_S,
+                 recover: bool = True):
+        """``pool`` is closed by :meth:`close`; ``owner`` names this runtime across its restarts; ``recover``:
+        take back the jobs it was running when it stopped (False for a command that only looks)."""
+        self._pool = pool
+        self._owner = owner or socket.gethostname()
+        self._lease_s = lease_s
+        self._wake = threading.Condition()
+        create_tables(pool, "jobs", SCHEMA)
+        if recover:
+            with pool.connection() as conn:
+                conn.execute("UPDATE jobs SET state = 'pending', not_before = 0 "
+                             "WHERE state = 'running' AND owner = %s", (self._owner,))
+
+    def _notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def put(self, handler: str, event: ObjectEvent, identity: str | None = None) -> bool:
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                f"INSERT INTO jobs (dedupe, handler, event, created, updated) VALUES (%s, %s, %s, {NOW}, {NOW}) "
+                "ON CONFLICT (dedupe) DO NOTHING",
+                (f"{handler}|{identity or event.identity}", handler, json.dumps(event.to_stored())))
+            inserted = bool(cur.rowcount)
+        if inserted:
+            self._notify()
+        return inserted
+
+    def put_dead(self, handler: str, event: ObjectEvent, reason: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO jobs (dedupe, handler, event, state, reason, created, updated) "
+                f"VALUES (%s, %s, %s, 'dead', %s, {NOW}, {NOW}) ON CONFLICT (dedupe) DO NOTHING",
+                (f"{handler}|{event.identity}", handler, json.dumps(event.to_stored()), reason))
+
+    def claim(self, timeout: float) -> Job | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._claim_one()
+            if job is not None:
+                return job
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            with self._wake:
+                self._wake.wait(min(remaining, POLL_S))
+
+    def _claim_one(self) -> Job | None:
+        while True:
+            with self._pool.connection() as conn:
+                row = conn.execute(
+                    f"UPDATE jobs SET state = 'running', attempts = attempts + 1, owner = %s, updated = {NOW}, "
+                    f"not_before = {NOW} + %s WHERE id = (SELECT id FROM jobs WHERE state IN ('pending', 'running') "
+                    f"AND not_before <= {NOW} ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                    "RETURNING id, handler, event, attempts", (self._owner, self._lease_s)).fetchone()
+                if row is None:
+                    return None
+                try:
+                    return Job(row[0], row[1], load_event(row[2]), row[3])
+                except MalformedEvent as exc:   # a body no version of the queue wrote: keep it, aside
+                    conn.execute(f"UPDATE jobs SET state = 'dead', reason = %s, updated = {NOW} WHERE id = %s",
+                                 (str(exc), row[0]))
+
+    def done(self, job: Job) -> None:
+        self._set(job.id, "done", None, 0)
+
+    def retry(self, job: Job, delay: float, reason: str) -> None:
+        self._set(job.id, "pending", reason, delay)
+
+    def postpone(self, job: Job, delay: float, reason: str) -> None:
+        """Back to pending without spending an attempt (the job waits on something outside it)."""
+        with self._pool.connection() as conn:
+            conn.execute(f"UPDATE jobs SET state = 'pending', attempts = attempts - 1, reason = %s, "
+                         f"not_before = {NOW} + %s, updated = {NOW} WHERE id = %s", (reason, delay, job.id))
+        self._notify()
+
+    def dead(self, job: Job, reason: str) -> None:
+        self._set(job.id, "dead", reason, None)
+
+    def _set(self, job_id: int, state: str, reason: str | None, delay: float | None) -> None:
+        """``delay``: seconds until the job is due again (None: never, as for done and dead jobs)."""
+        with self._pool.connection() as conn:
+            conn.execute(f"UPDATE jobs SET state = %s, reason = %s, not_before = "
+                         f"CASE WHEN %s::float8 IS NULL THEN 0 ELSE {NOW} + %s::float8 END, updated = {NOW} "
+                         "WHERE id = %s", (state, reason, delay, delay, job_id))
+        self._notify()
+
+    def dead_letters(self) -> list[DeadLetter]:
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT id, handler, event, attempts, reason, updated FROM jobs WHERE state = 'dead' "
+                                "ORDER BY id").fetchall()
+        return [dead_letter(*row) for row in rows]
+
+    def requeue_dead(self, job_id: int | None = None) -> int:
+        where, params = ("AND id = %s", (job_id,)) if job_id is not None else ("", ())
+        with self._pool.connection() as conn:
+            n = conn.execute("UPDATE jobs SET state = 'pending', attempts = 0, not_before = 0 "
+                             f"WHERE state = 'dead' {where}", params).rowcount
+        self._notify()
+        return n
+
+    def prune_done(self, older_than_s: float = DONE_KEPT_SECONDS) -> int:
+        """As :meth:`JobQueue.prune_done <cryospy.infra.jobqueue.JobQueue.prune_done>`."""
+        with self._pool.connection() as conn:
+            return conn.execute(f"DELETE FROM jobs WHERE state = 'done' AND updated < {NOW} - %s",
+                                (older_than_s,)).rowcount
+
+    def counts(self) -> dict[str, int]:
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
+        return {state: int(n) for state, n in rows}
+
+    def close(self) -> None:
+        self._pool.close()
