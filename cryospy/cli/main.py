@@ -58,13 +58,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_const", const="debug", dest="log_level",
                         default=argparse.SUPPRESS, help="the same as --log-level debug")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo_parser(sub)
+    _add_setup_parser(sub)
+    _add_serve_parser(sub)
+    _add_camera_parsers(sub)
+    _add_upkeep_parsers(sub)
+    return parser
 
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """demo: MinIO, the runtime and a demo camera in one go."""
     p = sub.add_parser("demo", help="run MinIO, the runtime and a demo camera in one go")
     p.add_argument("--data-dir", type=Path, default=Path("var/demo"), help="default: %(default)s")
     p.add_argument("--seconds", type=float, help="stop by itself after this many seconds")
     p.add_argument("--clip-seconds", type=float, default=10.0, help="length of each demo clip (default 10)")
     _log_level(p, argparse.SUPPRESS)
 
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """serve: MinIO and the runtime."""
+    p = sub.add_parser("serve", help="run MinIO and the runtime (API, event handlers, dashboard)")
+    _data_dir(p)
+    _passphrase_file(p)
+    p.add_argument("--locked", action="store_true",
+                   help="start without the passphrase; processing waits until an admin logs in")
+    p.add_argument("--external-minio", action="store_true", help="MinIO is already running; do not start one")
+    p.add_argument("--workers", type=int, default=2)
+    _log_level(p, argparse.SUPPRESS)
+
+
+def _add_setup_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Setup: a new deployment, its address, tls, drives or an external minio."""
     p = sub.add_parser("setup", help="create a new deployment (credentials and keys)")
     _data_dir(p)
     _passphrase_file(p)
@@ -114,15 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "MINIO_ROOT_PASSWORD, and each of its servers needs `cryospy minio node-env` "
                         "(docs/scale-out.md)")
 
-    p = sub.add_parser("serve", help="run MinIO and the runtime (API, event handlers, dashboard)")
-    _data_dir(p)
-    _passphrase_file(p)
-    p.add_argument("--locked", action="store_true",
-                   help="start without the passphrase; processing waits until an admin logs in")
-    p.add_argument("--external-minio", action="store_true", help="MinIO is already running; do not start one")
-    p.add_argument("--workers", type=int, default=2)
-    _log_level(p, argparse.SUPPRESS)
 
+def _add_camera_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Devices, dashboard access, accounts, the agent and its service units."""
     p = sub.add_parser("devices", help="enrol and list cameras")
     dsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     d = dsub.add_parser("create", help="enrol a camera and write its agent config")
@@ -170,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "finds now)")
     s.add_argument("--cryospy", type=Path, help="the cryospy command the units run (default: this one)")
 
+
+def _add_upkeep_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Events, keys, verify and minio helpers."""
     p = sub.add_parser("events", help="inspect the event queue")
     esub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     e = esub.add_parser("dead", help="list dead-lettered events and why")
@@ -203,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--queue-dir", default="/var/lib/minio-cryospy-events",
                    help="an absolute folder on each MinIO server where it keeps events until the runtime has "
                         "them (default: %(default)s)")
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:
