@@ -48,6 +48,8 @@ from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_actions
 from cryospy.functions.services import EventSink, S3Identity, Services
 from cryospy.functions.uploads.slot_limiter import SlotLimiter
+from cryospy.web.account_passphrase import PATH as PASSPHRASE_PATH
+from cryospy.web.account_passphrase import AccountPassphrase
 from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection
@@ -251,6 +253,7 @@ class Runtime:
                                         drives=lambda: drive_report(self.dep))
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
+        mounts[PASSPHRASE_PATH] = AccountPassphrase(self.dashboard, self.services)
         self.dashboard.public_mounts["/setup"] = self.first_run
 
     def _after_login(self) -> None:

@@ -14,7 +14,7 @@ Routes (relative to ``/admin``)::
     GET  /devices/<hex id>         one device: heartbeat, settings form, actions
     POST /devices/<hex id>/settings|enabled|rotate|delete
     GET  /accounts     POST /accounts[/<name>/access|passphrase|remove] (admin_accounts.py)
-    GET  /passphrase   POST /passphrase (the logged-in account's own passphrase: its key slot only)
+    GET  /passphrase   POST /passphrase (the old address of /account/passphrase: account_passphrase.py)
     GET  /status       POST /status/retry   POST /status/test (a test event to one channel)
     GET  /channels     POST /channels/<name> (switch a channel on/off and set it: admin_channels.py)
     GET  /audit        the audit log, filtered and paged (admin_audit.py)
@@ -36,7 +36,7 @@ from urllib.parse import parse_qs
 
 from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
-from cryospy.common.keys import KeyStore, WrongPassphrase, verify_key_fingerprint
+from cryospy.common.keys import KeyStore, verify_key_fingerprint
 from cryospy.common.objectkeys import device_from_hex, device_hex
 from cryospy.functions.channels.control import ChannelControl
 from cryospy.functions.channels.errors import ChannelSettingsError
@@ -44,13 +44,12 @@ from cryospy.functions.devices import lifecycle
 from cryospy.functions.devices.registry import Device
 from cryospy.functions.devices.self_service import settings_in_sync, settings_report
 from cryospy.functions.errors import ApiError, BadRequest, KeysLocked, NotFound
-from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphrase
 from cryospy.functions.services import Services
 
 from . import admin_audit, admin_channels, admin_status
+from .account_passphrase import AccountPassphrase
 from .admin_accounts import AccountsPage
 from .admin_forms import agent_config, form_to_settings, setting_name, settings_fields
-from .login_limiter import LoginThrottled
 from .server import Dashboard, Session, StartResponse
 
 PREFIX = "/admin"
@@ -112,6 +111,7 @@ class AdminSection:
         self.one_time = OneTimeForms()
         self.channels = channels
         self.accounts = AccountsPage(dashboard, services)
+        self.passphrase = AccountPassphrase(dashboard, services)   # the old address, /admin/passphrase
         self.drives = drives    # MinIO's drives and their healing (infra.minio_drives.drive_report), if known
 
     # -- routing -------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class AdminSection:
             if parts in ([], ["devices"]):
                 return self.devices_page(start, session)
             if parts == ["passphrase"]:
-                return self.passphrase_page(start, session, changed=query.get("changed") == "1")
+                return self.passphrase.page(start, session, changed=query.get("changed") == "1")
             if parts and parts[0] == "accounts":
                 return self.accounts(start, session, method, parts[1:], None, query) or self._not_found(start, session)
             if parts == ["status"]:
@@ -147,7 +147,7 @@ class AdminSection:
         if parts == ["devices"]:
             return self.create(start, session, form)
         if parts == ["passphrase"]:
-            return self.change_passphrase(environ, start, session, form)
+            return self.passphrase.change(environ, start, session, form)
         if parts and parts[0] == "accounts":
             return self.accounts(start, session, method, parts[1:], form, query) or self._not_found(start, session)
         if parts == ["status", "retry"]:
@@ -281,42 +281,6 @@ class AdminSection:
             return self.device_page(start, session, device, 400, submitted=form, errors=errors)
         lifecycle.delete_device(self.services, device.device_id, clips)
         return self.dashboard.redirect(start, PREFIX)
-
-    # -- passphrase ----------------------------------------------------------------------------------
-    def passphrase_page(self, start: StartResponse, session: Session, status: int = 200,
-                        errors: dict[str, str] | None = None, changed: bool = False) -> list[bytes]:
-        return self.dashboard.render(start, _status(status), "admin_passphrase.html", session, section="passphrase",
-                                     errors=errors or {}, changed=changed, min_chars=MIN_PASSPHRASE_CHARS)
-
-    def change_passphrase(self, environ: dict[str, Any], start: StartResponse, session: Session,
-                          form: dict[str, str]) -> list[bytes]:
-        """Re-wrap the deployment keys under a new passphrase; wrong guesses of the current one count against
-        the address exactly as failed logins do (same limiter), and every other session is logged out."""
-        current, new = form.get("current", ""), form.get("passphrase", "")
-        try:
-            check_new_passphrase(new, form.get("repeat", ""))
-        except BadRequest as exc:
-            return self.passphrase_page(start, session, 400, {exc.field or "passphrase": exc.message})
-        limiter = self.dashboard.limiter
-        try:
-            claim = limiter.claim(environ.get("REMOTE_ADDR", ""))   # counted before scrypt runs
-        except LoginThrottled as exc:
-            return self.passphrase_page(start, session, 429, {
-                "current": f"Too many wrong passphrases. Try again in {int(exc.wait) + 1} s."})
-        try:
-            KeyStore.load(self.services.vault.path).change_passphrase(current, new, account=session.account.name)
-        except WrongPassphrase:
-            self.dashboard.failures.failed(session.account.name, "passphrase-form", environ.get("REMOTE_ADDR", ""),
-                                           "wrong current passphrase")   # audit
-            return self.passphrase_page(start, session, 400, {"current": "That is not the current passphrase. "
-                                                                         "Nothing was changed."})
-        except CryoSpyError as exc:
-            limiter.succeeded(claim)   # not a wrong passphrase: give the attempt back
-            return self.passphrase_page(start, session, 400, {"current": str(exc)})
-        limiter.succeeded(claim)
-        self.services.audit.record("passphrase.change")   # audit
-        self.dashboard.end_other_sessions(session)
-        return self.dashboard.redirect(start, PREFIX + "/passphrase?changed=1")
 
     # -- system status -------------------------------------------------------------------------------
     def status_page(self, start: StartResponse, session: Session, query: dict[str, str]) -> list[bytes]:

@@ -231,7 +231,7 @@ def test_change_the_passphrase(browser, runtime, deployment):
     context, page = login(browser, base)
     changed = False
     try:
-        page.goto(base + "/admin/passphrase")
+        page.goto(base + "/account/passphrase")
         _shoot(page, "passphrase")
         # Wrong current passphrase: refused, nothing changes.
         page.fill("#p-current", "not the passphrase")
@@ -255,7 +255,7 @@ def test_change_the_passphrase(browser, runtime, deployment):
         page.fill("#p-repeat", new)
         response = _submit(page, "form.passphrase-form button[type=submit]")
         changed = True
-        assert response.status == 200 and response.url.endswith("/admin/passphrase?changed=1")
+        assert response.status == 200 and response.url.endswith("/account/passphrase?changed=1")
         assert "Passphrase changed" in page.inner_text(".notice.changed")
         # This session goes on; the other one was logged out.
         assert page.request.get(base + "/admin", max_redirects=0).status == 200
@@ -284,15 +284,15 @@ def test_change_the_passphrase(browser, runtime, deployment):
 def test_wrong_current_passphrases_are_rate_limited_like_logins(browser, runtime, deployment):
     base = deployment.runtime_url
     context, page = login(browser, base)
-    page.goto(base + "/admin/passphrase")
+    page.goto(base + "/account/passphrase")
     csrf = page.get_attribute("form.passphrase-form input[name=csrf]", "value")
     new = "never applied passphrase"
     for _ in range(runtime.dashboard.limiter.limit):
-        response = page.request.post(base + "/admin/passphrase", max_redirects=0, form={
+        response = page.request.post(base + "/account/passphrase", max_redirects=0, form={
             "csrf": csrf, "current": "a wrong guess", "passphrase": new, "repeat": new})
         assert response.status == 400
     # Now even the right passphrase is refused until the failures age out, and nothing changes.
-    response = page.request.post(base + "/admin/passphrase", max_redirects=0, form={
+    response = page.request.post(base + "/account/passphrase", max_redirects=0, form={
         "csrf": csrf, "current": PASSPHRASE, "passphrase": new, "repeat": new})
     assert response.status == 429 and "Too many wrong passphrases" in response.text()
     KeyStore.load(deployment.keys_path).unlock(PASSPHRASE)
@@ -348,6 +348,7 @@ def test_admin_posts_without_the_csrf_token_are_refused_and_change_nothing(brows
         path + "/rotate": {},
         path + "/delete": {"clips": "delete", "confirm": device_id},
         "/admin/passphrase": {"current": PASSPHRASE, "passphrase": "forged passphrase", "repeat": "forged passphrase"},
+        "/account/passphrase": {"current": PASSPHRASE, "passphrase": "forged passphrase", "repeat": "forged passphrase"},
         "/admin/status/retry": {"job_id": "1"},
     }
     for url, form in forged.items():
@@ -363,7 +364,7 @@ def test_admin_posts_without_the_csrf_token_are_refused_and_change_nothing(brows
     context.close()
     # Logged out, every admin page refuses (to the login).
     anonymous = browser.new_context()
-    for url in ("/admin", "/admin/status", "/admin/passphrase", path):
+    for url in ("/admin", "/admin/status", "/admin/passphrase", "/account/passphrase", path):
         assert anonymous.request.get(base + url, max_redirects=0).status == 302, url
     assert anonymous.request.post(base + "/admin/devices", form={"device_id": "anon"}, max_redirects=0).status == 302
     assert not runtime.services.devices.exists("anon")

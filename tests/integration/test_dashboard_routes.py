@@ -15,6 +15,7 @@ import pytest
 from cryospy.common.objectkeys import device_hex
 from cryospy.web import media_routes
 from cryospy.web.builder import day_page, live_page
+from tests.conftest import PASSPHRASE
 from tests.support import FakeCamera, clip_place, sample_clip, wait_for
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ def test_every_route_refuses_a_logged_out_request(runtime, deployment, tmp_path:
     assert documented == set(media), "a media route is missing from this walk (or the module's table)"
     sections = ["/admin", f"/admin/devices/{hex_id}", "/admin/passphrase", "/admin/status",
                 "/export", "/export/0123456789abcdef", "/export/0123456789abcdef/progress.json",
-                "/export/0123456789abcdef/download", "/account/second-factor"]
+                "/export/0123456789abcdef/download", "/account/second-factor", "/account/passphrase"]
     for prefix in runtime.dashboard.mounts:
         assert any(path == prefix or path.startswith(prefix + "/") for path in sections), prefix
     pages = ["/", "/index.html", "/live", "/" + live_page(ck.device_id), "/" + day_page(ck.device_id, ck.day),
@@ -76,6 +77,7 @@ VIEWER_RULES = {
     "/media/live-status.json": "camera", "/media/live-parts.m3u8": "camera", "/media/live-part.mp4": "camera",
     "/admin": "admin only", "/actions/": "admin only", "/export": "own cameras, own jobs",
     "/account/second-factor": "the session's own account only (requiring it for everyone: admins only)",
+    "/account/passphrase": "the session's own account's key slot only",
     "pages": "camera pages served to the camera's accounts, shared pages filtered",
 }
 VIEWER_PASS = "sees only the front camera"
@@ -162,6 +164,20 @@ def test_a_viewer_given_one_camera_gets_nothing_of_another(runtime, deployment, 
             answer = viewer.post(base + path, data={"csrf": stolen, **data}, allow_redirects=False, timeout=10)
             assert answer.status_code == 404, path
         assert deployment.keys_path.read_bytes() == before
+
+        # The viewer changes its own passphrase: its slot only; the admin's still opens, its old one no longer.
+        status, body = get(viewer, "/account/passphrase")
+        assert status == 200 and b"acl-viewer" in body and b'href="/admin"' not in body
+        new_pass = "the viewer's own new phrase"
+        answer = viewer.post(base + "/account/passphrase", data={
+            "csrf": _csrf(body.decode()), "current": VIEWER_PASS, "passphrase": new_pass, "repeat": new_pass},
+            allow_redirects=False, timeout=30)
+        assert answer.status_code == 302 and answer.headers["Location"] == "/account/passphrase?changed=1"
+        document = KeyStore.load(deployment.keys_path)
+        assert document.open(new_pass, "acl-viewer").account.name == "acl-viewer"
+        assert document.open(PASSPHRASE, "admin").account.is_admin
+        with pytest.raises(WrongPassphrase):
+            document.open(VIEWER_PASS, "acl-viewer")
 
         # Removing the logged-in viewer: its next request fails, its slot is gone from the file.
         audit_from = len(runtime.services.audit.lines())
