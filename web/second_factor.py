@@ -34,8 +34,6 @@ import base64
 import hashlib
 import hmac
 import io
-import json
-import os
 import secrets
 import threading
 import time
@@ -46,13 +44,9 @@ from typing import Any
 
 import pyotp
 import segno
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cryospy.common.atomic import write_atomic
 from cryospy.common.errors import CryoSpyError
+from cryospy.common.sealed_json import SealedFileError, SealedJsonFile
 from cryospy.common.timefmt import utc_stamp
 
 MAGIC = b"CS2F1"
@@ -88,31 +82,20 @@ def qr_svg(text: str) -> str:
 
 class SecondFactor:
     def __init__(self, path: Path, index_key: Callable[[], bytes], clock: Callable[[], float] = time.time):
-        self.path, self._index_key, self._clock = path, index_key, clock
+        self.path, self._clock = path, clock
+        self._file = SealedJsonFile(path, index_key, MAGIC, _INFO)
         self._lock = threading.Lock()
 
     # -- the sealed file ----------------------------------------------------------------------------
-    def _aead(self) -> AESGCM:
-        return AESGCM(HKDF(hashes.SHA256(), 32, salt=None, info=_INFO).derive(self._index_key()))
-
     def _load(self) -> dict[str, Any]:
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return {"require_all": False, "accounts": {}}
-        n = len(MAGIC)
-        try:
-            if raw[:n] != MAGIC:
-                raise ValueError
-            doc = json.loads(self._aead().decrypt(raw[n:n + 12], raw[n + 12:], MAGIC))
-        except (InvalidTag, ValueError):
-            raise SecondFactorError(f"{self.path} cannot be opened with this deployment's key (damaged, or from "
-                                    "another deployment); move it away and enrol the second factor again") from None
-        return doc
+            doc = self._file.load()
+        except SealedFileError as exc:
+            raise SecondFactorError(f"{exc}; move it away and enrol the second factor again") from None
+        return doc if doc is not None else {"require_all": False, "accounts": {}}
 
     def _save(self, doc: dict[str, Any]) -> None:
-        nonce = os.urandom(12)
-        write_atomic(self.path, MAGIC + nonce + self._aead().encrypt(nonce, json.dumps(doc).encode(), MAGIC))
+        self._file.save(doc)
 
     # -- questions ----------------------------------------------------------------------------------
     def required(self) -> bool:

@@ -14,18 +14,11 @@ the first unlock (log-in or ``--passphrase-file``) and runs the server.json chan
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-from cryospy.common.atomic import write_atomic
+from cryospy.common.sealed_json import SealedFileError, SealedJsonFile
 
 from .errors import ChannelSettingsError
 
@@ -36,32 +29,22 @@ _INFO = b"cryospy dashboard channel settings v1"
 class StoredChannels:
     def __init__(self, path: Path, index_key: Callable[[], bytes]) -> None:
         self.path = path
-        self._index_key = index_key     # raises KeysLocked while the runtime is locked
-
-    def _aead(self) -> AESGCM:
-        return AESGCM(HKDF(hashes.SHA256(), 32, salt=None, info=_INFO).derive(self._index_key()))
+        self._file = SealedJsonFile(path, index_key, MAGIC, _INFO)   # index_key raises KeysLocked while locked
 
     def load(self) -> dict[str, Any]:
         """The sections saved from the dashboard ({} when none were)."""
         try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+            doc = self._file.load()
+        except SealedFileError as exc:
+            if exc.foreign:
+                raise ChannelSettingsError(f"{self.path} is not a CryoSpy channel settings file; move it away and "
+                                           "set the channels again on the dashboard") from None
+            raise ChannelSettingsError(f"{exc}; move it away and set the channels again on the dashboard") from None
+        if doc is None:
             return {}
-        n = len(MAGIC)
-        if raw[:n] != MAGIC:
-            raise ChannelSettingsError(f"{self.path} is not a CryoSpy channel settings file; move it away and set "
-                                       "the channels again on the dashboard")
-        try:
-            doc = json.loads(self._aead().decrypt(raw[n:n + 12], raw[n + 12:], MAGIC))
-        except (InvalidTag, ValueError):
-            raise ChannelSettingsError(f"{self.path} cannot be opened with this deployment's key (damaged, or "
-                                       "from another deployment); move it away and set the channels again on "
-                                       "the dashboard") from None
         if not isinstance(doc, dict):
             raise ChannelSettingsError(f"{self.path} does not hold channel settings")
         return doc
 
     def save(self, doc: dict[str, Any]) -> None:
-        nonce = os.urandom(12)
-        sealed = self._aead().encrypt(nonce, json.dumps(doc, separators=(",", ":")).encode(), MAGIC)
-        write_atomic(self.path, MAGIC + nonce + sealed)
+        self._file.save(doc)

@@ -341,14 +341,15 @@ def test_admin_posts_without_the_csrf_token_are_refused_and_change_nothing(brows
     context, page = login(browser, base)
     page.goto(base + "/admin")
     path = device_path(device_id)
+    FORGED_PASSPHRASE = {"current": PASSPHRASE, "passphrase": "forged passphrase", "repeat": "forged passphrase"}
     forged = {
         "/admin/devices": {"device_id": "forged-cam"},
         path + "/enabled": {"enabled": "0"},
         path + "/settings": {"clip_duration_seconds": "30"},
         path + "/rotate": {},
         path + "/delete": {"clips": "delete", "confirm": device_id},
-        "/admin/passphrase": {"current": PASSPHRASE, "passphrase": "forged passphrase", "repeat": "forged passphrase"},
-        "/account/passphrase": {"current": PASSPHRASE, "passphrase": "forged passphrase", "repeat": "forged passphrase"},
+        "/admin/passphrase": FORGED_PASSPHRASE,
+        "/account/passphrase": FORGED_PASSPHRASE,
         "/admin/status/retry": {"job_id": "1"},
     }
     for url, form in forged.items():

@@ -179,7 +179,7 @@ def test_a_locked_runtime_keeps_server_json_until_the_first_unlock(tmp_path: Pat
     locked, services = control(tmp_path, key=_locked)
     locked.load()
     assert services.home_events.names == [] and not locked.loaded
-    locked.store._index_key = lambda: KEY    # the admin logs in
+    locked.store._file._index_key = lambda: KEY    # the admin logs in
     locked.load()
     assert services.home_events.names == ["webhook"]
 
