@@ -14,6 +14,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from cryospy.infra.certificates import client_context
 from cryospy.infra.deployment import Deployment
 from tests.support import wait_for
 
@@ -43,7 +44,8 @@ class ServeProcess:
     def wait_ready(self, timeout: float = 120) -> None:
         """Until the process says READY=1 on the notify socket; the API must answer at once after it."""
         wait_for(lambda: "READY=1" in self._receive(), timeout=timeout, what="READY=1 from cryospy serve")
-        with urllib.request.urlopen(f"{self.dep.runtime_url}/v1/health", timeout=10) as reply:
+        with urllib.request.urlopen(f"{self.dep.runtime_url}/v1/health", timeout=10,
+                                    context=client_context(self.dep)) as reply:   # setup's own CA under TLS
             assert reply.status == 200
 
     def _receive(self) -> list[str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from cryospy.infra.certificates import client_context
 from cryospy.infra.deployment import load
 from cryospy.infra.minio_binary import cache_dir
 from cryospy.infra.minio_server import free_port
@@ -118,7 +119,10 @@ def test_wheel_installs_into_a_fresh_venv_and_its_dashboard_plays_a_clip(browser
     passphrase_file = tmp_path / "passphrase"
     passphrase_file.write_text(PASSPHRASE + "\n")
     minio_port = next(p for p in iter(lambda: free_port("127.0.0.1"), None) if _free(p + 1))
+    # Loopback and plain HTTP: this is about the installed package; TLS, the default, has test_tls.py and the
+    # Compose test (Chromium here has no way to trust the deployment's own CA).
     subprocess.run([str(cryospy), "setup", "--data-dir", str(data), "--passphrase-file", str(passphrase_file),
+                    "--host", "127.0.0.1", "--no-tls",
                     "--runtime-port", str(free_port("127.0.0.1")), "--minio-port", str(minio_port)],
                    cwd=home, check=True, capture_output=True, timeout=120)
     dep = load(data)
@@ -143,7 +147,8 @@ def test_wheel_installs_into_a_fresh_venv_and_its_dashboard_plays_a_clip(browser
         wait_for(lambda: page.evaluate("() => document.getElementById('video').currentTime") > 0.8,
                  timeout=60, what="the clip to play")
         assert base + "/static/hls.light.min.js" in requests               # the player the page loaded
-        with urllib.request.urlopen(base + "/static/hls.light.min.js", timeout=10) as reply:
+        with urllib.request.urlopen(base + "/static/hls.light.min.js", timeout=10,
+                                    context=client_context(dep)) as reply:      # setup's own CA (TLS is on)
             assert reply.read() == PLAYER.read_bytes()                      # is the one inside the wheel
         assert all(url.startswith(base) for url in requests), [u for u in requests if not u.startswith(base)]
         context.close()
