@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.postgres_server: the server we measure
 
 from cryospy.common.database import open_pool
+from cryospy.functions.devices.device_store import FileDeviceStore
+from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.records import ClipRecord, fragments_from
 from cryospy.functions.index.store import TinyDBIndex
@@ -64,17 +66,19 @@ def main() -> int:
     server = make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=args.fsync).start()
     try:
         url = server.fresh_url()
-        source = Stores(TinyDBIndex(tmp / "a" / "index", lambda: key), JobQueue(tmp / "a" / "jobs.sqlite"), "TinyDB")
+        source = Stores(TinyDBIndex(tmp / "a" / "index", lambda: key), JobQueue(tmp / "a" / "jobs.sqlite"),
+                        FileDeviceStore(tmp / "a" / "devices.json"), "TinyDB")
         for (device, day), records in history(args.devices, args.clips, args.per_day).items():
             source.index.import_day(device, day, records)
         source.queue.import_rows([JobRow(n + 1, f"on_clip|{n}", "on_clip", "{}", "dead" if n < args.dead else "done",
                                          1, 0.0, "bench" if n < args.dead else None, 1.0, 2.0)
                                   for n in range(args.clips)])
         database = Stores(PostgresIndex(open_pool(url, max_size=2), lambda: key),
-                          PostgresJobQueue(open_pool(url, max_size=1), recover=False), "PostgreSQL")
+                          PostgresJobQueue(open_pool(url, max_size=1), recover=False),
+                          PostgresDeviceStore(open_pool(url, max_size=1), lambda: key), "PostgreSQL")
         there = migrate(source, database)
         back_store = Stores(TinyDBIndex(tmp / "b" / "index", lambda: key), JobQueue(tmp / "b" / "jobs.sqlite"),
-                            "TinyDB again")
+                            FileDeviceStore(tmp / "b" / "devices.json"), "TinyDB again")
         back = migrate(database, back_store)
         for stores in (source, database, back_store):
             stores.close()

@@ -1,16 +1,18 @@
-"""``cryospy db migrate --to postgres|embedded``: move a deployment's clip index and job queue between the
-embedded stores (TinyDB files, SQLite) and PostgreSQL, and prove the copy equal before saying so.
+"""``cryospy db migrate --to postgres|embedded``: move a deployment's clip index, job queue and device registry
+between the embedded stores (TinyDB files, SQLite) and PostgreSQL, and prove the copy equal before saying so.
 
 What moves: every clip record as stored (protected flags, tombstones, chain verdicts, each clip's ``live``
 numbering), every fragment table, each device's running totals, live-stream counters and quarantine figure
 (functions/index/transfer.py says why not through upserts), and every row of the job queue with its id, state,
 attempts and reason, dead letters included. A job a runtime was running is copied as pending, as a restarting
-runtime would make it. The source is only read, so it stays as it was: a backup to delete once the new store
-has served for a while.
+runtime would make it. Every device's registry record (secret hash, signing key, settings, storage token).
+Not moved: the alert limits (at worst one alert mail each goes out again early) and what stays per runtime
+anyway (health reports, sessions: docs/postgres.md). The source is only read, so it stays as it was: a
+backup to delete once the new store has served for a while.
 
 The copy is verified by reading both stores back: the same devices and totals, the same days, every clip
-record equal field by field with its fragments, the same queue rows and the same dead letters. A target that
-already holds anything is refused unless ``force``, which empties it first.
+record equal field by field with its fragments, the same queue rows and the same dead letters, the same
+registry records. A target that already holds anything is refused unless ``force``, which empties it first.
 
 No runtime may write either store meanwhile: an embedded store belongs to the runtime of its data directory
 (this refuses to start while its port is taken), and PostgreSQL to every runtime pointed at it (stop them all).
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from cryospy.common.database import open_pool, redacted
+from cryospy.functions.devices.device_store import DeviceStore, FileDeviceStore
+from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.store import TinyDBIndex
@@ -35,6 +39,7 @@ from .errors import InfraError
 from .jobqueue import DeadLetter, JobQueue, JobRow
 from .minio_server import port_is_free
 from .pg_jobqueue import PostgresJobQueue
+from .stores import registry_key
 
 log = logging.getLogger(__name__)
 TARGETS = ("postgres", "embedded")
@@ -60,31 +65,36 @@ class TransferQueue(Protocol):
 
 @dataclass
 class Stores:
-    """One side of a migration: an index and a queue, and how to name them to the user."""
+    """One side of a migration: an index, a queue and a device registry, and how to name them to the user."""
     index: TransferIndex
     queue: TransferQueue
+    devices: DeviceStore
     name: str
 
     def close(self) -> None:
         self.index.close()
         self.queue.close()
+        self.devices.close()
 
 
 def embedded_stores(dep: Deployment, index_key: Callable[[], bytes]) -> Stores:
-    return Stores(TinyDBIndex(dep.path("index"), index_key), JobQueue(dep.path("runtime", "jobs.sqlite"),
-                                                                     recover=False),
-                  f"the embedded store in {dep.data_dir}")
+    return Stores(TinyDBIndex(dep.path("index"), index_key),
+                  JobQueue(dep.path("runtime", "jobs.sqlite"), recover=False),
+                  FileDeviceStore(dep.path("runtime", "devices.json")), f"the embedded store in {dep.data_dir}")
 
 
-def postgres_stores(url: str, index_key: Callable[[], bytes]) -> Stores:
+def postgres_stores(dep: Deployment, url: str, index_key: Callable[[], bytes]) -> Stores:
+    key = registry_key(dep)
     return Stores(PostgresIndex(open_pool(url, max_size=2, name="cryospy-migrate"), index_key),
                   PostgresJobQueue(open_pool(url, max_size=1, name="cryospy-migrate"), recover=False),
+                  PostgresDeviceStore(open_pool(url, max_size=1, name="cryospy-migrate"), lambda: key),
                   f"PostgreSQL at {redacted(url)}")
 
 
 @dataclass(frozen=True)
 class MigrationReport:
     devices: int
+    registered: int
     days: int
     clips: int
     jobs: int
@@ -100,7 +110,8 @@ def refuse_if_runtime_runs(dep: Deployment) -> None:
 
 
 def is_empty(stores: Stores) -> bool:
-    return not stores.index.device_totals() and not stores.index.devices() and not any(stores.queue.counts().values())
+    return (not stores.index.device_totals() and not stores.index.devices()
+            and not any(stores.queue.counts().values()) and not stores.devices.all())
 
 
 def migrate(source: Stores, target: Stores, *, force: bool = False,
@@ -114,6 +125,7 @@ def migrate(source: Stores, target: Stores, *, force: bool = False,
         progress(f"emptying {target.name} (--force)")
         target.index.clear()
         target.queue.clear()
+        target.devices.clear()
     days = clips = 0
     totals = source.index.device_totals()
     for device_id in _devices(source):
@@ -128,10 +140,19 @@ def migrate(source: Stores, target: Stores, *, force: bool = False,
         target.index.import_device(device)
     rows = [r.at_rest() for r in source.queue.export_rows()]
     target.queue.import_rows(rows)
-    progress(f"job queue: {len(rows)} row(s) copied; verifying")
+    progress(f"job queue: {len(rows)} row(s) copied")
+    registered = _registry(source)
+    for doc in registered:
+        target.devices.insert(doc)
+    progress(f"device registry: {len(registered)} camera(s) copied; verifying")
     verify(source, target)
     dead = sum(1 for r in rows if r.state == "dead")
-    return MigrationReport(len(_devices(source)), days, clips, len(rows), dead, time.monotonic() - started)
+    return MigrationReport(len(_devices(source)), len(registered), days, clips, len(rows), dead,
+                           time.monotonic() - started)
+
+
+def _registry(stores: Stores) -> list[dict[str, object]]:
+    return sorted(stores.devices.all(), key=lambda d: str(d["device_id"]))
 
 
 def _devices(stores: Stores) -> list[str]:
@@ -160,6 +181,8 @@ def verify(source: Stores, target: Stores) -> None:
         problems.append("job queue rows differ")
     if source.queue.dead_letters() != target.queue.dead_letters():
         problems.append("dead letters differ")
+    if _registry(source) != _registry(target):
+        problems.append("device registry records differ")
     if problems:
         shown = "; ".join(problems[:MISMATCHES_SHOWN])
         more = f" (and {len(problems) - MISMATCHES_SHOWN} more)" if len(problems) > MISMATCHES_SHOWN else ""
@@ -176,7 +199,7 @@ def run(dep: Deployment, url: str, to: str, index_key: bytes, *, force: bool = F
     refuse_if_runtime_runs(dep)
     embedded = embedded_stores(dep, lambda: index_key)
     try:
-        database = postgres_stores(url, lambda: index_key)
+        database = postgres_stores(dep, url, lambda: index_key)
     except BaseException:
         embedded.close()
         raise

@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", help="where the clip index and the job queue live (docs/postgres.md)")
     dbsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    d = dbsub.add_parser("migrate", help="move the index (clips, protected flags, fragment tables, live numbering) "
-                                         "and the job queue (dead letters too) to PostgreSQL or back, verified")
+    d = dbsub.add_parser("migrate", help="move the index (clips, protected flags, fragment tables, live numbering), "
+                                         "the job queue (dead letters too) and the device registry to PostgreSQL "
+                                         "or back, verified")
     _data_dir(d)
     _passphrase_file(d)
     d.add_argument("--to", choices=("postgres", "embedded"), required=True,
@@ -391,8 +392,9 @@ def _db_migrate(args: argparse.Namespace) -> int:
     assert passphrase is not None
     index_key = _key_store(args).unlock(passphrase).index_key
     report = db_migrate.run(dep, url, args.to, index_key, force=args.force, progress=print)
-    print(f"Copied and verified {report.clips} clip(s) of {report.devices} camera(s) over {report.days} day(s) and "
-          f"{report.jobs} queue row(s) ({report.dead_letters} dead letter(s)) in {report.seconds:.1f} s.")
+    print(f"Copied and verified {report.clips} clip(s) of {report.devices} camera(s) over {report.days} day(s), "
+          f"{report.jobs} queue row(s) ({report.dead_letters} dead letter(s)) and {report.registered} registered "
+          f"camera(s) in {report.seconds:.1f} s.")
     if args.to == "postgres":
         print("Next: set database_url in server.json to this database (if not there yet) and start the runtime. "
               f"The embedded files in {dep.data_dir} are untouched: delete index/ and runtime/jobs.sqlite once "

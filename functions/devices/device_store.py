@@ -48,6 +48,10 @@ class DeviceStore(Protocol):
 
     def remove(self, device_id: str) -> None: ...
 
+    def clear(self) -> None:
+        """Forget every device and token (``cryospy db migrate --force`` on a target that is not empty)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -121,6 +125,13 @@ class FileDeviceStore:
             self._persist(None, device_id)
             del self._docs[device_id]
             # The token stays taken for the life of this process; a new one is 130 random bits anyway.
+
+    def clear(self) -> None:
+        with self._lock:
+            with self._db() as db:
+                self._table(db).truncate()
+            self._docs.clear()
+            self._tokens.clear()
 
     def close(self) -> None:
         pass

@@ -107,5 +107,9 @@ class PostgresDeviceStore:
                                 (self._device(device_id),)).rowcount:
                 raise NotFound(f"no device {device_id!r}")
 
+    def clear(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM registry_devices")
+
     def close(self) -> None:
         self._pool.close()

@@ -101,7 +101,8 @@ _INSERT = ("INSERT INTO index_clips (device, day, key, captured_at, protected, s
 
 
 class Sealer:
-    """The index key's two uses here: keyed hashes (pseudonyms for ids and keys) and sealing row blobs."""
+    """A key's two uses in a table: keyed hashes (pseudonyms for ids and keys) and sealing row blobs. The index
+    uses the index key; the device registry and the alert limits their own (infra/stores.py)."""
 
     def __init__(self, key: Callable[[], bytes]):
         self._key = key
@@ -125,7 +126,7 @@ class Sealer:
                 raise InvalidTag
             return json.loads(self._keys()[1].decrypt(blob[1:13], blob[13:], b"|".join(aad)))
         except (InvalidTag, ValueError):
-            raise IndexCorrupt("a sealed index row failed authentication (wrong index key, or the row was edited "
+            raise IndexCorrupt("a sealed database row failed authentication (wrong key, or the row was edited "
                                "or moved in the database); restore the database from a backup") from None
 
 

@@ -17,6 +17,7 @@ import pytest
 from cryospy.cli.main import main
 from cryospy.common.database import open_pool
 from cryospy.common.keys import KeyStore
+from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.index.postgres import PostgresIndex
@@ -26,6 +27,7 @@ from cryospy.infra import db_migrate
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.jobqueue import JobQueue
 from cryospy.infra.pg_jobqueue import PostgresJobQueue
+from cryospy.infra.stores import registry_key
 from cryospy.web.builder import SiteBuilder, day_page
 from cryospy.web.site_store import SiteStore
 from tests.conftest import PASSPHRASE, new_deployment
@@ -37,7 +39,12 @@ def _event(key: str) -> ObjectEvent:
     return ObjectEvent("s3:ObjectCreated:Put", "clips", key, 10, f"etag-{key}", None, None)
 
 
-def _fill(dep: Deployment, key: bytes) -> None:
+def _fill(dep: Deployment, key: bytes) -> str:
+    """Returns the secret of the registered camera "Front Door"."""
+    registry = DeviceRegistry(dep.path("runtime", "devices.json"))
+    _, secret = registry.create("Front Door", None, {"clip_seconds": 30})
+    registry.retire(registry.create("Garage+2", None, {})[0].device_id)
+    registry.close()
     index = TinyDBIndex(dep.path("index"), lambda: key)
     for n, (day, hms) in enumerate([(DAY1, "09:00:00"), (DAY1, "10:00:00"), (DAY2, "08:00:00"),
                                     (DAY3, "07:00:00"), (DAY3, "08:00:00")]):
@@ -57,6 +64,7 @@ def _fill(dep: Deployment, key: bytes) -> None:
     queue.claim(0)                                           # left running, as by a runtime killed mid-job
     queue.put_dead("on_thumb", _event("thumbs/x.jpg.cse"), "not a thumbnail key")
     queue.close()
+    return secret
 
 
 def _page(index: ClipIndex, tmp: Path, key: bytes, device: str, day: str) -> str:
@@ -80,7 +88,7 @@ def _migrate(dep: Deployment, *args: str) -> int:
 def test_an_embedded_deployment_moves_to_postgres_and_back_with_everything_equal(
         dep: Deployment, postgres, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = KeyStore.load(dep.keys_path).unlock(PASSPHRASE).index_key
-    _fill(dep, key)
+    secret = _fill(dep, key)
     url = postgres.fresh_url()
     embedded = TinyDBIndex(dep.path("index"), lambda: key)
     before_records = {(d, day): embedded.clips_for_day(d, day, with_fragments=True)
@@ -95,6 +103,13 @@ def test_an_embedded_deployment_moves_to_postgres_and_back_with_everything_equal
     out = capsys.readouterr()
     assert "verified 5 clip(s) of 2 camera(s)" in out.out and "5 queue row(s) (2 dead letter(s))" in out.out
     assert PASSWORD not in out.out + out.err
+
+    # The runtime on the database opens its registry as open_device_registry does: the camera still gets in.
+    registry = DeviceRegistry(tmp_path / "health" / "devices.json", store=PostgresDeviceStore(
+        open_pool(url, max_size=1), lambda: registry_key(dep)))
+    assert registry.authenticate("Front Door", secret).settings == {"clip_seconds": 30}
+    assert [(d.device_id, d.retired) for d in registry.list()] == [("Front Door", False), ("Garage+2", True)]
+    registry.close()
 
     index = PostgresIndex(open_pool(url, max_size=2), lambda: key)
     pg_queue = PostgresJobQueue(open_pool(url, max_size=1), recover=False)
@@ -138,17 +153,21 @@ def test_an_embedded_deployment_moves_to_postgres_and_back_with_everything_equal
     queue = JobQueue(dep.path("runtime", "jobs.sqlite"), recover=False)
     assert queue.dead_letters() == before_dead and queue.put("on_clip", _event("clips/f.cse"))
     queue.close()
+    assert DeviceRegistry(dep.path("runtime", "devices.json")).authenticate("Front Door", secret)
 
 
 def test_a_copy_that_differs_is_reported_and_a_running_runtime_refuses(dep: Deployment, postgres) -> None:
     key = KeyStore.load(dep.keys_path).unlock(PASSPHRASE).index_key
     _fill(dep, key)
     source = db_migrate.embedded_stores(dep, lambda: key)
-    target = db_migrate.postgres_stores(postgres.fresh_url(), lambda: key)
+    target = db_migrate.postgres_stores(dep, postgres.fresh_url(), lambda: key)
     try:
         db_migrate.migrate(source, target)
         target.index.update_clip("Garage+2", DAY2, clip("Garage+2", DAY2, "12:00:00", 0).key, motion=True)
         with pytest.raises(db_migrate.MigrationError, match="Garage"):
+            db_migrate.verify(source, target)
+        target.devices.change("Front Door", lambda d: {**d, "enabled": False})
+        with pytest.raises(db_migrate.MigrationError, match="registry"):
             db_migrate.verify(source, target)
     finally:
         source.close()
