@@ -12,6 +12,7 @@ queue is the embedded default and :class:`~cryospy.infra.pg_jobqueue.PostgresJob
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -40,6 +41,7 @@ CREATE INDEX IF NOT EXISTS jobs_ready ON jobs(state, not_before, id);
 
 
 DONE_KEPT_SECONDS = 7 * 86400
+ROW_COLUMNS = "id, dedupe, handler, event, state, attempts, not_before, reason, created, updated"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,27 @@ class DeadLetter:
     @property
     def key(self) -> str:
         return self.event.key if self.event is not None else ""
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """A queue row as stored: what ``cryospy db migrate`` moves between queues (infra/db_migrate.py). Times are
+    seconds since the epoch in both stores."""
+    id: int
+    dedupe: str
+    handler: str
+    event: str
+    state: str
+    attempts: int
+    not_before: float
+    reason: str | None
+    created: float
+    updated: float
+
+    def at_rest(self) -> JobRow:
+        """The row as it is in a queue no runtime holds: a job left running is pending again (as a restarting
+        runtime makes it), due at once."""
+        return dataclasses.replace(self, state="pending", not_before=0.0) if self.state == "running" else self
 
 
 class JobStore(Protocol):
@@ -208,6 +231,30 @@ class JobQueue:
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {state: n for state, n in rows}
+
+    # -- transfer (infra/db_migrate.py) --------------------------------------------------------------
+    def export_rows(self) -> list[JobRow]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {ROW_COLUMNS} FROM jobs ORDER BY id").fetchall()
+        return [JobRow(*row) for row in rows]
+
+    def import_rows(self, rows: list[JobRow]) -> None:
+        """Insert rows as they are, ids included (a dead letter keeps the number `cryospy events retry --id`
+        takes); a clash with a row already here fails the whole import."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(f"INSERT INTO jobs ({ROW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                                     [dataclasses.astuple(r) for r in rows])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            self._wake.notify_all()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM jobs")
 
     def close(self) -> None:
         with self._lock:

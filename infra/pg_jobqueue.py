@@ -19,6 +19,7 @@ operator sees; no clip metadata is in the queue.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -29,7 +30,7 @@ from psycopg_pool import ConnectionPool
 from cryospy.common.database import create_tables
 from cryospy.functions.events import MalformedEvent, ObjectEvent
 
-from .jobqueue import DONE_KEPT_SECONDS, DeadLetter, Job, dead_letter, load_event
+from .jobqueue import DONE_KEPT_SECONDS, ROW_COLUMNS, DeadLetter, Job, JobRow, dead_letter, load_event
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -166,6 +167,27 @@ class PostgresJobQueue:
         with self._pool.connection() as conn:
             rows = conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
         return {state: int(n) for state, n in rows}
+
+    # -- transfer (infra/db_migrate.py) --------------------------------------------------------------
+    def export_rows(self) -> list[JobRow]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(f"SELECT {ROW_COLUMNS} FROM jobs ORDER BY id").fetchall()
+        return [JobRow(*row) for row in rows]
+
+    def import_rows(self, rows: list[JobRow]) -> None:
+        """As :meth:`JobQueue.import_rows <cryospy.infra.jobqueue.JobQueue.import_rows>`, in one transaction;
+        the id sequence moves past the highest id imported."""
+        with self._pool.connection() as conn, conn.transaction():
+            with conn.cursor() as cur:
+                cur.executemany(f"INSERT INTO jobs ({ROW_COLUMNS}) VALUES ({', '.join(['%s'] * 10)})",
+                                [dataclasses.astuple(r) for r in rows])
+            conn.execute("SELECT setval(pg_get_serial_sequence('jobs', 'id'), COALESCE(max(id), 0) + 1, false) "
+                         "FROM jobs")
+        self._notify()
+
+    def clear(self) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM jobs")
 
     def close(self) -> None:
         self._pool.close()

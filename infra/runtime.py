@@ -30,7 +30,6 @@ from waitress.server import create_server
 
 from cryospy.common.keys import KeyStore
 from cryospy.functions import services as services_mod
-from cryospy.functions.alerts.limits import AlertLimits
 from cryospy.functions.alerts.mailer import Mailer, SmtpSettings
 from cryospy.functions.alerts.rules import AlertPolicy, Alerts
 from cryospy.functions.api.client_ip import parse_trusted_proxies
@@ -42,7 +41,6 @@ from cryospy.functions.channels.control import ChannelControl, MailSettings
 from cryospy.functions.channels.presence import Presence, PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
-from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_actions
@@ -73,7 +71,7 @@ from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
-from .stores import open_index, open_job_store
+from .stores import open_alert_limits, open_device_registry, open_index, open_job_store
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -93,13 +91,13 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
     # The hub asks for the camera list at each MQTT connect, long after this returns.
     hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
                     cameras=lambda: feed.camera_states(services))
-    alerts = (Alerts(mailer, config.alert_recipients, AlertLimits(dep.path("runtime", "alert-limits.sqlite")),
+    alerts = (Alerts(mailer, config.alert_recipients, open_alert_limits(dep, config),
                      alert_policy(config)) if mailer else Alerts.off())
     services = Services(
         bucket=dep.bucket,
         presigner=S3Identity(dep.devices_minio_url, dep.presigner_user, dep.presigner_secret, dep.region, dep.ca_file),
         handler=S3Identity(dep.minio_url, dep.handler_user, dep.handler_secret, dep.region, dep.ca_file),
-        devices=DeviceRegistry(dep.path("runtime", "devices.json")),
+        devices=open_device_registry(dep, config),
         index=open_index(dep, config, vault.index_key),
         vault=vault,
         admin_token=dep.admin_token,
@@ -347,7 +345,7 @@ class Runtime:
         self.dashboard.failures.flush(final=True)
         self.services.index.close()
         self.queue.close()
-        self.services.devices.flush()
+        self.services.devices.close()
         self.services.alerts.close()
         self.services.defence.close()
         services_mod.configure(None)

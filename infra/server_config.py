@@ -27,10 +27,11 @@ Channels set on the dashboard (Admin → Channels) replace the section of the sa
 sealed under the index key (functions/channels/stored.py), not in this file. ``offline_after_seconds``: a
 camera whose agent has not been in touch for this long is reported offline (functions/channels/presence.py).
 
-``database_url`` (absent by default) moves the clip index and the job queue from the embedded TinyDB and
-SQLite files to PostgreSQL, where several runtimes can share them (docs/postgres.md says what the database
-sees). The file may hold the SMTP and database passwords, so it is read from a 0600 file and never logged;
-the URL is only ever logged with its password replaced (cryospy.common.database.redacted).
+``database_url`` (absent by default) moves the clip index, the job queue, the device registry and the alert
+limits from the embedded TinyDB and SQLite files to PostgreSQL, where several runtimes can share them
+(``cryospy db migrate`` moves existing data; docs/postgres.md says what the database sees). The file may hold
+the SMTP and database passwords, so it is read from a 0600 file and never logged; the URL is only ever logged
+with its password replaced (cryospy.common.database.redacted).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class ServerConfig:
     channels: ChannelsSettings = field(default_factory=ChannelsSettings, repr=False)
     channels_doc: dict[str, Any] = field(default_factory=dict, repr=False)   # as written, for the dashboard
     offline_after_seconds: float = DEFAULT_OFFLINE_AFTER_S
-    database_url: str | None = field(default=None, repr=False)   # None: the embedded TinyDB index and SQLite queue
+    database_url: str | None = field(default=None, repr=False)   # None: the embedded files (infra/stores.py)
 
 
 def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:

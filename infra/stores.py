@@ -1,9 +1,15 @@
-"""Where the clip index and the job queue live, chosen by one setting (``database_url`` in server.json).
+"""Where the clip index, the job queue, the device registry and the alert limits live, chosen by one setting
+(``database_url`` in server.json).
 
 Absent: the embedded stores with zero set-up (encrypted TinyDB shards under ``<data-dir>/index``, SQLite at
-``<data-dir>/runtime/jobs.sqlite``). Present: PostgreSQL, one connection pool each, shared by every runtime
-pointed at the same database (docs/postgres.md). The runtime and the CLI (``cryospy events``) open them here,
-so both always look at the same store.
+``<data-dir>/runtime/jobs.sqlite`` and ``alert-limits.sqlite``, the registry in ``runtime/devices.json``).
+Present: PostgreSQL, one connection pool each, shared by every runtime pointed at the same database
+(docs/postgres.md). The runtime and the CLI (``cryospy events``) open them here, so both always look at the
+same store.
+
+The index is sealed under the index key (only in an unlocked runtime's memory). The registry and the alert
+limits are used while the runtime is locked too (cameras upload then), so theirs is :func:`registry_key`,
+derived from the deployment's admin token.
 """
 
 from __future__ import annotations
@@ -11,7 +17,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from cryospy.common.database import open_pool
+from cryospy.functions.alerts.limits import AlertLimits, AlertLimitStore
+from cryospy.functions.alerts.pg_limits import PostgresAlertLimits
+from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
+from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.store import TinyDBIndex
@@ -23,6 +36,8 @@ from .server_config import ServerConfig
 
 INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens for other runtimes' changes
 QUEUE_CONNECTIONS = 4
+REGISTRY_CONNECTIONS = 4   # every device request authenticates
+ALERT_CONNECTIONS = 2
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -43,3 +58,28 @@ def open_job_store(dep: Deployment, config: ServerConfig, *, recover: bool = Tru
 def runtime_name(dep: Deployment) -> str:
     """This runtime across its restarts: the machine and its data directory."""
     return f"{socket.gethostname()}:{dep.data_dir.resolve()}"
+
+
+def registry_key(dep: Deployment) -> bytes:
+    """The key of the registry's and the alert limits' rows in PostgreSQL: every runtime of the deployment has
+    the admin token (deployment.json), the database does not, and its holder may list the devices anyway."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"cryospy registry rows v1").derive(dep.admin_token.encode())
+
+
+def open_device_registry(dep: Deployment, config: ServerConfig) -> DeviceRegistry:
+    """Health reports (last seen, heartbeats) stay in this runtime's data directory on either store."""
+    path = dep.path("runtime", "devices.json")
+    if config.database_url:
+        key = registry_key(dep)
+        store = PostgresDeviceStore(open_pool(config.database_url, max_size=REGISTRY_CONNECTIONS,
+                                              name="cryospy-registry"), lambda: key)
+        return DeviceRegistry(path, store=store)
+    return DeviceRegistry(path)
+
+
+def open_alert_limits(dep: Deployment, config: ServerConfig) -> AlertLimitStore:
+    if config.database_url:
+        key = registry_key(dep)
+        return PostgresAlertLimits(open_pool(config.database_url, max_size=ALERT_CONNECTIONS, name="cryospy-alerts"),
+                                   lambda: key)
+    return AlertLimits(dep.path("runtime", "alert-limits.sqlite"))

@@ -132,7 +132,13 @@ def _new_passphrase(args: argparse.Namespace, name: str) -> str:
     return new
 
 
-def _cameras(dep: object) -> set[str]:
-    from cryospy.functions.devices.registry import DeviceRegistry
+def _cameras(dep: Any) -> set[str]:
+    """The deployment's cameras, from wherever its registry lives (server.json's database_url)."""
+    from cryospy.infra.server_config import load_server_config
+    from cryospy.infra.stores import open_device_registry
 
-    return {d.device_id for d in DeviceRegistry(dep.path("runtime", "devices.json")).list()}  # type: ignore[attr-defined]
+    registry = open_device_registry(dep, load_server_config(dep.path("server.json")))
+    try:
+        return {d.device_id for d in registry.list()}
+    finally:
+        registry.close()

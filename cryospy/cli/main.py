@@ -199,6 +199,20 @@ def _add_upkeep_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
     _data_dir(e)
     e.add_argument("--id", type=int, help="only this job (default: all)")
 
+    p = sub.add_parser("db", help="where the clip index and the job queue live (docs/postgres.md)")
+    dbsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d = dbsub.add_parser("migrate", help="move the index (clips, protected flags, fragment tables, live numbering), "
+                                         "the job queue (dead letters too) and the device registry to PostgreSQL "
+                                         "or back, verified")
+    _data_dir(d)
+    _passphrase_file(d)
+    d.add_argument("--to", choices=("postgres", "embedded"), required=True,
+                   help="postgres: from the embedded files into the database; embedded: from the database back")
+    d.add_argument("--database-url", default=None, metavar="URL",
+                   help="the database (default: database_url in server.json, which is better: a command line is "
+                        "visible to the machine's other users)")
+    d.add_argument("--force", action="store_true", help="empty the target first if it already holds clips or jobs")
+
     p = sub.add_parser("keys", help="the deployment's keys")
     ksub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     k = ksub.add_parser("show", help="print the current public key (what agent configs need)")
@@ -382,6 +396,34 @@ def _events_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_migrate(args: argparse.Namespace) -> int:
+    from cryospy.infra import db_migrate
+    from cryospy.infra.deployment import load
+    from cryospy.infra.server_config import load_server_config
+
+    from .passphrase import read_passphrase
+
+    dep = load(args.data_dir)
+    url = args.database_url or load_server_config(dep.path("server.json")).database_url
+    if not url:
+        raise db_migrate.MigrationError("which database? Pass --database-url or set database_url in server.json")
+    db_migrate.refuse_if_runtime_runs(dep)
+    passphrase = read_passphrase(args.passphrase_file)
+    assert passphrase is not None
+    index_key = _key_store(args).unlock(passphrase).index_key
+    report = db_migrate.run(dep, url, args.to, index_key, force=args.force, progress=print)
+    print(f"Copied and verified {report.clips} clip(s) of {report.devices} camera(s) over {report.days} day(s), "
+          f"{report.jobs} queue row(s) ({report.dead_letters} dead letter(s)) and {report.registered} registered "
+          f"camera(s) in {report.seconds:.1f} s.")
+    if args.to == "postgres":
+        print("Next: set database_url in server.json to this database (if not there yet) and start the runtime. "
+              f"The embedded files in {dep.data_dir} are untouched: delete index/ and runtime/jobs.sqlite once "
+              "you are happy.")
+    else:
+        print("Next: remove database_url from server.json and start the runtime. The database is untouched.")
+    return 0
+
+
 def _key_store(args: argparse.Namespace) -> KeyStore:
     from cryospy.common.keys import KeyStore
     from cryospy.infra.deployment import load
@@ -562,6 +604,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("service", "units"): _service_units,
     ("events", "dead"): _events_dead,
     ("events", "retry"): _events_retry,
+    ("db", "migrate"): _db_migrate,
     ("keys", "show"): _keys_show,
     ("keys", "rotate"): _keys_rotate,
     ("keys", "change-passphrase"): _keys_change_passphrase,

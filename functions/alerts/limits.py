@@ -2,6 +2,10 @@
 
 A claim is taken before the mail is sent and released if sending fails, so a burst of events (ten clips with
 motion in a minute, replayed deliveries) produces one mail, and an SMTP outage does not swallow the next one.
+
+:class:`AlertLimitStore` is what the alert rules use; :class:`AlertLimits` (SQLite in the data directory) is
+the embedded default and :class:`~cryospy.functions.alerts.pg_limits.PostgresAlertLimits` the one several
+runtimes share (``database_url``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
+
+
+class AlertLimitStore(Protocol):
+    def claim(self, device_id: str, kind: str, min_interval_s: float) -> bool:
+        """True when an alert of this kind for this device may go out now (and records that it did)."""
+        ...
+
+    def release(self, device_id: str, kind: str) -> None:
+        """Forget the claim (the mail did not go out)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class AlertLimits:

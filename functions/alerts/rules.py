@@ -1,7 +1,7 @@
 """E-mail alerts: motion, storage, auth failures, silent devices, tampering and gaps.
 
 Sending happens on a small background pool so no request or handler waits on SMTP. Every kind is
-rate-limited per device by :class:`AlertLimits` (persisted), except where noted. A failed send is logged with
+rate-limited per device by an :class:`AlertLimitStore` (persisted), except where noted. A failed send is logged with
 its cause (never the password), releases the rate-limit claim, and does not fail the work that raised it.
 Thumbnails go into motion mails only when the admin opted in, because they leave the house as plaintext.
 """
@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from cryospy.functions.alerts.limits import AlertLimits
+from cryospy.functions.alerts.limits import AlertLimitStore
 from cryospy.functions.alerts.mailer import Mailer, MailError
 from cryospy.functions.index.records import ClipRecord
 
@@ -41,7 +41,7 @@ def _when(stamp: str | None = None) -> str:
 class Alerts:
     """Alert mail. Without a mailer (:meth:`off`) every alert is a no-op, so callers never check."""
 
-    def __init__(self, mailer: Mailer | None, recipients: Sequence[str], limits: AlertLimits | None,
+    def __init__(self, mailer: Mailer | None, recipients: Sequence[str], limits: AlertLimitStore | None,
                  policy: AlertPolicy | None = None):
         self.mailer = mailer
         self.recipients = list(recipients) if mailer is not None else []

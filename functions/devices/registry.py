@@ -1,9 +1,10 @@
 """The device registry: who may upload, their secret's salted hash, their signing key, settings and health.
 
-Only the runtime process writes it (single writer: TinyDB is not safe across threads or processes, so every
-access takes the registry's lock and opens a fresh TinyDB). Secrets are 256-bit random values shown to the
-admin once; the registry keeps a salted SHA-256 (adequate for full-entropy secrets) and compares in
-constant time. An unknown id, a disabled device and a wrong secret all produce the same Unauthorized.
+The records live in a :class:`~cryospy.functions.devices.device_store.DeviceStore`: the embedded file
+(``runtime/devices.json``, one writer: the runtime) or PostgreSQL (``database_url``, shared by runtimes).
+Secrets are 256-bit random values shown to the admin once; the registry keeps a salted SHA-256 (adequate
+for full-entropy secrets) and compares in constant time. An unknown id, a disabled device and a wrong secret
+all produce the same Unauthorized.
 
 A device removed with "keep my clips" is *retired*, not forgotten: it can no longer authenticate, but its
 public signing key stays so its clips remain verifiable and browsable (no orphans).
@@ -34,14 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tinydb import Query, TinyDB
-
 from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, is_storage_token, new_storage_token, validate_device_id
 from cryospy.common.timefmt import utc_stamp_seconds
+from cryospy.functions.devices.device_store import DeviceStore, FileDeviceStore
 from cryospy.functions.devices.health import DeviceHealth
 from cryospy.functions.errors import BadRequest, Conflict, NotFound, Unauthorized
-from cryospy.functions.index.tinydb_files import AtomicJSONStorage
 
 SECRET_BYTES = 32
 _DUMMY_SALT = b"\0" * 16   # unknown ids cost the same work as known ones (no timing oracle)
@@ -96,54 +95,35 @@ def _new_secret() -> tuple[bytes, dict[str, str]]:
 
 
 class DeviceRegistry:
-    """Reads are served from memory (every device request authenticates, so re-parsing the file each time
-    would dominate the API's cost); every change is written through to the TinyDB file before it is visible.
-    Being the only writer is what makes the in-memory copy coherent.
+    """The registry's rules over a :class:`~cryospy.functions.devices.device_store.DeviceStore`: the embedded
+    file at ``path`` by default, or the one given (PostgreSQL, shared by several runtimes).
 
-    Last-seen and heartbeats are not registry changes: they live in :class:`DeviceHealth` beside the file
+    Last-seen and heartbeats are not registry changes: they live in :class:`DeviceHealth` beside ``path``
     (``<name>-health.json``), so a heartbeat never rewrites the registry nor waits for its lock.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], str] = _now, health_persist_seconds: float = 30.0):
+    def __init__(self, path: Path, clock: Callable[[], str] = _now, health_persist_seconds: float = 30.0,
+                 store: DeviceStore | None = None):
         self.path = path
         self._lock = threading.RLock()
         self._clock = clock
-        with self._db() as db:
-            self._docs: dict[str, dict[str, Any]] = {d["device_id"]: dict(d) for d in self._table(db).all()}
+        self._store: DeviceStore = store if store is not None else FileDeviceStore(path)
         self.health = DeviceHealth(path.with_name(f"{path.stem}-health.json"), health_persist_seconds)
-        self._by_token: dict[str, str] = {}
-        for device_id, doc in sorted(self._docs.items()):
-            if is_storage_token(doc.get("storage_token", "")) and doc["storage_token"] not in self._by_token:
-                self._by_token[doc["storage_token"]] = device_id
-            else:   # a registry from before storage tokens (or a damaged one): give the device its pseudonym now
-                doc["storage_token"] = self.new_token()
-                self._by_token[doc["storage_token"]] = device_id
-                self._persist(doc, device_id)
+        for doc in sorted(self._store.all(), key=lambda d: d["device_id"]):
+            token = doc.get("storage_token", "")
+            if not is_storage_token(token) or self._store.by_token(token) != doc["device_id"]:
+                # A registry from before storage tokens (or a damaged one): give the device its pseudonym now.
+                self._store.change(doc["device_id"], lambda d: {**d, "storage_token": self.new_token()})
 
     def new_token(self) -> str:
         """A storage token no device here has (130 random bits: a clash never happens, but is checked)."""
-        with self._lock:
+        token = new_storage_token()
+        while self._store.by_token(token) is not None:
             token = new_storage_token()
-            while token in self._by_token:
-                token = new_storage_token()
-            return token
-
-    def _db(self) -> TinyDB:
-        return TinyDB(self.path, storage=AtomicJSONStorage)
-
-    @staticmethod
-    def _table(db: TinyDB):  # type: ignore[no-untyped-def]
-        return db.table("devices", cache_size=0)
-
-    def _persist(self, doc: dict[str, Any] | None, device_id: str) -> None:
-        with self._db() as db:
-            if doc is None:
-                self._table(db).remove(Query().device_id == device_id)
-            else:
-                self._table(db).upsert(doc, Query().device_id == device_id)
+        return token
 
     def _require(self, device_id: str) -> dict[str, Any]:
-        doc = self._docs.get(device_id)
+        doc = self._store.get(device_id)
         if doc is None:
             raise NotFound(f"no device {device_id!r}")
         return doc
@@ -154,12 +134,13 @@ class DeviceRegistry:
         health = self.health.get(doc["device_id"]) or {}
         return _device({**doc, **{k: v for k, v in health.items() if v is not None}})
 
-    def _update(self, device_id: str, changes: dict[str, Any]) -> Device:
-        with self._lock:
-            doc = {**self._require(device_id), **changes, "updated_at": self._clock()}
-            self._persist(doc, device_id)
-            self._docs[device_id] = doc
-            return self._device(doc)
+    def _update(self, device_id: str, changes: dict[str, Any],
+                check: Callable[[dict[str, Any]], None] = lambda _: None) -> Device:
+        """Apply ``changes`` after ``check(current)`` (which may raise), atomically in the store."""
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            check(doc)
+            return {**doc, **changes, "updated_at": self._clock()}
+        return self._device(self._store.change(device_id, change))
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def create(self, device_id: str, signing_key: str | None, settings: dict[str, Any],
@@ -175,53 +156,46 @@ class DeviceRegistry:
         except ObjectKeyError as exc:
             raise BadRequest(str(exc), field="device_id") from None
         secret, hashed = _new_secret()
-        with self._lock:
-            if device_id in self._docs:
-                raise Conflict(f"device {device_id!r} already exists (possibly retired); pick another id")
-            if storage_token is not None and (not is_storage_token(storage_token) or storage_token in self._by_token):
-                raise Conflict("that storage token is malformed or taken; draw one with new_token()")
-            now = self._clock()
-            token = storage_token or self.new_token()
-            doc = {
-                "device_id": device_id, "storage_token": token,
-                "enabled": True, "retired": False, "signing_key": signing_key or None, **hashed,
-                "created_at": now, "updated_at": now, "last_seen": None, "settings": settings, "heartbeat": None,
-                "upload_identity": list(upload_identity) if upload_identity else None,
-            }
-            self._persist(doc, device_id)
-            self._docs[device_id] = doc
-            self._by_token[token] = device_id
-            return self._device(doc), secret.hex()
+        if storage_token is not None and not is_storage_token(storage_token):
+            raise Conflict("that storage token is malformed or taken; draw one with new_token()")
+        now = self._clock()
+        doc = {
+            "device_id": device_id, "storage_token": storage_token or self.new_token(),
+            "enabled": True, "retired": False, "signing_key": signing_key or None, **hashed,
+            "created_at": now, "updated_at": now, "last_seen": None, "settings": settings, "heartbeat": None,
+            "upload_identity": list(upload_identity) if upload_identity else None,
+        }
+        self._store.insert(doc)   # Conflict when the id or the token is taken, atomically with the write
+        return self._device(doc), secret.hex()
 
     def exists(self, device_id: str) -> bool:
-        return device_id in self._docs
+        return self._store.get(device_id) is not None
 
     def get(self, device_id: str) -> Device:
-        with self._lock:
-            return self._device(self._require(device_id))
+        return self._device(self._require(device_id))
 
     def resolve(self, owner: str) -> Device:
         """The device a clip key's owner segment names: a storage token, or a device id in a legacy key."""
-        with self._lock:
-            device_id = self._by_token.get(owner) if is_storage_token(owner) else owner
-            if device_id is None:
-                raise NotFound("no device has that storage token")
-            return self._device(self._require(device_id))
+        device_id = self._store.by_token(owner) if is_storage_token(owner) else owner
+        if device_id is None:
+            raise NotFound("no device has that storage token")
+        return self._device(self._require(device_id))
 
     def list(self) -> list[Device]:
-        with self._lock:
-            return sorted((self._device(d) for d in self._docs.values()), key=lambda d: d.device_id)
+        return sorted((self._device(d) for d in self._store.all()), key=lambda d: d.device_id)
 
     def set_enabled(self, device_id: str, enabled: bool) -> Device:
-        if enabled and self.get(device_id).retired:
-            raise Conflict(f"device {device_id!r} was removed; enrol it again under a new id")
-        return self._update(device_id, {"enabled": enabled})
+        def check(doc: dict[str, Any]) -> None:
+            if enabled and doc.get("retired"):
+                raise Conflict(f"device {device_id!r} was removed; enrol it again under a new id")
+        return self._update(device_id, {"enabled": enabled}, check)
 
     def rotate_secret(self, device_id: str) -> tuple[Device, str]:
-        if self.get(device_id).retired:
-            raise Conflict(f"device {device_id!r} was removed; it has no secret to rotate")
+        def check(doc: dict[str, Any]) -> None:
+            if doc.get("retired"):
+                raise Conflict(f"device {device_id!r} was removed; it has no secret to rotate")
         secret, hashed = _new_secret()
-        return self._update(device_id, hashed), secret.hex()
+        return self._update(device_id, hashed, check), secret.hex()
 
     def update_settings(self, device_id: str, settings: dict[str, Any]) -> Device:
         return self._update(device_id, {"settings": settings})
@@ -239,14 +213,16 @@ class DeviceRegistry:
         the key was stored now (False: the same key was registered before, e.g. by an earlier agent start).
 
         ``signing_key`` must already be in canonical text form (the caller parsed it), so equal keys compare
-        equal as text. Checked and written under the registry lock, so two racing first registrations cannot
-        both win.
+        equal as text. Checked and written in one atomic change of the store, so two racing first
+        registrations (on one runtime or two) cannot both win.
         """
-        with self._lock:
-            doc = self._require(device_id)
+        stored_now = False
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            nonlocal stored_now
             current = doc.get("signing_key") or None
             if current == signing_key:
-                return self._device(doc), False
+                return doc
             if doc.get("retired"):
                 raise Conflict(f"device {device_id!r} was removed; enrol it again under a new id")
             if current is not None:
@@ -255,14 +231,13 @@ class DeviceRegistry:
                     "registered key is never replaced, so a camera cannot re-sign its history. If this camera "
                     "really lost its key, delete the device and create it again (under a new id if you keep its clips) "
                     "and give the agent the new config")
-            return self._update(device_id, {"signing_key": signing_key}), True
+            stored_now = True
+            return {**doc, "signing_key": signing_key, "updated_at": self._clock()}
+
+        return self._device(self._store.change(device_id, change)), stored_now
 
     def remove(self, device_id: str) -> None:
-        with self._lock:
-            self._require(device_id)
-            self._persist(None, device_id)
-            del self._docs[device_id]
-            # The token stays taken for the life of this process; a new one is 130 random bits anyway.
+        self._store.remove(device_id)
         self.health.forget(device_id)
 
     # -- device-facing -------------------------------------------------------------------------------
@@ -271,9 +246,7 @@ class DeviceRegistry:
             secret = binascii.unhexlify(secret_hex)
         except (binascii.Error, ValueError):
             secret = b""
-        with self._lock:
-            doc = self._docs.get(device_id)
-            doc = dict(doc) if doc else None
+        doc = self._store.get(device_id)
         usable = bool(doc and doc.get("secret_hash"))
         salt = bytes.fromhex(doc["secret_salt"]) if usable and doc else _DUMMY_SALT
         expected = bytes.fromhex(doc["secret_hash"]) if usable and doc else b"\0" * 32
@@ -284,12 +257,16 @@ class DeviceRegistry:
 
     def touch(self, device_id: str, heartbeat: dict[str, Any] | None = None) -> None:
         """Record that the device was seen (and its heartbeat): memory only, written behind (DeviceHealth)."""
-        if device_id in self._docs:
+        if self.exists(device_id):
             self.health.record(device_id, self._clock(), heartbeat)
 
     def flush(self) -> None:
         """Write the health reports through (at shutdown)."""
         self.health.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._store.close()
 
 
 def parse_basic(authorization: str | None) -> tuple[str, str]:

@@ -45,7 +45,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -63,6 +63,7 @@ from cryospy.functions.index.listeners import ChangeListeners, Listener
 from cryospy.functions.index.query import ClipPage, ClipQuery, page_cursor
 from cryospy.functions.index.records import ClipRecord, DeviceUsage, fragments_doc, fragments_from
 from cryospy.functions.index.tinydb_files import IndexCorrupt
+from cryospy.functions.index.transfer import DayNotEmpty, DeviceTotals, check_import
 from cryospy.functions.index.usage import LiveCounters, live_stamp
 
 log = logging.getLogger(__name__)
@@ -95,10 +96,13 @@ CHANNEL = "cryospy_index"
 _VERSION = b"\x01"
 _BATCH = 64
 _COLUMNS = "device, day, key, captured_at, record"
+_INSERT = ("INSERT INTO index_clips (device, day, key, captured_at, protected, stored_bytes, record, fragments) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
 
 
 class Sealer:
-    """The index key's two uses here: keyed hashes (pseudonyms for ids and keys) and sealing row blobs."""
+    """A key's two uses in a table: keyed hashes (pseudonyms for ids and keys) and sealing row blobs. The index
+    uses the index key; the device registry and the alert limits their own (infra/stores.py)."""
 
     def __init__(self, key: Callable[[], bytes]):
         self._key = key
@@ -122,7 +126,7 @@ class Sealer:
                 raise InvalidTag
             return json.loads(self._keys()[1].decrypt(blob[1:13], blob[13:], b"|".join(aad)))
         except (InvalidTag, ValueError):
-            raise IndexCorrupt("a sealed index row failed authentication (wrong index key, or the row was edited "
+            raise IndexCorrupt("a sealed database row failed authentication (wrong key, or the row was edited "
                                "or moved in the database); restore the database from a backup") from None
 
 
@@ -210,20 +214,23 @@ class PostgresIndex:
         doc = record.to_doc(with_fragments=False)
         if existing is not None and doc == existing.to_doc(with_fragments=False) and fragments == stored_fragments:
             return False
-        sealed_doc = self._sealer.seal(doc, b"clip", row.device, row.day.encode(), row.key)
-        sealed_fragments = (self._sealer.seal(fragments_doc(fragments), b"fragments", row.device, row.day.encode(),
-                                              row.key) if fragments else None)
         conn.execute(
-            "INSERT INTO index_clips (device, day, key, captured_at, protected, stored_bytes, record, fragments) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (device, day, key) DO UPDATE SET "
+            f"{_INSERT} ON CONFLICT (device, day, key) DO UPDATE SET "
             "captured_at = EXCLUDED.captured_at, protected = EXCLUDED.protected, "
             "stored_bytes = EXCLUDED.stored_bytes, record = EXCLUDED.record, fragments = EXCLUDED.fragments",
-            (row.device, row.day, row.key, record.captured_at, record.protected, record.stored_bytes, sealed_doc,
-             sealed_fragments))
+            self._values(row, record, doc, fragments))
         before = existing.stored_bytes if existing else 0
         self._add_totals(conn, row.device, record.stored_bytes - before, 0 if existing else 1, after)
         self._announce(conn, row.device, row.day)
         return True
+
+    def _values(self, row: _Row, record: ClipRecord, doc: dict[str, Any], fragments: Sequence[Any]) -> tuple[Any, ...]:
+        """The ``index_clips`` row of a record: its clear columns and its sealed document and fragments."""
+        sealed_doc = self._sealer.seal(doc, b"clip", row.device, row.day.encode(), row.key)
+        sealed_fragments = (self._sealer.seal(fragments_doc(fragments), b"fragments", row.device, row.day.encode(),
+                                              row.key) if fragments else None)
+        return (row.device, row.day, row.key, record.captured_at, record.protected, record.stored_bytes, sealed_doc,
+                sealed_fragments)
 
     def _add_totals(self, conn: psycopg.Connection[Any], device: bytes, delta_bytes: int, delta_clips: int,
                     live: LiveCounters | None = None) -> None:
@@ -267,6 +274,49 @@ class PostgresIndex:
             conn.execute("INSERT INTO index_devices (device, name, quarantine_bytes) VALUES (%s, %s, %s) "
                          "ON CONFLICT (device) DO UPDATE SET quarantine_bytes = EXCLUDED.quarantine_bytes",
                          (device, self._sealer.seal(device_id, b"device", device), int(nbytes)))
+
+    # -- transfer (functions/index/transfer.py) ------------------------------------------------------
+    def device_totals(self) -> list[DeviceTotals]:
+        with self._pool.connection() as conn:
+            rows = conn.execute("SELECT device, name, bytes, clips, quarantine_bytes, live FROM index_devices"
+                                ).fetchall()
+        found = []
+        for device, name, nbytes, clips, quarantined, live in rows:
+            device = bytes(device)
+            counters = LiveCounters(*self._sealer.open(live, b"live", device)) if live is not None else LiveCounters()
+            found.append(DeviceTotals(self._sealer.open(name, b"device", device),
+                                      DeviceUsage(int(nbytes), int(clips), int(quarantined)), counters))
+        return sorted(found, key=lambda t: t.device_id)
+
+    def import_day(self, device_id: str, day: str, records: Sequence[ClipRecord]) -> None:
+        """One transaction: all of the day's clips or none."""
+        check_import(device_id, day, records)
+        with self._pool.connection() as conn, conn.transaction():
+            self._lock_device(conn, device_id)
+            device = self._device(device_id)
+            if conn.execute("SELECT 1 FROM index_clips WHERE device = %s AND day = %s LIMIT 1",
+                            (device, validate.day(day))).fetchone():
+                raise DayNotEmpty(device_id, day)
+            values = [self._values(self._row(device_id, day, r.key), r, r.to_doc(with_fragments=False),
+                                   r.fragments or ()) for r in records]
+            with conn.cursor() as cur:
+                cur.executemany(_INSERT, values)
+            self._add_totals(conn, device, sum(r.stored_bytes for r in records), len(records))
+            self._announce(conn, device, validate.day(day))
+        self._listeners.notify(device_id, [day])
+
+    def import_device(self, totals: DeviceTotals) -> None:
+        device = self._device(totals.device_id)
+        with self._pool.connection() as conn, conn.transaction():
+            self._lock_device(conn, totals.device_id)
+            self._add_totals(conn, device, 0, 0, totals.live)
+            conn.execute("UPDATE index_devices SET quarantine_bytes = %s WHERE device = %s",
+                         (totals.usage.quarantine_bytes, device))
+
+    def clear(self) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM index_clips")
+            conn.execute("DELETE FROM index_devices")
 
     # -- reads ---------------------------------------------------------------------------------------
     def _get_in(self, conn: psycopg.Connection[Any], row: _Row) -> ClipRecord | None:

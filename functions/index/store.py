@@ -21,8 +21,9 @@ event changes nothing.
 from __future__ import annotations
 
 import heapq
+import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from cryospy.functions.index.listeners import ChangeListeners, Listener
 from cryospy.functions.index.query import ClipPage, ClipQuery, scan_query
 from cryospy.functions.index.records import ClipRecord, DeviceUsage, fragments_doc, fragments_from
 from cryospy.functions.index.tinydb_files import EncryptedJSONStorage
+from cryospy.functions.index.transfer import DayNotEmpty, DeviceTotals, check_import
 from cryospy.functions.index.usage import LiveCounters, UsageTotals, dir_name, live_stamp
 
 
@@ -150,6 +152,41 @@ class TinyDBIndex:
                 base.rmdir()
             self._totals.drop(device_id)
         self._listeners.notify(device_id, days)
+
+    # -- transfer (functions/index/transfer.py) ------------------------------------------------------
+    def device_totals(self) -> list[DeviceTotals]:
+        with self._lock:
+            return [DeviceTotals(d, usage, live) for d, usage, live in self._totals.all()]
+
+    def import_day(self, device_id: str, day: str, records: Sequence[ClipRecord]) -> None:
+        check_import(device_id, day, records)
+        with self._lock:
+            self._totals.mark(device_id)
+            with self._shard(device_id, day) as db:
+                table = db.table("clips", cache_size=0)
+                if table.all():
+                    raise DayNotEmpty(device_id, day)
+                fragments = [(r.key, fragments_doc(r.fragments)) for r in records if r.fragments]
+                if fragments:   # first, as on upsert: the records that point there are written after
+                    self.fragments.append(dir_name(device_id), day, fragments)
+                table.insert_multiple(r.to_doc(with_fragments=False) for r in records)   # one write of the shard
+            self._totals.add(device_id, sum(r.stored_bytes for r in records), len(records))
+        self._listeners.notify(device_id, [day])
+
+    def import_device(self, totals: DeviceTotals) -> None:
+        with self._lock:
+            self._totals.mark(totals.device_id)
+            self._totals.add(totals.device_id, 0, 0, totals.live)
+            self._totals.set_quarantined(totals.device_id, totals.usage.quarantine_bytes)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._totals.close()
+            for folder in ("clips", "fragments", "pending"):
+                shutil.rmtree(self.root / folder, ignore_errors=True)
+            (self.root / "usage.db").unlink(missing_ok=True)
+            self.fragments = FragmentLog(self.root, self._key)
+            self._totals = UsageTotals(self.root, self._key, self._iter_device)
 
     # -- reads ---------------------------------------------------------------------------------------
     def get_clip(self, device_id: str, day: str, key: str) -> ClipRecord | None:

@@ -172,6 +172,11 @@ class UsageTotals:
         with self._db() as db:
             return [dict(r) for r in db.table("usage", cache_size=0).all()]
 
+    def all(self) -> list[tuple[str, DeviceUsage, LiveCounters]]:
+        """Every device's totals and live counters, by device id (what a migration copies)."""
+        return sorted((r["device_id"], DeviceUsage(int(r["bytes"]), int(r["clips"]), int(r.get("quarantine_bytes", 0))),
+                       _live(r)) for r in self._rows())
+
     def usage(self, device_id: str | None = None) -> DeviceUsage:
         total = DeviceUsage()
         for r in self._rows():
@@ -180,9 +185,12 @@ class UsageTotals:
         return total
 
     def live(self, device_id: str) -> LiveCounters:
-        row = next((r for r in self._rows() if r["device_id"] == device_id), {})
-        return LiveCounters(int(row.get("live_segments", 0)), int(row.get("live_clips", 0)), row.get("live_last", ""))
+        return _live(next((r for r in self._rows() if r["device_id"] == device_id), {}))
 
     def cursor(self, device_id: str) -> str:
         """The day retention's walk starts at ("" = the oldest day)."""
         return next((r.get("unprotected_from", "") for r in self._rows() if r["device_id"] == device_id), "")
+
+
+def _live(row: dict[str, Any]) -> LiveCounters:
+    return LiveCounters(int(row.get("live_segments", 0)), int(row.get("live_clips", 0)), row.get("live_last", ""))

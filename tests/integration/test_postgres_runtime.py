@@ -1,6 +1,6 @@
 """A runtime whose server.json names a PostgreSQL database: a camera's clip is indexed there and shown on the
-dashboard, the job queue lives there too, and the database holds no camera name and no plaintext clip
-metadata. Real MinIO, real PostgreSQL (tests/postgres_server.py)."""
+dashboard, the job queue and the device registry live there too, and the database holds no camera name and no
+plaintext clip metadata. Real MinIO, real PostgreSQL (tests/postgres_server.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.infra.pg_jobqueue import PostgresJobQueue
 from cryospy.infra.server_config import ServerConfig
@@ -36,6 +37,7 @@ def test_a_runtime_on_postgres_indexes_a_clip_and_the_dashboard_shows_it(deploym
     url = postgres.fresh_url()
     with unlocked_runtime(deployment, ServerConfig(database_url=url)) as rt:
         assert isinstance(rt.services.index, PostgresIndex) and isinstance(rt.queue, PostgresJobQueue)
+        assert isinstance(rt.services.devices._store, PostgresDeviceStore)
         camera = FakeCamera(deployment, CAMERA, tmp_path)
         key = camera.upload()
         ck = clip_place(rt, key)
@@ -49,7 +51,7 @@ def test_a_runtime_on_postgres_indexes_a_clip_and_the_dashboard_shows_it(deploym
         assert page.status_code == 200 and CAMERA in page.text and key in page.text
 
     tables = _raw_values(url)
-    assert set(tables) == {"index_clips", "index_devices", "jobs"}
+    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices"}
     everything = b"".join(tables.values())
     for secret in (CAMERA, record.header_hash, record.codec, str(record.thumb_key), "motion", "width", "fragments"):
         assert secret.encode() not in everything, secret
