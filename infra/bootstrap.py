@@ -32,6 +32,7 @@ from .deployment import Deployment
 from .errors import StorageError
 from .event_routes import Route, notification_configuration
 from .live_sweep import apply_lifecycle_rule
+from .minio_server import webhook_arns
 
 
 def presigner_policy(bucket: str) -> dict[str, Any]:
@@ -90,7 +91,8 @@ def provision(dep: Deployment, routes: list[Route]) -> None:
                 if "already" not in str(exc).lower():
                     raise
         s3.put_bucket_notification_configuration(
-            Bucket=dep.bucket, NotificationConfiguration=notification_configuration(routes, dep.bucket))
+            Bucket=dep.bucket,
+            NotificationConfiguration=notification_configuration(routes, dep.bucket, webhook_arns(dep)))
         apply_lifecycle_rule(s3, dep.bucket)
     except EndpointConnectionError as exc:
         raise StorageError(f"cannot reach MinIO at {dep.minio_url}: is it running? ({exc})") from None

@@ -102,6 +102,9 @@ class Deployment:
     # MinIO is run by someone else (a multi-node cluster behind one address, minio_internal_url): `cryospy serve`
     # starts no MinIO and provisions the external one with the root credentials above.
     minio_external: bool = False
+    # Several runtimes share this deployment (docs/scale-out.md): the device-API URL of each, so MinIO gets a
+    # webhook target per runtime and a dead one does not stop delivery to the others. Empty: this runtime only.
+    runtime_urls: tuple[str, ...] = ()
 
     @property
     def scheme(self) -> str:
@@ -210,7 +213,8 @@ def load(data_dir: Path) -> Deployment:
     missing = [k for k in _SECRET_FIELDS if not doc.get(k)]
     if missing:
         raise InfraError(f"{path}: missing generated secrets {missing}; the file is damaged")
-    for name, what in (("tls_names", "host names"), ("minio_drives", "absolute drive paths")):
+    for name, what in (("tls_names", "host names"), ("minio_drives", "absolute drive paths"),
+                       ("runtime_urls", "runtime URLs")):
         if not isinstance(doc.get(name, []), list):
             raise InfraError(f"{path}: {name} must be a list of {what}")
         doc[name] = tuple(doc.get(name, ()))

@@ -7,7 +7,7 @@ The decorators are the single source of truth: the same list of routes drives th
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +53,12 @@ def buckets(routes: list[Route]) -> set[str]:
     return {r.bucket for r in routes}
 
 
-def notification_configuration(routes: list[Route], bucket: str, arn: str = WEBHOOK_ARN) -> dict[str, Any]:
-    """The boto3 ``NotificationConfiguration`` for one bucket (MinIO accepts only QueueConfigurations)."""
+def notification_configuration(routes: list[Route], bucket: str,
+                               arns: Sequence[str] = (WEBHOOK_ARN,)) -> dict[str, Any]:
+    """The boto3 ``NotificationConfiguration`` for one bucket (MinIO accepts only QueueConfigurations): each
+    route to each webhook target (one per runtime, minio_server.webhook_targets)."""
     queues = []
-    for route in routes:
+    for (n, arn), route in ((a, r) for a in enumerate(arns) for r in routes):
         if route.bucket != bucket:
             continue
         rules = []
@@ -64,7 +66,8 @@ def notification_configuration(routes: list[Route], bucket: str, arn: str = WEBH
             rules.append({"Name": "prefix", "Value": route.prefix})
         if route.suffix:
             rules.append({"Name": "suffix", "Value": route.suffix})
-        entry: dict[str, Any] = {"Id": route.name, "QueueArn": arn, "Events": list(route.events)}
+        entry: dict[str, Any] = {"Id": route.name if n == 0 else f"{route.name}-{n + 1}", "QueueArn": arn,
+                                 "Events": list(route.events)}
         if rules:
             entry["Filter"] = {"Key": {"FilterRules": rules}}
         queues.append(entry)

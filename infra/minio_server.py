@@ -59,15 +59,34 @@ def drive_paths(dep: Deployment) -> list[Path]:
     return [Path(p) for p in dep.minio_drives] or [dep.path("minio", "data")]
 
 
+def webhook_targets(dep: Deployment) -> list[tuple[str, str]]:
+    """(target name, endpoint) per runtime: CRYOSPY for the first (or only) one, CRYOSPY2… for the others.
+
+    Each runtime has a target (and a persistent queue) of its own, so MinIO delivers every event to every
+    runtime and a dead runtime only delays its own copy; the job queue in PostgreSQL de-duplicates by event
+    identity, so each event is handled once (docs/scale-out.md)."""
+    urls = dep.runtime_urls or (dep.runtime_url,)
+    return [(WEBHOOK_TARGET if i == 0 else f"{WEBHOOK_TARGET}{i + 1}", f"{url.rstrip('/')}/_minio/events")
+            for i, url in enumerate(urls)]
+
+
+def webhook_arns(dep: Deployment) -> list[str]:
+    return [f"arn:minio:sqs::{name}:webhook" for name, _ in webhook_targets(dep)]
+
+
 def webhook_env(dep: Deployment, queue_dir: str) -> dict[str, str]:
-    """The webhook target every MinIO server of the deployment needs (each with a queue folder of its own)."""
-    return {
-        f"MINIO_NOTIFY_WEBHOOK_ENABLE_{WEBHOOK_TARGET}": "on",
-        f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{WEBHOOK_TARGET}": dep.webhook_url,
-        f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{WEBHOOK_TARGET}": dep.webhook_token,
-        f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{WEBHOOK_TARGET}": queue_dir,
-        f"MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_{WEBHOOK_TARGET}": "100000",
-    }
+    """The webhook targets every MinIO server of the deployment needs (each with a queue folder of its own;
+    MinIO keeps each target's queue in a subfolder of it)."""
+    env: dict[str, str] = {}
+    for name, endpoint in webhook_targets(dep):
+        env.update({
+            f"MINIO_NOTIFY_WEBHOOK_ENABLE_{name}": "on",
+            f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{name}": endpoint,
+            f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{name}": dep.webhook_token,
+            f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{name}": queue_dir,
+            f"MINIO_NOTIFY_WEBHOOK_QUEUE_LIMIT_{name}": "100000",
+        })
+    return env
 
 
 def minio_env(dep: Deployment) -> dict[str, str]:

@@ -239,6 +239,14 @@ def _add_upkeep_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    help="an absolute folder on each MinIO server where it keeps events until the runtime has "
                         "them (default: %(default)s)")
 
+    p = sub.add_parser("runtime", help="several runtimes on one PostgreSQL and one MinIO (docs/scale-out.md)")
+    rsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = rsub.add_parser("add", help="make a data directory for another runtime of this deployment (it holds the "
+                                    "deployment's keys: keep it private)")
+    _data_dir(r)
+    r.add_argument("--runtime-dir", type=Path, required=True, help="the new runtime's own (empty) data directory")
+    r.add_argument("--port", type=int, required=True, help="the new runtime's port (device API, webhook, dashboard)")
+
 
 def run(args: argparse.Namespace) -> int:
     """Run the function of the subcommand (and action) that ``args`` names: see :data:`COMMANDS`."""
@@ -479,6 +487,16 @@ def _minio_node_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_add(args: argparse.Namespace) -> int:
+    from cryospy.infra.deployment import load
+    from cryospy.infra.runtime_instances import add_runtime
+
+    new = add_runtime(load(args.data_dir), args.runtime_dir, args.port)
+    print(f"Runtime added: {new.runtime_url}. Restart `cryospy serve --data-dir {args.data_dir}` (its MinIO then "
+          f"delivers events to every runtime), then start `cryospy serve --data-dir {new.data_dir}`.")
+    return 0
+
+
 def _minio_build(args: argparse.Namespace) -> int:
     from cryospy.infra.minio_binary import ensure_minio
 
@@ -611,6 +629,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("verify", None): _verify,
     ("minio", "build"): _minio_build,
     ("minio", "node-env"): _minio_node_env,
+    ("runtime", "add"): _runtime_add,
     ("accounts", "list"): accounts_cmd.list_accounts,
     ("accounts", "add"): accounts_cmd.add_account,
     ("accounts", "remove"): accounts_cmd.remove_account,
