@@ -16,15 +16,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+import urllib3
 from minio import MinioAdmin
 from minio.error import MinioAdminException
 
 from cryospy.common.objectkeys import CLIP_PREFIX, validate_storage_token
 from cryospy.functions.devices.registry import DeviceRegistry
+from cryospy.functions.errors import StoreUnavailable
 
 from .bootstrap import minio_admin
 from .deployment import Deployment
-from .errors import StorageError
 
 
 def access_key_for(storage_token: str) -> str:
@@ -57,8 +58,10 @@ class MinioDeviceIdentities:
     def _call(self, what: str, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
         try:
             return fn(*args, **kwargs)
-        except (MinioAdminException, OSError) as exc:
-            raise StorageError(f"MinIO refused to {what}: {exc}. Is MinIO running at {self.dep.minio_url}?") from None
+        except (MinioAdminException, OSError, urllib3.exceptions.HTTPError) as exc:
+            # Unreachable, or answering 5xx (a cluster without quorum): the caller's request can be tried again.
+            raise StoreUnavailable(f"MinIO could not {what}: {exc}. Is MinIO running (and, for several drives or "
+                                   f"nodes, are enough of them online) at {self.dep.minio_url}?") from None
 
     def create(self, storage_token: str) -> tuple[str, str]:
         access, secret = access_key_for(storage_token), secrets.token_urlsafe(30)
@@ -71,7 +74,9 @@ class MinioDeviceIdentities:
             admin.attach_policy([policy], user=access)
         except MinioAdminException as exc:
             if "already" not in str(exc).lower():
-                raise StorageError(f"MinIO refused to attach the device policy: {exc}") from None
+                raise StoreUnavailable(f"MinIO refused to attach the device policy: {exc}") from None
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            raise StoreUnavailable(f"MinIO could not attach the device policy: {exc}") from None
         return access, secret
 
     def set_enabled(self, access: str, enabled: bool) -> None:
@@ -89,7 +94,9 @@ class MinioDeviceIdentities:
                 fn(arg)
             except MinioAdminException as exc:
                 if "not" not in str(exc).lower():  # already gone is fine
-                    raise StorageError(f"MinIO refused to remove the device identity: {exc}") from None
+                    raise StoreUnavailable(f"MinIO refused to remove the device identity: {exc}") from None
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                raise StoreUnavailable(f"MinIO could not remove the device identity: {exc}") from None
 
 
 def upgrade_legacy_identities(identities: MinioDeviceIdentities, registry: DeviceRegistry) -> int:

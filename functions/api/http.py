@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from chalice.app import Request, Response
 
 from cryospy.functions.api import json_limits
-from cryospy.functions.errors import ApiError, BadRequest, PayloadTooLarge
+from cryospy.functions.errors import ApiError, BadRequest, PayloadTooLarge, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ def not_modified(etag: str) -> Response:
 
 
 def api_view(func: F) -> F:
-    """Turn ApiError into a JSON error response; anything else is a bug and stays a 500 (logged, no detail)."""
+    """Turn ApiError into a JSON error response and an unavailable MinIO into a 503 with Retry-After; anything
+    else is a bug and stays a 500 (logged, no detail)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,6 +39,10 @@ def api_view(func: F) -> F:
             result = func(*args, **kwargs)
         except ApiError as exc:
             return json_response(exc.body(), exc.status)
+        except StoreUnavailable as exc:
+            # MinIO down or without quorum: not the caller's fault and not a bug; it may work in a moment.
+            log.warning("%s: %s", func.__name__, exc)
+            return json_response({"error": str(exc)}, 503, {"Retry-After": "5"})
         except Exception:
             log.exception("unhandled error in %s", func.__name__)
             return json_response({"error": "internal error; see the runtime log"}, 500)

@@ -30,6 +30,25 @@ def test_unreachable_minio_is_named(deployment):
         provision(gone, routes_from_app(app, OBJECT_HANDLERS))
 
 
+def test_enrolling_a_camera_while_minio_is_down_answers_503_and_changes_nothing(deployment, runtime):
+    """MinIO unreachable (or a cluster without quorum) is not a bug: the admin API answers 503 with the cause
+    and Retry-After, not a 500, and no half-enrolled camera is left behind."""
+    from cryospy.functions.services import configure
+    from cryospy.infra.device_identities import MinioDeviceIdentities
+    from cryospy.infra.gateway import ChaliceWSGI
+    from tests.support import LAST_HEADERS, api_call
+
+    gone = replace(deployment, minio_port=free_port())
+    configure(replace(runtime.services, identities=MinioDeviceIdentities(gone)))
+    try:
+        status, body = api_call(ChaliceWSGI(app), "POST", "/v1/admin/devices", {"device_id": "while-down"},
+                                {"Authorization": f"Bearer {deployment.admin_token}"})
+    finally:
+        configure(runtime.services)
+    assert status == 503 and "Is MinIO running" in body["error"] and LAST_HEADERS.get("Retry-After") == "5"
+    assert not runtime.services.devices.exists("while-down")
+
+
 def test_port_in_use_is_named(tmp_path: Path, minio_binary: Path):
     dep = new_deployment(tmp_path / "d")
     with socket.socket() as squatter:
