@@ -117,12 +117,16 @@ def verify_bucket_copy(s3: Any, bucket: str, keys: list[str], cameras: list[Fake
 
 
 def wait_all_indexed(rt: Any, cameras: dict[str, FakeCamera]) -> None:
-    """Every clip each camera sealed is in the runtime's index: sequences exactly 0..n-1 per device."""
+    """Every clip each camera sealed is in the runtime's index: sequences exactly 0..n-1 per device.
+
+    Generous on time: a job whose MinIO call met the stopped node is retried with backoff (1, 2, 4, 8 s, each
+    attempt with boto's own retries), which on a loaded 2-core machine can take well over 30 s. What is checked
+    is that nothing is lost, not how fast it heals."""
     for device, cam in cameras.items():
         wait_for(lambda cam=cam, device=device: sorted(
             c.sequence for day in rt.services.index.days(device)
             for c in rt.services.index.clips_for_day(device, day)) == list(range(cam.sequence)),
-            what=f"every clip of {device} indexed")
+            timeout=120, what=f"every clip of {device} indexed")
 
 
 DRIVE_ROW = re.compile(r'<tr data-drive="([^"]+)">.*?data-state="([^"]*)">([^<]*)</td>.*?class="drive-heal">(.*?)</td>',
