@@ -196,42 +196,59 @@ class Runtime:
         self.dep = dep
         self.options = options or RuntimeOptions()
         config = config or load_server_config(dep.path("server.json"))
-        mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
-        self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
-        self.queue = open_job_store(dep, config)
-        self.webhook = WebhookReceiver(dep.webhook_token, self.routes, self.queue)
-        self.services = build_services(dep, config, mailer, event_sink=self.webhook,
-                                       live_waiters=max(1, self.options.threads // 2))
-        self.channels = channel_control(dep, config, self.services, mailer)
-        self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
-        self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
-        self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
-        self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
-                                        self.options.live_sweep_seconds)
-        self.site = SiteStore(dep.path("site"), self.services.vault.index_key)
-        self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), self.services.vault.index_key)
-        self.builder = SiteBuilder(self.services.index, self.services.devices, self.site)
-        self.services.index.add_listener(self.builder.on_index_change)
-        self.dashboard = Dashboard(self.site, self.services.vault, self._after_login,
-                                   media=MediaRoutes(self.services), actions=self._dashboard_actions(),
-                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: self.services.vault.locked,
-                                   audit=self.services.audit, second_factor=self.second_factor)
-        # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
-        self.first_run = FirstRun(self.dashboard, self.services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
-                                  scrypt_n=self.options.setup_scrypt_n)
-        self.setup_code_path: Path | None = None
-        self._mount_dashboard_sections()
-        self.wsgi = front_door.FrontDoor(
-            RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard)),
-            front_door.host_names(dep.host, dep.public_api_url,
-                                  (*config.allowed_hosts, *dep.tls_names, dep.dashboard_host)),
-            tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)))
+        self._init_events(config)
+        self._init_services(config)
+        self._init_dashboard()
+        self._init_front_door(config)
         self._server: Any = None
         self._map: dict[int, Any] = {}   # waitress's socket map: every listener and connection of this runtime
         self._thread: threading.Thread | None = None
         self._http_stop = threading.Event()
         self._rebuild_lock = threading.Lock()
         self._rebuilt = False
+
+    def _init_events(self, config: ServerConfig) -> None:
+        """Bucket events: the routes from the app's registrations, the durable queue, MinIO's webhook."""
+        self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
+        self.queue = open_job_store(self.dep, config)
+        self.webhook = WebhookReceiver(self.dep.webhook_token, self.routes, self.queue)
+
+    def _init_services(self, config: ServerConfig) -> None:
+        """What the handlers use (Services), the channels, and the background workers around them."""
+        mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+        self.services = build_services(self.dep, config, mailer, event_sink=self.webhook,
+                                       live_waiters=max(1, self.options.threads // 2))
+        self.channels = channel_control(self.dep, config, self.services, mailer)
+        self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
+        self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
+        self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
+        self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
+                                        self.options.live_sweep_seconds)
+
+    def _init_dashboard(self) -> None:
+        """The rendered pages (rebuilt as the index changes), login, sessions and the dashboard's sections."""
+        dep, services = self.dep, self.services
+        self.site = SiteStore(dep.path("site"), services.vault.index_key)
+        self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), services.vault.index_key)
+        self.builder = SiteBuilder(services.index, services.devices, self.site)
+        services.index.add_listener(self.builder.on_index_change)
+        self.dashboard = Dashboard(self.site, services.vault, self._after_login,
+                                   media=MediaRoutes(services), actions=self._dashboard_actions(),
+                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: services.vault.locked,
+                                   audit=services.audit, second_factor=self.second_factor)
+        # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
+        self.first_run = FirstRun(self.dashboard, services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
+                                  scrypt_n=self.options.setup_scrypt_n)
+        self.setup_code_path: Path | None = None
+        self._mount_dashboard_sections()
+
+    def _init_front_door(self, config: ServerConfig) -> None:
+        """One WSGI app for webhook, API and dashboard behind the front door (Host check, proxies, body caps)."""
+        self.wsgi = front_door.FrontDoor(
+            RuntimeApp(self.webhook, ChaliceWSGI(app), self.first_run.gate(self.dashboard)),
+            front_door.host_names(self.dep.host, self.dep.public_api_url,
+                                  (*config.allowed_hosts, *self.dep.tls_names, self.dep.dashboard_host)),
+            tuple(str(n) for n in parse_trusted_proxies(config.trusted_proxies)))
 
     def _dashboard_actions(self) -> dict[str, Any]:
         """What the dashboard's forms may do: the same domain functions the admin API calls."""
