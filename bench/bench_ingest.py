@@ -66,9 +66,9 @@ def main() -> None:
     def on_change(device_id: str, day: str) -> None:
         now = time.perf_counter()
         for c in rt.services.index.clips_for_day(device_id, day):
-            if c.get("thumb_key"):
+            if c.thumb_key:
                 with lock:
-                    indexed.setdefault(c["key"], now)
+                    indexed.setdefault(c.key, now)
 
     with MinioServer(dep, binary=ensure_minio()):
         rt = Runtime(dep, RuntimeOptions(reconcile_seconds=3600, workers=args.workers))

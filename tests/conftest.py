@@ -31,6 +31,25 @@ PASSPHRASE = "correct horse battery staple"
 FAST_SCRYPT_N = 2**10  # tests only: the production default is 2**16
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Tests that call the CLI's main() in this process get its logging set-up (configure_logging replaces the
+    root logger's handlers with one on the stderr of the moment); put pytest's back after each test, so a later
+    test's caplog still sees its logs and nothing writes to a capture stream pytest has closed."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def minio_binary() -> Path:
     return ensure_minio()

@@ -640,6 +640,9 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "log_level", "info"), sys.stderr)
+    # Ctrl-C stops serve, demo and agent even when a shell started us in the background: such a shell sets
+    # SIGINT to "ignore", which Python would otherwise keep (the process then could only be killed).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return run(args)
     except CryoSpyError as exc:

@@ -268,8 +268,10 @@ def test_cli_setup_browser_then_serve_offers_setup(tmp_path: Path, minio_binary:
     assert made.returncode == 0, made.stderr
     assert "/setup" in made.stdout and (data / "deployment.json").exists() and not (data / "keys.json").exists()
     errors = tmp_path / "serve.stderr"
+    # Started as a non-interactive shell starts a background job (SIGINT ignored): Ctrl-C must still stop it.
     proc = subprocess.Popen([*cli, "serve", "--data-dir", str(data)], env=env, stdout=subprocess.PIPE,
-                            stderr=errors.open("w"), stdin=subprocess.DEVNULL, text=True)
+                            stderr=errors.open("w"), stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = []
         while not any("one-time setup code is in" in line for line in lines):

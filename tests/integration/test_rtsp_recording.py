@@ -131,13 +131,13 @@ def test_an_rtsp_camera_is_stored_packet_for_packet_with_motion_from_its_sub_str
         assert 2.9 <= clip.duration_s <= 4.1, clip.duration_s
     # Back to back on the agent's clock: each clip starts where the previous one ended.
     for a, b in itertools.pairwise(found):
-        gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
-        assert abs(gap) < 1.0, (a["captured_at"], a["duration_s"], b["captured_at"])
+        gap = (parse_utc(b.captured_at) - parse_utc(a.captured_at)).total_seconds() - a.duration_s
+        assert abs(gap) < 1.0, (a.captured_at, a.duration_s, b.captured_at)
     assert any(c.motion for c in found), "the object crossing every 4 s is motion on the sub-stream"
 
     # The camera's password: nowhere in what the server keeps or shows, nor in the agent's log.
     password = rtsp_camera.password
-    assert password not in json.dumps(found) and password not in json.dumps(beat)
+    assert password not in json.dumps([c.to_doc() for c in found]) and password not in json.dumps(beat)
     assert password not in caplog.text and "rtsp://***@" in caplog.text
     spool = agents.configs[0].spool_dir                         # settings cache, chain state, entry records
     written = [p for p in spool.rglob("*") if p.is_file()]
@@ -231,7 +231,7 @@ def test_one_agent_records_several_cameras_while_one_is_dead(deployment, runtime
     for device, found in recorded.items():
         assert [c.sequence for c in found] == list(range(len(found))), device
         for a, b in itertools.pairwise(found):       # no gap while another camera keeps failing
-            gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
+            gap = (parse_utc(b.captured_at) - parse_utc(a.captured_at)).total_seconds() - a.duration_s
             assert abs(gap) < 1.0, (device, [(c.sequence, c.captured_at, c.duration_s) for c in found])
     assert broken["source_state"].startswith("offline since") and rtsp_camera.password not in json.dumps(broken)
     assert clips(runtime, "nvr-broken") == []
@@ -280,7 +280,7 @@ def back_to_back(found: list[ClipRecord]) -> None:
     """Every sequence number, and each clip starting where the previous one ended (on the agent's clock)."""
     assert [c.sequence for c in found] == list(range(len(found)))
     for a, b in itertools.pairwise(found):
-        gap = (parse_utc(b["captured_at"]) - parse_utc(a["captured_at"])).total_seconds() - a["duration_s"]
+        gap = (parse_utc(b.captured_at) - parse_utc(a.captured_at)).total_seconds() - a.duration_s
         assert abs(gap) < 1.0, [(c.sequence, c.captured_at, c.duration_s) for c in found]
 
 
