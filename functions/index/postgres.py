@@ -96,8 +96,8 @@ CHANNEL = "cryospy_index"
 _VERSION = b"\x01"
 _BATCH = 64
 _COLUMNS = "device, day, key, captured_at, record"
-_INSERT = ("INSERT INTO index_clips (device, day, key, captured_at, protected, stored_bytes, record, fragments) "
-           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
+_ROW = "device, day, key, captured_at, protected, stored_bytes, record, fragments"   # what _values gives
+_INSERT = f"INSERT INTO index_clips ({_ROW}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 class Sealer:
@@ -289,7 +289,8 @@ class PostgresIndex:
         return sorted(found, key=lambda t: t.device_id)
 
     def import_day(self, device_id: str, day: str, records: Sequence[ClipRecord]) -> None:
-        """One transaction: all of the day's clips or none."""
+        """One transaction: all of the day's clips or none, written by ``COPY`` (a migration, and the 1 M clip
+        benchmark's loader, write a whole history through here)."""
         check_import(device_id, day, records)
         with self._pool.connection() as conn, conn.transaction():
             self._lock_device(conn, device_id)
@@ -299,8 +300,9 @@ class PostgresIndex:
                 raise DayNotEmpty(device_id, day)
             values = [self._values(self._row(device_id, day, r.key), r, r.to_doc(with_fragments=False),
                                    r.fragments or ()) for r in records]
-            with conn.cursor() as cur:
-                cur.executemany(_INSERT, values)
+            with conn.cursor() as cur, cur.copy(f"COPY index_clips ({_ROW}) FROM STDIN") as copy:
+                for value in values:
+                    copy.write_row(value)
             self._add_totals(conn, device, sum(r.stored_bytes for r in records), len(records))
             self._announce(conn, device, validate.day(day))
         self._listeners.notify(device_id, [day])
