@@ -32,8 +32,8 @@ chain verdict) and are numbered into the live stream by the store's own ``live_s
    size, and at the large one when an estimate from a sample of day pages stays under
    ``--full-rebuild-limit`` seconds (otherwise the estimate is printed and labelled as such);
 4. what each of those reads at the large size: every statement's plan, by ``auto_explain`` in the server
-   (the index's own statements, not copies): which indexes, rows read from ``index_clips``, any
-   sequential scan;
+   (the index's own statements, not copies; tests/pg_plans.py): which indexes, rows read from
+   ``index_clips``, any sequential scan;
 5. the size of the large schema on disk.
 
 PostgreSQL is Debian's PostgreSQL 15, started for the run in a temporary directory as the tests start it
@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import json
 import os
 import random
 import shutil
@@ -55,13 +54,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.postgres_server: the server we measure
 
@@ -78,6 +75,7 @@ from cryospy.functions.index.transfer import DeviceTotals
 from cryospy.functions.index.usage import LiveCounters, live_stamp
 from cryospy.web.builder import SiteBuilder, day_page
 from cryospy.web.site_store import SiteStore
+from tests.pg_plans import PlanRecorder, Reads
 from tests.postgres_server import PostgresServer, make_server, postgres_missing_message
 
 TODAY = datetime(2026, 6, 1, tzinfo=UTC)
@@ -321,7 +319,9 @@ def operations(site: Site) -> list[tuple[str, Callable[[], object]]]:
     day_range = ClipQuery.parse({"from": day_from, "to": day_to, "limit": "50"})
     return [
         ("one camera's day, today (clips_for_day: a day page)", lambda: index.clips_for_day(cam, today)),
-        ("one camera's days (days: day page links, overview)", lambda: index.days(cam)),
+        ("one camera's days, all (days: rebuild_all)", lambda: index.days(cam)),
+        ("one camera's newest 7 days (days newest=7: overview)", lambda: index.days(cam, newest=7)),
+        ("a day's neighbours (adjacent_days: day page links)", lambda: index.adjacent_days(cam, today)),
         ("newest 50, all cameras (query)", lambda: index.query(newest)),
         ("newest 50 motion, one camera, no range (query)", lambda: index.query(motion)),
         ("newest 50 motion, one camera, today (query)", lambda: index.query(motion_day)),
@@ -366,64 +366,23 @@ def full_rebuild(site: Site, limit_s: float) -> tuple[float, bool, int]:
 
 
 # -- what the statements read (auto_explain) --------------------------------------------------------------
-@dataclass
-class Reads:
-    statements: int = 0
-    rows: int = 0                                  # rows the scans of index_clips returned
-    indexes: set[str] = field(default_factory=set)
-    seq_scans: int = 0                             # sequential scans of index_clips
-
-
-def _scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from _scans(child)
-
-
-def explained(server: PostgresServer, since: int) -> Reads:
-    """Sum up the plans auto_explain logged after byte ``since`` of the server log."""
-    text = (server.root / "server.log").read_bytes()[since:].decode(errors="replace")
-    reads, decoder = Reads(), json.JSONDecoder()
-    for part in text.split("plan:\n")[1:]:
-        try:
-            doc, _ = decoder.raw_decode(part.lstrip())
-        except ValueError:
-            continue
-        reads.statements += 1
-        for node in _scans(doc["Plan"]):
-            if str(node.get("Index Name", "")).startswith("index_clips"):   # a bitmap scan's is a child node
-                reads.indexes.add(node["Index Name"])
-            if node.get("Relation Name") != "index_clips":
-                continue
-            reads.rows += int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
-            if node.get("Node Type") == "Seq Scan":
-                reads.seq_scans += 1
-    return reads
-
-
-def explain_all(server: PostgresServer, site: Site, key: bytes, root: Path) -> list[tuple[str, Reads]]:
-    """Every operation once more on an index whose connections log each plan (the index's own statements)."""
-    options = ("-c session_preload_libraries=auto_explain -c auto_explain.log_min_duration=0 "
-               "-c auto_explain.log_analyze=on -c auto_explain.log_format=json "
-               "-c auto_explain.log_nested_statements=on")
-    url = f"{site.url}?options={quote(options)}"
-    index = PostgresIndex(open_pool(url, max_size=2, name="bench-explain"), lambda: key)
+def explain_all(site: Site, key: bytes, root: Path) -> list[tuple[str, Reads]]:
+    """Every operation once more on an index whose connections report each plan (the index's own statements)."""
+    recorder = PlanRecorder("index_clips")
+    index = PostgresIndex(recorder.pool(site.url), lambda: key)
     builder = SiteBuilder(index, site.builder.devices, SiteStore(root / "explain-site", lambda: key),
                           clock=site.builder.clock)
-    explain_site = Site(site.scale, url, index, site.writer, builder, site.store, site.next_sequence)
-    log = server.root / "server.log"
-    found = []
+    explain_site = Site(site.scale, site.url, index, site.writer, builder, site.store, site.next_sequence)
     cam = site.scale.cameras[0].name
     work = [*operations(explain_site),
             ("incremental rebuild: the day page (render_day)", lambda: builder.render_day(cam, site.today)),
             ("incremental rebuild: overview + live pages (render_overview)", builder.render_overview)]
     builder.render_overview()   # its newest-day summaries are cached after the first render, as in the runtime
+    found = []
     for label, call in work:
-        time.sleep(0.2)
-        since = log.stat().st_size
+        recorder.take()
         call()
-        time.sleep(0.5)       # the server writes its log lines after the statements
-        found.append((label, explained(server, since)))
+        found.append((label, recorder.take()))
     index.close()
     return found
 
@@ -503,7 +462,7 @@ def run(args: argparse.Namespace, server: PostgresServer, tmp: Path) -> list[str
     out += ["", f"## What each call reads at {large.scale.label} (auto_explain, the index's own statements)", "",
             "| call | statements | rows read from index_clips | indexes used | seq scans of index_clips |",
             "|---|---:|---:|---|---:|"]
-    for label, reads in explain_all(server, large, key, tmp):
+    for label, reads in explain_all(large, key, tmp):
         out.append(f"| {label} | {reads.statements} | {reads.rows:,} | {', '.join(sorted(reads.indexes)) or '–'} | "
                    f"{reads.seq_scans} |")
 

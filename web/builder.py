@@ -1,8 +1,9 @@
 """Renders the dashboard from the index with Jinja2, incrementally.
 
 A new clip changes exactly two pages: its device-day page and the overview. ``on_index_change`` re-renders
-only those, so the cost per clip does not grow with the history. Times are written as UTC ISO strings and
-turned into the viewer's local time by a few lines of script in the page.
+only those, and they ask the index only bounded questions (the day's clips, its neighbouring days, each
+camera's newest days), so the cost per clip does not grow with the history (bench/bench_million.py). Times
+are written as UTC ISO strings and turned into the viewer's local time by a few lines of script in the page.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def _storage_state(percent: float | None) -> str:
 
 MIN_MARK = 3.0   # minutes: the narrowest bar the timeline draws, so a short clip stays visible and clickable
 OPEN_ALL_HOURS_UP_TO = 96   # clips; a fuller day starts with its hours closed
+OVERVIEW_DAYS = 7   # each camera's newest days the overview links to
 
 
 def day_view(day: str, clips: list[ClipRecord]) -> dict[str, Any]:
@@ -167,13 +169,12 @@ class SiteBuilder:
 
     def render_day(self, device_id: str, day: str) -> None:
         clips = self.index.clips_for_day(device_id, day)
-        days = self.index.days(device_id)
-        i = days.index(day) if day in days else -1
+        # Two index probes, not the device's list of days: this runs after every clip, whatever the history.
+        prev_day, next_day = self.index.adjacent_days(device_id, day) if clips else (None, None)
         html = self.env.get_template("day.html").render(
-            device_id=device_id, day=day, prev_day=days[i - 1] if i > 0 else None,
-            next_day=days[i + 1] if 0 <= i < len(days) - 1 else None, **day_view(day, clips))
+            device_id=device_id, day=day, prev_day=prev_day, next_day=next_day, **day_view(day, clips))
         self.store.put(day_page(device_id, day), html)
-        if days and day == days[-1]:
+        if clips and next_day is None:   # the device's newest day
             self._summaries[device_id] = (day, day_summary(clips))
 
     def render_overview(self) -> None:
@@ -181,7 +182,7 @@ class SiteBuilder:
         known = {d.device_id: d for d in self.devices.list()}
         today = self.clock().astimezone(UTC).strftime("%Y-%m-%d")
         for device_id in sorted(set(known) | set(self.index.devices())):
-            days = self.index.days(device_id)
+            days = self.index.days(device_id, newest=OVERVIEW_DAYS)
             summary = self._newest_day_summary(device_id, days)
             today_summary = summary if days and days[-1] == today else day_summary([])
             dev = known.get(device_id)
@@ -195,7 +196,7 @@ class SiteBuilder:
                 "last_seen": dev.last_seen if dev else None,
                 "offline_after_s": 2 * int(settings.get("settings_sync_seconds", 300) or 300) + 60,
                 "heartbeat": (dev.heartbeat or {}) if dev else {},
-                "days": days[-7:], "latest": summary.latest, "thumb": summary.thumb,
+                "days": days, "latest": summary.latest, "thumb": summary.thumb,
                 "motion_today": today_summary.motion, "clips_today": today_summary.clips,
                 "used_mb": used / (1024 * 1024), "limit_mb": limit_mb, "percent": percent,
                 "storage_state": _storage_state(percent),

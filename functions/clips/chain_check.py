@@ -54,7 +54,7 @@ def audit_gaps(services: Services, now: datetime | None = None) -> list[ClipReco
     now = now or datetime.now(UTC)
     found = []
     for device_id in services.index.devices():
-        for day in services.index.days(device_id)[-3:]:
+        for day in services.index.days(device_id, newest=3):
             for clip in services.index.clips_for_day(device_id, day):
                 if clip.chain != "awaiting-predecessor":
                     continue
@@ -92,7 +92,7 @@ def audit_newest(services: Services, now: datetime | None = None,
         when = _instant(received)
         if now - when < grace or not device.last_seen or _instant(device.last_seen) < when + grace:
             continue   # the clip may still be on its way, or the device went quiet (an outage is not a loss)
-        days = services.index.days(device.device_id)
+        days = services.index.days(device.device_id, newest=1)
         if days and services.index.find_sequence(device.device_id, last, days[-1], -1) is not None:
             continue
         found.append((device.device_id, last))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def live_clips(index: ClipIndex, device_id: str, count: int) -> list[ClipRecord]:
     """The device's newest clips that joined its live stream (from its last two days), oldest first."""
     found: list[ClipRecord] = []
-    for day in reversed(index.days(device_id)[-2:]):
+    for day in reversed(index.days(device_id, newest=2)):
         numbered = [c for c in index.clips_for_day(device_id, day, with_fragments=True) if c.live]
         found = numbered[-count:] + found
         if len(found) >= count:
@@ -29,8 +29,11 @@ def live_clips(index: ClipIndex, device_id: str, count: int) -> list[ClipRecord]
 def find_sequence(index: ClipIndex, device_id: str, sequence: int, from_day: str, direction: int,
                   max_days: int) -> ClipRecord | None:
     # A device's sequence numbers follow its capture time, so the neighbours are in the nearest days.
-    days = [d for d in index.days(device_id) if (d <= from_day if direction < 0 else d >= from_day)]
-    for day in sorted(days, reverse=direction < 0)[:max_days]:
+    if direction < 0:   # the chain check's question after every clip: only as many days as it reads
+        days = list(reversed(index.days(device_id, newest=max_days, until=from_day)))
+    else:
+        days = [d for d in index.days(device_id) if d >= from_day][:max_days]
+    for day in days:
         for clip in index.clips_for_day(device_id, day):
             if clip.sequence == sequence:
                 return clip

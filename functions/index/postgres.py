@@ -355,20 +355,43 @@ class PostgresIndex:
 
     def devices(self) -> list[str]:
         with self._pool.connection() as conn:
-            rows = conn.execute("SELECT d.device, d.name FROM index_devices d WHERE EXISTS "
-                                "(SELECT 1 FROM index_clips c WHERE c.device = d.device)").fetchall()
+            # One probe per device (LATERAL … LIMIT 1), never a semi-join over every clip, which the planner
+            # may choose for EXISTS; the overview asks after every clip.
+            rows = conn.execute("SELECT d.device, d.name FROM index_devices d CROSS JOIN LATERAL "
+                                "(SELECT 1 FROM index_clips c WHERE c.device = d.device LIMIT 1) AS has").fetchall()
         return sorted(self._sealer.open(name, b"device", device) for device, name in rows)
 
-    def days(self, device_id: str) -> list[str]:
-        # A loose index scan: one index probe per day, not a read of every clip of the device.
+    def days(self, device_id: str, newest: int | None = None, until: str | None = None) -> list[str]:
+        # A loose index scan: one index probe per day, not a read of every clip of the device. Bounded ones
+        # walk down from the newest day and stop after ``newest`` probes.
+        params: dict[str, Any] = {"d": self._device(device_id)}
+        if newest is None and until is None:
+            sql = ("WITH RECURSIVE d(day) AS ("
+                   " SELECT min(day) FROM index_clips WHERE device = %(d)s"
+                   " UNION ALL SELECT (SELECT min(day) FROM index_clips WHERE device = %(d)s AND day > d.day)"
+                   " FROM d WHERE d.day IS NOT NULL) SELECT day FROM d WHERE day IS NOT NULL")
+        else:
+            if newest is not None and newest < 1:
+                return []
+            upto = " AND day <= %(u)s" if until is not None else ""
+            more = " AND d.n < %(n)s" if newest is not None else ""
+            params.update(u=validate.day(until) if until is not None else None, n=newest)
+            sql = ("WITH RECURSIVE d(day, n) AS ("
+                   f" SELECT (SELECT max(day) FROM index_clips WHERE device = %(d)s{upto}), 1"
+                   " UNION ALL SELECT (SELECT max(day) FROM index_clips WHERE device = %(d)s AND day < d.day), d.n + 1"
+                   f" FROM d WHERE d.day IS NOT NULL{more}) SELECT day FROM d WHERE day IS NOT NULL ORDER BY day")
         with self._pool.connection() as conn:
-            rows = conn.execute(
-                "WITH RECURSIVE d(day) AS ("
-                " SELECT min(day) FROM index_clips WHERE device = %(d)s"
-                " UNION ALL SELECT (SELECT min(day) FROM index_clips WHERE device = %(d)s AND day > d.day)"
-                " FROM d WHERE d.day IS NOT NULL) SELECT day FROM d WHERE day IS NOT NULL",
-                {"d": self._device(device_id)}).fetchall()
+            rows = conn.execute(sql, params).fetchall()
         return [r[0] for r in rows]
+
+    def adjacent_days(self, device_id: str, day: str) -> tuple[str | None, str | None]:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT (SELECT max(day) FROM index_clips WHERE device = %(d)s AND day < %(day)s),"
+                " (SELECT min(day) FROM index_clips WHERE device = %(d)s AND day > %(day)s)",
+                {"d": self._device(device_id), "day": validate.day(day)}).fetchone()
+        assert row is not None
+        return row[0], row[1]
 
     def usage(self, device_id: str | None = None) -> DeviceUsage:
         where, params = ("WHERE device = %s", (self._device(device_id),)) if device_id else ("", ())

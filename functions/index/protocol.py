@@ -61,8 +61,15 @@ class ClipIndex(Protocol):
 
     def devices(self) -> list[str]: ...
 
-    def days(self, device_id: str) -> list[str]:
-        """The days that hold clips of the device, oldest first."""
+    def days(self, device_id: str, newest: int | None = None, until: str | None = None) -> list[str]:
+        """The days that hold clips of the device, oldest first: all of them, or only the ``newest`` ones
+        (those up to and including ``until`` when given), at a cost that grows with ``newest``, not with the
+        device's history (the overview and the chain check ask after every clip)."""
+        ...
+
+    def adjacent_days(self, device_id: str, day: str) -> tuple[str | None, str | None]:
+        """The days before and after ``day`` that hold clips of the device (None at either end), at a cost
+        that does not grow with the history (a day page's links, rendered after every clip)."""
         ...
 
     def usage(self, device_id: str | None = None) -> DeviceUsage:

@@ -20,6 +20,7 @@ event changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import shutil
 import threading
@@ -222,11 +223,20 @@ class TinyDBIndex:
             return []
         return sorted(device_from_hex(p.name) for p in base.iterdir() if p.is_dir())
 
-    def days(self, device_id: str) -> list[str]:
+    def days(self, device_id: str, newest: int | None = None, until: str | None = None) -> list[str]:
+        # One directory listing whatever is asked: the shards' names are the days.
         base = self.root / "clips" / dir_name(device_id)
         if not base.is_dir():
             return []
-        return sorted(p.stem for p in base.glob("*.db"))
+        found = sorted(p.stem for p in base.glob("*.db"))
+        if until is not None:
+            found = found[:bisect.bisect_right(found, validate.day(until))]
+        return found if newest is None else found[max(0, len(found) - newest):] if newest > 0 else []
+
+    def adjacent_days(self, device_id: str, day: str) -> tuple[str | None, str | None]:
+        found, day = self.days(device_id), validate.day(day)
+        before, after = bisect.bisect_left(found, day), bisect.bisect_right(found, day)
+        return found[before - 1] if before else None, found[after] if after < len(found) else None
 
     def usage(self, device_id: str | None = None) -> DeviceUsage:
         with self._lock:

@@ -124,6 +124,23 @@ def test_put_get_and_list_by_device_and_day(index: ClipIndex) -> None:
     assert index.clips_for_day("nobody", DAY1) == []
 
 
+def test_the_newest_days_and_a_days_neighbours(index: ClipIndex) -> None:
+    days = [f"2026-01-{d:02d}" for d in (2, 3, 5, 9, 10)]
+    for n, day in enumerate(days):
+        index.upsert_clip(clip("cam", day, "10:00:00", n))
+    index.upsert_clip(clip("other", "2026-01-04", "10:00:00"))
+    assert index.days("cam", newest=2) == days[-2:] and index.days("cam", newest=9) == days
+    assert index.days("cam", newest=0) == [] and index.days("nobody", newest=3) == []
+    assert index.days("cam", newest=2, until="2026-01-08") == ["2026-01-03", "2026-01-05"]
+    assert index.days("cam", newest=2, until="2026-01-05") == ["2026-01-03", "2026-01-05"]
+    assert index.days("cam", until="2026-01-04") == days[:2] and index.days("cam", until="2026-01-01") == []
+    assert index.adjacent_days("cam", "2026-01-05") == ("2026-01-03", "2026-01-09")
+    assert index.adjacent_days("cam", "2026-01-04") == ("2026-01-03", "2026-01-05")   # a day without clips
+    assert index.adjacent_days("cam", days[0]) == (None, "2026-01-03")
+    assert index.adjacent_days("cam", days[-1]) == ("2026-01-09", None)
+    assert index.adjacent_days("nobody", days[0]) == (None, None)
+
+
 def test_a_replayed_upsert_changes_nothing_and_an_update_keeps_what_it_does_not_name(index: ClipIndex) -> None:
     a = clip("cam", DAY1, "10:00:00", 1)
     index.upsert_clip(a)
