@@ -461,10 +461,27 @@ class PostgresIndex:
         found = list(islice(stream, q.limit + 1))
         if q.motion is not None:
             matched = len(found) + sum(1 for _ in stream)
+        elif q.start is None and q.end is None:
+            matched = self._count_from_totals(q.device_id, where, tuple(params), q.cursor, keep)
         else:
             matched = self._count(where, tuple(params), q.cursor, keep)
         page = found[:q.limit]
         return ClipPage(page, page_cursor(page[-1]) if len(found) > q.limit else None, matched)
+
+    def _count_from_totals(self, device_id: str | None, where: str, params: tuple[Any, ...],
+                           cursor: tuple[str, str] | None, keep: Callable[[ClipRecord], bool]) -> int:
+        """Without a time range, everything matches: the running totals are the count, less the clips newer
+        than the cursor, so a page reads as many rows as the pages before it, not the whole history."""
+        total = self.usage(device_id).clips
+        if cursor is None:
+            return total
+        with self._pool.connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where} AND captured_at > %s",
+                               (*params, cursor[0])).fetchone()
+            ties = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where} AND captured_at = %s",
+                                (*params, cursor[0])).fetchall()
+        tied = (self._open_record(bytes(d), day, bytes(k), blob) for d, day, k, _, blob in ties)
+        return total - (int(row[0]) if row else 0) - sum(1 for c in tied if not keep(c))
 
     def _count(self, where: str, params: tuple[Any, ...], cursor: tuple[str, str] | None,
                keep: Callable[[ClipRecord], bool]) -> int:

@@ -255,6 +255,7 @@ def test_query_by_device_time_range_and_motion_newest_first_and_paged(index: Cli
     params = {"limit": "3"}
     while True:
         page = index.query(ClipQuery.parse(params))
+        assert page.matched == len(records) - len(seen)                 # what is left, this page included
         seen += [r.key for r in page.clips]
         if page.next_cursor is None:
             break
@@ -263,8 +264,28 @@ def test_query_by_device_time_range_and_motion_newest_first_and_paged(index: Cli
     late = clip("cam", DAY2, "23:00:00", 7)
     index.upsert_clip(late)                                             # a new clip does not shift later pages
     second = index.query(ClipQuery.parse({"limit": "3", "cursor": _cursor(everything.clips[2])}))
-    assert [r.key for r in second.clips] == seen[3:6]
+    assert [r.key for r in second.clips] == seen[3:6] and second.matched == len(records) - 3
+    cam_only = index.query(ClipQuery.parse({"device": "cam", "limit": "2"}))
+    assert cam_only.matched == 8 and index.query(ClipQuery.parse({"device": "nobody"})).matched == 0
+    assert index.query(ClipQuery.parse({"device": "cam", "limit": "2", "cursor": cam_only.next_cursor or ""}
+                                       )).matched == 6
     assert index.query(ClipQuery.parse({"limit": "1"})).to_doc()["clips"][0]["key"] == late.key
+
+
+def test_query_counts_what_is_left_when_clips_share_a_capture_time(index: ClipIndex) -> None:
+    records = [clip(device, DAY1, "10:00:00", 0) for device in ("a", "b", "c")] + [clip("a", DAY1, "09:00:00", 1)]
+    for record in records:
+        index.upsert_clip(record)
+    seen: list[str] = []
+    params = {"limit": "1"}
+    while True:
+        page = index.query(ClipQuery.parse(params))
+        assert page.matched == len(records) - len(seen)
+        seen += [r.key for r in page.clips]
+        if page.next_cursor is None:
+            break
+        params = {"limit": "1", "cursor": page.next_cursor}
+    assert sorted(seen) == sorted(r.key for r in records)
 
 
 # -- live numbering and sequences ----------------------------------------------------------------------------
