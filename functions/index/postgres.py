@@ -461,41 +461,32 @@ class PostgresIndex:
         found = list(islice(stream, q.limit + 1))
         if q.motion is not None:
             matched = len(found) + sum(1 for _ in stream)
-        elif q.start is None and q.end is None:
-            matched = self._count_from_totals(q.device_id, where, tuple(params), q.cursor, keep)
-        else:
-            matched = self._count(where, tuple(params), q.cursor, keep)
+        else:   # without a time range every clip matches: the running totals count them
+            total = self.usage(q.device_id).clips if q.start is None and q.end is None else None
+            matched = self._count(where, tuple(params), q.cursor, keep, total)
         page = found[:q.limit]
         return ClipPage(page, page_cursor(page[-1]) if len(found) > q.limit else None, matched)
 
-    def _count_from_totals(self, device_id: str | None, where: str, params: tuple[Any, ...],
-                           cursor: tuple[str, str] | None, keep: Callable[[ClipRecord], bool]) -> int:
-        """Without a time range, everything matches: the running totals are the count, less the clips newer
-        than the cursor, so a page reads as many rows as the pages before it, not the whole history."""
-        total = self.usage(device_id).clips
-        if cursor is None:
-            return total
-        with self._pool.connection() as conn:
-            row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where} AND captured_at > %s",
-                               (*params, cursor[0])).fetchone()
-            ties = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where} AND captured_at = %s",
-                                (*params, cursor[0])).fetchall()
-        tied = (self._open_record(bytes(d), day, bytes(k), blob) for d, day, k, _, blob in ties)
-        return total - (int(row[0]) if row else 0) - sum(1 for c in tied if not keep(c))
-
     def _count(self, where: str, params: tuple[Any, ...], cursor: tuple[str, str] | None,
-               keep: Callable[[ClipRecord], bool]) -> int:
+               keep: Callable[[ClipRecord], bool], total: int | None = None) -> int:
+        """How many clips match from the cursor on. ``total``, when known, is how many match with no cursor
+        (the running totals, for a query without a time range): then only the clips newer than the cursor are
+        counted, so a page reads as many rows as the pages before it, not the whole history."""
+        if cursor is None and total is not None:
+            return total
         if cursor is None:
             with self._pool.connection() as conn:
                 row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where}", params).fetchone()
             return int(row[0]) if row else 0
+        side = ">" if total is not None else "<"
         with self._pool.connection() as conn:
-            row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where} AND captured_at < %s",
+            row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where} AND captured_at {side} %s",
                                (*params, cursor[0])).fetchone()
             ties = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where} AND captured_at = %s",
                                 (*params, cursor[0])).fetchall()
-        tied = (self._open_record(bytes(d), day, bytes(k), blob) for d, day, k, _, blob in ties)
-        return (int(row[0]) if row else 0) + sum(1 for c in tied if keep(c))
+        counted = int(row[0]) if row else 0
+        kept = sum(1 for d, day, k, _, blob in ties if keep(self._open_record(bytes(d), day, bytes(k), blob)))
+        return total - counted - (len(ties) - kept) if total is not None else counted + kept
 
     # -- listeners and lifecycle ---------------------------------------------------------------------
     def add_listener(self, listener: Listener) -> None:
