@@ -38,7 +38,7 @@ from cryospy.functions.audit.log import AuditLog
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
 from cryospy.functions.channels.control import ChannelControl, MailSettings
-from cryospy.functions.channels.presence import Presence, PresenceWatch
+from cryospy.functions.channels.presence import PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.keyvault import KeyVault
@@ -71,7 +71,7 @@ from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
-from .stores import open_alert_limits, open_device_registry, open_index, open_job_store
+from .stores import open_alert_limits, open_device_registry, open_index, open_job_store, open_presence
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         slot_limiter=SlotLimiter(config.slots_per_minute),
         silent_minutes=config.silent_minutes,
         home_events=hub,
-        presence=Presence(config.offline_after_seconds),
+        presence=open_presence(dep, config),
         audit=audit_log(dep, vault),
     )
     services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
@@ -363,6 +363,7 @@ class Runtime:
         self.services.index.close()
         self.queue.close()
         self.services.devices.close()
+        self.services.presence.close()
         self.services.alerts.close()
         self.services.defence.close()
         services_mod.configure(None)

@@ -23,7 +23,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryospy.common.database import open_pool
 from cryospy.functions.alerts.limits import AlertLimits, AlertLimitStore
 from cryospy.functions.alerts.pg_limits import PostgresAlertLimits
+from cryospy.functions.channels.presence import Presence
+from cryospy.functions.channels.shared_presence import PostgresPresenceStore, SharedPresence
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
+from cryospy.functions.devices.pg_health import PostgresDeviceHealth
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
@@ -38,6 +41,8 @@ INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens
 QUEUE_CONNECTIONS = 4
 REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
+HEALTH_CONNECTIONS = 2     # throttled writes and a cached read of the whole table
+PRESENCE_CONNECTIONS = 2   # the presence loop, and the rare contact that ends a silence
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -67,14 +72,28 @@ def registry_key(dep: Deployment) -> bytes:
 
 
 def open_device_registry(dep: Deployment, config: ServerConfig) -> DeviceRegistry:
-    """Health reports (last seen, heartbeats) stay in this runtime's data directory on either store."""
+    """Health reports (last seen, heartbeats) live beside the registry: in this runtime's data directory, or
+    in PostgreSQL, where every runtime sees the freshest (functions/devices/pg_health.py)."""
     path = dep.path("runtime", "devices.json")
     if config.database_url:
         key = registry_key(dep)
         store = PostgresDeviceStore(open_pool(config.database_url, max_size=REGISTRY_CONNECTIONS,
                                               name="cryospy-registry"), lambda: key)
-        return DeviceRegistry(path, store=store)
+        health = PostgresDeviceHealth(open_pool(config.database_url, max_size=HEALTH_CONNECTIONS,
+                                                name="cryospy-health"), lambda: key)
+        return DeviceRegistry(path, store=store, health=health)
     return DeviceRegistry(path)
+
+
+def open_presence(dep: Deployment, config: ServerConfig) -> Presence:
+    """Which cameras are in touch: this runtime's memory, or PostgreSQL, so that a camera talking to another
+    runtime is not reported offline here and each change is published once (functions/channels/shared_presence.py)."""
+    if config.database_url:
+        key = registry_key(dep)
+        store = PostgresPresenceStore(open_pool(config.database_url, max_size=PRESENCE_CONNECTIONS,
+                                                name="cryospy-presence"), lambda: key)
+        return SharedPresence(store, config.offline_after_seconds)
+    return Presence(config.offline_after_seconds)
 
 
 def open_alert_limits(dep: Deployment, config: ServerConfig) -> AlertLimitStore:
