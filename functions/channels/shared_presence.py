@@ -16,9 +16,9 @@ How a runtime takes part (:class:`SharedPresence`, the same surface as ``Presenc
 
 * **Contact costs a device request nothing** while the camera is online: :meth:`SharedPresence.seen` notes
   the time in memory, and the presence loop writes the noted contacts, and those of the cameras whose
-  long-poll this runtime holds, once per check (``check_s``, at most 5 s): one write per camera and runtime
-  per check, however busy the camera is. Only a camera that is (or may be) offline is written at once,
-  because its contact ends the silence.
+  long-poll this runtime holds, once per check (``check_s``, at most 5 s), all in one transaction: one row
+  write per camera and runtime per check, however busy the camera is. Only a camera that is (or may be)
+  offline is written at once, because its contact ends the silence.
 * **Ending a silence** is a write that locks the row and returns whether it was offline: of several runtimes
   hearing the camera, the one whose write finds ``offline`` true publishes ``camera_online``; the others find
   it false.
@@ -105,19 +105,31 @@ class PostgresPresenceStore:
     def contact(self, camera: str, at: float, ends_silence: bool = True) -> Resumed:
         """Record contact at ``at`` (kept only if later than the stored one) and, unless ``ends_silence`` is
         False (a contact written so late that it is itself older than the limit), end any silence, atomically."""
-        device = self._device(camera)
+        return self.contacts([(camera, at, ends_silence)])[camera]
+
+    def contacts(self, items: list[tuple[str, float, bool]]) -> dict[str, Resumed]:
+        """:meth:`contact` for several cameras in one transaction (one commit for a whole check). Rows are
+        locked in the order of their keys, so two runtimes writing the same cameras cannot deadlock."""
+        out: dict[str, Resumed] = {}
+        keyed = sorted((self._device(camera), camera, at, ends) for camera, at, ends in items)
         with self._pool.connection() as conn, conn.transaction():
-            if conn.execute("INSERT INTO device_presence (device, contact) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            (device, self._contact(device, camera, at))).rowcount:
-                return Resumed(False, None)
-            row = conn.execute("SELECT contact, offline, reported FROM device_presence WHERE device = %s FOR UPDATE",
-                               (device,)).fetchone()
-            if row is None:    # removed between the two statements (the camera was deleted)
-                return Resumed(False, None)
-            before = float(self._sealer.open(row[0], b"presence", device)["at"])
-            conn.execute("UPDATE device_presence SET contact = %s, offline = offline AND NOT %s WHERE device = %s",
-                         (self._contact(device, camera, max(before, at)), ends_silence, device))
-            return Resumed(bool(row[1]) and ends_silence, self._reported(device, row[2]))
+            for device, camera, at, ends_silence in keyed:
+                out[camera] = self._contact_in(conn, device, camera, at, ends_silence)
+        return out
+
+    def _contact_in(self, conn: psycopg.Connection, device: bytes, camera: str, at: float,
+                    ends_silence: bool) -> Resumed:
+        if conn.execute("INSERT INTO device_presence (device, contact) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                        (device, self._contact(device, camera, at))).rowcount:
+            return Resumed(False, None)
+        row = conn.execute("SELECT contact, offline, reported FROM device_presence WHERE device = %s FOR UPDATE",
+                           (device,)).fetchone()
+        if row is None:    # removed between the two statements (the camera was deleted)
+            return Resumed(False, None)
+        before = float(self._sealer.open(row[0], b"presence", device)["at"])
+        conn.execute("UPDATE device_presence SET contact = %s, offline = offline AND NOT %s WHERE device = %s",
+                     (self._contact(device, camera, max(before, at)), ends_silence, device))
+        return Resumed(bool(row[1]) and ends_silence, self._reported(device, row[2]))
 
     def report(self, camera: str, state: str, at: float) -> None:
         """The agent's own word on its camera ("ON" / "OFF")."""
@@ -224,17 +236,25 @@ class SharedPresence(Presence):
             self._marked[camera] = self._now()
 
     def _write_contact(self, camera: str, at: float) -> list[HomeEvent]:
-        fresh = self._now() - at <= self.offline_after_s
-        resumed = self.store.contact(camera, at, ends_silence=fresh)
+        return self._write_contacts({camera: at})
+
+    def _write_contacts(self, contacts: dict[str, float]) -> list[HomeEvent]:
+        """Write contacts (camera -> when) in one transaction; the ``camera_online`` of each silence ended."""
+        now = self._now()
+        fresh = {camera: now - at <= self.offline_after_s for camera, at in contacts.items()}
+        found = self.store.contacts([(camera, at, fresh[camera]) for camera, at in contacts.items()])
+        out = []
         with self._lock:
-            row = self._rows.get(camera)
-            if fresh or row is None:
-                self._rows[camera] = (replace(row, offline=False, reported=resumed.reported) if row is not None
-                                      else PresenceRow(camera, at, False, resumed.reported, b""))
-        if not resumed.was_offline or resumed.reported == "OFF":
-            return []
-        log.info("%s: contact from its agent again", camera)
-        return [HomeEvent(camera=camera, kind="camera_online", at=utc_now(), detail="contact resumed")]
+            for camera, resumed in found.items():
+                row = self._rows.get(camera)
+                if fresh[camera] or row is None:
+                    self._rows[camera] = (replace(row, offline=False, reported=resumed.reported) if row is not None
+                                          else PresenceRow(camera, contacts[camera], False, resumed.reported, b""))
+                if resumed.was_offline and resumed.reported != "OFF":
+                    out.append(HomeEvent(camera=camera, kind="camera_online", at=utc_now(), detail="contact resumed"))
+        for event in out:
+            log.info("%s: contact from its agent again", event.camera)
+        return out
 
     def reported(self, event: HomeEvent) -> None:
         if event.kind not in ("camera_online", "camera_offline"):
@@ -254,15 +274,12 @@ class SharedPresence(Presence):
         with self._lock:
             contacts = {**self._marked, **{c: now for c, s in self._cameras.items() if s.held}}
             self._marked = {}
-        out: list[HomeEvent] = []
-        for camera, at in sorted(contacts.items()):
-            try:
-                out += self._write_contact(camera, at)
-            except psycopg.Error:
-                with self._lock:   # written at the next check; the events won so far are kept
-                    self._marked = {**contacts, **self._marked}
-                log.exception("presence contacts not written to the database")
-                return out
+        try:
+            out = self._write_contacts(contacts) if contacts else []
+        except psycopg.Error:
+            with self._lock:   # written at the next check
+                self._marked = {**contacts, **self._marked}
+            raise
         rows = {}
         for row in self.store.rows():
             if not row.offline and now - row.contact > self.offline_after_s and self.store.mark_offline(row):
