@@ -40,12 +40,10 @@ from cryospy.functions.channels.build import build_hub
 from cryospy.functions.channels.control import ChannelControl, MailSettings
 from cryospy.functions.channels.presence import PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
-from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.keyvault import KeyVault
 from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_actions
 from cryospy.functions.services import EventSink, S3Identity, Services
-from cryospy.functions.uploads.slot_limiter import SlotLimiter
 from cryospy.web.account_passphrase import PATH as PASSPHRASE_PATH
 from cryospy.web.account_passphrase import AccountPassphrase
 from cryospy.web.admin import AdminSection
@@ -71,7 +69,15 @@ from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
-from .stores import open_alert_limits, open_device_registry, open_index, open_job_store, open_presence
+from .stores import (
+    open_alert_limits,
+    open_auth_defence,
+    open_device_registry,
+    open_index,
+    open_job_store,
+    open_presence,
+    open_slot_limiter,
+)
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -86,8 +92,7 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
     leave the server's threads for everything else."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
     vault = KeyVault(dep.keys_path)
-    defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
-                          AuthDefenceSettings.from_dict(config.auth_events or {}))
+    defence = open_auth_defence(dep, config)
     # The hub asks for the camera list at each MQTT connect, long after this returns.
     hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
                     cameras=lambda: feed.camera_states(services))
@@ -112,7 +117,7 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         storage_warning_threshold=config.storage_warning_threshold,
         global_budget_bytes=config.global_budget_bytes,
         quarantine_limit_bytes=config.quarantine_bytes,
-        slot_limiter=SlotLimiter(config.slots_per_minute),
+        slot_limiter=open_slot_limiter(dep, config),
         silent_minutes=config.silent_minutes,
         home_events=hub,
         presence=open_presence(dep, config),
@@ -364,6 +369,7 @@ class Runtime:
         self.queue.close()
         self.services.devices.close()
         self.services.presence.close()
+        self.services.slot_limiter.close()
         self.services.alerts.close()
         self.services.defence.close()
         services_mod.configure(None)

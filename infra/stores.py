@@ -25,12 +25,16 @@ from cryospy.functions.alerts.limits import AlertLimits, AlertLimitStore
 from cryospy.functions.alerts.pg_limits import PostgresAlertLimits
 from cryospy.functions.channels.presence import Presence
 from cryospy.functions.channels.shared_presence import PostgresPresenceStore, SharedPresence
+from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings, FailureDefence
+from cryospy.functions.devices.pg_auth_defence import PostgresAuthDefence
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.devices.pg_health import PostgresDeviceHealth
 from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.store import TinyDBIndex
+from cryospy.functions.uploads.pg_slot_limiter import PostgresSlotLimiter
+from cryospy.functions.uploads.slot_limiter import SlotBudget, SlotLimiter
 
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
@@ -43,6 +47,8 @@ REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
 HEALTH_CONNECTIONS = 2     # throttled writes and a cached read of the whole table
 PRESENCE_CONNECTIONS = 2   # the presence loop, and the rare contact that ends a silence
+SLOT_CONNECTIONS = 2       # one transaction per upload slot
+DEFENCE_CONNECTIONS = 2    # one transaction per failed device login
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -102,3 +108,24 @@ def open_alert_limits(dep: Deployment, config: ServerConfig) -> AlertLimitStore:
         return PostgresAlertLimits(open_pool(config.database_url, max_size=ALERT_CONNECTIONS, name="cryospy-alerts"),
                                    lambda: key)
     return AlertLimits(dep.path("runtime", "alert-limits.sqlite"))
+
+
+def open_slot_limiter(dep: Deployment, config: ServerConfig) -> SlotBudget:
+    """Upload slots per camera per minute: counted in this runtime, or in PostgreSQL, so that the budget is the
+    deployment's whatever runtime a camera asks (functions/uploads/pg_slot_limiter.py)."""
+    if config.database_url:
+        key = registry_key(dep)
+        return PostgresSlotLimiter(open_pool(config.database_url, max_size=SLOT_CONNECTIONS, name="cryospy-slots"),
+                                   lambda: key, config.slots_per_minute)
+    return SlotLimiter(config.slots_per_minute)
+
+
+def open_auth_defence(dep: Deployment, config: ServerConfig) -> FailureDefence:
+    """Failed device logins: counted in ``runtime/auth-failures.sqlite``, or in PostgreSQL, so that the budget
+    and the alert are the deployment's whatever runtime an attacker tries (functions/devices/pg_auth_defence.py)."""
+    settings = AuthDefenceSettings.from_dict(config.auth_events or {})
+    if config.database_url:
+        key = registry_key(dep)
+        return PostgresAuthDefence(open_pool(config.database_url, max_size=DEFENCE_CONNECTIONS,
+                                             name="cryospy-auth-defence"), lambda: key, settings)
+    return AuthDefence(dep.path("runtime", "auth-failures.sqlite"), settings)

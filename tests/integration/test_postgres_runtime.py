@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.index.postgres import PostgresIndex
@@ -50,9 +51,14 @@ def test_a_runtime_on_postgres_indexes_a_clip_and_the_dashboard_shows_it(deploym
         http = dashboard_login(deployment.dashboard_url)
         page = http.get(f"{deployment.dashboard_url}/{day_page(CAMERA, ck.day)}", timeout=10)
         assert page.status_code == 200 and CAMERA in page.text and key in page.text
+        wrong = requests.post(f"{deployment.api_url}/v1/device/heartbeat", json={}, timeout=10,
+                              auth=(CAMERA, "00" * 32), verify=deployment.ca_file or True)
+        assert wrong.status_code == 401   # counted in auth_failures / auth_devices, below
 
     tables = _raw_values(url)
-    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices"}
+    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices", "device_health",
+                           "device_presence", "slot_buckets", "auth_failures", "auth_devices"}
+    assert tables["auth_failures"] and tables["auth_devices"] and tables["device_presence"]
     everything = b"".join(tables.values())
     for secret in (CAMERA, record.header_hash, record.codec, str(record.thumb_key), "motion", "width", "fragments"):
         assert secret.encode() not in everything, secret

@@ -1,8 +1,9 @@
-"""Device health (last seen, heartbeats) and camera presence on both of their stores: in the runtime (the
-embedded default) and in a real PostgreSQL (tests/postgres_server.py), where several runtimes share them.
-The same tests hold both to one contract; the PostgreSQL-only tests then open the store twice (two runtimes)
-and check that a camera heard by one is online and fresh on the other, that each online/offline change is
-claimed by one runtime however many race for it, and that the table shows no camera name."""
+"""Device health (last seen, heartbeats), camera presence and the upload slot limiter on both of their stores:
+in the runtime (the embedded default) and in a real PostgreSQL (tests/postgres_server.py), where several
+runtimes share them. The same tests hold both to one contract; the PostgreSQL-only tests then open the store
+several times (runtimes) and check that a camera heard by one is online and fresh on the other, that each
+online/offline change is claimed by one runtime however many race for it, that racing runtimes grant one
+slot budget between them, and that the tables show no camera name."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from cryospy.functions.devices.health import DeviceHealth, HealthStore
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.devices.pg_health import PostgresDeviceHealth
 from cryospy.functions.devices.registry import DeviceRegistry
+from cryospy.functions.errors import TooManyRequests
 from cryospy.functions.index.tinydb_files import IndexCorrupt
+from cryospy.functions.uploads.pg_slot_limiter import PostgresSlotLimiter
+from cryospy.functions.uploads.slot_limiter import SlotBudget, SlotLimiter
 
 CAMERA = "Back Garden cam"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -321,3 +325,67 @@ def test_the_admin_list_on_either_runtime_shows_contact_made_with_the_other(pg_u
     finally:
         a.close()
         b.close()
+
+
+# -- the upload slot limiter: one contract, then one budget across runtimes ---------------------------------
+@pytest.fixture
+def limiters(url: str | None) -> Iterator[Callable[[Clock, int], SlotBudget]]:
+    key, opened = os.urandom(32), []
+
+    def open_limiter(clock: Clock, per_minute: int) -> SlotBudget:
+        opened.append(PostgresSlotLimiter(open_pool(url, max_size=2), lambda: key, per_minute, clock=clock) if url
+                      else SlotLimiter(per_minute, monotonic=clock))
+        return opened[-1]
+    yield open_limiter
+    for limiter in opened:
+        limiter.close()
+
+
+def test_a_camera_gets_its_burst_then_one_slot_per_refill(limiters) -> None:
+    clock = Clock()
+    limiter = limiters(clock, 6)
+    for _ in range(6):
+        limiter.take(CAMERA)
+    with pytest.raises(TooManyRequests, match="more than 6 upload slots a minute; keep the clip and ask again in 10 s"):
+        limiter.take(CAMERA)
+    limiter.take("Front Door")                  # each camera has its own budget
+    clock.t += 10
+    limiter.take(CAMERA)
+    with pytest.raises(TooManyRequests):
+        limiter.take(CAMERA)
+    clock.t += 3600
+    for _ in range(6):                           # refilled to the burst, not beyond
+        limiter.take(CAMERA)
+    with pytest.raises(TooManyRequests):
+        limiter.take(CAMERA)
+
+
+def test_the_slot_budget_is_the_deployments_not_each_runtimes(pg_url) -> None:
+    clock, key = Clock(), os.urandom(32)
+    runtimes = [PostgresSlotLimiter(open_pool(pg_url, max_size=2), lambda: key, 20, clock=clock) for _ in range(4)]
+    try:
+        granted, refused, lock = [], [], threading.Lock()
+        start = threading.Barrier(len(runtimes))
+
+        def ask(limiter: PostgresSlotLimiter) -> None:
+            start.wait()
+            for _ in range(10):
+                try:
+                    limiter.take(CAMERA)
+                    outcome = granted
+                except TooManyRequests:
+                    outcome = refused
+                with lock:
+                    outcome.append(1)
+        threads = [threading.Thread(target=ask, args=(r,)) for r in runtimes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (len(granted), len(refused)) == (20, 20), "40 asked on 4 runtimes, a budget of 20 in all"
+        with psycopg.connect(pg_url) as conn:
+            rows = conn.execute("SELECT device, bucket FROM slot_buckets").fetchall()
+        assert len(rows) == 1 and b"Garden" not in b"".join(bytes(r[0]) + bytes(r[1]) for r in rows)
+    finally:
+        for limiter in runtimes:
+            limiter.close()
