@@ -17,9 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import multiprocessing
-import os
-import signal
 import threading
 import time
 import urllib.error
@@ -39,8 +36,9 @@ from cryospy.functions.channels.mqtt import camera_slug
 from cryospy.infra.deployment import Deployment, load
 from cryospy.infra.minio_server import MinioServer, free_port
 from cryospy.infra.runtime_instances import add_runtime
-from tests.conftest import PASSPHRASE, new_deployment
+from tests.conftest import new_deployment
 from tests.mqtt_broker import Broker, Subscriber
+from tests.runtime_process import RuntimeProcess
 from tests.support import FakeCamera, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,37 +48,12 @@ ADDRESS_LIMIT = 6       # failed logins per address and window
 CAMERA = "porch cam"
 
 
-def _run_runtime(data_dir: str, channels: dict[str, Any], ready: object) -> None:
-    from cryospy.infra.runtime import Runtime, RuntimeOptions
-    from cryospy.infra.server_config import load_server_config
-
-    dep = load(Path(data_dir))
-    config = replace(load_server_config(dep.path("server.json")), channels=parse_channels(channels, smtp_ready=False),
-                     channels_doc=channels, offline_after_seconds=OFFLINE_AFTER, slots_per_minute=SLOTS_PER_MINUTE,
-                     auth_events={"unknown_id_limit_per_ip": ADDRESS_LIMIT, "notification_threshold": 0})
-    runtime = Runtime(dep, RuntimeOptions(reconcile_seconds=3600), config)
-    runtime.unlock(PASSPHRASE)
-    runtime.start()
-    ready.set()   # type: ignore[attr-defined]
-    threading.Event().wait()
-
-
-class RuntimeProcess:
-    def __init__(self, dep: Deployment, channels: dict[str, Any]) -> None:
-        context = multiprocessing.get_context("spawn")
-        ready = context.Event()
-        self.proc = context.Process(target=_run_runtime, args=(str(dep.data_dir), channels, ready))
-        self.proc.start()
-        wait_for(lambda: ready.is_set() or not self.proc.is_alive(), timeout=120, what="a runtime started")
-        assert self.proc.is_alive(), "the runtime process exited during start-up"
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.join(15)
-            if self.proc.is_alive():
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.join()
+def _overrides(broker: Broker, prefix: str) -> dict[str, Any]:
+    """Each runtime's settings: its MQTT channel, and small limits so that the test reaches them."""
+    channels = {"mqtt": broker.settings(topic_prefix=prefix, node_id=prefix)}
+    return {"channels": parse_channels(channels, smtp_ready=False), "channels_doc": channels,
+            "offline_after_seconds": OFFLINE_AFTER, "slots_per_minute": SLOTS_PER_MINUTE,
+            "auth_events": {"unknown_id_limit_per_ip": ADDRESS_LIMIT, "notification_threshold": 0}}
 
 
 def _events(sub: Subscriber, topic: str, kind: str) -> list[dict[str, Any]]:
@@ -107,8 +80,8 @@ def pair(postgres, minio_binary: Path, mqtt_broker: Broker, tmp_path_factory: py
     prefixes = {"A": f"{tag}a", "B": f"{tag}b"}
     subs = {name: Subscriber(mqtt_broker, f"{prefix}/#") for name, prefix in prefixes.items()}
     with MinioServer(main, binary=minio_binary):
-        a = RuntimeProcess(main, {"mqtt": mqtt_broker.settings(topic_prefix=prefixes["A"], node_id=prefixes["A"])})
-        b = RuntimeProcess(second, {"mqtt": mqtt_broker.settings(topic_prefix=prefixes["B"], node_id=prefixes["B"])})
+        a, b = (RuntimeProcess(dep, **_overrides(mqtt_broker, prefixes[name]))
+                for dep, name in ((main, "A"), (second, "B")))
         try:
             yield Pair(main, second, prefixes, subs)
         finally:

@@ -208,16 +208,24 @@ def test_snapshot_shape(defence: AuthDefence) -> None:
 
 # -- concurrency ----------------------------------------------------------------------------------------
 
-def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) -> None:
+@pytest.mark.parametrize("store", ["embedded", "postgres"])
+def test_concurrent_failures_are_counted_exactly(store: str, request: pytest.FixtureRequest, db_path: Path,
+                                                 clock: Clock) -> None:
+    """Eight threads fail at once: on the SQLite store, through one defence; on PostgreSQL, through four
+    (runtimes sharing the database)."""
     settings = AuthDefenceSettings(notification_threshold=100,
                                    unknown_id_limit_per_ip=1_000_000)
+    url = request.getfixturevalue("postgres").fresh_url() if store == "postgres" else ""
+    stores: list[FailureDefence] = ([_pg_defence(url, clock, settings) for _ in range(4)] if url
+                                    else [AuthDefence(db_path, settings, clock=clock)])
     threads, per_thread = 8, 40
     results: list[FailureDecision] = []
     results_lock = threading.Lock()
     start = threading.Barrier(threads)
-    with AuthDefence(db_path, settings, clock=clock) as d:
+    try:
         def worker(n: int) -> None:
             start.wait()
+            d = stores[n % len(stores)]
             mine = [d.record_failure("cam1", f"203.0.113.{n}", known_device=True) for _ in range(per_thread)]
             with results_lock:
                 results.extend(mine)
@@ -230,8 +238,17 @@ def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) ->
         total = threads * per_thread
         assert sorted(r.device_failures for r in results) == list(range(1, total + 1))
         assert sum(r.notify for r in results) == 1
-        assert {ip["ip"]: ip["failures"] for ip in d.snapshot()["ips"]} == {
+        assert {ip["ip"]: ip["failures"] for ip in stores[-1].snapshot()["ips"]} == {
             f"203.0.113.{n}": per_thread for n in range(threads)}
+    finally:
+        for d in stores:
+            d.close()
+    if url:
+        with psycopg.connect(url) as conn:
+            stored = b"".join(bytes(v) for row in conn.execute(
+                "SELECT source, device, address FROM auth_failures UNION ALL "
+                "SELECT device, doc, doc FROM auth_devices").fetchall() for v in row if v is not None)
+        assert b"cam1" not in stored and b"203.0.113" not in stored, "no device name or address in the clear"
 
 
 # -- settings and store ---------------------------------------------------------------------------------
@@ -305,35 +322,3 @@ def test_runtimes_on_one_database_share_the_window_and_the_alert(postgres, clock
     finally:
         a.close()
         b.close()
-
-
-def test_concurrent_failures_on_several_runtimes_are_counted_exactly(postgres, clock: Clock) -> None:
-    url = postgres.fresh_url()
-    settings = AuthDefenceSettings(notification_threshold=50, unknown_id_limit_per_ip=1_000_000)
-    runtimes = [_pg_defence(url, clock, settings) for _ in range(4)]
-    threads, per_thread = 8, 15
-    results: list[FailureDecision] = []
-    results_lock = threading.Lock()
-    start = threading.Barrier(threads)
-    try:
-        def worker(n: int) -> None:
-            start.wait()
-            mine = [runtimes[n % len(runtimes)].record_failure("cam1", f"203.0.113.{n}", known_device=True)
-                    for _ in range(per_thread)]
-            with results_lock:
-                results.extend(mine)
-        pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-        assert sorted(r.device_failures for r in results) == list(range(1, threads * per_thread + 1))
-        assert sum(r.notify for r in results) == 1
-        with psycopg.connect(url) as conn:
-            stored = b"".join(bytes(v) for row in conn.execute(
-                "SELECT source, device, address FROM auth_failures UNION ALL "
-                "SELECT device, doc, doc FROM auth_devices").fetchall() for v in row if v is not None)
-        assert b"cam1" not in stored and b"203.0.113" not in stored, "no device name or address in the clear"
-    finally:
-        for d in runtimes:
-            d.close()

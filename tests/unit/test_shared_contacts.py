@@ -45,16 +45,6 @@ def kinds(events: list[HomeEvent]) -> list[str]:
     return [e.kind for e in events]
 
 
-@pytest.fixture(params=["embedded", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def url(backend: str, request: pytest.FixtureRequest) -> str | None:
-    return request.getfixturevalue("postgres").fresh_url() if backend == "postgres" else None
-
-
 @pytest.fixture
 def presences(url: str | None) -> Iterator[Callable[..., Presence]]:
     """Opens a presence: each one another runtime on PostgreSQL (one key), the one runtime when embedded."""
