@@ -31,6 +31,15 @@ log = logging.getLogger(__name__)
 FIELDS = ("last_seen", "heartbeat")
 
 
+def apply_report(table: dict[str, dict[str, Any]], device_id: str, seen_at: str,
+                 heartbeat: dict[str, Any] | None) -> None:
+    """Lay one report over the device's entry: seen now, and the heartbeat (stamped) if there is one."""
+    entry = table.setdefault(device_id, {"last_seen": None, "heartbeat": None})
+    entry["last_seen"] = seen_at
+    if heartbeat is not None:
+        entry["heartbeat"] = {**heartbeat, "received_at": seen_at}
+
+
 class HealthStore(Protocol):
     def get(self, device_id: str) -> dict[str, Any] | None:
         """The device's newest report: ``{"last_seen": stamp, "heartbeat": {..., "received_at": stamp}}``."""
@@ -77,10 +86,7 @@ class DeviceHealth:
 
     def record(self, device_id: str, seen_at: str, heartbeat: dict[str, Any] | None) -> None:
         with self._lock:
-            entry = self._table.setdefault(device_id, {"last_seen": None, "heartbeat": None})
-            entry["last_seen"] = seen_at
-            if heartbeat is not None:
-                entry["heartbeat"] = {**heartbeat, "received_at": seen_at}
+            apply_report(self._table, device_id, seen_at, heartbeat)
             self._dirty = True
             due = self._monotonic() - self._written_at >= self.persist_seconds
         if due:

@@ -36,6 +36,8 @@ from psycopg_pool import ConnectionPool
 from cryospy.common.database import create_tables
 from cryospy.functions.index.postgres import Sealer
 
+from .health import apply_report
+
 log = logging.getLogger(__name__)
 Entry = dict[str, Any]
 SCHEMA = """
@@ -98,10 +100,7 @@ class PostgresDeviceHealth:
 
     def record(self, device_id: str, seen_at: str, heartbeat: dict[str, Any] | None) -> None:
         with self._lock:
-            entry = self._local.setdefault(device_id, {"last_seen": None, "heartbeat": None})
-            entry["last_seen"] = seen_at
-            if heartbeat is not None:
-                entry["heartbeat"] = {**heartbeat, "received_at": seen_at}
+            apply_report(self._local, device_id, seen_at, heartbeat)
             self._pending.add(device_id)
         if heartbeat is not None:
             self._write(device_id)
