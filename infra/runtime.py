@@ -71,7 +71,7 @@ from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
-from .stores import open_alert_limits, open_device_registry, open_index, open_job_store
+from .stores import open_alert_limits, open_device_registry, open_heartbeat, open_index, open_job_store
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -208,9 +208,11 @@ class Runtime:
         self._rebuilt = False
 
     def _init_events(self, config: ServerConfig) -> None:
-        """Bucket events: the routes from the app's registrations, the durable queue, MinIO's webhook."""
+        """Bucket events: the routes from the app's registrations, the durable queue (with the heartbeat that
+        renews its leases when it is shared), MinIO's webhook."""
         self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
         self.queue = open_job_store(self.dep, config)
+        self.heartbeat = open_heartbeat(self.dep, config, self.queue)
         self.webhook = WebhookReceiver(self.dep.webhook_token, self.routes, self.queue)
 
     def _init_services(self, config: ServerConfig) -> None:
@@ -265,7 +267,8 @@ class Runtime:
         mounts = self.dashboard.mounts
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
                                         channels=self.channels, ca_pem=certificates.ca_pem(self.dep),
-                                        drives=lambda: drive_report(self.dep))
+                                        drives=lambda: drive_report(self.dep),
+                                        runtimes=self.heartbeat.registry if self.heartbeat else None)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         mounts[PASSPHRASE_PATH] = AccountPassphrase(self.dashboard, self.services)
@@ -326,6 +329,8 @@ class Runtime:
                     self.services.forget_upload_client(device.device_id)
                 log.info("replaced %d device upload identit%s that named the camera with pseudonymous ones",
                          replaced, "y" if replaced == 1 else "ies")
+        if self.heartbeat:
+            self.heartbeat.start()   # before the workers claim: their leases are renewed from the first
         self.dispatcher.start()
         self.builder.start()
         if not self.services.vault.locked:
@@ -357,6 +362,9 @@ class Runtime:
         self.live_sweeper.stop()
         self.presence.stop()
         self.dispatcher.stop()
+        if self.heartbeat:
+            self.heartbeat.stop()
+            self.heartbeat.close()
         self.services.home_events.close()
         self.builder.stop()
         self.dashboard.failures.flush(final=True)

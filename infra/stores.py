@@ -4,7 +4,8 @@
 Absent: the embedded stores with zero set-up (encrypted TinyDB shards under ``<data-dir>/index``, SQLite at
 ``<data-dir>/runtime/jobs.sqlite`` and ``alert-limits.sqlite``, the registry in ``runtime/devices.json``).
 Present: PostgreSQL, one connection pool each, shared by every runtime pointed at the same database
-(docs/postgres.md). The runtime and the CLI (``cryospy events``) open them here, so both always look at the
+(docs/postgres.md), where each runtime also records itself and its heartbeat (infra/runtime_registry.py).
+The runtime and the CLI (``cryospy events``) open them here, so both always look at the
 same store.
 
 The index is sealed under the index key (only in an unlocked runtime's memory). The registry and the alert
@@ -32,12 +33,14 @@ from cryospy.functions.index.store import TinyDBIndex
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
 from .pg_jobqueue import PostgresJobQueue
+from .runtime_registry import Heartbeat, RuntimeRegistry
 from .server_config import ServerConfig
 
 INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens for other runtimes' changes
 QUEUE_CONNECTIONS = 4
 REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
+RUNTIME_CONNECTIONS = 2   # the heartbeat writes, the status page reads
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -51,8 +54,18 @@ def open_job_store(dep: Deployment, config: ServerConfig, *, recover: bool = Tru
     CLI command that looks at the queue while the runtime runs)."""
     if config.database_url:
         return PostgresJobQueue(open_pool(config.database_url, max_size=QUEUE_CONNECTIONS, name="cryospy-jobs"),
-                                owner=runtime_name(dep), recover=recover)
+                                owner=runtime_name(dep), lease_s=config.job_lease_seconds, recover=recover)
     return JobQueue(dep.path("runtime", "jobs.sqlite"), recover=recover)
+
+
+def open_heartbeat(dep: Deployment, config: ServerConfig, queue: JobStore) -> Heartbeat | None:
+    """The runtime's heartbeat and its row in the runtime registry, for a queue shared in PostgreSQL (None for
+    the embedded queue: one runtime, no leases to renew, nobody to tell)."""
+    if not config.database_url or not isinstance(queue, PostgresJobQueue):
+        return None
+    registry = RuntimeRegistry(open_pool(config.database_url, max_size=RUNTIME_CONNECTIONS, name="cryospy-runtimes"),
+                               queue.owner, dep.runtime_url, queue.lease_s)
+    return Heartbeat(queue, registry)
 
 
 def runtime_name(dep: Deployment) -> str:
