@@ -16,8 +16,8 @@ The same :class:`~cryospy.infra.jobqueue.JobStore` as the SQLite queue, with wha
   database) whose job another runtime took over finishes its handler, finds its claim gone and records
   nothing: the job is never marked done twice, never put back to pending under the runtime now running it,
   never dead-lettered by a stale failure. The handler itself then ran twice, which the handlers allow: each is
-  idempotent (functions/clips/ingest.py: outputs keyed by the object key, the index upserts by key, a new
-  clip's motion mail goes through the shared alert limits);
+  idempotent (functions/clips/ingest.py: outputs keyed by the object key, the index upserts by key, a
+  motion mail only from the run that finds the clip new, and then within the shared alert limits);
 * **dedupe**, dead letters, requeue and pruning as in SQLite (``INSERT … ON CONFLICT DO NOTHING``);
 * times are the database's clock (``clock_timestamp()``), so runtimes on machines whose clocks differ agree
   on what is due and on when a lease ends.

@@ -268,7 +268,7 @@ class Runtime:
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
                                         channels=self.channels, ca_pem=certificates.ca_pem(self.dep),
                                         drives=lambda: drive_report(self.dep),
-                                        runtimes=self.heartbeat.registry if self.heartbeat else None)
+                                        runtimes=self.heartbeat.registry)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         mounts[PASSPHRASE_PATH] = AccountPassphrase(self.dashboard, self.services)
@@ -329,8 +329,7 @@ class Runtime:
                     self.services.forget_upload_client(device.device_id)
                 log.info("replaced %d device upload identit%s that named the camera with pseudonymous ones",
                          replaced, "y" if replaced == 1 else "ies")
-        if self.heartbeat:
-            self.heartbeat.start()   # before the workers claim: their leases are renewed from the first
+        self.heartbeat.start()   # before the workers claim: their leases are renewed from the first
         self.dispatcher.start()
         self.builder.start()
         if not self.services.vault.locked:
@@ -362,9 +361,8 @@ class Runtime:
         self.live_sweeper.stop()
         self.presence.stop()
         self.dispatcher.stop()
-        if self.heartbeat:
-            self.heartbeat.stop()
-            self.heartbeat.close()
+        self.heartbeat.stop()
+        self.heartbeat.close()
         self.services.home_events.close()
         self.builder.stop()
         self.dashboard.failures.flush(final=True)

@@ -148,3 +148,17 @@ class Heartbeat:
 
     def close(self) -> None:
         self.registry.close()
+
+
+class NoHeartbeat:
+    """The embedded queue's stand-in: one runtime, no leases to renew, no registry to write."""
+    registry = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -33,7 +33,7 @@ from cryospy.functions.index.store import TinyDBIndex
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
 from .pg_jobqueue import PostgresJobQueue
-from .runtime_registry import Heartbeat, RuntimeRegistry
+from .runtime_registry import Heartbeat, NoHeartbeat, RuntimeRegistry
 from .server_config import ServerConfig
 
 INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens for other runtimes' changes
@@ -58,11 +58,11 @@ def open_job_store(dep: Deployment, config: ServerConfig, *, recover: bool = Tru
     return JobQueue(dep.path("runtime", "jobs.sqlite"), recover=recover)
 
 
-def open_heartbeat(dep: Deployment, config: ServerConfig, queue: JobStore) -> Heartbeat | None:
-    """The runtime's heartbeat and its row in the runtime registry, for a queue shared in PostgreSQL (None for
+def open_heartbeat(dep: Deployment, config: ServerConfig, queue: JobStore) -> Heartbeat | NoHeartbeat:
+    """The runtime's heartbeat and its row in the runtime registry, for a queue shared in PostgreSQL (none for
     the embedded queue: one runtime, no leases to renew, nobody to tell)."""
     if not config.database_url or not isinstance(queue, PostgresJobQueue):
-        return None
+        return NoHeartbeat()
     registry = RuntimeRegistry(open_pool(config.database_url, max_size=RUNTIME_CONNECTIONS, name="cryospy-runtimes"),
                                queue.owner, dep.runtime_url, queue.lease_s)
     return Heartbeat(queue, registry)
