@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from cryospy.common.database import open_pool
@@ -217,3 +218,18 @@ def test_the_lease_is_set_in_server_json_within_bounds(tmp_path: Path):
             _config(tmp_path, {"database_url": db, "job_lease_seconds": bad})
     with pytest.raises(ServerConfigError, match="job_lease_seconds applies to the job queue in PostgreSQL only"):
         _config(tmp_path, {"job_lease_seconds": 30})
+
+
+def test_a_queue_made_before_leases_renewed_gets_the_column_and_its_jobs_run(url: str, opened: list[Any]):
+    with psycopg.connect(url) as conn:   # the jobs table as the previous version created it, one job waiting
+        conn.execute("CREATE TABLE jobs (id bigserial PRIMARY KEY, dedupe text NOT NULL UNIQUE, handler text NOT "
+                     "NULL, event text NOT NULL, state text NOT NULL DEFAULT 'pending', attempts integer NOT NULL "
+                     "DEFAULT 0, not_before double precision NOT NULL DEFAULT 0, reason text, owner text, "
+                     "created double precision NOT NULL, updated double precision NOT NULL)")
+        conn.execute("INSERT INTO jobs (dedupe, handler, event, created, updated) VALUES ('h|k', 'h', %s, 0, 0)",
+                     (json.dumps(EVENT.to_stored()),))
+    q = _queue(url, opened, "runtime-a", LEASE_S)
+    job = q.claim(0.1)
+    assert job is not None and job.event == EVENT and len(job.lease) == 16
+    q.done(job)
+    assert q.counts() == {"done": 1}
