@@ -1,5 +1,5 @@
-"""Where the clip index, the job queue, the device registry and the alert limits live, chosen by one setting
-(``database_url`` in server.json).
+"""Where the clip index, the job queue, the device registry, the alert limits and the dashboard's login state
+(sessions, login limiter, login links) live, chosen by one setting (``database_url`` in server.json).
 
 Absent: the embedded stores with zero set-up (encrypted TinyDB shards under ``<data-dir>/index``, SQLite at
 ``<data-dir>/runtime/jobs.sqlite`` and ``alert-limits.sqlite``, the registry in ``runtime/devices.json``).
@@ -10,7 +10,8 @@ same store.
 
 The index is sealed under the index key (only in an unlocked runtime's memory). The registry and the alert
 limits are used while the runtime is locked too (cameras upload then), so theirs is :func:`registry_key`,
-derived from the deployment's admin token.
+derived from the deployment's admin token; the login state's key (:func:`login_state_key`) is derived from it
+too, for the reasons in web/pg_login_state.py.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.store import TinyDBIndex
+from cryospy.web.login_limiter import LoginLimiter
+from cryospy.web.login_links import LINKS_DIR, LoginLinks
+from cryospy.web.pg_login_state import PostgresLoginLimiter, PostgresLoginLinks, PostgresSessions
+from cryospy.web.sessions import LoginState, MemorySessions
 
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
@@ -41,6 +46,7 @@ QUEUE_CONNECTIONS = 4
 REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
 RUNTIME_CONNECTIONS = 2   # the heartbeat writes, the status page reads
+LOGIN_CONNECTIONS = 4   # every dashboard request looks its session up
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -96,3 +102,30 @@ def open_alert_limits(dep: Deployment, config: ServerConfig) -> AlertLimitStore:
         return PostgresAlertLimits(open_pool(config.database_url, max_size=ALERT_CONNECTIONS, name="cryospy-alerts"),
                                    lambda: key)
     return AlertLimits(dep.path("runtime", "alert-limits.sqlite"))
+
+
+def login_state_key(dep: Deployment) -> bytes:
+    """The key of the dashboard's sessions, login attempts and login links in PostgreSQL (web/pg_login_state.py
+    says why it is not the index key)."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"cryospy dashboard login state v1").derive(
+        dep.admin_token.encode())
+
+
+def open_login_state(dep: Deployment, config: ServerConfig) -> LoginState:
+    """Sessions, the login limiter and login links: this runtime's memory and ``runtime/login-links/``, or
+    PostgreSQL shared by every runtime (one pool for the three)."""
+    if config.database_url:
+        key = login_state_key(dep)
+        pool = open_pool(config.database_url, max_size=LOGIN_CONNECTIONS, name="cryospy-login")
+        return LoginState(PostgresSessions(pool, lambda: key), PostgresLoginLimiter(pool, lambda: key),
+                          PostgresLoginLinks(pool, lambda: key))
+    return LoginState(MemorySessions(), LoginLimiter(), LoginLinks(dep.path(*LINKS_DIR)))
+
+
+def open_login_links(dep: Deployment, config: ServerConfig) -> LoginLinks | PostgresLoginLinks:
+    """Where ``cryospy dashboard login-link`` writes: the runtimes' shared table, or this data directory."""
+    if config.database_url:
+        key = login_state_key(dep)
+        return PostgresLoginLinks(open_pool(config.database_url, max_size=1, name="cryospy-login-link"),
+                                  lambda: key)
+    return LoginLinks(dep.path(*LINKS_DIR))
