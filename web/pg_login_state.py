@@ -88,7 +88,8 @@ class PostgresSessions:
 
     def csrf(self, token: str) -> str:
         """The session's CSRF secret: derived from its token, so it is never stored."""
-        mac = hmac.new(self._key(), b"cryospy dashboard csrf v1\0" + token.encode(), hashlib.sha256).digest()
+        csrf_key = hmac.new(self._key(), b"cryospy dashboard csrf v1", hashlib.sha256).digest()
+        mac = hmac.new(csrf_key, token.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
     def _record(self, token: str, row: tuple[float, bytes] | None) -> StoredSession | None:

@@ -15,9 +15,9 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from cryospy.common.database import open_pool
 from cryospy.common.keys import KeyStore
 from cryospy.functions.keyvault import KeyVault
-from cryospy.common.database import open_pool
 from cryospy.web.pg_login_state import PostgresLoginLimiter, PostgresSessions
 from cryospy.web.server import Dashboard, csrf_matches, mask_csrf
 from cryospy.web.site_store import SiteStore
