@@ -30,16 +30,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from cryospy.common.accounts import ADMIN
 from cryospy.common.database import create_tables
 from cryospy.functions.devices.auth_defence import address_key
 from cryospy.functions.index.postgres import Sealer
+from cryospy.functions.index.tinydb_files import IndexCorrupt
 
 from .login_limiter import Claim, refusal
 from .login_links import DEFAULT_MINUTES, LinkInvalid, check_request, check_token
@@ -67,6 +71,7 @@ CREATE TABLE IF NOT EXISTS login_links (
     doc bytea NOT NULL
 );
 """
+log = logging.getLogger(__name__)
 _LIMITER_LOCK = 0x63727973   # the advisory lock every runtime's claims take in turn
 
 
@@ -92,12 +97,16 @@ class PostgresSessions:
         mac = hmac.new(csrf_key, token.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).decode().rstrip("=")
 
-    def _record(self, token: str, row: tuple[float, bytes] | None) -> StoredSession | None:
-        if row is None:
+    def _open(self, kind: str, hashed: bytes, blob: bytes) -> dict[str, Any] | None:
+        """A row's sealed part, or None for one that does not open (edited or moved in the database, or sealed
+        before the admin token changed): that browser logs in again, rather than getting an error page."""
+        try:
+            doc: dict[str, Any] = self._sealer.open(blob, kind.encode(), hashed)
+            return doc
+        except IndexCorrupt:
+            log.warning("a %s row in dashboard_sessions failed authentication (edited in the database, or the "
+                        "admin token changed); it is ignored", kind)
             return None
-        hashed = self._sealer.pseudonym("session", token)
-        doc = self._sealer.open(row[1], b"session", hashed)
-        return StoredSession(str(doc["account"]), float(row[0]), self.csrf(token), bool(doc.get("enrol")))
 
     def _write(self, kind: str, token: str, account: str, expires: float, doc: dict[str, object],
                now: float) -> None:
@@ -114,10 +123,14 @@ class PostgresSessions:
         return token, StoredSession(account, expires, self.csrf(token), must_enrol)
 
     def get(self, token: str, now: float) -> StoredSession | None:
+        hashed = self._sealer.pseudonym("session", token)
         with self._pool.connection() as conn:
             row = conn.execute("SELECT expires, doc FROM dashboard_sessions WHERE token = %s AND expires >= %s",
-                               (self._sealer.pseudonym("session", token), now)).fetchone()
-        return self._record(token, row)
+                               (hashed, now)).fetchone()
+        doc = self._open("session", hashed, row[1]) if row else None
+        if row is None or doc is None:
+            return None
+        return StoredSession(str(doc["account"]), float(row[0]), self.csrf(token), bool(doc.get("enrol")))
 
     def end(self, token: str) -> None:
         with self._pool.connection() as conn:
@@ -133,9 +146,9 @@ class PostgresSessions:
         hashed = self._sealer.pseudonym("session", token)
         with self._pool.connection() as conn, conn.transaction():
             row = conn.execute("SELECT doc FROM dashboard_sessions WHERE token = %s FOR UPDATE", (hashed,)).fetchone()
-            if row is None:
+            doc = self._open("session", hashed, row[0]) if row else None
+            if doc is None:
                 return
-            doc = self._sealer.open(row[0], b"session", hashed)
             conn.execute("UPDATE dashboard_sessions SET doc = %s WHERE token = %s",
                          (self._sealer.seal({**doc, "enrol": False}, b"session", hashed), hashed))
 
@@ -149,9 +162,9 @@ class PostgresSessions:
         with self._pool.connection() as conn:
             row = conn.execute("SELECT expires, doc FROM dashboard_sessions WHERE token = %s AND expires >= %s",
                                (hashed, now)).fetchone()
-        if row is None:
+        doc = self._open("pending", hashed, row[1]) if row else None
+        if row is None or doc is None:
             return None
-        doc = self._sealer.open(row[1], b"pending", hashed)
         return PendingLogin(str(doc["account"]), str(doc["via"]), float(row[0]))
 
     def end_pending(self, token: str) -> None:
@@ -185,10 +198,12 @@ class PostgresLoginLimiter:
         self._clock = clock
         create_login_tables(pool)
 
-    def _now(self, conn: object) -> float:
+    def _now(self, conn: psycopg.Connection[Any]) -> float:
         if self._clock is not None:
             return self._clock()
-        return float(conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()[0])  # type: ignore[attr-defined]
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        assert row is not None
+        return float(row[0])
 
     def _client(self, ip: str) -> bytes:
         return self._sealer.pseudonym("login client", address_key(ip))
@@ -257,7 +272,12 @@ class PostgresLoginLinks:
             row = conn.execute("DELETE FROM login_links WHERE token = %s RETURNING expires, doc", (hashed,)).fetchone()
         if row is None or float(row[0]) < self._clock():
             raise LinkInvalid()
-        return str(self._sealer.open(row[1], b"link", hashed)["account"])
+        try:
+            return str(self._sealer.open(row[1], b"link", hashed)["account"])
+        except IndexCorrupt:
+            log.warning("a login_links row failed authentication (edited in the database, or the admin token "
+                        "changed); the link is refused")
+            raise LinkInvalid() from None
 
     def close(self) -> None:
         self._pool.close()
