@@ -196,3 +196,15 @@ def test_an_expired_viewer_is_refused_and_its_session_ends_at_expiry(dash: Dashb
                            f"{quote_plus(VIEWER_PASS)}", cookie=pre, content_type="application/x-www-form-urlencoded")
     assert status == "403 Forbidden" and b"expired" in body
     assert logged_in(dash)   # the admin is not affected
+
+
+def test_a_locked_runtime_sends_a_shared_session_to_the_login_without_ending_it(dash: Dashboard,
+                                                                                tmp_path: Path) -> None:
+    """A runtime started without the passphrase sees no accounts: with PostgreSQL the session may be alive on
+    the other runtimes, so it is refused here but not ended; in memory a locked vault ends it, as always."""
+    cookie = logged_in(dash)
+    locked = Dashboard(dash.site, KeyVault(tmp_path / "keys.json"), sessions=dash.sessions, locked=lambda: True)
+    status, headers, _ = call(locked, "/", cookie=cookie)
+    assert status.startswith("302") and headers["location"] == ["/login"]
+    alive = dash.sessions.get(cookie.split("=", 1)[1], time.time()) is not None
+    assert alive == dash.sessions.shared
