@@ -122,19 +122,27 @@ class PostgresSessions:
         self._write("session", token, account, expires, {"account": account, "enrol": must_enrol}, now)
         return token, StoredSession(account, expires, self.csrf(token), must_enrol)
 
-    def get(self, token: str, now: float) -> StoredSession | None:
-        hashed = self._sealer.pseudonym("session", token)
+    def _read(self, kind: str, token: str, now: float) -> tuple[float, dict[str, Any]] | None:
+        hashed = self._sealer.pseudonym(kind, token)
         with self._pool.connection() as conn:
             row = conn.execute("SELECT expires, doc FROM dashboard_sessions WHERE token = %s AND expires >= %s",
                                (hashed, now)).fetchone()
-        doc = self._open("session", hashed, row[1]) if row else None
-        if row is None or doc is None:
+        doc = self._open(kind, hashed, row[1]) if row else None
+        return (float(row[0]), doc) if row is not None and doc is not None else None
+
+    def _delete(self, kind: str, token: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM dashboard_sessions WHERE token = %s", (self._sealer.pseudonym(kind, token),))
+
+    def get(self, token: str, now: float) -> StoredSession | None:
+        found = self._read("session", token, now)
+        if found is None:
             return None
-        return StoredSession(str(doc["account"]), float(row[0]), self.csrf(token), bool(doc.get("enrol")))
+        expires, doc = found
+        return StoredSession(str(doc["account"]), expires, self.csrf(token), bool(doc.get("enrol")))
 
     def end(self, token: str) -> None:
-        with self._pool.connection() as conn:
-            conn.execute("DELETE FROM dashboard_sessions WHERE token = %s", (self._sealer.pseudonym("session", token),))
+        self._delete("session", token)
 
     def end_account(self, account: str, keep: str = "") -> int:
         with self._pool.connection() as conn:
@@ -158,18 +166,14 @@ class PostgresSessions:
         return token
 
     def get_pending(self, token: str, now: float) -> PendingLogin | None:
-        hashed = self._sealer.pseudonym("pending", token)
-        with self._pool.connection() as conn:
-            row = conn.execute("SELECT expires, doc FROM dashboard_sessions WHERE token = %s AND expires >= %s",
-                               (hashed, now)).fetchone()
-        doc = self._open("pending", hashed, row[1]) if row else None
-        if row is None or doc is None:
+        found = self._read("pending", token, now)
+        if found is None:
             return None
-        return PendingLogin(str(doc["account"]), str(doc["via"]), float(row[0]))
+        expires, doc = found
+        return PendingLogin(str(doc["account"]), str(doc["via"]), expires)
 
     def end_pending(self, token: str) -> None:
-        with self._pool.connection() as conn:
-            conn.execute("DELETE FROM dashboard_sessions WHERE token = %s", (self._sealer.pseudonym("pending", token),))
+        self._delete("pending", token)
 
     def count(self, account: str | None = None) -> int:
         """Rows, live or not yet pruned (of ``account``'s sessions), for tests."""

@@ -23,14 +23,7 @@ from cryospy.web.login_limiter import LoginLimiter, LoginThrottled
 from cryospy.web.login_links import LinkInvalid, LoginLinks
 from cryospy.web.pg_login_state import PostgresLoginLimiter, PostgresLoginLinks, PostgresSessions
 from cryospy.web.sessions import MemorySessions
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import ManualClock as Clock
 
 
 @pytest.fixture(params=["embedded", "postgres"])
