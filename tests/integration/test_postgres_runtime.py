@@ -51,11 +51,15 @@ def test_a_runtime_on_postgres_indexes_a_clip_and_the_dashboard_shows_it(deploym
         http = dashboard_login(deployment.dashboard_url)
         page = http.get(f"{deployment.dashboard_url}/{day_page(CAMERA, ck.day)}", timeout=10)
         assert page.status_code == 200 and CAMERA in page.text and key in page.text
+        cookie = http.cookies["cryospy_session"]
 
     tables = _raw_values(url)
-    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices", "runtimes"}
+    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices", "runtimes",
+                           "dashboard_sessions", "login_attempts", "login_links"}
+    assert tables["dashboard_sessions"]                  # the login above is a row, its cookie is not in it
     everything = b"".join(tables.values())
-    for secret in (CAMERA, record.header_hash, record.codec, str(record.thumb_key), "motion", "width", "fragments"):
+    for secret in (CAMERA, record.header_hash, record.codec, str(record.thumb_key), "motion", "width", "fragments",
+                   cookie):
         assert secret.encode() not in everything, secret
     index_only = tables["index_clips"] + tables["index_devices"]
     assert key.encode() not in index_only
