@@ -8,11 +8,7 @@ secret, an account name or a client address that a copy of the database could us
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import re
-import signal
-import threading
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -25,44 +21,14 @@ import pytest
 from cryospy.cli.main import main as cli_main
 from cryospy.common.accounts import Account
 from cryospy.common.keys import KeyStore
-from cryospy.infra.deployment import Deployment, load
+from cryospy.infra.deployment import load
 from cryospy.infra.minio_server import MinioServer, free_port
 from cryospy.infra.runtime_instances import add_runtime
 from tests.conftest import PASSPHRASE, new_deployment
-from tests.support import wait_for
+from tests.runtime_process import RuntimeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 VIEWER, VIEWER_PASS = "teen", "only the front door please"
-
-
-def _run_runtime(data_dir: str, ready: object) -> None:
-    from cryospy.infra.runtime import Runtime, RuntimeOptions
-
-    runtime = Runtime(load(Path(data_dir)), RuntimeOptions(reconcile_seconds=3600))
-    runtime.unlock(PASSPHRASE)
-    runtime.start()
-    ready.set()   # type: ignore[attr-defined]
-    threading.Event().wait()
-
-
-class RuntimeProcess:
-    """A runtime in a child process: nothing in memory is shared with the other runtime or this test."""
-
-    def __init__(self, dep: Deployment) -> None:
-        context = multiprocessing.get_context("spawn")
-        ready = context.Event()
-        self.proc = context.Process(target=_run_runtime, args=(str(dep.data_dir), ready))
-        self.proc.start()
-        wait_for(lambda: ready.is_set() or not self.proc.is_alive(), timeout=120, what="a runtime started")
-        assert self.proc.is_alive(), "the runtime process exited during start-up"
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.join(10)
-            if self.proc.is_alive():
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.join()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
