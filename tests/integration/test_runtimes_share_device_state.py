@@ -80,7 +80,7 @@ def pair(postgres, minio_binary: Path, mqtt_broker: Broker, tmp_path_factory: py
     prefixes = {"A": f"{tag}a", "B": f"{tag}b"}
     subs = {name: Subscriber(mqtt_broker, f"{prefix}/#") for name, prefix in prefixes.items()}
     with MinioServer(main, binary=minio_binary):
-        a, b = (RuntimeProcess(dep, **_overrides(mqtt_broker, prefixes[name]))
+        a, b = (RuntimeProcess(dep, overrides=_overrides(mqtt_broker, prefixes[name]))
                 for dep, name in ((main, "A"), (second, "B")))
         try:
             yield Pair(main, second, prefixes, subs)

@@ -41,7 +41,8 @@ def test_two_runtimes_share_a_burst_and_survive_a_sigkill(postgres, minio_binary
     assert [name for name, _ in webhook_targets(main)] == ["CRYOSPY", "CRYOSPY2"]
     payload = clip_with_meta(motion=True)
     with MinioServer(main, binary=minio_binary), SmtpSink() as smtp:
-        a, b = RuntimeProcess(main, **_mail(smtp)), RuntimeProcess(second, **_mail(smtp))
+        mail = smtp.settings()
+        a, b = RuntimeProcess(main, mail, RECIPIENT), RuntimeProcess(second, mail, RECIPIENT)
         try:
             cameras = [FakeCamera(main, f"cam {i}", tmp_path / f"cam{i}") for i in range(CAMERAS)]
             for camera in cameras[CAMERAS // 2:]:   # half of them talk to runtime B
@@ -78,7 +79,7 @@ def test_two_runtimes_share_a_burst_and_survive_a_sigkill(postgres, minio_binary
             with ThreadPoolExecutor(CAMERAS) as pool:
                 for result in [pool.submit(record, c) for c in cameras]:
                     result.result()
-            b = RuntimeProcess(second, **_mail(smtp))   # restarted, as systemd would: it takes its leased jobs back
+            b = RuntimeProcess(second, mail, RECIPIENT)   # restarted, as systemd would: it takes its leased jobs back
             assert len(set(uploaded)) == CAMERAS * CLIPS_EACH
 
             def settled() -> bool:
@@ -104,10 +105,6 @@ def test_two_runtimes_share_a_burst_and_survive_a_sigkill(postgres, minio_binary
         finally:
             a.stop()
             b.stop()
-
-
-def _mail(smtp: SmtpSink) -> dict[str, object]:
-    return {"smtp": smtp.settings(), "alert_recipients": (RECIPIENT,)}
 
 
 def _spool(camera: FakeCamera, key: str, data: bytes) -> Path:
