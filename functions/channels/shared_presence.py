@@ -230,10 +230,12 @@ class SharedPresence(Presence):
     @contextlib.contextmanager
     def holding(self, camera: str) -> Iterator[None]:
         """A long-poll held here: written as contact at every check while held, and once more when it ends."""
-        with super().holding(camera):
-            yield
-        with self._lock:
-            self._marked[camera] = self._now()
+        try:
+            with super().holding(camera):
+                yield
+        finally:
+            with self._lock:
+                self._marked[camera] = self._now()
 
     def _write_contact(self, camera: str, at: float) -> list[HomeEvent]:
         return self._write_contacts({camera: at})
