@@ -70,9 +70,12 @@ class PostgresServer:
         subprocess.run([*_as_server_user(), server_binary("pg_ctl") or "pg_ctl", "-D", str(self.data), *args],
                        check=True, capture_output=True)
 
-    def start(self) -> PostgresServer:
+    def start(self, create: bool = True) -> PostgresServer:
+        """Start the server; ``create=False`` restarts one whose database exists already."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses={HOST} -c fsync={'on' if self.fsync else 'off'}"
         self._pg_ctl("-w", "-t", "60", "-l", str(self.root / "server.log"), "-o", options, "start")
+        if not create:
+            return self
         with psycopg.connect(f"postgresql://{USER}:{quote(PASSWORD)}@{HOST}:{self.port}/postgres",
                              autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")

@@ -1,7 +1,8 @@
 """The dashboard's login state in PostgreSQL (``database_url``): sessions, the login limiter's budgets and
 one-time login links, shared by every runtime of the deployment so that a load balancer needs no sticky
-sessions to keep a browser logged in (docs/postgres.md). Each class holds the contract of its embedded twin (:mod:`.sessions`,
-:mod:`.login_limiter`, :mod:`.login_links`; tests/unit/test_login_state.py runs the same tests on both).
+sessions to keep a browser logged in (docs/postgres.md). Each class holds the contract of its embedded twin
+(:mod:`.sessions`, :mod:`.login_limiter`, :mod:`.login_links`; tests/unit/test_login_state.py runs the same
+tests on both).
 
 What a copy of the tables gives away, and what it does not:
 

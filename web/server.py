@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,12 +38,14 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common import database
 from cryospy.common.accounts import ADMIN, Account
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStoreError, WrongPassphrase
 from cryospy.functions.audit.actor import Actor, acting_as
 from cryospy.functions.audit.failures import FailedLogins
 from cryospy.functions.audit.log import AuditLog, NoAudit
+from cryospy.functions.errors import StoreUnavailable
 
 from . import access
 from .compression import gzip_response
@@ -50,6 +54,8 @@ from .login_links import LinkInvalid, Links
 from .second_factor import SecondFactor, SecondFactorError, WrongCode
 from .sessions import MemorySessions, SessionStore
 from .site_store import SiteStore
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 SESSION_COOKIE = "cryospy_session"
@@ -201,7 +207,21 @@ class Dashboard:
 
     # -- routes --------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Any:
-        return gzip_response(self._route, environ, start)
+        try:
+            return gzip_response(self._route, environ, start)
+        except Exception as exc:
+            # MinIO or the shared database down (docs/postgres.md): a page saying so and when to retry, not a 500
+            # that looks like a bug. Anything else is one and stays a 500.
+            if not (isinstance(exc, StoreUnavailable) or database.unavailable(exc)):
+                raise
+            part = "MinIO" if isinstance(exc, StoreUnavailable) else "The database (PostgreSQL)"
+            log.warning("dashboard %s: %s is unavailable: %s", environ.get("PATH_INFO"), part, exc)
+            data = (f"<!doctype html><title>Unavailable</title><p>{part} is unavailable right now, so this page "
+                    "cannot be shown. Nothing is lost: try again in a moment.</p>").encode()
+            start("503 Service Unavailable", [
+                ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
+                ("Retry-After", "5"), ("Cache-Control", "no-store")], sys.exc_info())
+            return [data]
 
     def _route(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         path, method = environ.get("PATH_INFO") or "/", environ["REQUEST_METHOD"]

@@ -63,8 +63,11 @@ def check_url(url: str) -> str:
 def open_pool(url: str, *, max_size: int = 8, name: str = "cryospy") -> ConnectionPool:
     """A pool of autocommit-off connections; waits up to 10 s for the first one."""
     check_url(url)
-    pool = ConnectionPool(url, min_size=1, max_size=max_size, name=name, open=False, timeout=30,
-                          kwargs={"application_name": name})
+    # timeout: a request waits at most 10 s for a connection, then answers 503 (the database is down or
+    # overloaded). check_connection: a connection broken by a database restart is replaced before use (one
+    # round trip), so the first requests after PostgreSQL is back work instead of failing on a dead socket.
+    pool = ConnectionPool(url, min_size=1, max_size=max_size, name=name, open=False, timeout=10,
+                          check=ConnectionPool.check_connection, kwargs={"application_name": name})
     try:
         pool.open(wait=True, timeout=10)
     except Exception as exc:   # psycopg_pool.PoolTimeout hides the cause; one more try says what it is
@@ -79,6 +82,13 @@ def open_pool(url: str, *, max_size: int = 8, name: str = "cryospy") -> Connecti
                             "machine in") from None
     log.info("connected to PostgreSQL at %s", redacted(url))
     return pool
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is down or unreachable (a lost connection, a pool that found no
+    connection in time, an administrator's shutdown), which a request should answer with 503 and a retry hint,
+    not with a 500: the caller did nothing wrong and it may work in a moment. Other database errors are bugs."""
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def create_tables(pool: ConnectionPool, name: str, ddl: str) -> None:
