@@ -38,6 +38,7 @@ from cryospy.functions.audit.log import AuditLog
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
 from cryospy.functions.channels.control import ChannelControl, MailSettings
+from cryospy.functions.channels.mqtt import Instance
 from cryospy.functions.channels.presence import PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.keyvault import KeyVault
@@ -67,6 +68,7 @@ from .live_sweep import LiveSweeper
 from .minio_drives import drive_report
 from .minio_server import require_free
 from .reconciler import Reconciler
+from .runtime_registry import RuntimeRegistry
 from .server_config import ServerConfig, load_server_config
 from .stores import (
     open_alert_limits,
@@ -86,17 +88,25 @@ OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 
 
+def mqtt_instance(runtimes: RuntimeRegistry | None) -> Instance | None:
+    """This runtime's MQTT identity among the runtimes in ``runtimes`` (None for a runtime on its own)."""
+    if runtimes is None:
+        return None
+    return Instance(Instance.tag_of(runtimes.name), lambda: [Instance.tag_of(r.name) for r in runtimes.list()])
+
+
 def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None, *, event_sink: EventSink,
-                   live_waiters: int = 4) -> Services:
+                   live_waiters: int = 4, runtimes: RuntimeRegistry | None = None) -> Services:
     """Every part the app and handlers use, built once. ``event_sink`` is where upload confirmations queue
     new clips (the runtime's webhook); ``live_waiters`` bounds the live-view long-polls held at once, so they
-    leave the server's threads for everything else."""
+    leave the server's threads for everything else; ``runtimes``: the registry of the runtimes sharing the
+    database, if any (each then has its own MQTT identity: functions/channels/mqtt.py)."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
     vault = KeyVault(dep.keys_path)
     defence = open_auth_defence(dep, config)
     # The hub asks for the camera list at each MQTT connect, long after this returns.
     hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
-                    cameras=lambda: feed.camera_states(services))
+                    cameras=lambda: feed.camera_states(services), instance=mqtt_instance(runtimes))
     alerts = (Alerts(mailer, config.alert_recipients, open_alert_limits(dep, config),
                      alert_policy(config)) if mailer else Alerts.off())
     services = Services(
@@ -225,7 +235,8 @@ class Runtime:
         """What the handlers use (Services), the channels, and the background workers around them."""
         mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
         self.services = build_services(self.dep, config, mailer, event_sink=self.webhook,
-                                       live_waiters=max(1, self.options.threads // 2))
+                                       live_waiters=max(1, self.options.threads // 2),
+                                       runtimes=self.heartbeat.registry)
         self.channels = channel_control(self.dep, config, self.services, mailer)
         self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)

@@ -145,6 +145,7 @@ class ChannelControl:
 
     def _apply(self, settings: ChannelsSettings, mail: MailSettings) -> None:
         hub = build_hub(settings, mailer=self.mailer, recipients=mail.recipients,
-                        cameras=lambda: feed.camera_states(self.services))
+                        cameras=lambda: feed.camera_states(self.services),
+                        instance=self.services.home_events.instance)
         self.services.alerts.set_mail(mail.recipients, mail.attach_thumbnails)
         self.services.home_events.replace_with(hub)
