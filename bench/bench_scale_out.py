@@ -1,6 +1,6 @@
 """Sustained ingest on one runtime and on two (issue 18's benchmark), on the embedded store and on PostgreSQL.
 
-    python bench/bench_scale_out.py [--cameras 8] [--clips 200] [--rounds 1] [--pg-fsync on]
+    python bench/bench_scale_out.py [--cameras 8] [--clips 200] [--rounds 3] [--pg-fsync on]
 
 Three configurations in one run, each on a fresh deployment with a MinIO of its own (the same MinIO binary),
 the same clip and the same cameras' load:
@@ -25,11 +25,13 @@ ingest job done, from the queue's own time stamps; then every thumbnail is check
   and of PostgreSQL (the postmaster and every backend), each per clip, and of this process (the cameras);
 * clips per CPU-second of the runtimes, and of the whole server side (runtimes + MinIO + PostgreSQL).
 
-The machine is shared and has few cores, so the verdicts are ratios within the run. Two runtimes cannot be
-1.6x one in wall time when one runtime already keeps the cores busy, so the scale-out verdict is given twice:
-the wall-time ratio, and the CPU-normalised one: 2 x (clips per runtime CPU-second with two runtimes) /
-(the same with one): the speed-up two runtimes would reach if each had as much CPU as the one runtime used
-(the same with whole-server CPU, which counts the shared MinIO and PostgreSQL, is printed next to it).
+The machine is shared and has few cores, so the verdicts are ratios within the run, of the medians of
+``--rounds`` rounds of (a), (b), (c) in turn (other work on the machine moves single figures a lot). Two
+runtimes cannot be 1.6x one in wall time when one runtime already keeps the cores busy, so the scale-out
+verdict is given twice: the wall-time ratio, and the CPU-normalised one: 2 x (clips per runtime CPU-second
+with two runtimes) / (the same with one), the speed-up two runtimes would reach if each had as much CPU as
+the one runtime used (the same with whole-server CPU, which counts the shared MinIO and PostgreSQL, is
+printed next to it).
 """
 
 from __future__ import annotations
@@ -371,7 +373,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cameras", type=int, default=8)
     ap.add_argument("--clips", type=int, default=200, help="clips in the timed burst, per configuration")
-    ap.add_argument("--rounds", type=int, default=1, help="run (a), (b), (c) this many times, interleaved")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="run (a), (b), (c) this many times, interleaved; the ratios are of the medians")
     ap.add_argument("--pg-fsync", choices=("on", "off"), default="on",
                     help="PostgreSQL's fsync (on: as deployed; the embedded stores fsync too)")
     args = ap.parse_args()
