@@ -39,7 +39,7 @@ import time
 
 from psycopg_pool import ConnectionPool
 
-from cryospy.common.database import create_tables
+from cryospy.common.database import create_tables, standalone
 from cryospy.functions.events import MalformedEvent, ObjectEvent
 
 from .jobqueue import DONE_KEPT_SECONDS, ROW_COLUMNS, DeadLetter, Job, JobRow, dead_letter, load_event
@@ -106,7 +106,7 @@ class PostgresJobQueue:
             self._wake.notify_all()
 
     def put(self, handler: str, event: ObjectEvent, identity: str | None = None) -> bool:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             cur = conn.execute(
                 f"INSERT INTO jobs (dedupe, handler, event, created, updated) VALUES (%s, %s, %s, {NOW}, {NOW}) "
                 "ON CONFLICT (dedupe) DO NOTHING",
@@ -117,7 +117,7 @@ class PostgresJobQueue:
         return inserted
 
     def put_dead(self, handler: str, event: ObjectEvent, reason: str) -> None:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             conn.execute(
                 "INSERT INTO jobs (dedupe, handler, event, state, reason, created, updated) "
                 f"VALUES (%s, %s, %s, 'dead', %s, {NOW}, {NOW}) ON CONFLICT (dedupe) DO NOTHING",
@@ -139,7 +139,7 @@ class PostgresJobQueue:
         """The oldest due job: pending, or running under a lease that ended (its runtime stopped renewing)."""
         while True:
             token = secrets.token_hex(8)
-            with self._pool.connection() as conn:
+            with standalone(self._pool) as conn:
                 row = conn.execute(
                     f"UPDATE jobs SET state = 'running', attempts = attempts + 1, owner = %s, lease = %s, "
                     f"updated = {NOW}, not_before = {NOW} + %s WHERE id = (SELECT id FROM jobs WHERE state IN "
@@ -199,7 +199,7 @@ class PostgresJobQueue:
     def postpone(self, job: Job, delay: float, reason: str) -> None:
         """Back to pending without spending an attempt (the job waits on something outside it)."""
         self._release(job)
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             n = conn.execute(f"UPDATE jobs SET state = 'pending', attempts = attempts - 1, reason = %s, lease = NULL, "
                              f"not_before = {NOW} + %s, updated = {NOW} WHERE id = %s AND lease = %s "
                              "AND state = 'running'", (reason, delay, job.id, job.lease)).rowcount
@@ -212,7 +212,7 @@ class PostgresJobQueue:
         """``delay``: seconds until the job is due again (None: never, as for done and dead jobs). Only while
         ``job``'s claim still holds the job: a claim another runtime took over records nothing."""
         self._release(job)
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             n = conn.execute(f"UPDATE jobs SET state = %s, reason = %s, lease = NULL, not_before = "
                              f"CASE WHEN %s::float8 IS NULL THEN 0 ELSE {NOW} + %s::float8 END, updated = {NOW} "
                              "WHERE id = %s AND lease = %s AND state = 'running'",
@@ -235,14 +235,14 @@ class PostgresJobQueue:
                         job.id, job.handler, job.event.key, outcome)
 
     def dead_letters(self) -> list[DeadLetter]:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute("SELECT id, handler, event, attempts, reason, updated FROM jobs WHERE state = 'dead' "
                                 "ORDER BY id").fetchall()
         return [dead_letter(*row) for row in rows]
 
     def requeue_dead(self, job_id: int | None = None) -> int:
         where, params = ("AND id = %s", (job_id,)) if job_id is not None else ("", ())
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             n = conn.execute("UPDATE jobs SET state = 'pending', attempts = 0, not_before = 0 "
                              f"WHERE state = 'dead' {where}", params).rowcount
         self._notify()
@@ -250,12 +250,12 @@ class PostgresJobQueue:
 
     def prune_done(self, older_than_s: float = DONE_KEPT_SECONDS) -> int:
         """As :meth:`JobQueue.prune_done <cryospy.infra.jobqueue.JobQueue.prune_done>`."""
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             return conn.execute(f"DELETE FROM jobs WHERE state = 'done' AND updated < {NOW} - %s",
                                 (older_than_s,)).rowcount
 
     def counts(self) -> dict[str, int]:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall()
         return {state: int(n) for state, n in rows}
 

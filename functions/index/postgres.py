@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
-from cryospy.common.database import create_tables
+from cryospy.common.database import create_tables, standalone
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.api import validate
 from cryospy.functions.index import by_day
@@ -328,19 +328,19 @@ class PostgresIndex:
         return record.changed(fragments=self._open_fragments(row, found[1]))
 
     def get_clip(self, device_id: str, day: str, key: str) -> ClipRecord | None:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             return self._get_in(conn, self._row(device_id, day, key))
 
     def has_clip(self, device_id: str, day: str, key: str) -> bool:
         row = self._row(device_id, day, key)
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             return conn.execute("SELECT 1 FROM index_clips WHERE device = %s AND day = %s AND key = %s",
                                 (row.device, row.day, row.key)).fetchone() is not None
 
     def clips_for_day(self, device_id: str, day: str, with_fragments: bool = False) -> list[ClipRecord]:
         device, day = self._device(device_id), validate.day(day)
         columns = "key, record, fragments" if with_fragments else "key, record, NULL"
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute(f"SELECT {columns} FROM index_clips WHERE device = %s AND day = %s",
                                 (device, day)).fetchall()
         clips = []
@@ -352,14 +352,14 @@ class PostgresIndex:
         return sorted(clips, key=lambda c: c.order)
 
     def devices(self) -> list[str]:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute("SELECT d.device, d.name FROM index_devices d WHERE EXISTS "
                                 "(SELECT 1 FROM index_clips c WHERE c.device = d.device)").fetchall()
         return sorted(self._sealer.open(name, b"device", device) for device, name in rows)
 
     def days(self, device_id: str) -> list[str]:
         # A loose index scan: one index probe per day, not a read of every clip of the device.
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute(
                 "WITH RECURSIVE d(day) AS ("
                 " SELECT min(day) FROM index_clips WHERE device = %(d)s"
@@ -370,7 +370,7 @@ class PostgresIndex:
 
     def usage(self, device_id: str | None = None) -> DeviceUsage:
         where, params = ("WHERE device = %s", (self._device(device_id),)) if device_id else ("", ())
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute("SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(clips), 0), "
                                f"COALESCE(SUM(quarantine_bytes), 0) FROM index_devices {where}", params).fetchone()
         assert row is not None
@@ -387,7 +387,7 @@ class PostgresIndex:
         if device_id is not None:
             yield from self._ordered("device = %s AND NOT protected", (self._device(device_id),))
             return
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             devices = [r[0] for r in conn.execute("SELECT device FROM index_devices").fetchall()]
         walks = [self._ordered("device = %s AND NOT protected", (bytes(d),)) for d in devices]
         yield from heapq.merge(*walks, key=lambda c: c.order)
@@ -400,7 +400,7 @@ class PostgresIndex:
         edge: str | None = None
         while True:
             after = f" AND captured_at {sign} %s" if edge is not None else ""
-            with self._pool.connection() as conn:
+            with standalone(self._pool) as conn:
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where}{after} "
                                     f"ORDER BY captured_at {step} LIMIT {_BATCH}",
                                     (*params, *((edge,) if edge is not None else ()))).fetchall()
@@ -444,10 +444,10 @@ class PostgresIndex:
     def _count(self, where: str, params: tuple[Any, ...], cursor: tuple[str, str] | None,
                keep: Callable[[ClipRecord], bool]) -> int:
         if cursor is None:
-            with self._pool.connection() as conn:
+            with standalone(self._pool) as conn:
                 row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where}", params).fetchone()
             return int(row[0]) if row else 0
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where} AND captured_at < %s",
                                (*params, cursor[0])).fetchone()
             ties = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where} AND captured_at = %s",
@@ -487,7 +487,7 @@ class PostgresIndex:
         device_hex, _, day = rest.partition(":")
         if writer == self._writer_id or not day:
             return
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute("SELECT name FROM index_devices WHERE device = %s", (bytes.fromhex(device_hex),)
                                ).fetchone()
         if row is not None:
