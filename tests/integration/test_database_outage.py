@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cryospy.edge_agent.api_client import Retryable
+from cryospy.edge_agent.api_client import Retryable, Slot
 from cryospy.infra.server_config import ServerConfig
 from tests.postgres_server import make_server, postgres_missing_message
 from tests.support import FakeCamera, clip_place, dashboard_login, unlocked_runtime, wait_for
@@ -41,14 +41,23 @@ def test_a_database_outage_answers_503_and_everything_resumes_when_it_is_back(de
             assert "database (PostgreSQL) is unavailable" in page.text
 
             server.start(create=False)
-            again = camera.put(camera.slot_for(data, stamp, camera.sequence - 1), data)   # the same clip
+            # The agent asks again until it gets a slot (the pools reconnect with a backoff of a few seconds).
+            slot = wait_for(lambda: _slot_or_none(camera, data, stamp), timeout=60, what="a slot after the outage")
+            again = camera.put(slot, data)   # the same clip
             assert again == key
             ck2 = clip_place(rt, again)
             wait_for(lambda: rt.services.index.get_clip(ck2.device_id, ck2.day, again), timeout=60,
                      what="the clip after the outage indexed")
             assert rt.services.index.usage("Porch outage").clips == 2
-            page = http.get(deployment.dashboard_url + "/admin/status", timeout=30)   # same session, kept in PG
-            assert page.status_code == 200
+            wait_for(lambda: http.get(deployment.dashboard_url + "/admin/status", timeout=30).status_code == 200,
+                     timeout=60, what="the same session's page after the outage")   # the session was kept in PG
     finally:
         with contextlib.suppress(Exception):   # already stopped if the test failed during the outage
             server.stop()
+
+
+def _slot_or_none(camera: FakeCamera, data: bytes, stamp: str) -> Slot | None:
+    try:
+        return camera.slot_for(data, stamp, camera.sequence - 1)
+    except Retryable:
+        return None
