@@ -69,9 +69,20 @@ from .gateway import ChaliceWSGI, status_line
 from .live_sweep import LiveSweeper
 from .minio_drives import drive_report
 from .minio_server import require_free
+from .pg_documents import SharedDocuments
 from .reconciler import Reconciler
 from .server_config import ServerConfig, load_server_config
-from .stores import open_alert_limits, open_device_registry, open_index, open_job_store
+from .stores import (
+    CHANNELS,
+    KEYS,
+    SECOND_FACTOR,
+    open_alert_limits,
+    open_device_registry,
+    open_index,
+    open_job_store,
+    open_shared_documents,
+    shared_file,
+)
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -80,12 +91,13 @@ OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high 
 
 
 def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None, *, event_sink: EventSink,
-                   live_waiters: int = 4) -> Services:
+                   live_waiters: int = 4, shared: SharedDocuments | None = None) -> Services:
     """Every part the app and handlers use, built once. ``event_sink`` is where upload confirmations queue
     new clips (the runtime's webhook); ``live_waiters`` bounds the live-view long-polls held at once, so they
-    leave the server's threads for everything else."""
+    leave the server's threads for everything else. ``shared``: the documents every runtime shares when there
+    is a database (the key store here)."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
-    vault = KeyVault(dep.keys_path)
+    vault = KeyVault(dep.keys_path, mirror=shared_file(shared, KEYS, dep.keys_path))
     defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
                           AuthDefenceSettings.from_dict(config.auth_events or {}))
     # The hub asks for the camera list at each MQTT connect, long after this returns.
@@ -130,11 +142,13 @@ def audit_log(dep: Deployment, vault: KeyVault) -> AuditLog:
     return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key)
 
 
-def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
+def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None,
+                    shared: SharedDocuments | None = None) -> ChannelControl:
     """Channels as server.json and the dashboard set them; the saved ones are read at the first unlock."""
+    path = dep.path("runtime", "channels.sealed")
     control = ChannelControl(services, config.channels_doc,
                              MailSettings(config.alert_recipients, config.attach_thumbnails), mailer,
-                             StoredChannels(dep.path("runtime", "channels.sealed"), services.vault.index_key))
+                             StoredChannels(path, services.vault.index_key, shared_file(shared, CHANNELS, path)))
     services.vault.add_unlock_listener(control.load)
     control.load()
     return control
@@ -216,9 +230,10 @@ class Runtime:
     def _init_services(self, config: ServerConfig) -> None:
         """What the handlers use (Services), the channels, and the background workers around them."""
         mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+        self.shared = open_shared_documents(self.dep, config)
         self.services = build_services(self.dep, config, mailer, event_sink=self.webhook,
-                                       live_waiters=max(1, self.options.threads // 2))
-        self.channels = channel_control(self.dep, config, self.services, mailer)
+                                       live_waiters=max(1, self.options.threads // 2), shared=self.shared)
+        self.channels = channel_control(self.dep, config, self.services, mailer, self.shared)
         self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
@@ -229,7 +244,9 @@ class Runtime:
         """The rendered pages (rebuilt as the index changes), login, sessions and the dashboard's sections."""
         dep, services = self.dep, self.services
         self.site = SiteStore(dep.path("site"), services.vault.index_key)
-        self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), services.vault.index_key)
+        enrolments = dep.path("runtime", "second-factor.sealed")
+        self.enrolments_mirror = shared_file(self.shared, SECOND_FACTOR, enrolments)
+        self.second_factor = SecondFactor(enrolments, services.vault.index_key, mirror=self.enrolments_mirror)
         self.builder = SiteBuilder(services.index, services.devices, self.site)
         services.index.add_listener(self.builder.on_index_change)
         self.dashboard = Dashboard(self.site, services.vault, self._after_login,
@@ -241,6 +258,23 @@ class Runtime:
                                   scrypt_n=self.options.setup_scrypt_n)
         self.setup_code_path: Path | None = None
         self._mount_dashboard_sections()
+        self._watch_shared()
+
+    def _watch_shared(self) -> None:
+        """With a database, apply what another runtime changes: accounts and keys (a removed account's
+        sessions end at their next request here too), saved channels (swapped in), second-factor enrolments."""
+        vault, enrolments = self.services.vault, self.enrolments_mirror
+        if self.shared is None or vault.mirror is None or enrolments is None:
+            return
+        keys = vault.mirror
+
+        def accounts_changed() -> None:
+            if keys.pull():
+                vault.refresh()
+
+        self.shared.watch(KEYS, accounts_changed)
+        self.shared.watch(CHANNELS, self.channels.reload)
+        self.shared.watch(SECOND_FACTOR, enrolments.pull)
 
     def _init_front_door(self, config: ServerConfig) -> None:
         """One WSGI app for webhook, API and dashboard behind the front door (Host check, proxies, body caps)."""
@@ -365,4 +399,6 @@ class Runtime:
         self.services.devices.close()
         self.services.alerts.close()
         self.services.defence.close()
+        if self.shared is not None:
+            self.shared.close()
         services_mod.configure(None)

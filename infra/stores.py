@@ -9,18 +9,23 @@ same store.
 
 The index is sealed under the index key (only in an unlocked runtime's memory). The registry and the alert
 limits are used while the runtime is locked too (cameras upload then), so theirs is :func:`registry_key`,
-derived from the deployment's admin token.
+derived from the deployment's admin token. So is the key of the shared documents (:func:`open_shared_documents`:
+the key store, second-factor enrolments and saved channels, one copy for every runtime), which the database
+must not be able to open either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cryospy.common.database import open_pool
+from cryospy.common.keys import KeyStore
 from cryospy.functions.alerts.limits import AlertLimits, AlertLimitStore
 from cryospy.functions.alerts.pg_limits import PostgresAlertLimits
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
@@ -31,13 +36,16 @@ from cryospy.functions.index.store import TinyDBIndex
 
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
+from .pg_documents import SharedDocuments, SharedFile
 from .pg_jobqueue import PostgresJobQueue
-from .server_config import ServerConfig
+from .server_config import ServerConfig, load_server_config
 
 INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens for other runtimes' changes
 QUEUE_CONNECTIONS = 4
 REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
+DOCUMENT_CONNECTIONS = 3   # one listens, one holds a document for a change, one reads
+KEYS, SECOND_FACTOR, CHANNELS = "keys", "second-factor", "channels"
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -83,3 +91,33 @@ def open_alert_limits(dep: Deployment, config: ServerConfig) -> AlertLimitStore:
         return PostgresAlertLimits(open_pool(config.database_url, max_size=ALERT_CONNECTIONS, name="cryospy-alerts"),
                                    lambda: key)
     return AlertLimits(dep.path("runtime", "alert-limits.sqlite"))
+
+
+def documents_key(dep: Deployment) -> bytes:
+    """The shared documents' key: like :func:`registry_key`, from the admin token the database does not have
+    (a key of its own, so a document can never be taken for a registry row)."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"cryospy shared documents v1").derive(dep.admin_token.encode())
+
+
+def open_shared_documents(dep: Deployment, config: ServerConfig) -> SharedDocuments | None:
+    """None without ``database_url``: each runtime's files are then the only copy, as they always were."""
+    if not config.database_url:
+        return None
+    return SharedDocuments(open_pool(config.database_url, max_size=DOCUMENT_CONNECTIONS, name="cryospy-documents"),
+                           documents_key(dep))
+
+
+def shared_file(docs: SharedDocuments | None, name: str, path: Path) -> SharedFile | None:
+    return SharedFile(docs, name, path) if docs is not None else None
+
+
+@contextlib.contextmanager
+def key_store(dep: Deployment) -> Iterator[KeyStore]:
+    """The key store for a command-line change (accounts, passphrases, key rotation): with ``database_url`` set
+    it is the shared copy, and every change is written through to it, so every runtime sees it."""
+    docs = open_shared_documents(dep, load_server_config(dep.path("server.json")))
+    try:
+        yield KeyStore.load(dep.keys_path, shared_file(docs, KEYS, dep.keys_path))
+    finally:
+        if docs is not None:
+            docs.close()
