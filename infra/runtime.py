@@ -77,10 +77,12 @@ from .stores import (
     KEYS,
     SECOND_FACTOR,
     open_alert_limits,
+    open_audit_lines,
     open_device_registry,
     open_index,
     open_job_store,
     open_shared_documents,
+    runtime_name,
     shared_file,
 )
 from .webhook import WebhookReceiver
@@ -128,18 +130,21 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         silent_minutes=config.silent_minutes,
         home_events=hub,
         presence=Presence(config.offline_after_seconds),
-        audit=audit_log(dep, vault),
+        audit=audit_log(dep, vault, config),
     )
     services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
 
 
-def audit_log(dep: Deployment, vault: KeyVault) -> AuditLog:
-    """The audit log in the data dir: sealed to the deployment's public key (so a locked runtime can write
-    it), signed with the key store's server key while unlocked (functions/audit/log.py)."""
+def audit_log(dep: Deployment, vault: KeyVault, config: ServerConfig) -> AuditLog:
+    """The audit log in the data dir, or with a database one log for every runtime (each entry names its
+    runtime): sealed to the deployment's public key (so a locked runtime can write it), signed with the key
+    store's server key while unlocked (functions/audit/log.py)."""
     def verify_key() -> Any:
         return KeyStore.load(vault.path).server_verify_key() if vault.path.exists() else None
-    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key)
+    shared = open_audit_lines(dep, config)
+    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key, store=shared,
+                    runtime=runtime_name(dep) if shared else "")
 
 
 def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None,
@@ -401,4 +406,5 @@ class Runtime:
         self.services.defence.close()
         if self.shared is not None:
             self.shared.close()
+        self.services.audit.close()
         services_mod.configure(None)

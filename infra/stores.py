@@ -36,6 +36,7 @@ from cryospy.functions.index.store import TinyDBIndex
 
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
+from .pg_audit import PostgresAuditLines
 from .pg_documents import SharedDocuments, SharedFile
 from .pg_jobqueue import PostgresJobQueue
 from .server_config import ServerConfig, load_server_config
@@ -44,6 +45,7 @@ INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens
 QUEUE_CONNECTIONS = 4
 REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
+AUDIT_CONNECTIONS = 2
 DOCUMENT_CONNECTIONS = 3   # one listens, one holds a document for a change, one reads
 KEYS, SECOND_FACTOR, CHANNELS = "keys", "second-factor", "channels"
 
@@ -121,3 +123,11 @@ def key_store(dep: Deployment) -> Iterator[KeyStore]:
     finally:
         if docs is not None:
             docs.close()
+
+
+def open_audit_lines(dep: Deployment, config: ServerConfig) -> PostgresAuditLines | None:
+    """The audit log every runtime appends to (None without ``database_url``: ``runtime/audit.log``)."""
+    if not config.database_url:
+        return None
+    return PostgresAuditLines(open_pool(config.database_url, max_size=AUDIT_CONNECTIONS, name="cryospy-audit"),
+                              config.database_url, dep.path("runtime", "audit.log"))

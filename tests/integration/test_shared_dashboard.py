@@ -1,7 +1,7 @@
 """Any runtime serves the dashboard (issue 18 item 4, docs/postgres.md "Shared between runtimes"): two real
 runtime processes on one PostgreSQL and one MinIO; accounts, saved channels and second-factor enrolments made on
-runtime A's dashboard apply on runtime B without a restart, and an account removed on A is refused on B at once
-and its session there ends."""
+runtime A's dashboard apply on runtime B without a restart, an account removed on A is refused on B at once
+and its session there ends, and both runtimes write one audit log."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import requests
 from cryospy.infra.deployment import load
 from cryospy.infra.minio_server import MinioServer, free_port
 from cryospy.infra.runtime_instances import add_runtime
+from cryospy.infra.stores import runtime_name
 from tests.conftest import PASSPHRASE, new_deployment
 from tests.integration.test_home_events import Receiver
 from tests.integration.test_two_runtimes import RuntimeProcess
@@ -107,6 +108,11 @@ def test_accounts_channels_and_second_factor_made_on_one_runtime_apply_on_the_ot
             assert answer.status_code == 401
             wait_for(lambda: anna_b.get(b_url + "/", timeout=10, allow_redirects=False).status_code == 302,
                      timeout=30, what="the removed account's session on B ended")
+
+            # One audit log of both runtimes, each entry naming its runtime; its chain checks out on B.
+            page = admin_b.get(b_url + "/admin/audit?kind=login", timeout=10).text
+            assert f"runtime={runtime_name(main)}" in page and f"runtime={runtime_name(second)}" in page
+            assert 'class="suspect"' not in page
 
             with psycopg.connect(url) as conn:
                 rows = dict(conn.execute("SELECT name, doc FROM shared_documents").fetchall())
