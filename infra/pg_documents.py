@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
 from cryospy.common.atomic import write_atomic
-from cryospy.common.database import create_tables
+from cryospy.common.database import create_tables, listen
 
 from .errors import InfraError
 
@@ -185,23 +185,11 @@ class SharedDocuments:
                 self._thread.start()
 
     def _listen(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._pool.connection() as conn:
-                    conn.autocommit = True
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self._call(set(self._watchers))   # whatever changed while nobody listened
-                    try:
-                        self._hear(conn)
-                    finally:
-                        conn.execute(f"UNLISTEN {CHANNEL}")
-                        conn.autocommit = False
-            except Exception:
-                if self._stop.is_set():
-                    return
-                log.warning("lost the shared documents' change notifications; listening again in 5 s",
-                            exc_info=True)
-                self._stop.wait(5)
+        listen(self._pool, CHANNEL, self._stop, self._catch_up_and_hear, "the shared documents' change notifications")
+
+    def _catch_up_and_hear(self, conn: psycopg.Connection[Any]) -> None:
+        self._call(set(self._watchers))   # whatever changed while nobody listened
+        self._hear(conn)
 
     def _hear(self, conn: psycopg.Connection[Any]) -> None:
         next_check = _now() + self._recheck

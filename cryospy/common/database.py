@@ -7,7 +7,9 @@ Kept in one place so that every PostgreSQL-backed part (the clip index, the job 
 * :func:`open_pool` opens a psycopg connection pool and fails with a message that says what to do, never with
   the URL as given;
 * :func:`create_tables` runs a part's ``CREATE … IF NOT EXISTS`` under a transaction-scoped advisory lock, so
-  two runtimes starting at once do not race on the catalogue.
+  two runtimes starting at once do not race on the catalogue;
+* :func:`listen` keeps one connection on a ``LISTEN`` channel (other runtimes' changes), reconnecting after a
+  loss.
 
 ::
 
@@ -18,7 +20,10 @@ Kept in one place so that every PostgreSQL-backed part (the clip index, the job 
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -86,3 +91,25 @@ def create_tables(pool: ConnectionPool, name: str, ddl: str) -> None:
     with pool.connection() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"cryospy schema {name}".encode()),))
         conn.execute(ddl)
+
+
+def listen(pool: ConnectionPool, channel: str, stop: threading.Event,
+           hear: Callable[[psycopg.Connection[Any]], None], what: str) -> None:
+    """Until ``stop`` is set: take a connection, ``LISTEN`` on ``channel`` and let ``hear`` read its
+    notifications (it returns when ``stop`` is set). A lost connection is logged and listened on again 5 s
+    later; notifications sent meanwhile are not replayed, so ``hear`` should catch up first."""
+    while not stop.is_set():
+        try:
+            with pool.connection() as conn:
+                conn.autocommit = True
+                conn.execute(f"LISTEN {channel}")
+                try:
+                    hear(conn)
+                finally:
+                    conn.execute(f"UNLISTEN {channel}")
+                    conn.autocommit = False
+        except Exception:
+            if stop.is_set():
+                return
+            log.warning("lost %s; listening again in 5 s", what, exc_info=True)
+            stop.wait(5)

@@ -127,15 +127,13 @@ class ChannelControl:
             if self._saved is not None:
                 return
             try:
-                saved = self.store.load()
-                settings, mail = self._parse(saved)
+                read = self._read()
             except KeysLocked:
                 return
-            except ChannelSettingsError as exc:
-                self.problem = f"the channels saved on the dashboard are not in use: {exc}"
-                log.error("%s", self.problem)
+            if read is None:
                 self._saved = {}
                 return
+            saved, settings, mail = read
             self._saved = saved
             if saved:
                 self._apply(settings, mail)
@@ -147,20 +145,28 @@ class ChannelControl:
             if self._saved is None:
                 return
             try:
-                saved = self.store.load()
-                if saved == self._saved:
-                    return
-                settings, mail = self._parse(saved)
+                read = self._read()
             except KeysLocked:
                 return
-            except ChannelSettingsError as exc:
-                self.problem = f"the channels saved on the dashboard are not in use: {exc}"
-                log.error("%s", self.problem)
+            if read is None or read[0] == self._saved:
                 return
+            saved, settings, mail = read
             self._saved = saved
             self.problem = ""
             self._apply(settings, mail)
         log.info("channels changed on another runtime and applied")
+
+    def _read(self) -> tuple[dict[str, Any], ChannelsSettings, MailSettings] | None:
+        """The saved settings and what they parse to; None when they cannot be used (``problem`` says why).
+        Raises KeysLocked before the first unlock."""
+        try:
+            saved = self.store.load()
+            settings, mail = self._parse(saved)
+        except ChannelSettingsError as exc:
+            self.problem = f"the channels saved on the dashboard are not in use: {exc}"
+            log.error("%s", self.problem)
+            return None
+        return saved, settings, mail
 
     def start(self) -> None:
         with self._lock:

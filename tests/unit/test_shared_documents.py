@@ -5,10 +5,12 @@ of its own with its own connection pool, as two runtime processes have."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -36,6 +38,17 @@ def _documents(url: str, key: bytes | None = None, recheck: float = 30.0) -> Sha
     return SharedDocuments(open_pool(url, max_size=3), key or b"k" * 32, recheck_seconds=recheck)
 
 
+@contextlib.contextmanager
+def _two(url: str, key: bytes | None = None) -> Iterator[tuple[SharedDocuments, SharedDocuments]]:
+    """Two processes' views of one database: each its own pool and writer id."""
+    a, b = _documents(url, key), _documents(url, key)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_write_from_a_stale_version_is_refused(postgres) -> None:
     docs = _documents(postgres.fresh_url())
     try:
@@ -53,11 +66,9 @@ def test_a_write_from_a_stale_version_is_refused(postgres) -> None:
 
 
 def test_another_process_hears_a_change_and_its_own_is_not_echoed(postgres) -> None:
-    url = postgres.fresh_url()
-    a, b = _documents(url), _documents(url)
     heard_a: list[int] = []
     heard_b: list[int] = []
-    try:
+    with _two(postgres.fresh_url()) as (a, b):
         a.watch("channels", lambda: heard_a.append(a.version("channels")))
         b.watch("channels", lambda: heard_b.append(b.version("channels")))
         wait_for(lambda: heard_a == [0] and heard_b == [0], what="both listening (each checks once at start)")
@@ -66,9 +77,6 @@ def test_another_process_hears_a_change_and_its_own_is_not_echoed(postgres) -> N
         b.put("channels", b"saved on b", 1)
         wait_for(lambda: heard_a == [0, 2], what="a told of b's change")
         assert heard_b == [0, 1], "b's own write is not announced back to b"
-    finally:
-        a.close()
-        b.close()
 
 
 def test_the_database_holds_no_account_name_no_slot_and_no_size_of_the_key_store(postgres, tmp_path: Path) -> None:
@@ -123,13 +131,22 @@ class _Runtime:
         self.docs.close()
 
 
-def test_accounts_changed_on_one_runtime_apply_on_the_other_at_once(postgres, tmp_path: Path) -> None:
-    url = postgres.fresh_url()
+@contextlib.contextmanager
+def _runtimes(url: str, tmp_path: Path) -> Iterator[tuple[_Runtime, _Runtime]]:
+    """Runtime A (the first data directory) and B (its copy), both logged in as the admin."""
     dep = new_deployment(tmp_path / "a")
     a, b = _Runtime(url, dep, dep.data_dir), _Runtime(url, dep, tmp_path / "b")
     try:
         a.vault.login("admin", PASSPHRASE)
         b.vault.login("admin", PASSPHRASE)
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def test_accounts_changed_on_one_runtime_apply_on_the_other_at_once(postgres, tmp_path: Path) -> None:
+    with _runtimes(postgres.fresh_url(), tmp_path) as (a, b):
         a.vault.add_account(Account(ANNA, "viewer", frozenset({"front-door"})), ANNA_PASS)
         assert b.vault.login(ANNA, ANNA_PASS).cameras == frozenset({"front-door"})
         wait_for(lambda: b.vault.account(ANNA) is not None, what="b's accounts re-read")
@@ -145,18 +162,11 @@ def test_accounts_changed_on_one_runtime_apply_on_the_other_at_once(postgres, tm
         with pytest.raises(WrongPassphrase):
             a.vault.login("admin", PASSPHRASE)
         a.vault.login("admin", "a brand new admin passphrase")
-    finally:
-        a.close()
-        b.close()
 
 
 def test_two_runtimes_adding_accounts_at_once_lose_neither(postgres, tmp_path: Path) -> None:
     url = postgres.fresh_url()
-    dep = new_deployment(tmp_path / "a")
-    a, b = _Runtime(url, dep, dep.data_dir), _Runtime(url, dep, tmp_path / "b")
-    try:
-        a.vault.login("admin", PASSPHRASE)
-        b.vault.login("admin", PASSPHRASE)
+    with _runtimes(url, tmp_path) as (a, b):
         start = threading.Barrier(2)
         errors: list[BaseException] = []
 
@@ -179,9 +189,6 @@ def test_two_runtimes_adding_accounts_at_once_lose_neither(postgres, tmp_path: P
         assert {acc.name for acc in b.vault.store().open(PASSPHRASE).accounts.values()} == expected
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT version FROM shared_documents WHERE name = 'keys'").fetchone()[0] == 9
-    finally:
-        a.close()
-        b.close()
 
 
 def test_command_line_changes_write_through_to_the_database(postgres, tmp_path: Path) -> None:
@@ -213,11 +220,10 @@ def test_command_line_changes_write_through_to_the_database(postgres, tmp_path: 
 
 def test_a_second_factor_enrolled_on_one_runtime_is_asked_on_the_other_and_a_code_works_once(
         postgres, tmp_path: Path) -> None:
-    url, index_key = postgres.fresh_url(), os.urandom(32)
-    docs_a, docs_b = _documents(url), _documents(url)
+    index_key = os.urandom(32)
     path_a, path_b = tmp_path / "a" / "second-factor.sealed", tmp_path / "b" / "second-factor.sealed"
     now = [1_800_000_000.0]
-    try:
+    with _two(postgres.fresh_url()) as (docs_a, docs_b):
         a = SecondFactor(path_a, lambda: index_key, lambda: now[0], SharedFile(docs_a, "second-factor", path_a))
         b = SecondFactor(path_b, lambda: index_key, lambda: now[0], SharedFile(docs_b, "second-factor", path_b))
         secret = a.new_secret()
@@ -232,15 +238,11 @@ def test_a_second_factor_enrolled_on_one_runtime_is_asked_on_the_other_and_a_cod
         with pytest.raises(Exception, match="wrong code"):
             b.check("admin", recovery[0])
         assert path_a.read_bytes()[:5] == b"CS2F1", "the file keeps its own sealing under the index key"
-    finally:
-        docs_a.close()
-        docs_b.close()
 
 
 def test_saved_channels_reach_the_other_runtime(postgres, tmp_path: Path) -> None:
     url, index_key = postgres.fresh_url(), os.urandom(32)
-    docs_a, docs_b = _documents(url), _documents(url)
-    try:
+    with _two(url) as (docs_a, docs_b):
         a = StoredChannels(tmp_path / "a" / "c.sealed", lambda: index_key,
                            SharedFile(docs_a, "channels", tmp_path / "a" / "c.sealed"))
         b = StoredChannels(tmp_path / "b" / "c.sealed", lambda: index_key,
@@ -256,9 +258,6 @@ def test_saved_channels_reach_the_other_runtime(postgres, tmp_path: Path) -> Non
         with a.editing():
             a.save({**a.load(), "push": {"enabled": False}})
         assert set(b.load()) == {"mqtt", "webhook", "push"}
-    finally:
-        docs_a.close()
-        docs_b.close()
 
 
 def test_embedded_files_have_no_mirror(tmp_path: Path) -> None:
