@@ -46,7 +46,7 @@ QUEUE_CONNECTIONS = 4
 REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
 AUDIT_CONNECTIONS = 2
-DOCUMENT_CONNECTIONS = 3   # one listens, one holds a document for a change, one reads
+DOCUMENT_CONNECTIONS = 4   # one listens, one holds a document for a change, the others read
 KEYS, SECOND_FACTOR, CHANNELS = "keys", "second-factor", "channels"
 
 
