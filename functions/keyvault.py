@@ -27,8 +27,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryospy.common.accounts import ADMIN, MIN_PASSPHRASE_CHARS, Account
-from cryospy.common.file_mirror import FileMirror
+from cryospy.common.accounts import ADMIN, MIN_PASSPHRASE_CHARS, Account, AccountError
+from cryospy.common.file_mirror import FileMirror, mirror_errors_as
 from cryospy.common.keys import (
     DeploymentPublicKey,
     KeyStore,
@@ -142,7 +142,8 @@ class KeyVault:
         master = self._master
         if master is None:
             raise KeysLocked("accounts can be changed only while the deployment's keys are unlocked; log in again")
-        change(self._require_store(), master)
+        with mirror_errors_as(AccountError):   # the shared copy cannot be had: the page says why
+            change(self._require_store(), master)
         self._refresh()
 
     def _file_stamp(self) -> tuple[int, int, int] | None:

@@ -14,7 +14,10 @@ They live in one table::
   clear they would let whoever copies the database guess passphrases offline. Sealed, the operator learns no
   account name and no slot, and from the padded size not how many accounts there are.
 * ``version`` counts the changes; every write is compare-and-set on it, so two runtimes changing the accounts
-  at once cannot lose a change. :meth:`SharedDocuments.locked` serialises writers on a transaction-scoped
+  at once cannot lose a change. It is bound into the seal, so an older blob cannot be put back under the
+  current number; putting back an older blob *with* its older number is seen by every running runtime
+  (the version went backwards) and refused (:meth:`SharedFile.pull`), as a removed account would come back.
+  :meth:`SharedDocuments.locked` serialises writers on a transaction-scoped
   advisory lock besides, so a change waits for the other instead of failing.
 * ``updated_at`` and ``version`` tell the operator when a document changed (an account or channel edited; for
   the second factor, a login with a code). docs/postgres.md lists this.
@@ -26,8 +29,8 @@ case a notification was missed while its connection was down.
 ::
 
     CryoSpyError
-    └── InfraError
-        └── SharedDocumentError     the shared copy cannot be read or written
+    └── InfraError, MirrorError
+        └── SharedDocumentError     the shared copy cannot be read or written (also: the database is down)
             └── DocumentConflict    another runtime changed it at the same moment (try again)
 """
 
@@ -48,10 +51,11 @@ from typing import Any
 import psycopg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cryospy.common.atomic import write_atomic
 from cryospy.common.database import create_tables, listen
+from cryospy.common.file_mirror import MirrorError
 
 from .errors import InfraError
 
@@ -71,7 +75,7 @@ MAX_DOCUMENT = 4 * 1024 * 1024   # the key store of 64 accounts is ~30 KiB; anyt
 _VERSION = b"\x01"
 
 
-class SharedDocumentError(InfraError):
+class SharedDocumentError(InfraError, MirrorError):
     pass
 
 
@@ -109,26 +113,26 @@ class SharedDocuments:
         create_tables(pool, "documents", SCHEMA)
 
     # -- sealing -------------------------------------------------------------------------------------
-    def _seal(self, name: str, data: bytes) -> bytes:
+    def _seal(self, name: str, version: int, data: bytes) -> bytes:
         if len(data) > MAX_DOCUMENT:
             raise SharedDocumentError(f"the {name} document is {len(data)} bytes, more than the "
                                       f"{MAX_DOCUMENT} a shared document may hold")
         body = len(data).to_bytes(4, "big") + data
         body += bytes(-len(body) % PAD)
         nonce = os.urandom(12)
-        return _VERSION + nonce + self._aead.encrypt(nonce, body, _aad(name))
+        return _VERSION + nonce + self._aead.encrypt(nonce, body, _aad(name, version))
 
-    def _open(self, name: str, blob: bytes) -> bytes:
+    def _open(self, name: str, version: int, blob: bytes) -> bytes:
         blob = bytes(blob)
         try:
             if blob[:1] != _VERSION:
                 raise InvalidTag
-            body = self._aead.decrypt(blob[1:13], blob[13:], _aad(name))
+            body = self._aead.decrypt(blob[1:13], blob[13:], _aad(name, version))
         except InvalidTag:
             raise SharedDocumentError(
                 f"the shared {name} document in the database does not open with this deployment's key (another "
-                "deployment's database, a changed admin_token, or the row was edited); check database_url in "
-                "server.json, or restore the database from a backup") from None
+                "deployment's database, a changed admin_token, or the row or its version was edited); check "
+                "database_url in server.json, or restore the database from a backup") from None
         size = int.from_bytes(body[:4], "big")
         return body[4:4 + size]
 
@@ -145,7 +149,7 @@ class SharedDocuments:
 
     def _get_in(self, conn: psycopg.Connection[Any], name: str) -> Stored | None:
         row = conn.execute("SELECT version, doc FROM shared_documents WHERE name = %s", (name,)).fetchone()
-        return Stored(int(row[0]), self._open(name, row[1])) if row else None
+        return Stored(int(row[0]), self._open(name, int(row[0]), row[1])) if row else None
 
     def put(self, name: str, data: bytes, expected: int) -> int:
         """Store ``data`` as the next version if the document is still at ``expected`` (0: there is none yet);
@@ -154,7 +158,7 @@ class SharedDocuments:
             return self._put_in(conn, name, data, expected)
 
     def _put_in(self, conn: psycopg.Connection[Any], name: str, data: bytes, expected: int) -> int:
-        sealed = self._seal(name, data)
+        sealed = self._seal(name, expected + 1, data)
         if expected == 0:
             done = conn.execute("INSERT INTO shared_documents (name, version, doc) VALUES (%s, 1, %s) "
                                 "ON CONFLICT DO NOTHING", (name, sealed)).rowcount
@@ -218,8 +222,8 @@ class SharedDocuments:
         self._pool.close()
 
 
-def _aad(name: str) -> bytes:
-    return b"cryospy shared document|" + name.encode()
+def _aad(name: str, version: int) -> bytes:
+    return f"cryospy shared document|{name}|{version}".encode()
 
 
 def _now() -> float:
@@ -239,12 +243,13 @@ class SharedFile:
         self._editor: int | None = None    # the thread inside editing(): the file is the held copy already
 
     def pull(self) -> bool:
-        with self._lock:
+        with self._database_errors(), self._lock:
             if self._editor == threading.get_ident():
                 return False
             version = self.documents.version(self.name)
             if version and version == self._version:
                 return False
+            self._forward(version)
             if version == 0:
                 return self._seed()
             stored = self.documents.get(self.name)
@@ -274,11 +279,29 @@ class SharedFile:
         return not same
 
     @contextlib.contextmanager
+    def _database_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise SharedDocumentError(f"cannot reach the database for the shared {self.name} document ({exc}); "
+                                      "check that PostgreSQL runs, then try again") from None
+
+    def _forward(self, version: int) -> None:
+        """Refuse a shared copy older than the one this process already has (see the module's docstring)."""
+        if self._version and version < self._version:
+            raise SharedDocumentError(
+                f"the shared {self.name} document in the database went back from version {self._version} to "
+                f"{version} (the database was restored from a backup, or rolled back by whoever runs it): a "
+                "removed account could come back that way, so this runtime keeps what it has. If you restored "
+                "the database yourself, restart the runtimes")
+
+    @contextlib.contextmanager
     def editing(self) -> Iterator[None]:
-        with self._lock:
+        with self._database_errors(), self._lock:
             try:
                 with self.documents.locked(self.name) as held:
                     if held.current is not None:
+                        self._forward(held.current.version)
                         self._sync(held.current)
                     self._editor = threading.get_ident()
                     try:

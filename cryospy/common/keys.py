@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryospy.common.accounts import ADMIN, MAX_ACCOUNTS, Account, AccountError, check_removal
 from cryospy.common.atomic import write_atomic
 from cryospy.common.errors import CryoSpyError
-from cryospy.common.file_mirror import FileMirror
+from cryospy.common.file_mirror import FileMirror, MirrorError
 
 STORE_FORMAT = "cryospy-keystore/v2"
 LEGACY_FORMAT = "cryospy-keystore/v1"   # one passphrase; still read (as the "admin" account), rewritten as v2
@@ -416,13 +416,11 @@ class KeyStore:
         ``mirror``: the shared copy when several runtimes share a database (infra/pg_documents.py). Every open
         first pulls it into the file, and every change is made under its lock and written through to it."""
         path = Path(path)
-        if mirror is not None:
-            mirror.pull()
+        _pull(mirror)
         return cls(path, _parse_document(path, _read_json(path)), mirror)
 
     def _pull(self) -> None:
-        if self._mirror is not None:
-            self._mirror.pull()
+        _pull(self._mirror)
 
     @property
     def legacy(self) -> bool:
@@ -580,6 +578,16 @@ class KeyStore:
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.path)!r}, current={self._doc.public.current_key_id!r})"
+
+
+def _pull(mirror: FileMirror | None) -> None:
+    """The shared copy into the file; a copy that cannot be had is a KeyStoreError (a login says why)."""
+    if mirror is None:
+        return
+    try:
+        mirror.pull()
+    except MirrorError as exc:
+        raise KeyStoreError(str(exc)) from exc
 
 
 def _passphrase_bytes(passphrase: str | bytes) -> bytes:

@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cryospy.common.file_mirror import mirror_errors_as
 from cryospy.functions.errors import KeysLocked
 
 from . import feed
@@ -104,7 +105,7 @@ class ChannelControl:
         """Validate, save sealed, apply. ChannelSettingsError names the bad key; KeysLocked while locked."""
         if name not in CHANNELS:
             raise ChannelSettingsError(f"there is no channel {name!r}; the channels are {', '.join(CHANNELS)}")
-        with self._lock, self.store.editing():
+        with self._lock, mirror_errors_as(ChannelSettingsError), self.store.editing():
             try:
                 current = self.store.load()   # as saved now, also by another runtime sharing the database
             except ChannelSettingsError:

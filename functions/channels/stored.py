@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from cryospy.common.file_mirror import FileMirror
+from cryospy.common.file_mirror import FileMirror, MirrorError
 from cryospy.common.sealed_json import SealedFileError, SealedJsonFile
 
 from .errors import ChannelSettingsError
@@ -42,6 +42,8 @@ class StoredChannels:
         """The sections saved from the dashboard ({} when none were)."""
         try:
             doc = self._file.load()
+        except MirrorError as exc:
+            raise ChannelSettingsError(str(exc)) from None
         except SealedFileError as exc:
             if exc.foreign:
                 raise ChannelSettingsError(f"{self.path} is not a CryoSpy channel settings file; move it away and "

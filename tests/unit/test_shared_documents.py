@@ -18,8 +18,8 @@ import pyotp
 import pytest
 
 from cryospy.cli.main import main as cli_main
-from cryospy.common.accounts import Account
-from cryospy.common.keys import KeyStore, WrongPassphrase
+from cryospy.common.accounts import Account, AccountError
+from cryospy.common.keys import KeyStore, KeyStoreError, WrongPassphrase
 from cryospy.common.sealed_json import SealedJsonFile
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.keyvault import KeyVault
@@ -268,3 +268,35 @@ def test_embedded_files_have_no_mirror(tmp_path: Path) -> None:
     with plain.editing():
         plain.save({"a": 1})
     assert plain.load() == {"a": 1}
+
+
+def test_a_key_store_rolled_back_in_the_database_is_refused_by_running_runtimes(postgres, tmp_path: Path) -> None:
+    url = postgres.fresh_url()
+    with _runtimes(url, tmp_path) as (a, b):
+        a.vault.add_account(Account(ANNA, "viewer", frozenset({"front-door"})), ANNA_PASS)
+        with psycopg.connect(url) as conn:
+            old = conn.execute("SELECT version, doc FROM shared_documents WHERE name = 'keys'").fetchone()
+        a.vault.remove_account(ANNA)
+        b.vault.login("admin", PASSPHRASE)   # b has the newest version
+        with psycopg.connect(url) as conn:
+            # The old blob under the new number does not open: the version is sealed in.
+            conn.execute("UPDATE shared_documents SET doc = %s WHERE name = 'keys'", (old[1],))
+            conn.commit()
+            with pytest.raises(SharedDocumentError, match="does not open"):
+                b.docs.get("keys")
+            # The old blob with its old number (a restored backup): refused, with what to do.
+            conn.execute("UPDATE shared_documents SET version = %s WHERE name = 'keys'", (old[0],))
+            conn.commit()
+        for runtime in (a, b):
+            with pytest.raises(KeyStoreError, match=r"went back from version 3 to 2.*restart the runtimes"):
+                runtime.vault.login(ANNA, ANNA_PASS)
+            with pytest.raises(AccountError, match="went back"):
+                runtime.vault.add_account(Account("x", "viewer", frozenset({"cam"})), ANNA_PASS)
+
+
+def test_a_database_that_is_down_fails_a_login_with_what_to_do(postgres, tmp_path: Path) -> None:
+    dep = new_deployment(tmp_path / "a")
+    runtime = _Runtime(postgres.fresh_url(), dep, dep.data_dir)
+    runtime.docs.close()   # as if the database went away: the pool is gone
+    with pytest.raises(KeyStoreError, match="cannot reach the database for the shared keys document"):
+        runtime.vault.login("admin", PASSPHRASE)
