@@ -22,11 +22,12 @@ import logging
 import zlib
 from pathlib import Path
 
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from cryospy.common.audit_chain import GENESIS, parse_line
 from cryospy.common.database import create_tables, redacted
-from cryospy.functions.audit.log import AuditFile, Make
+from cryospy.functions.audit.log import AuditFile, AuditUnavailable, Make
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,12 @@ class PostgresAuditLines:
         log.info("copied %d entries of %s into the shared audit log", len(lines), local)
 
     def read(self) -> list[str]:
-        with self._pool.connection() as conn:
-            return [row[0] for row in conn.execute("SELECT line FROM audit_log ORDER BY n")]
+        try:
+            with self._pool.connection() as conn:
+                return [row[0] for row in conn.execute("SELECT line FROM audit_log ORDER BY n")]
+        except (psycopg.Error, PoolTimeout) as exc:
+            raise AuditUnavailable(f"the audit log in {self.where} cannot be read ({exc}); check that PostgreSQL "
+                                   "runs") from None
 
     def append(self, make: Make) -> tuple[int, str]:
         with self._pool.connection() as conn, conn.transaction():

@@ -45,6 +45,7 @@ from cryospy.common.audit_chain import (
     parse_line,
     seal_entry,
 )
+from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import DeploymentPublicKey, KeyStoreError, UnlockedKeys
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.errors import KeysLocked
@@ -52,6 +53,11 @@ from cryospy.functions.errors import KeysLocked
 from .actor import Actor, current
 
 log = logging.getLogger(__name__)
+
+
+class AuditUnavailable(CryoSpyError):
+    """The log's lines cannot be read now (a shared log whose database is unreachable); the message says what
+    to do. The check reports it as a problem; the audit page answers 503 with it."""
 
 
 @dataclass(frozen=True)
@@ -240,7 +246,11 @@ class AuditLog:
             verify_key = self._verify_key()
         except KeysLocked:
             verify_key = None
-        return check_log(self.lines(), verify_key, self._head)
+        try:
+            lines = self.lines()
+        except AuditUnavailable as exc:
+            return AuditCheck(0, -1, 0, str(exc))
+        return check_log(lines, verify_key, self._head)
 
     def entries(self) -> list[AuditEntry]:
         """Every entry, oldest first, decrypted (needs the unlocked keys: raises KeysLocked). An entry whose

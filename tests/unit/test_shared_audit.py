@@ -81,3 +81,14 @@ def test_two_runtimes_append_to_one_linear_chain_that_still_shows_tampering(post
     finally:
         a.close()
         b.close()
+
+
+def test_a_shared_log_whose_database_is_down_is_reported_not_crashed(postgres, tmp_path: Path) -> None:
+    dep = new_deployment(tmp_path / "a")
+    log = _log(postgres.fresh_url(), dep.keys_path, dep.path("runtime", "audit.log"), "host:/srv/a")
+    log.record("login", Actor("admin", "dashboard", "10.0.0.9"))
+    log.close()   # the pool is gone, as when the database cannot be reached
+    log.record("logout", Actor("admin", "dashboard", "10.0.0.9"))
+    assert "could not be written" in log.write_error
+    check = log.check()
+    assert not check.ok and "cannot be read" in check.problem and "check that PostgreSQL runs" in check.problem
