@@ -196,15 +196,15 @@ class SharedDocuments:
         self._hear(conn)
 
     def _hear(self, conn: psycopg.Connection[Any]) -> None:
-        next_check = _now() + self._recheck
+        next_check = time.monotonic() + self._recheck
         while not self._stop.is_set():
             names = set()
             for note in conn.notifies(timeout=0.5):
                 writer, _, rest = note.payload.partition(":")
                 if writer != self._writer:
                     names.add(rest.partition(":")[0])
-            if _now() >= next_check:
-                names, next_check = set(self._watchers), _now() + self._recheck
+            if time.monotonic() >= next_check:
+                names, next_check = set(self._watchers), time.monotonic() + self._recheck
             self._call(names)
 
     def _call(self, names: set[str]) -> None:
@@ -226,10 +226,6 @@ def _aad(name: str, version: int) -> bytes:
     return f"cryospy shared document|{name}|{version}".encode()
 
 
-def _now() -> float:
-    return time.monotonic()
-
-
 class SharedFile:
     """A local file kept as a cache of the shared document ``name`` (a :class:`~cryospy.common.file_mirror.
     FileMirror`). The database's copy wins: :meth:`pull` overwrites the file with it. The first process to use
@@ -239,6 +235,7 @@ class SharedFile:
     def __init__(self, documents: SharedDocuments, name: str, path: Path):
         self.documents, self.name, self.path = documents, name, path
         self._version: int | None = None   # the version the local file holds, when known
+        self._newest = 0                   # the newest version this process has seen: never go back from it
         self._lock = threading.RLock()
         self._editor: int | None = None    # the thread inside editing(): the file is the held copy already
 
@@ -261,7 +258,7 @@ class SharedFile:
         except FileNotFoundError:
             return False
         try:
-            self._version = self.documents.put(self.name, data, 0)
+            self._version = self._newest = self.documents.put(self.name, data, 0)
             log.info("put this runtime's %s into the shared database (the first runtime to use it)", self.path.name)
             return False
         except DocumentConflict:   # another process seeded it at the same moment: theirs is the copy now
@@ -275,7 +272,7 @@ class SharedFile:
             same = False
         if not same:
             write_atomic(self.path, stored.data)
-        self._version = stored.version
+        self._version = self._newest = stored.version
         return not same
 
     @contextlib.contextmanager
@@ -288,9 +285,9 @@ class SharedFile:
 
     def _forward(self, version: int) -> None:
         """Refuse a shared copy older than the one this process already has (see the module's docstring)."""
-        if self._version and version < self._version:
+        if version < self._newest:
             raise SharedDocumentError(
-                f"the shared {self.name} document in the database went back from version {self._version} to "
+                f"the shared {self.name} document in the database went back from version {self._newest} to "
                 f"{version} (the database was restored from a backup, or rolled back by whoever runs it): a "
                 "removed account could come back that way, so this runtime keeps what it has. If you restored "
                 "the database yourself, restart the runtimes")
@@ -313,7 +310,7 @@ class SharedFile:
                     except FileNotFoundError:
                         after = None
                     if after is not None and (held.current is None or after != held.current.data):
-                        self._version = held.put(after)
+                        self._version = self._newest = held.put(after)
             except BaseException:
                 self._version = None   # the file may hold a change the database lacks: the next pull undoes it
                 raise

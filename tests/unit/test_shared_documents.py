@@ -288,10 +288,11 @@ def test_a_key_store_rolled_back_in_the_database_is_refused_by_running_runtimes(
             conn.execute("UPDATE shared_documents SET version = %s WHERE name = 'keys'", (old[0],))
             conn.commit()
         for runtime in (a, b):
-            with pytest.raises(KeyStoreError, match=r"went back from version 3 to 2.*restart the runtimes"):
-                runtime.vault.login(ANNA, ANNA_PASS)
-            with pytest.raises(AccountError, match="went back"):
-                runtime.vault.add_account(Account("x", "viewer", frozenset({"cam"})), ANNA_PASS)
+            for _ in range(2):   # and still after a refused change
+                with pytest.raises(AccountError, match="went back"):
+                    runtime.vault.add_account(Account("x", "viewer", frozenset({"cam"})), ANNA_PASS)
+                with pytest.raises(KeyStoreError, match=r"went back from version 3 to 2.*restart the runtimes"):
+                    runtime.vault.login(ANNA, ANNA_PASS)
 
 
 def test_a_database_that_is_down_fails_a_login_with_what_to_do(postgres, tmp_path: Path) -> None:
