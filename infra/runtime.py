@@ -52,7 +52,6 @@ from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection
 from cryospy.web.first_run import SETUP_CODE_FILE, FirstRun
-from cryospy.web.login_links import LINKS_DIR, LoginLinks
 from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.second_factor import SecondFactor
 from cryospy.web.second_factor_pages import SecondFactorPages
@@ -79,8 +78,10 @@ from .stores import (
     open_alert_limits,
     open_audit_lines,
     open_device_registry,
+    open_heartbeat,
     open_index,
     open_job_store,
+    open_login_state,
     open_shared_documents,
     runtime_name,
     shared_file,
@@ -217,7 +218,7 @@ class Runtime:
         config = config or load_server_config(dep.path("server.json"))
         self._init_events(config)
         self._init_services(config)
-        self._init_dashboard()
+        self._init_dashboard(config)
         self._init_front_door(config)
         self._server: Any = None
         self._map: dict[int, Any] = {}   # waitress's socket map: every listener and connection of this runtime
@@ -227,9 +228,11 @@ class Runtime:
         self._rebuilt = False
 
     def _init_events(self, config: ServerConfig) -> None:
-        """Bucket events: the routes from the app's registrations, the durable queue, MinIO's webhook."""
+        """Bucket events: the routes from the app's registrations, the durable queue (with the heartbeat that
+        renews its leases when it is shared), MinIO's webhook."""
         self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
         self.queue = open_job_store(self.dep, config)
+        self.heartbeat = open_heartbeat(self.dep, config, self.queue)
         self.webhook = WebhookReceiver(self.dep.webhook_token, self.routes, self.queue)
 
     def _init_services(self, config: ServerConfig) -> None:
@@ -245,7 +248,7 @@ class Runtime:
         self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
                                         self.options.live_sweep_seconds)
 
-    def _init_dashboard(self) -> None:
+    def _init_dashboard(self, config: ServerConfig) -> None:
         """The rendered pages (rebuilt as the index changes), login, sessions and the dashboard's sections."""
         dep, services = self.dep, self.services
         self.site = SiteStore(dep.path("site"), services.vault.index_key)
@@ -254,10 +257,12 @@ class Runtime:
         self.second_factor = SecondFactor(enrolments, services.vault.index_key, mirror=self.enrolments_mirror)
         self.builder = SiteBuilder(services.index, services.devices, self.site)
         services.index.add_listener(self.builder.on_index_change)
+        self.login_state = open_login_state(dep, config)   # shared by every runtime with database_url
         self.dashboard = Dashboard(self.site, services.vault, self._after_login,
                                    media=MediaRoutes(services), actions=self._dashboard_actions(),
-                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: services.vault.locked,
-                                   audit=services.audit, second_factor=self.second_factor)
+                                   links=self.login_state.links, locked=lambda: services.vault.locked,
+                                   audit=services.audit, second_factor=self.second_factor,
+                                   sessions=self.login_state.sessions, limiter=self.login_state.limiter)
         # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
         self.first_run = FirstRun(self.dashboard, services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
                                   scrypt_n=self.options.setup_scrypt_n)
@@ -304,7 +309,8 @@ class Runtime:
         mounts = self.dashboard.mounts
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
                                         channels=self.channels, ca_pem=certificates.ca_pem(self.dep),
-                                        drives=lambda: drive_report(self.dep))
+                                        drives=lambda: drive_report(self.dep),
+                                        runtimes=self.heartbeat.registry)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         mounts[PASSPHRASE_PATH] = AccountPassphrase(self.dashboard, self.services)
@@ -365,6 +371,7 @@ class Runtime:
                     self.services.forget_upload_client(device.device_id)
                 log.info("replaced %d device upload identit%s that named the camera with pseudonymous ones",
                          replaced, "y" if replaced == 1 else "ies")
+        self.heartbeat.start()   # before the workers claim: their leases are renewed from the first
         self.dispatcher.start()
         self.builder.start()
         if not self.services.vault.locked:
@@ -396,9 +403,12 @@ class Runtime:
         self.live_sweeper.stop()
         self.presence.stop()
         self.dispatcher.stop()
+        self.heartbeat.stop()
+        self.heartbeat.close()
         self.services.home_events.close()
         self.builder.stop()
         self.dashboard.failures.flush(final=True)
+        self.login_state.close()
         self.services.index.close()
         self.queue.close()
         self.services.devices.close()

@@ -1,17 +1,19 @@
-"""Where the clip index, the job queue, the device registry and the alert limits live, chosen by one setting
-(``database_url`` in server.json).
+"""Where the clip index, the job queue, the device registry, the alert limits and the dashboard's login state
+(sessions, login limiter, login links) live, chosen by one setting (``database_url`` in server.json).
 
 Absent: the embedded stores with zero set-up (encrypted TinyDB shards under ``<data-dir>/index``, SQLite at
 ``<data-dir>/runtime/jobs.sqlite`` and ``alert-limits.sqlite``, the registry in ``runtime/devices.json``).
 Present: PostgreSQL, one connection pool each, shared by every runtime pointed at the same database
-(docs/postgres.md). The runtime and the CLI (``cryospy events``) open them here, so both always look at the
+(docs/postgres.md), where each runtime also records itself and its heartbeat (infra/runtime_registry.py).
+The runtime and the CLI (``cryospy events``) open them here, so both always look at the
 same store.
 
 The index is sealed under the index key (only in an unlocked runtime's memory). The registry and the alert
 limits are used while the runtime is locked too (cameras upload then), so theirs is :func:`registry_key`,
-derived from the deployment's admin token. So is the key of the shared documents (:func:`open_shared_documents`:
-the key store, second-factor enrolments and saved channels, one copy for every runtime), which the database
-must not be able to open either.
+derived from the deployment's admin token; the login state's key (:func:`login_state_key`) is derived from it
+too, for the reasons in web/pg_login_state.py, and so is the key of the shared documents
+(:func:`open_shared_documents`: the key store, second-factor enrolments and saved channels, one copy for every
+runtime), which the database must not be able to open either.
 """
 
 from __future__ import annotations
@@ -33,12 +35,17 @@ from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.store import TinyDBIndex
+from cryospy.web.login_limiter import LoginLimiter
+from cryospy.web.login_links import LINKS_DIR, LoginLinks
+from cryospy.web.pg_login_state import PostgresLoginLimiter, PostgresLoginLinks, PostgresSessions
+from cryospy.web.sessions import LoginState, MemorySessions
 
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
 from .pg_audit import PostgresAuditLines
 from .pg_documents import SharedDocuments, SharedFile
 from .pg_jobqueue import PostgresJobQueue
+from .runtime_registry import Heartbeat, NoHeartbeat, RuntimeRegistry
 from .server_config import ServerConfig, load_server_config
 
 INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens for other runtimes' changes
@@ -48,6 +55,8 @@ ALERT_CONNECTIONS = 2
 AUDIT_CONNECTIONS = 2
 DOCUMENT_CONNECTIONS = 4   # one listens, one holds a document for a change, the others read
 KEYS, SECOND_FACTOR, CHANNELS = "keys", "second-factor", "channels"
+RUNTIME_CONNECTIONS = 2   # the heartbeat writes, the status page reads
+LOGIN_CONNECTIONS = 4   # every dashboard request looks its session up
 
 
 def open_index(dep: Deployment, config: ServerConfig, key: Callable[[], bytes]) -> ClipIndex:
@@ -61,8 +70,18 @@ def open_job_store(dep: Deployment, config: ServerConfig, *, recover: bool = Tru
     CLI command that looks at the queue while the runtime runs)."""
     if config.database_url:
         return PostgresJobQueue(open_pool(config.database_url, max_size=QUEUE_CONNECTIONS, name="cryospy-jobs"),
-                                owner=runtime_name(dep), recover=recover)
+                                owner=runtime_name(dep), lease_s=config.job_lease_seconds, recover=recover)
     return JobQueue(dep.path("runtime", "jobs.sqlite"), recover=recover)
+
+
+def open_heartbeat(dep: Deployment, config: ServerConfig, queue: JobStore) -> Heartbeat | NoHeartbeat:
+    """The runtime's heartbeat and its row in the runtime registry, for a queue shared in PostgreSQL (none for
+    the embedded queue: one runtime, no leases to renew, nobody to tell)."""
+    if not config.database_url or not isinstance(queue, PostgresJobQueue):
+        return NoHeartbeat()
+    registry = RuntimeRegistry(open_pool(config.database_url, max_size=RUNTIME_CONNECTIONS, name="cryospy-runtimes"),
+                               queue.owner, dep.runtime_url, queue.lease_s)
+    return Heartbeat(queue, registry)
 
 
 def runtime_name(dep: Deployment) -> str:
@@ -131,3 +150,28 @@ def open_audit_lines(dep: Deployment, config: ServerConfig) -> PostgresAuditLine
         return None
     return PostgresAuditLines(open_pool(config.database_url, max_size=AUDIT_CONNECTIONS, name="cryospy-audit"),
                               config.database_url, dep.path("runtime", "audit.log"))
+def login_state_key(dep: Deployment) -> bytes:
+    """The key of the dashboard's sessions, login attempts and login links in PostgreSQL (web/pg_login_state.py
+    says why it is not the index key)."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"cryospy dashboard login state v1").derive(
+        dep.admin_token.encode())
+
+
+def open_login_state(dep: Deployment, config: ServerConfig) -> LoginState:
+    """Sessions, the login limiter and login links: this runtime's memory and ``runtime/login-links/``, or
+    PostgreSQL shared by every runtime (one pool for the three)."""
+    if config.database_url:
+        key = login_state_key(dep)
+        pool = open_pool(config.database_url, max_size=LOGIN_CONNECTIONS, name="cryospy-login")
+        return LoginState(PostgresSessions(pool, lambda: key), PostgresLoginLimiter(pool, lambda: key),
+                          PostgresLoginLinks(pool, lambda: key))
+    return LoginState(MemorySessions(), LoginLimiter(), LoginLinks(dep.path(*LINKS_DIR)))
+
+
+def open_login_links(dep: Deployment, config: ServerConfig) -> LoginLinks | PostgresLoginLinks:
+    """Where ``cryospy dashboard login-link`` writes: the runtimes' shared table, or this data directory."""
+    if config.database_url:
+        key = login_state_key(dep)
+        return PostgresLoginLinks(open_pool(config.database_url, max_size=1, name="cryospy-login-link"),
+                                  lambda: key)
+    return LoginLinks(dep.path(*LINKS_DIR))

@@ -100,7 +100,7 @@ class AdminSection:
 
     def __init__(self, dashboard: Dashboard, services: Services, queue: Any, api_url: str, minio_url: str,
                  version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = "",
-                 drives: Callable[[], Any] | None = None):
+                 drives: Callable[[], Any] | None = None, runtimes: Any = None):
         self.dashboard = dashboard
         self.services = services
         self.queue = queue
@@ -114,6 +114,7 @@ class AdminSection:
         self.accounts = AccountsPage(dashboard, services)
         self.passphrase = AccountPassphrase(dashboard, services)   # the old address, /admin/passphrase
         self.drives = drives    # MinIO's drives and their healing (infra.minio_drives.drive_report), if known
+        self.runtimes = runtimes   # the runtimes sharing the database (infra.runtime_registry), if shared
 
     # -- routing -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> list[bytes]:
@@ -295,7 +296,8 @@ class AdminSection:
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
             version=self.version, channels=self.services.home_events.status(),
             tested=query.get("tested", ""), audit=self._audit_check(),
-            drives=self.drives() if self.drives else None)
+            drives=self.drives() if self.drives else None,
+            runtimes=admin_status.runtimes(self.runtimes) if self.runtimes else None)
 
     # -- audit log (issue 17) --------------------------------------------------------------------------
     def _audit_check(self) -> Any:

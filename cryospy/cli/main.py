@@ -349,10 +349,16 @@ def _devices_list(args: argparse.Namespace) -> int:
 
 def _dashboard_login_link(args: argparse.Namespace) -> int:
     from cryospy.infra.deployment import load
-    from cryospy.web.login_links import LINKS_DIR, LoginLinks
+    from cryospy.infra.server_config import load_server_config
+    from cryospy.infra.stores import open_login_links
 
     dep = load(args.data_dir)
-    token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes, args.account)
+    # With database_url the link is a row every runtime of the deployment can redeem.
+    links = open_login_links(dep, load_server_config(dep.path("server.json")))
+    try:
+        token = links.issue(args.minutes, args.account)
+    finally:
+        links.close()
     print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
           file=sys.stderr)
     print(f"{dep.dashboard_url}/login/link?token={token}")

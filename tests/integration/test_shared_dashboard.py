@@ -20,8 +20,7 @@ from cryospy.infra.runtime_instances import add_runtime
 from cryospy.infra.stores import runtime_name
 from tests.conftest import PASSPHRASE, new_deployment
 from tests.integration.test_home_events import Receiver
-from tests.integration.test_two_runtimes import RuntimeProcess
-from tests.smtp_sink import SmtpSink
+from tests.runtime_process import RuntimeProcess
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,8 +54,8 @@ def test_accounts_channels_and_second_factor_made_on_one_runtime_apply_on_the_ot
     main = load(main.data_dir)
     a_url, b_url = main.runtime_url, second.runtime_url
     receiver = Receiver(status=204)
-    with MinioServer(main, binary=minio_binary), SmtpSink() as smtp:
-        a, b = RuntimeProcess(main, smtp), RuntimeProcess(second, smtp)
+    with MinioServer(main, binary=minio_binary):
+        a, b = RuntimeProcess(main), RuntimeProcess(second)
         try:
             admin_a, answer = _log_in(a_url, "admin", PASSPHRASE)
             assert answer.status_code == 302
