@@ -67,11 +67,16 @@ from .gateway import ChaliceWSGI, status_line
 from .live_sweep import LiveSweeper
 from .minio_drives import drive_report
 from .minio_server import require_free
+from .pg_documents import SharedDocuments
 from .reconciler import Reconciler
 from .runtime_registry import RuntimeRegistry
 from .server_config import ServerConfig, load_server_config
 from .stores import (
+    CHANNELS,
+    KEYS,
+    SECOND_FACTOR,
     open_alert_limits,
+    open_audit_lines,
     open_auth_defence,
     open_device_registry,
     open_heartbeat,
@@ -79,7 +84,10 @@ from .stores import (
     open_job_store,
     open_login_state,
     open_presence,
+    open_shared_documents,
     open_slot_limiter,
+    runtime_name,
+    shared_file,
 )
 from .webhook import WebhookReceiver
 
@@ -96,13 +104,15 @@ def mqtt_instance(runtimes: RuntimeRegistry | None) -> Instance | None:
 
 
 def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None, *, event_sink: EventSink,
-                   live_waiters: int = 4, runtimes: RuntimeRegistry | None = None) -> Services:
+                   live_waiters: int = 4, runtimes: RuntimeRegistry | None = None,
+                   shared: SharedDocuments | None = None) -> Services:
     """Every part the app and handlers use, built once. ``event_sink`` is where upload confirmations queue
     new clips (the runtime's webhook); ``live_waiters`` bounds the live-view long-polls held at once, so they
     leave the server's threads for everything else; ``runtimes``: the registry of the runtimes sharing the
-    database, if any (each then has its own MQTT identity: functions/channels/mqtt.py)."""
+    database, if any (each then has its own MQTT identity: functions/channels/mqtt.py). ``shared``: the
+    documents every runtime shares when there is a database (the key store here)."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
-    vault = KeyVault(dep.keys_path)
+    vault = KeyVault(dep.keys_path, mirror=shared_file(shared, KEYS, dep.keys_path))
     defence = open_auth_defence(dep, config)
     # The hub asks for the camera list at each MQTT connect, long after this returns.
     hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
@@ -132,25 +142,30 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         silent_minutes=config.silent_minutes,
         home_events=hub,
         presence=open_presence(dep, config),
-        audit=audit_log(dep, vault),
+        audit=audit_log(dep, vault, config),
     )
     services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
 
 
-def audit_log(dep: Deployment, vault: KeyVault) -> AuditLog:
-    """The audit log in the data dir: sealed to the deployment's public key (so a locked runtime can write
-    it), signed with the key store's server key while unlocked (functions/audit/log.py)."""
+def audit_log(dep: Deployment, vault: KeyVault, config: ServerConfig) -> AuditLog:
+    """The audit log in the data dir, or with a database one log for every runtime (each entry names its
+    runtime): sealed to the deployment's public key (so a locked runtime can write it), signed with the key
+    store's server key while unlocked (functions/audit/log.py)."""
     def verify_key() -> Any:
         return KeyStore.load(vault.path).server_verify_key() if vault.path.exists() else None
-    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key)
+    shared = open_audit_lines(dep, config)
+    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key, store=shared,
+                    runtime=runtime_name(dep) if shared else "")
 
 
-def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
+def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None,
+                    shared: SharedDocuments | None = None) -> ChannelControl:
     """Channels as server.json and the dashboard set them; the saved ones are read at the first unlock."""
+    path = dep.path("runtime", "channels.sealed")
     control = ChannelControl(services, config.channels_doc,
                              MailSettings(config.alert_recipients, config.attach_thumbnails), mailer,
-                             StoredChannels(dep.path("runtime", "channels.sealed"), services.vault.index_key))
+                             StoredChannels(path, services.vault.index_key, shared_file(shared, CHANNELS, path)))
     services.vault.add_unlock_listener(control.load)
     control.load()
     return control
@@ -234,10 +249,11 @@ class Runtime:
     def _init_services(self, config: ServerConfig) -> None:
         """What the handlers use (Services), the channels, and the background workers around them."""
         mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+        self.shared = open_shared_documents(self.dep, config)
         self.services = build_services(self.dep, config, mailer, event_sink=self.webhook,
                                        live_waiters=max(1, self.options.threads // 2),
-                                       runtimes=self.heartbeat.registry)
-        self.channels = channel_control(self.dep, config, self.services, mailer)
+                                       runtimes=self.heartbeat.registry, shared=self.shared)
+        self.channels = channel_control(self.dep, config, self.services, mailer, self.shared)
         self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
@@ -248,7 +264,9 @@ class Runtime:
         """The rendered pages (rebuilt as the index changes), login, sessions and the dashboard's sections."""
         dep, services = self.dep, self.services
         self.site = SiteStore(dep.path("site"), services.vault.index_key)
-        self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), services.vault.index_key)
+        enrolments = dep.path("runtime", "second-factor.sealed")
+        self.enrolments_mirror = shared_file(self.shared, SECOND_FACTOR, enrolments)
+        self.second_factor = SecondFactor(enrolments, services.vault.index_key, mirror=self.enrolments_mirror)
         self.builder = SiteBuilder(services.index, services.devices, self.site)
         services.index.add_listener(self.builder.on_index_change)
         self.login_state = open_login_state(dep, config)   # shared by every runtime with database_url
@@ -262,6 +280,23 @@ class Runtime:
                                   scrypt_n=self.options.setup_scrypt_n)
         self.setup_code_path: Path | None = None
         self._mount_dashboard_sections()
+        self._watch_shared()
+
+    def _watch_shared(self) -> None:
+        """With a database, apply what another runtime changes: accounts and keys (a removed account's
+        sessions end at their next request here too), saved channels (swapped in), second-factor enrolments."""
+        vault, enrolments = self.services.vault, self.enrolments_mirror
+        if self.shared is None or vault.mirror is None or enrolments is None:
+            return
+        keys = vault.mirror
+
+        def accounts_changed() -> None:
+            if keys.pull():
+                vault.refresh()
+
+        self.shared.watch(KEYS, accounts_changed)
+        self.shared.watch(CHANNELS, self.channels.reload)
+        self.shared.watch(SECOND_FACTOR, enrolments.pull)
 
     def _init_front_door(self, config: ServerConfig) -> None:
         """One WSGI app for webhook, API and dashboard behind the front door (Host check, proxies, body caps)."""
@@ -393,4 +428,7 @@ class Runtime:
         self.services.slot_limiter.close()
         self.services.alerts.close()
         self.services.defence.close()
+        if self.shared is not None:
+            self.shared.close()
+        self.services.audit.close()
         services_mod.configure(None)

@@ -13,18 +13,23 @@ The index is sealed under the index key (only in an unlocked runtime's memory). 
 and the other device-facing stores are used while the runtime is locked too (cameras upload then), so theirs
 is :func:`registry_key`,
 derived from the deployment's admin token; the login state's key (:func:`login_state_key`) is derived from it
-too, for the reasons in web/pg_login_state.py.
+too, for the reasons in web/pg_login_state.py, and so is the key of the shared documents
+(:func:`open_shared_documents`: the key store, second-factor enrolments and saved channels, one copy for every
+runtime), which the database must not be able to open either.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cryospy.common.database import open_pool
+from cryospy.common.keys import KeyStore
 from cryospy.functions.alerts.limits import AlertLimits, AlertLimitStore
 from cryospy.functions.alerts.pg_limits import PostgresAlertLimits
 from cryospy.functions.channels.presence import Presence
@@ -46,9 +51,11 @@ from cryospy.web.sessions import LoginState, MemorySessions
 
 from .deployment import Deployment
 from .jobqueue import JobQueue, JobStore
+from .pg_audit import PostgresAuditLines
+from .pg_documents import SharedDocuments, SharedFile
 from .pg_jobqueue import PostgresJobQueue
 from .runtime_registry import Heartbeat, NoHeartbeat, RuntimeRegistry
-from .server_config import ServerConfig
+from .server_config import ServerConfig, load_server_config
 
 INDEX_CONNECTIONS = 10   # the HTTP threads read, the workers write, one listens for other runtimes' changes
 QUEUE_CONNECTIONS = 4
@@ -58,6 +65,9 @@ HEALTH_CONNECTIONS = 2     # throttled writes and a cached read of the whole tab
 PRESENCE_CONNECTIONS = 2   # the presence loop, and the rare contact that ends a silence
 SLOT_CONNECTIONS = 2       # one transaction per upload slot
 DEFENCE_CONNECTIONS = 2    # one transaction per failed device login
+AUDIT_CONNECTIONS = 2
+DOCUMENT_CONNECTIONS = 4   # one listens, one holds a document for a change, the others read
+KEYS, SECOND_FACTOR, CHANNELS = "keys", "second-factor", "channels"
 RUNTIME_CONNECTIONS = 2   # the heartbeat writes, the status page reads
 LOGIN_CONNECTIONS = 4   # every dashboard request looks its session up
 
@@ -152,6 +162,42 @@ def open_auth_defence(dep: Deployment, config: ServerConfig) -> FailureDefence:
     return AuthDefence(dep.path("runtime", "auth-failures.sqlite"), settings)
 
 
+def documents_key(dep: Deployment) -> bytes:
+    """The shared documents' key: like :func:`registry_key`, from the admin token the database does not have
+    (a key of its own, so a document can never be taken for a registry row)."""
+    return HKDF(hashes.SHA256(), 32, salt=None, info=b"cryospy shared documents v1").derive(dep.admin_token.encode())
+
+
+def open_shared_documents(dep: Deployment, config: ServerConfig) -> SharedDocuments | None:
+    """None without ``database_url``: each runtime's files are then the only copy, as they always were."""
+    if not config.database_url:
+        return None
+    return SharedDocuments(open_pool(config.database_url, max_size=DOCUMENT_CONNECTIONS, name="cryospy-documents"),
+                           documents_key(dep))
+
+
+def shared_file(docs: SharedDocuments | None, name: str, path: Path) -> SharedFile | None:
+    return SharedFile(docs, name, path) if docs is not None else None
+
+
+@contextlib.contextmanager
+def key_store(dep: Deployment) -> Iterator[KeyStore]:
+    """The key store for a command-line change (accounts, passphrases, key rotation): with ``database_url`` set
+    it is the shared copy, and every change is written through to it, so every runtime sees it."""
+    docs = open_shared_documents(dep, load_server_config(dep.path("server.json")))
+    try:
+        yield KeyStore.load(dep.keys_path, shared_file(docs, KEYS, dep.keys_path))
+    finally:
+        if docs is not None:
+            docs.close()
+
+
+def open_audit_lines(dep: Deployment, config: ServerConfig) -> PostgresAuditLines | None:
+    """The audit log every runtime appends to (None without ``database_url``: ``runtime/audit.log``)."""
+    if not config.database_url:
+        return None
+    return PostgresAuditLines(open_pool(config.database_url, max_size=AUDIT_CONNECTIONS, name="cryospy-audit"),
+                              config.database_url, dep.path("runtime", "audit.log"))
 def login_state_key(dep: Deployment) -> bytes:
     """The key of the dashboard's sessions, login attempts and login links in PostgreSQL (web/pg_login_state.py
     says why it is not the index key)."""

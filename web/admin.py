@@ -38,6 +38,7 @@ from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStore, verify_key_fingerprint
 from cryospy.common.objectkeys import device_from_hex, device_hex
+from cryospy.functions.audit.log import AuditUnavailable
 from cryospy.functions.channels.control import ChannelControl
 from cryospy.functions.channels.errors import ChannelSettingsError
 from cryospy.functions.devices import lifecycle
@@ -309,6 +310,8 @@ class AdminSection:
             view = admin_audit.audit_view(self.services.audit, query)
         except KeysLocked as exc:
             return self._message(start, session, 503, "The audit log is locked", str(exc))
+        except AuditUnavailable as exc:
+            return self._message(start, session, 503, "The audit log cannot be read", str(exc))
         fingerprint = verify_key_fingerprint(KeyStore.load(self.services.vault.path).server_verify_key())
         return self.dashboard.render(start, "200 OK", "admin_audit.html", session, section="audit",
                                      fingerprint=fingerprint, **view)

@@ -11,6 +11,8 @@ Kept in one place so that every PostgreSQL-backed part (the clip index, the job 
 * :func:`standalone` lends a pooled connection in autocommit mode for statements that each stand alone. With
   autocommit off, psycopg wraps even one SELECT in BEGIN … COMMIT: three round trips where one does, and a
   clip's ingest makes some thirty such calls (profiled with bench/bench_scale_out.py, docs/scale-out.md).
+* :func:`listen` keeps one connection on a ``LISTEN`` channel (other runtimes' changes), reconnecting after a
+  loss.
 
 ::
 
@@ -21,8 +23,9 @@ Kept in one place so that every PostgreSQL-backed part (the clip index, the job 
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -121,3 +124,25 @@ def standalone(pool: ConnectionPool) -> Iterator[psycopg.Connection[Any]]:
     with pool.connection() as conn:
         conn.autocommit = True
         yield conn
+
+
+def listen(pool: ConnectionPool, channel: str, stop: threading.Event,
+           hear: Callable[[psycopg.Connection[Any]], None], what: str) -> None:
+    """Until ``stop`` is set: take a connection, ``LISTEN`` on ``channel`` and let ``hear`` read its
+    notifications (it returns when ``stop`` is set). A lost connection is logged and listened on again 5 s
+    later; notifications sent meanwhile are not replayed, so ``hear`` should catch up first."""
+    while not stop.is_set():
+        try:
+            with pool.connection() as conn:
+                conn.autocommit = True
+                conn.execute(f"LISTEN {channel}")
+                try:
+                    hear(conn)
+                finally:
+                    conn.execute(f"UNLISTEN {channel}")
+                    conn.autocommit = False
+        except Exception:
+            if stop.is_set():
+                return
+            log.warning("lost %s; listening again in 5 s", what, exc_info=True)
+            stop.wait(5)

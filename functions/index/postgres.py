@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
-from cryospy.common.database import create_tables, standalone
+from cryospy.common.database import create_tables, listen, standalone
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.api import validate
 from cryospy.functions.index import by_day
@@ -464,23 +464,12 @@ class PostgresIndex:
 
     def _listen(self) -> None:
         """Hear other processes' changes and tell this one's listeners (the dashboard re-renders the day)."""
+        listen(self._pool, CHANNEL, self._stop, self._hear, "the database's change notifications")
+
+    def _hear(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stop.is_set():
-            try:
-                with self._pool.connection() as conn:
-                    conn.autocommit = True
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    try:
-                        while not self._stop.is_set():
-                            for note in conn.notifies(timeout=0.5):
-                                self._heard(note.payload)
-                    finally:
-                        conn.execute(f"UNLISTEN {CHANNEL}")
-                        conn.autocommit = False
-            except Exception:
-                if self._stop.is_set():
-                    return
-                log.warning("lost the database's change notifications; listening again in 5 s", exc_info=True)
-                self._stop.wait(5)
+            for note in conn.notifies(timeout=0.5):
+                self._heard(note.payload)
 
     def _heard(self, payload: str) -> None:
         writer, _, rest = payload.partition(":")
