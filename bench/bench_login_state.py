@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from cryospy.common.database import open_pool
 from cryospy.web.login_limiter import LoginLimiter
 from cryospy.web.pg_login_state import PostgresLoginLimiter, PostgresSessions
 from cryospy.web.sessions import MemorySessions
-from tests.postgres_server import make_server, postgres_missing_message
+from tests.postgres_server import start_for_bench, stop_for_bench
 
 
 def _ms(started: float, calls: int) -> str:
@@ -36,9 +34,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=50)
     args = parser.parse_args()
-    if postgres_missing_message():
-        sys.exit(postgres_missing_message())
-    server = make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=True).start()
+    server = start_for_bench(fsync=True)
     key = os.urandom(32)
     try:
         pool = open_pool(server.fresh_url(), max_size=4)
@@ -62,8 +58,7 @@ def main() -> int:
                   f"limiter claim + success {claim_ms} (mean of {args.calls // 10})")
         pool.close()
     finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
+        stop_for_bench(server)
     return 0
 
 

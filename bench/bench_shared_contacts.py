@@ -37,7 +37,7 @@ from cryospy.functions.channels.presence import Presence
 from cryospy.functions.channels.shared_presence import PostgresPresenceStore, SharedPresence
 from cryospy.functions.devices.health import DeviceHealth, HealthStore
 from cryospy.functions.devices.pg_health import PostgresDeviceHealth
-from tests.postgres_server import make_server, postgres_missing_message
+from tests.postgres_server import start_for_bench, stop_for_bench
 
 
 def run(name: str, health: HealthStore, presence: Presence, calls: int, devices: int) -> None:
@@ -63,10 +63,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--devices", type=int, default=20)
     args = parser.parse_args()
-    if postgres_missing_message():
-        sys.exit(postgres_missing_message())
     tmp = Path(tempfile.mkdtemp(prefix="bench-contacts-"))
-    server = make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=True).start()
+    server = start_for_bench(fsync=True)
     key = os.urandom(32)
     try:
         run("embedded", DeviceHealth(tmp / "health.json"), Presence(), args.calls, args.devices)
@@ -78,9 +76,8 @@ def main() -> int:
             health.close()
             presence.close()
     finally:
-        server.stop()
+        stop_for_bench(server)
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(server.root, ignore_errors=True)
     return 0
 
 

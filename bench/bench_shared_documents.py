@@ -26,7 +26,7 @@ from cryospy.functions.keyvault import KeyVault
 from cryospy.infra.pg_documents import SharedDocuments, SharedFile
 from cryospy.infra.stores import KEYS, documents_key
 from tests.conftest import PASSPHRASE, new_deployment
-from tests.postgres_server import make_server, postgres_missing_message
+from tests.postgres_server import start_for_bench, stop_for_bench
 
 
 def _changes(vault: KeyVault, count: int) -> float:
@@ -41,10 +41,8 @@ def main() -> int:
     parser.add_argument("--pulls", type=int, default=1000)
     parser.add_argument("--changes", type=int, default=20)
     args = parser.parse_args()
-    if postgres_missing_message():
-        sys.exit(postgres_missing_message())
     tmp = Path(tempfile.mkdtemp(prefix="bench-documents-"))
-    server = make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=True).start()
+    server = start_for_bench(fsync=True)
     try:
         shared_dep, file_dep = new_deployment(tmp / "shared"), new_deployment(tmp / "file")
         docs = SharedDocuments(open_pool(server.fresh_url(), max_size=3), documents_key(shared_dep))
@@ -61,7 +59,7 @@ def main() -> int:
               f"{_changes(shared, args.changes):.1f} ms (mean of {args.changes}, test scrypt setting)")
         docs.close()
     finally:
-        server.stop()
+        stop_for_bench(server)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

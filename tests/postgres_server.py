@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -104,6 +105,20 @@ def make_server(root: Path, fsync: bool = False) -> PostgresServer:
                     f"--pwfile={root / 'pwfile'}", "-E", "UTF8", "--no-instructions"],
                    check=True, capture_output=True)
     return PostgresServer(root, free_port(HOST), fsync)
+
+
+def start_for_bench(fsync: bool = True) -> PostgresServer:
+    """A private server for a benchmark (bench/), in a temporary folder; exits with the reason if PostgreSQL's
+    server is not installed. Stop it with :func:`stop_for_bench`."""
+    message = postgres_missing_message()
+    if message:
+        sys.exit(message)
+    return make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=fsync).start()
+
+
+def stop_for_bench(server: PostgresServer) -> None:
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
 
 
 def postgres_missing_message() -> str | None:
