@@ -34,7 +34,7 @@ from cryospy.functions.errors import FunctionsError
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.keyvault import KeyVault
-from cryospy.functions.live.hub import LiveHub
+from cryospy.functions.live.hub import LiveHub, LiveState
 from cryospy.functions.uploads.presign import PutPresigner
 from cryospy.functions.uploads.slot_limiter import SlotBudget, SlotLimiter
 
@@ -103,7 +103,7 @@ class Services:
     alerts: Alerts = field(default_factory=Alerts.off)   # e-mail alerts; off = no mailer configured
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
     presence: Presence = field(default_factory=Presence)   # which agents are in touch (camera_offline on silence)
-    live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
+    live: LiveState = field(default_factory=LiveHub)   # viewers and newest live parts (live/hub.py, live/pg_hub.py)
     audit: AuditLog | NoAudit = field(default_factory=NoAudit)   # admin actions, exports, logins (audit/log.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

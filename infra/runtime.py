@@ -42,7 +42,6 @@ from cryospy.functions.channels.mqtt import Instance
 from cryospy.functions.channels.presence import PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.keyvault import KeyVault
-from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_actions
 from cryospy.functions.services import EventSink, S3Identity, Services
 from cryospy.web.account_passphrase import PATH as PASSPHRASE_PATH
@@ -82,6 +81,7 @@ from .stores import (
     open_heartbeat,
     open_index,
     open_job_store,
+    open_live,
     open_login_state,
     open_presence,
     open_shared_documents,
@@ -134,7 +134,7 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         defence=defence,
         alerts=alerts,
         event_sink=event_sink,
-        live=LiveHub(max_waiters=live_waiters),
+        live=open_live(dep, config, live_waiters),
         storage_warning_threshold=config.storage_warning_threshold,
         global_budget_bytes=config.global_budget_bytes,
         quarantine_limit_bytes=config.quarantine_bytes,
@@ -425,6 +425,7 @@ class Runtime:
         self.queue.close()
         self.services.devices.close()
         self.services.presence.close()
+        self.services.live.close()
         self.services.slot_limiter.close()
         self.services.alerts.close()
         self.services.defence.close()

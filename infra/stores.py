@@ -1,4 +1,5 @@
-"""Where the clip index, the job queue, the device registry (with device health), camera presence, the failed
+"""Where the clip index, the job queue, the device registry (with device health), camera presence, the live
+view's state (viewers and newest parts), the failed
 device logins, the upload slot budgets, the alert limits and the dashboard's login state (sessions, login
 limiter, login links) live, chosen by one setting (``database_url`` in server.json).
 
@@ -42,6 +43,8 @@ from cryospy.functions.devices.registry import DeviceRegistry
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.index.store import TinyDBIndex
+from cryospy.functions.live.hub import LiveHub, LiveState
+from cryospy.functions.live.pg_hub import PostgresLiveHub
 from cryospy.functions.uploads.pg_slot_limiter import PostgresSlotLimiter
 from cryospy.functions.uploads.slot_limiter import SlotBudget, SlotLimiter
 from cryospy.web.login_limiter import LoginLimiter
@@ -63,6 +66,7 @@ REGISTRY_CONNECTIONS = 4   # every device request authenticates
 ALERT_CONNECTIONS = 2
 HEALTH_CONNECTIONS = 2     # throttled writes and a cached read of the whole table
 PRESENCE_CONNECTIONS = 2   # the presence loop, and the rare contact that ends a silence
+LIVE_CONNECTIONS = 4       # one listens; live pages' asks, the agents' parts and their held polls' reads
 SLOT_CONNECTIONS = 2       # one transaction per upload slot
 DEFENCE_CONNECTIONS = 2    # one transaction per failed device login
 AUDIT_CONNECTIONS = 2
@@ -131,6 +135,16 @@ def open_presence(dep: Deployment, config: ServerConfig) -> Presence:
                                                 name="cryospy-presence"), lambda: key)
         return SharedPresence(store, config.offline_after_seconds)
     return Presence(config.offline_after_seconds)
+
+
+def open_live(dep: Deployment, config: ServerConfig, max_waiters: int) -> LiveState:
+    """Who watches which camera and its newest live parts: this runtime's memory, or PostgreSQL, so that a
+    browser on any runtime can watch a camera whose parts reach another (functions/live/pg_hub.py)."""
+    if config.database_url:
+        key = registry_key(dep)
+        return PostgresLiveHub(open_pool(config.database_url, max_size=LIVE_CONNECTIONS, name="cryospy-live"),
+                               lambda: key, max_waiters=max_waiters)
+    return LiveHub(max_waiters=max_waiters)
 
 
 def open_alert_limits(dep: Deployment, config: ServerConfig) -> AlertLimitStore:
