@@ -61,7 +61,7 @@ def test_a_runtime_on_postgres_indexes_a_clip_and_the_dashboard_shows_it(deploym
     assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices", "runtimes",
                            "dashboard_sessions", "login_attempts", "login_links", "device_health",
                            "device_presence", "slot_buckets", "auth_failures", "auth_devices", "shared_documents",
-                           "audit_log"}
+                           "audit_log", "live_cameras", "live_parts"}
     assert tables["dashboard_sessions"]                  # the login above is a row, its cookie is not in it
     assert tables["auth_failures"] and tables["auth_devices"] and tables["device_presence"]
     # The key store (seeded at start) and the audit log (the login) are sealed: no account name, no slot.
