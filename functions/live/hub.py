@@ -93,6 +93,7 @@ class LiveState(Protocol):
     """Who watches which camera and each camera's newest parts: :class:`LiveHub` (one runtime, memory) or
     :class:`~.pg_hub.PostgresLiveHub` (every runtime on the database)."""
 
+    grace_s: float
     max_waiters: int
 
     def viewer_seen(self, device_id: str) -> None: ...
