@@ -15,7 +15,9 @@ what differs is where the state is. Two tables, nothing in them the MinIO operat
   a camera's sequence numbers are the deployment's, whichever runtime its parts reach.
 
 ``live_parts`` — the sliding window of each camera's newest parts (``window`` rows at most per camera; older
-rows are deleted in the transaction that adds a part)
+rows are deleted in the transaction that adds a part, and so are any camera's parts whose objects the live
+sweep has deleted by now, :data:`~.parts.PART_LIFETIME_S` after they were received; a removed camera's rows go
+with it)
 
 * ``device``, ``seq`` (the media sequence number, which the part's position in the playlist shows anyway),
   ``key`` (a keyed hash of the part's object key), ``received`` (the database's clock; parts older than
@@ -53,6 +55,7 @@ from cryospy.common.timefmt import parse_utc, utc_stamp
 from cryospy.functions.index.postgres import Sealer
 
 from .hub import LivePart, Numbering, ParsedPart, number_part
+from .parts import PART_LIFETIME_S
 
 log = logging.getLogger(__name__)
 SCHEMA = """
@@ -197,6 +200,11 @@ class PostgresLiveHub:
                          (self._seal_numbering(device, numbering), device))
             conn.execute("DELETE FROM live_parts WHERE device = %s AND seq <= %s",
                          (device, live.media_sequence - self.window))
+            # Other cameras' parts whose objects are gone: skip rows another runtime's transaction holds (no
+            # waiting, no deadlock; a later part prunes them).
+            conn.execute("DELETE FROM live_parts WHERE ctid IN (SELECT ctid FROM live_parts WHERE received < "
+                         "clock_timestamp() - make_interval(secs => %s) FOR UPDATE SKIP LOCKED)",
+                         (PART_LIFETIME_S,))
         return live
 
     def parts(self, device_id: str) -> list[LivePart]:

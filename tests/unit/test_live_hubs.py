@@ -177,3 +177,19 @@ def test_the_tables_hold_no_camera_name_part_key_or_part_fact(postgres) -> None:
                         for row in conn.execute(f"SELECT * FROM {table}").fetchall() for c in row)
     for secret in (CAMERA.encode(), b"0123456789abcdef", b"avc1", b"2026-05-01T08", hashlib.sha256(b"init-a").digest()):
         assert secret not in dump
+
+
+def test_parts_whose_objects_the_sweep_deleted_are_pruned_for_every_camera(postgres) -> None:
+    url = postgres.fresh_url()
+    hub = PostgresLiveHub(open_pool(url, max_size=2), lambda: b"k" * 32)
+    try:
+        hub.add_part("quiet camera", parsed("q0", 0.0))
+        hub.add_part("quiet camera", parsed("q1", 1.0))
+        with psycopg.connect(url) as conn:       # as if received before the sweep's lifetime
+            conn.execute("UPDATE live_parts SET received = received - interval '1 hour'")
+        hub.add_part(CAMERA, parsed("k0", 0.0))
+        assert hub.part("quiet camera", "q0") is None and hub.part(CAMERA, "k0") is not None
+        hub.add_part("quiet camera", parsed("q2", 2.0))   # its numbering carries on
+        assert [(p.key, p.media_sequence) for p in hub.parts("quiet camera")] == [("q2", 2)]
+    finally:
+        hub.close()
