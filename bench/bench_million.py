@@ -76,7 +76,7 @@ from cryospy.functions.index.usage import LiveCounters, live_stamp
 from cryospy.web.builder import SiteBuilder, day_page
 from cryospy.web.site_store import SiteStore
 from tests.pg_plans import PlanRecorder, Reads
-from tests.postgres_server import PostgresServer, make_server, postgres_missing_message
+from tests.postgres_server import PostgresServer, start_for_bench, stop_for_bench
 
 TODAY = datetime(2026, 6, 1, tzinfo=UTC)
 CLIP_SECONDS = 30.0
@@ -513,20 +513,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.small >= args.clips or args.small < args.cameras:
         parser.error("--small must be at least --cameras and below --clips")
-    missing = postgres_missing_message()
-    if missing:
-        print(missing, file=sys.stderr)
-        return 2
     started = time.perf_counter()
+    server = start_for_bench(fsync=args.fsync)
     root = Path(tempfile.mkdtemp(prefix="bench-million-"))
-    pg_root = Path(tempfile.mkdtemp(prefix="bench-million-pg-"))   # its own: the server runs as 'postgres'
-    server = make_server(pg_root, fsync=args.fsync).start()
     try:
         lines = run(args, server, root)
     finally:
-        server.stop()
+        stop_for_bench(server)
         shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(pg_root, ignore_errors=True)
     print("\n".join(lines))
     print(f"\n(whole run {time.perf_counter() - started:,.0f} s)")
     return 0

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests.postgres_
 from cryospy.common.database import open_pool
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.devices.registry import DeviceRegistry
-from tests.postgres_server import make_server, postgres_missing_message
+from tests.postgres_server import start_for_bench, stop_for_bench
 
 
 def main() -> int:
@@ -30,10 +30,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--devices", type=int, default=20)
     args = parser.parse_args()
-    if postgres_missing_message():
-        sys.exit(postgres_missing_message())
     tmp = Path(tempfile.mkdtemp(prefix="bench-registry-"))
-    server = make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=True).start()
+    server = start_for_bench(fsync=True)
     key = os.urandom(32)
     try:
         stores = {"file": DeviceRegistry(tmp / "file.json"),
@@ -48,9 +46,8 @@ def main() -> int:
                   f"(mean of {args.calls})")
             registry.close()
     finally:
-        server.stop()
+        stop_for_bench(server)
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(server.root, ignore_errors=True)
     return 0
 
 

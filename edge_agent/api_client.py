@@ -10,6 +10,7 @@ still retried (a restored server may come back), and logged with the cause and t
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import ssl
 import urllib.error
@@ -41,6 +42,8 @@ def ssl_context(config: AgentConfig) -> ssl.SSLContext:
 
 
 def _unreachable(url: str, exc: BaseException) -> Retryable:
+    """A failure on the way: no connection, a timeout, or an answer cut short (http.client's IncompleteRead
+    when the server dies mid-reply: a runtime killed behind a balancer) — all retried, the clip kept."""
     reason = getattr(exc, "reason", exc)
     if isinstance(reason, ssl.SSLCertVerificationError):
         return ServerNotTrusted(
@@ -84,7 +87,7 @@ class ApiClient:
             if exc.code >= 500 or exc.code in (408, 429):
                 raise Retryable(f"HTTP {exc.code} from {req.full_url.split('?')[0]}") from None
             return exc.code, body
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
             raise _unreachable(req.full_url.split('?')[0], exc) from None
 
     def _json(self, method: str, path: str, doc: dict[str, Any] | None = None,
@@ -100,7 +103,7 @@ class ApiClient:
             if exc.code >= 500 or exc.code in (408, 429):
                 raise Retryable(f"HTTP {exc.code} from {self.base}{path}") from None
             return exc.code, exc.read(), dict(exc.headers.items())
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
             raise _unreachable(f"{self.base}{path}", exc) from None
 
     def get_settings(self, etag: str = "") -> SettingsResponse | None:

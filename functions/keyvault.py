@@ -11,6 +11,11 @@ The vault also answers who may do what: :meth:`KeyVault.login` opens one account
 the vault keeps the store's master key and the verified account records, re-reading them (without scrypt)
 whenever the key-store file changes, so that an account removed or changed on the command line is seen at the
 next request. Account changes from the dashboard go through the master key it keeps.
+
+With several runtimes on one database the key store's authoritative copy is in PostgreSQL and the file is its
+cache (a ``mirror``, infra/pg_documents.py): every log-in pulls the shared copy first, every change is written
+through under its lock, and the runtime pulls it when another runtime's change is announced; the file changes,
+so the accounts are re-read at the next request as for a change made on the command line.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cryospy.common.accounts import ADMIN, MIN_PASSPHRASE_CHARS, Account
+from cryospy.common.accounts import ADMIN, MIN_PASSPHRASE_CHARS, Account, AccountError
+from cryospy.common.file_mirror import FileMirror, mirror_errors_as
 from cryospy.common.keys import (
     DeploymentPublicKey,
     KeyStore,
@@ -57,11 +63,16 @@ def check_new_passphrase(passphrase: str, repeat: str) -> None:
 
 
 class KeyVault:
-    def __init__(self, path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(self, path: Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 mirror: FileMirror | None = None):
+        """``mirror``: the key store's shared copy when runtimes share a database (None: the file alone)."""
         self.path = path
         self.clock = clock   # when accounts expire is judged by this
+        self.mirror = mirror
+        if mirror is not None:
+            mirror.pull()
         # Only a missing file means "not set up"; an unreadable one raises here, so setup never replaces it.
-        self._store: KeyStore | None = KeyStore.load(path) if path.exists() else None
+        self._store: KeyStore | None = KeyStore.load(path, mirror) if path.exists() else None
         self._unlocked: UnlockedKeys | None = None
         self._master: MasterKey | None = None
         self._accounts: dict[str, Account] = {}
@@ -131,7 +142,8 @@ class KeyVault:
         master = self._master
         if master is None:
             raise KeysLocked("accounts can be changed only while the deployment's keys are unlocked; log in again")
-        change(self._require_store(), master)
+        with mirror_errors_as(AccountError):   # the shared copy cannot be had: the page says why
+            change(self._require_store(), master)
         self._refresh()
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
@@ -141,20 +153,35 @@ class KeyVault:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino
 
+    def store(self) -> KeyStore:
+        """The key store as it is now, for a change made outside :meth:`_change` (an account's own passphrase);
+        with a mirror the change is written through to the shared copy."""
+        return KeyStore.load(self.path, self.mirror)
+
+    def refresh(self) -> None:
+        """Re-read the accounts now if the key-store file changed (another runtime's change was pulled)."""
+        self._refresh()
+
     def _refresh(self) -> None:
         """Re-read the accounts if the key-store file changed (atomic writes give it a new inode); a file that no
         longer opens with the master key leaves no account logged in."""
         master, stamp = self._master, self._file_stamp()
         if master is None or stamp == self._stamp:
             return
+        opened: OpenedStore | None = None
         try:
-            accounts = KeyStore.load(self.path).open_with_master(master).accounts
+            opened = KeyStore.load(self.path).open_with_master(master)
+            accounts = opened.accounts
         except KeyStoreError as exc:
             log.error("the key store changed and no longer opens with the unlocked key (%s); every session ends",
                       exc)
             accounts = {}
         with self._lock:
             self._accounts, self._stamp = accounts, stamp
+            if opened is not None and self.mirror is not None and self._unlocked is not None:
+                # A key rotated on another runtime: its public key is the one to hand out from now on, and its
+                # private key opens what cameras seal to it.
+                self._store, self._unlocked = KeyStore.load(self.path, self.mirror), opened.keys
 
     def add_unlock_listener(self, listener: Callable[[], None]) -> None:
         """Called after every successful unlock (each log-in unlocks again): what needs the private keys to
@@ -176,6 +203,8 @@ class KeyVault:
         is for tests only (a cheaper KDF); the production default applies when it is None.
         """
         with self._setup_lock:
+            if self._store is None and self.mirror is not None and (self.mirror.pull() or self.path.exists()):
+                self.reload()   # another runtime of the deployment was set up meanwhile
             if self._store is not None:
                 raise KeyStoreExists(f"the key store {self.path} already exists; log in with the admin passphrase")
             try:
@@ -183,6 +212,8 @@ class KeyVault:
                     store = KeyStore.create(self.path, passphrase)
                 else:
                     store = KeyStore.create(self.path, passphrase, scrypt_n=scrypt_n, insecure_for_tests=True)
+                if self.mirror is not None:
+                    self._publish_new()
             except KeyStoreExists:
                 self.reload()   # another process made it: this one now asks for the login as well
                 raise
@@ -190,6 +221,14 @@ class KeyVault:
             with self._lock:
                 self._store = store
         self._opened(opened, self._file_stamp())
+
+    def _publish_new(self) -> None:
+        """Put a key store just created into the shared copy. If another runtime's setup got there first, the
+        pull replaced the new file with that one, and this setup fails as a second local one would."""
+        assert self.mirror is not None
+        if self.mirror.pull():
+            raise KeyStoreExists("another runtime of this deployment finished first-run setup at the same moment; "
+                                 "log in with the admin passphrase chosen there")
 
     def keys(self) -> UnlockedKeys:
         keys = self._unlocked
@@ -215,6 +254,9 @@ class KeyVault:
 
     def _require_store(self) -> KeyStore:
         store = self._store
+        if store is None and self.mirror is not None and self.mirror.pull():
+            self.reload()   # another runtime of the deployment finished setup
+            store = self._store
         if store is None:
             raise SetupPending(f"there is no key store at {self.path} yet: choose the admin passphrase on the "
                                "dashboard's /setup page (first-run setup) before logging in")

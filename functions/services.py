@@ -27,16 +27,16 @@ from cryospy.functions.alerts.rules import Alerts
 from cryospy.functions.audit.log import AuditLog, NoAudit
 from cryospy.functions.channels.hub import ChannelHub
 from cryospy.functions.channels.presence import Presence
-from cryospy.functions.devices.auth_defence import AuthDefence
+from cryospy.functions.devices.auth_defence import FailureDefence
 from cryospy.functions.devices.identities import DeviceIdentities, SharedUploadIdentity
 from cryospy.functions.devices.registry import Device, DeviceRegistry
 from cryospy.functions.errors import FunctionsError
 from cryospy.functions.events import ObjectEvent
 from cryospy.functions.index.protocol import ClipIndex
 from cryospy.functions.keyvault import KeyVault
-from cryospy.functions.live.hub import LiveHub
+from cryospy.functions.live.hub import LiveHub, LiveState
 from cryospy.functions.uploads.presign import PutPresigner
-from cryospy.functions.uploads.slot_limiter import SlotLimiter
+from cryospy.functions.uploads.slot_limiter import SlotBudget, SlotLimiter
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Services:
     devices: DeviceRegistry
     index: ClipIndex
     vault: KeyVault
-    defence: AuthDefence           # failed-login counting and blocking (devices/auth_defence.py)
+    defence: FailureDefence        # failed-login counting and blocking (devices/auth_defence.py)
     admin_token: str = field(repr=False)
     max_clip_bytes: int = 512 * 1024 * 1024
     slot_ttl_seconds: int = 600
@@ -98,12 +98,12 @@ class Services:
     storage_warning_threshold: float = 0.8
     global_budget_bytes: int = 0   # 0 = no deployment-wide budget
     quarantine_limit_bytes: int = 1024 * 1024 * 1024   # per device; counted against its quota too
-    slot_limiter: SlotLimiter = field(default_factory=SlotLimiter)
+    slot_limiter: SlotBudget = field(default_factory=SlotLimiter)
     silent_minutes: int = 30
     alerts: Alerts = field(default_factory=Alerts.off)   # e-mail alerts; off = no mailer configured
     home_events: ChannelHub = field(default_factory=ChannelHub)   # real-time channels; none = no-op
     presence: Presence = field(default_factory=Presence)   # which agents are in touch (camera_offline on silence)
-    live: LiveHub = field(default_factory=LiveHub)   # viewers and newest live parts, in memory (live_hub.py)
+    live: LiveState = field(default_factory=LiveHub)   # viewers and newest live parts (live/hub.py, live/pg_hub.py)
     audit: AuditLog | NoAudit = field(default_factory=NoAudit)   # admin actions, exports, logins (audit/log.py)
     _upload_signers: dict[str, PutPresigner] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

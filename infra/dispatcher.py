@@ -49,10 +49,25 @@ class Dispatcher:
             t.join(timeout)
 
     def _run(self) -> None:
+        """Claim and run jobs until stopped. A worker outlives a failing queue (the shared database down, a
+        full disk under SQLite): it waits, up to 10 s between tries, and goes on when the queue answers again.
+        A job whose outcome could not be written stays claimed under its lease and is claimed again when the
+        lease ends (docs/postgres.md), so nothing is lost."""
+        wait = 0.0
         while not self._stop.is_set():
-            job = self.queue.claim(timeout=0.5)
-            if job is not None:
-                self.run_job(job)
+            try:
+                job = self.queue.claim(timeout=0.5)
+                if job is not None:
+                    self.run_job(job)
+            except Exception as exc:
+                if not wait:
+                    log.warning("the job queue failed, retrying until it answers: %s: %s", type(exc).__name__, exc)
+                wait = min(10.0, max(0.5, wait * 2))
+                self._stop.wait(wait)
+                continue
+            if wait:
+                log.warning("the job queue answers again; jobs go on")
+                wait = 0.0
 
     def run_job(self, job: Job) -> None:
         route = self.handlers.get(job.handler)

@@ -50,6 +50,9 @@ class Job:
     handler: str
     event: ObjectEvent
     attempts: int
+    # The claim that holds the job (PostgreSQL: a token per claim; an outcome is recorded only while this
+    # claim still holds the job's lease). Empty in the embedded queue, whose one process is the only claimer.
+    lease: str = ""
 
 
 @dataclass(frozen=True)

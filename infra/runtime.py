@@ -38,21 +38,18 @@ from cryospy.functions.audit.log import AuditLog
 from cryospy.functions.channels import feed
 from cryospy.functions.channels.build import build_hub
 from cryospy.functions.channels.control import ChannelControl, MailSettings
-from cryospy.functions.channels.presence import Presence, PresenceWatch
+from cryospy.functions.channels.mqtt import Instance
+from cryospy.functions.channels.presence import PresenceWatch
 from cryospy.functions.channels.stored import StoredChannels
-from cryospy.functions.devices.auth_defence import AuthDefence, AuthDefenceSettings
 from cryospy.functions.keyvault import KeyVault
-from cryospy.functions.live.hub import LiveHub
 from cryospy.functions.retention import clip_actions
 from cryospy.functions.services import EventSink, S3Identity, Services
-from cryospy.functions.uploads.slot_limiter import SlotLimiter
 from cryospy.web.account_passphrase import PATH as PASSPHRASE_PATH
 from cryospy.web.account_passphrase import AccountPassphrase
 from cryospy.web.admin import AdminSection
 from cryospy.web.builder import SiteBuilder
 from cryospy.web.export import ExportSection
 from cryospy.web.first_run import SETUP_CODE_FILE, FirstRun
-from cryospy.web.login_links import LINKS_DIR, LoginLinks
 from cryospy.web.media_routes import MediaRoutes
 from cryospy.web.second_factor import SecondFactor
 from cryospy.web.second_factor_pages import SecondFactorPages
@@ -69,9 +66,29 @@ from .gateway import ChaliceWSGI, status_line
 from .live_sweep import LiveSweeper
 from .minio_drives import drive_report
 from .minio_server import require_free
+from .pg_documents import SharedDocuments
 from .reconciler import Reconciler
+from .runtime_registry import RuntimeRegistry
 from .server_config import ServerConfig, load_server_config
-from .stores import open_alert_limits, open_device_registry, open_index, open_job_store
+from .stores import (
+    CHANNELS,
+    KEYS,
+    SECOND_FACTOR,
+    open_alert_limits,
+    open_audit_lines,
+    open_auth_defence,
+    open_device_registry,
+    open_heartbeat,
+    open_index,
+    open_job_store,
+    open_live,
+    open_login_state,
+    open_presence,
+    open_shared_documents,
+    open_slot_limiter,
+    runtime_name,
+    shared_file,
+)
 from .webhook import WebhookReceiver
 
 log = logging.getLogger(__name__)
@@ -79,18 +96,27 @@ OUTBUF_HIGH_WATERMARK = 4 * 1024 * 1024
 OUTBUF_OVERFLOW = 64 * 1024 * 1024   # never reached: writers block at the high watermark first
 
 
+def mqtt_instance(runtimes: RuntimeRegistry | None) -> Instance | None:
+    """This runtime's MQTT identity among the runtimes in ``runtimes`` (None for a runtime on its own)."""
+    if runtimes is None:
+        return None
+    return Instance(Instance.tag_of(runtimes.name), lambda: [Instance.tag_of(r.name) for r in runtimes.list()])
+
+
 def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None, *, event_sink: EventSink,
-                   live_waiters: int = 4) -> Services:
+                   live_waiters: int = 4, runtimes: RuntimeRegistry | None = None,
+                   shared: SharedDocuments | None = None) -> Services:
     """Every part the app and handlers use, built once. ``event_sink`` is where upload confirmations queue
     new clips (the runtime's webhook); ``live_waiters`` bounds the live-view long-polls held at once, so they
-    leave the server's threads for everything else."""
+    leave the server's threads for everything else; ``runtimes``: the registry of the runtimes sharing the
+    database, if any (each then has its own MQTT identity: functions/channels/mqtt.py). ``shared``: the
+    documents every runtime shares when there is a database (the key store here)."""
     dep.path("runtime").mkdir(parents=True, exist_ok=True, mode=0o700)
-    vault = KeyVault(dep.keys_path)
-    defence = AuthDefence(dep.path("runtime", "auth-failures.sqlite"),
-                          AuthDefenceSettings.from_dict(config.auth_events or {}))
+    vault = KeyVault(dep.keys_path, mirror=shared_file(shared, KEYS, dep.keys_path))
+    defence = open_auth_defence(dep, config)
     # The hub asks for the camera list at each MQTT connect, long after this returns.
     hub = build_hub(config.channels, mailer=mailer, recipients=config.alert_recipients,
-                    cameras=lambda: feed.camera_states(services))
+                    cameras=lambda: feed.camera_states(services), instance=mqtt_instance(runtimes))
     alerts = (Alerts(mailer, config.alert_recipients, open_alert_limits(dep, config),
                      alert_policy(config)) if mailer else Alerts.off())
     services = Services(
@@ -108,33 +134,38 @@ def build_services(dep: Deployment, config: ServerConfig, mailer: Mailer | None,
         defence=defence,
         alerts=alerts,
         event_sink=event_sink,
-        live=LiveHub(max_waiters=live_waiters),
+        live=open_live(dep, config, live_waiters),
         storage_warning_threshold=config.storage_warning_threshold,
         global_budget_bytes=config.global_budget_bytes,
         quarantine_limit_bytes=config.quarantine_bytes,
-        slot_limiter=SlotLimiter(config.slots_per_minute),
+        slot_limiter=open_slot_limiter(dep, config),
         silent_minutes=config.silent_minutes,
         home_events=hub,
-        presence=Presence(config.offline_after_seconds),
-        audit=audit_log(dep, vault),
+        presence=open_presence(dep, config),
+        audit=audit_log(dep, vault, config),
     )
     services.presence.prime((d.device_id, d.last_seen) for d in services.devices.list() if not d.retired)
     return services
 
 
-def audit_log(dep: Deployment, vault: KeyVault) -> AuditLog:
-    """The audit log in the data dir: sealed to the deployment's public key (so a locked runtime can write
-    it), signed with the key store's server key while unlocked (functions/audit/log.py)."""
+def audit_log(dep: Deployment, vault: KeyVault, config: ServerConfig) -> AuditLog:
+    """The audit log in the data dir, or with a database one log for every runtime (each entry names its
+    runtime): sealed to the deployment's public key (so a locked runtime can write it), signed with the key
+    store's server key while unlocked (functions/audit/log.py)."""
     def verify_key() -> Any:
         return KeyStore.load(vault.path).server_verify_key() if vault.path.exists() else None
-    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key)
+    shared = open_audit_lines(dep, config)
+    return AuditLog(dep.path("runtime", "audit.log"), vault.public_key, vault.keys, verify_key, store=shared,
+                    runtime=runtime_name(dep) if shared else "")
 
 
-def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None) -> ChannelControl:
+def channel_control(dep: Deployment, config: ServerConfig, services: Services, mailer: Mailer | None,
+                    shared: SharedDocuments | None = None) -> ChannelControl:
     """Channels as server.json and the dashboard set them; the saved ones are read at the first unlock."""
+    path = dep.path("runtime", "channels.sealed")
     control = ChannelControl(services, config.channels_doc,
                              MailSettings(config.alert_recipients, config.attach_thumbnails), mailer,
-                             StoredChannels(dep.path("runtime", "channels.sealed"), services.vault.index_key))
+                             StoredChannels(path, services.vault.index_key, shared_file(shared, CHANNELS, path)))
     services.vault.add_unlock_listener(control.load)
     control.load()
     return control
@@ -198,7 +229,7 @@ class Runtime:
         config = config or load_server_config(dep.path("server.json"))
         self._init_events(config)
         self._init_services(config)
-        self._init_dashboard()
+        self._init_dashboard(config)
         self._init_front_door(config)
         self._server: Any = None
         self._map: dict[int, Any] = {}   # waitress's socket map: every listener and connection of this runtime
@@ -208,39 +239,64 @@ class Runtime:
         self._rebuilt = False
 
     def _init_events(self, config: ServerConfig) -> None:
-        """Bucket events: the routes from the app's registrations, the durable queue, MinIO's webhook."""
+        """Bucket events: the routes from the app's registrations, the durable queue (with the heartbeat that
+        renews its leases when it is shared), MinIO's webhook."""
         self.routes: list[Route] = routes_from_app(app, OBJECT_HANDLERS)
         self.queue = open_job_store(self.dep, config)
+        self.heartbeat = open_heartbeat(self.dep, config, self.queue)
         self.webhook = WebhookReceiver(self.dep.webhook_token, self.routes, self.queue)
 
     def _init_services(self, config: ServerConfig) -> None:
         """What the handlers use (Services), the channels, and the background workers around them."""
         mailer = Mailer(SmtpSettings.from_dict(config.smtp)) if config.smtp else None
+        self.shared = open_shared_documents(self.dep, config)
         self.services = build_services(self.dep, config, mailer, event_sink=self.webhook,
-                                       live_waiters=max(1, self.options.threads // 2))
-        self.channels = channel_control(self.dep, config, self.services, mailer)
+                                       live_waiters=max(1, self.options.threads // 2),
+                                       runtimes=self.heartbeat.registry, shared=self.shared)
+        self.channels = channel_control(self.dep, config, self.services, mailer, self.shared)
         self.presence = PresenceWatch(self.services.presence, self.services.home_events.publish)
         self.dispatcher = Dispatcher(self.queue, self.routes, workers=self.options.workers)
         self.reconciler = Reconciler(self.services, self.routes, self.queue, self.options.reconcile_seconds)
         self.live_sweeper = LiveSweeper(lambda: self.services.handler_client, self.services.bucket,
                                         self.options.live_sweep_seconds)
 
-    def _init_dashboard(self) -> None:
+    def _init_dashboard(self, config: ServerConfig) -> None:
         """The rendered pages (rebuilt as the index changes), login, sessions and the dashboard's sections."""
         dep, services = self.dep, self.services
         self.site = SiteStore(dep.path("site"), services.vault.index_key)
-        self.second_factor = SecondFactor(dep.path("runtime", "second-factor.sealed"), services.vault.index_key)
+        enrolments = dep.path("runtime", "second-factor.sealed")
+        self.enrolments_mirror = shared_file(self.shared, SECOND_FACTOR, enrolments)
+        self.second_factor = SecondFactor(enrolments, services.vault.index_key, mirror=self.enrolments_mirror)
         self.builder = SiteBuilder(services.index, services.devices, self.site)
         services.index.add_listener(self.builder.on_index_change)
+        self.login_state = open_login_state(dep, config)   # shared by every runtime with database_url
         self.dashboard = Dashboard(self.site, services.vault, self._after_login,
                                    media=MediaRoutes(services), actions=self._dashboard_actions(),
-                                   links=LoginLinks(dep.path(*LINKS_DIR)), locked=lambda: services.vault.locked,
-                                   audit=services.audit, second_factor=self.second_factor)
+                                   links=self.login_state.links, locked=lambda: services.vault.locked,
+                                   audit=services.audit, second_factor=self.second_factor,
+                                   sessions=self.login_state.sessions, limiter=self.login_state.limiter)
         # A deployment without a key store starts in "needs setup": pages go to /setup, the vault stays locked.
         self.first_run = FirstRun(self.dashboard, services.vault, dep.path(SETUP_CODE_FILE), self._after_login,
                                   scrypt_n=self.options.setup_scrypt_n)
         self.setup_code_path: Path | None = None
         self._mount_dashboard_sections()
+        self._watch_shared()
+
+    def _watch_shared(self) -> None:
+        """With a database, apply what another runtime changes: accounts and keys (a removed account's
+        sessions end at their next request here too), saved channels (swapped in), second-factor enrolments."""
+        vault, enrolments = self.services.vault, self.enrolments_mirror
+        if self.shared is None or vault.mirror is None or enrolments is None:
+            return
+        keys = vault.mirror
+
+        def accounts_changed() -> None:
+            if keys.pull():
+                vault.refresh()
+
+        self.shared.watch(KEYS, accounts_changed)
+        self.shared.watch(CHANNELS, self.channels.reload)
+        self.shared.watch(SECOND_FACTOR, enrolments.pull)
 
     def _init_front_door(self, config: ServerConfig) -> None:
         """One WSGI app for webhook, API and dashboard behind the front door (Host check, proxies, body caps)."""
@@ -265,7 +321,8 @@ class Runtime:
         mounts = self.dashboard.mounts
         mounts["/admin"] = AdminSection(self.dashboard, self.services, self.queue, self.dep.api_url, self.dep.minio_url,
                                         channels=self.channels, ca_pem=certificates.ca_pem(self.dep),
-                                        drives=lambda: drive_report(self.dep))
+                                        drives=lambda: drive_report(self.dep),
+                                        runtimes=self.heartbeat.registry)
         mounts["/export"] = ExportSection(self.dashboard, self.services)
         mounts[ENROL_PATH] = SecondFactorPages(self.dashboard, self.second_factor)
         mounts[PASSPHRASE_PATH] = AccountPassphrase(self.dashboard, self.services)
@@ -326,6 +383,7 @@ class Runtime:
                     self.services.forget_upload_client(device.device_id)
                 log.info("replaced %d device upload identit%s that named the camera with pseudonymous ones",
                          replaced, "y" if replaced == 1 else "ies")
+        self.heartbeat.start()   # before the workers claim: their leases are renewed from the first
         self.dispatcher.start()
         self.builder.start()
         if not self.services.vault.locked:
@@ -357,12 +415,21 @@ class Runtime:
         self.live_sweeper.stop()
         self.presence.stop()
         self.dispatcher.stop()
+        self.heartbeat.stop()
+        self.heartbeat.close()
         self.services.home_events.close()
         self.builder.stop()
         self.dashboard.failures.flush(final=True)
+        self.login_state.close()
         self.services.index.close()
         self.queue.close()
         self.services.devices.close()
+        self.services.presence.close()
+        self.services.live.close()
+        self.services.slot_limiter.close()
         self.services.alerts.close()
         self.services.defence.close()
+        if self.shared is not None:
+            self.shared.close()
+        self.services.audit.close()
         services_mod.configure(None)

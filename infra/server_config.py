@@ -18,7 +18,8 @@ Example::
                   "slots_per_minute": 120},
       "channels": {"mqtt": {"enabled": true, "host": "broker.lan", "username": "cryospy", "password": "…"}},
       "offline_after_seconds": 60,
-      "database_url": "postgresql://cryospy:…@db.lan:5432/cryospy"
+      "database_url": "postgresql://cryospy:…@db.lan:5432/cryospy",
+      "job_lease_seconds": 60
     }
 
 ``channels`` (real-time events to e-mail, MQTT/Home Assistant, a signed webhook, ntfy-style push) is parsed
@@ -31,7 +32,9 @@ camera whose agent has not been in touch for this long is reported offline (func
 limits from the embedded TinyDB and SQLite files to PostgreSQL, where several runtimes can share them
 (``cryospy db migrate`` moves existing data; docs/postgres.md says what the database sees). The file may hold
 the SMTP and database passwords, so it is read from a 0600 file and never logged; the URL is only ever logged
-with its password replaced (cryospy.common.database.redacted).
+with its password replaced (cryospy.common.database.redacted). ``job_lease_seconds`` (with ``database_url``
+only; 5 to 3600, 60 by default) is how long a job claimed by a runtime that stopped renewing it (killed,
+frozen, cut off) waits before another runtime takes it over (infra/pg_jobqueue.py).
 """
 
 from __future__ import annotations
@@ -47,9 +50,11 @@ from cryospy.functions.channels import ChannelSettingsError, ChannelsSettings, p
 from cryospy.functions.channels.presence import DEFAULT_OFFLINE_AFTER_S, OFFLINE_AFTER_BOUNDS
 
 from .errors import InfraError
+from .pg_jobqueue import LEASE_BOUNDS, LEASE_S
 
 KNOWN = {"smtp", "alerts", "auth_events", "trusted_proxies", "allowed_hosts", "proxy_auth", "max_clip_megabytes",
-         "slot_ttl_seconds", "storage", "channels", "offline_after_seconds", "database_url"}
+         "slot_ttl_seconds", "storage", "channels", "offline_after_seconds", "database_url",
+         "job_lease_seconds"}
 ALERT_KEYS = {"recipients", "attach_thumbnails", "motion_interval_minutes", "storage_interval_minutes",
               "silent_minutes", "silent_interval_minutes", "tamper_interval_minutes"}
 STORAGE_KEYS = {"warning_threshold", "global_budget_gigabytes", "quarantine_megabytes", "slots_per_minute"}
@@ -81,6 +86,7 @@ class ServerConfig:
     channels_doc: dict[str, Any] = field(default_factory=dict, repr=False)   # as written, for the dashboard
     offline_after_seconds: float = DEFAULT_OFFLINE_AFTER_S
     database_url: str | None = field(default=None, repr=False)   # None: the embedded files (infra/stores.py)
+    job_lease_seconds: float = LEASE_S   # PostgreSQL's job queue only (the embedded one has no other claimer)
 
 
 def _number(path: Path, doc: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
@@ -153,7 +159,15 @@ def load_server_config(path: Path) -> ServerConfig:
         offline_after_seconds=_number(path, doc, "offline_after_seconds", DEFAULT_OFFLINE_AFTER_S,
                                       *OFFLINE_AFTER_BOUNDS),
         database_url=_database_url(path, doc.get("database_url")),
+        job_lease_seconds=_job_lease(path, doc),
     )
+
+
+def _job_lease(path: Path, doc: dict[str, Any]) -> float:
+    if "job_lease_seconds" in doc and doc.get("database_url") is None:
+        raise ServerConfigError(f"{path}: job_lease_seconds applies to the job queue in PostgreSQL only (several "
+                                "runtimes); set database_url too, or remove job_lease_seconds")
+    return _number(path, doc, "job_lease_seconds", LEASE_S, *LEASE_BOUNDS)
 
 
 def _database_url(path: Path, value: Any) -> str | None:

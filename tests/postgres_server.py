@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -70,9 +71,12 @@ class PostgresServer:
         subprocess.run([*_as_server_user(), server_binary("pg_ctl") or "pg_ctl", "-D", str(self.data), *args],
                        check=True, capture_output=True)
 
-    def start(self) -> PostgresServer:
+    def start(self, create: bool = True) -> PostgresServer:
+        """Start the server; ``create=False`` restarts one whose database exists already."""
         options = f"-p {self.port} -k {self.root} -c listen_addresses={HOST} -c fsync={'on' if self.fsync else 'off'}"
         self._pg_ctl("-w", "-t", "60", "-l", str(self.root / "server.log"), "-o", options, "start")
+        if not create:
+            return self
         with psycopg.connect(f"postgresql://{USER}:{quote(PASSWORD)}@{HOST}:{self.port}/postgres",
                              autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -101,6 +105,20 @@ def make_server(root: Path, fsync: bool = False) -> PostgresServer:
                     f"--pwfile={root / 'pwfile'}", "-E", "UTF8", "--no-instructions"],
                    check=True, capture_output=True)
     return PostgresServer(root, free_port(HOST), fsync)
+
+
+def start_for_bench(fsync: bool = True) -> PostgresServer:
+    """A private server for a benchmark (bench/), in a temporary folder; exits with the reason if PostgreSQL's
+    server is not installed. Stop it with :func:`stop_for_bench`."""
+    message = postgres_missing_message()
+    if message:
+        sys.exit(message)
+    return make_server(Path(tempfile.mkdtemp(prefix="bench-pg-")), fsync=fsync).start()
+
+
+def stop_for_bench(server: PostgresServer) -> None:
+    server.stop()
+    shutil.rmtree(server.root, ignore_errors=True)
 
 
 def postgres_missing_message() -> str | None:

@@ -122,6 +122,16 @@ class FakeCamera(ClipSealer):
         return key
 
 
+class ManualClock:
+    """A clock the test moves by hand (``clock.now += 60``), for code that takes a ``clock`` callable."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cryospy.common.errors import CryoSpyError
-from cryospy.common.keys import KeyStore, WrongPassphrase
+from cryospy.common.keys import WrongPassphrase
 from cryospy.functions.errors import BadRequest
 from cryospy.functions.keyvault import MIN_PASSPHRASE_CHARS, check_new_passphrase
 from cryospy.functions.services import Services
@@ -60,7 +60,7 @@ class AccountPassphrase:
             return self.page(start, session, "429 Too Many Requests", {
                 "current": f"Too many wrong passphrases. Try again in {int(exc.wait) + 1} s."})
         try:
-            KeyStore.load(self.services.vault.path).change_passphrase(current, new, account=session.account.name)
+            self.services.vault.store().change_passphrase(current, new, account=session.account.name)
         except WrongPassphrase:
             self.dashboard.failures.failed(session.account.name, "passphrase-form", address, "wrong current passphrase")
             return self.page(start, session, "400 Bad Request",

@@ -38,6 +38,7 @@ from cryospy import __version__
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStore, verify_key_fingerprint
 from cryospy.common.objectkeys import device_from_hex, device_hex
+from cryospy.functions.audit.log import AuditUnavailable
 from cryospy.functions.channels.control import ChannelControl
 from cryospy.functions.channels.errors import ChannelSettingsError
 from cryospy.functions.devices import lifecycle
@@ -99,7 +100,7 @@ class AdminSection:
 
     def __init__(self, dashboard: Dashboard, services: Services, queue: Any, api_url: str, minio_url: str,
                  version: str = __version__, channels: ChannelControl | None = None, ca_pem: str = "",
-                 drives: Callable[[], Any] | None = None):
+                 drives: Callable[[], Any] | None = None, runtimes: Any = None):
         self.dashboard = dashboard
         self.services = services
         self.queue = queue
@@ -113,6 +114,7 @@ class AdminSection:
         self.accounts = AccountsPage(dashboard, services)
         self.passphrase = AccountPassphrase(dashboard, services)   # the old address, /admin/passphrase
         self.drives = drives    # MinIO's drives and their healing (infra.minio_drives.drive_report), if known
+        self.runtimes = runtimes   # the runtimes sharing the database (infra.runtime_registry), if shared
 
     # -- routing -------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse, session: Session | None) -> list[bytes]:
@@ -294,7 +296,8 @@ class AdminSection:
             locked=self.services.vault.locked, uptime=admin_status.uptime_text(self.started),
             version=self.version, channels=self.services.home_events.status(),
             tested=query.get("tested", ""), audit=self._audit_check(),
-            drives=self.drives() if self.drives else None)
+            drives=self.drives() if self.drives else None,
+            runtimes=admin_status.runtimes(self.runtimes) if self.runtimes else None)
 
     # -- audit log (issue 17) --------------------------------------------------------------------------
     def _audit_check(self) -> Any:
@@ -307,6 +310,8 @@ class AdminSection:
             view = admin_audit.audit_view(self.services.audit, query)
         except KeysLocked as exc:
             return self._message(start, session, 503, "The audit log is locked", str(exc))
+        except AuditUnavailable as exc:
+            return self._message(start, session, 503, "The audit log cannot be read", str(exc))
         fingerprint = verify_key_fingerprint(KeyStore.load(self.services.vault.path).server_verify_key())
         return self.dashboard.render(start, "200 OK", "admin_audit.html", session, section="audit",
                                      fingerprint=fingerprint, **view)

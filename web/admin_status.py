@@ -68,6 +68,26 @@ def dead_letters(queue: Any, limit: int = DEAD_LETTERS_SHOWN) -> list[DeadLetter
                        utc_stamp(datetime.fromtimestamp(r.updated, UTC))) for r in reversed(rows)]
 
 
+@dataclass(frozen=True)
+class RuntimeRow:
+    """A runtime sharing the database, as the status page lists it (infra/runtime_registry.py)."""
+    name: str
+    url: str
+    state: str        # alive, silent (no heartbeat for longer than its lease), stopped
+    since: str        # silent: its last heartbeat; stopped: when it stopped; alive: its last heartbeat
+    started: str
+    running: int
+    here: bool        # the runtime serving this page
+
+
+def runtimes(registry: Any) -> list[RuntimeRow]:
+    """Every runtime in the registry, this one marked (``registry``: a RuntimeRegistry)."""
+    def stamp(when: float) -> str:
+        return utc_stamp(datetime.fromtimestamp(when, UTC))
+    return [RuntimeRow(r.name, r.url, r.state, stamp(r.stopped if r.stopped is not None else r.heartbeat),
+                       stamp(r.started), r.running, r.name == registry.name) for r in registry.list()]
+
+
 def storage(services: Services) -> Storage:
     """Stored bytes overall and per device, from the index (which needs the unlocked index key)."""
     try:

@@ -161,10 +161,15 @@ class SiteBuilder:
             dirty, self._dirty = self._dirty, set()
         if not dirty:
             return 0
-        with self._lock:
-            for device_id, day in sorted(dirty):
-                self.render_day(device_id, day)
-            self.render_overview()
+        try:
+            with self._lock:
+                for device_id, day in sorted(dirty):
+                    self.render_day(device_id, day)
+                self.render_overview()
+        except BaseException:
+            with self._dirty_lock:   # locked, or the database down: these days render on the next try
+                self._dirty |= dirty
+            raise
         return len(dirty)
 
     def render_day(self, device_id: str, day: str) -> None:

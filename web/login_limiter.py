@@ -18,6 +18,11 @@ table holds at most as many clients as the global budget lets through.
 The global backoff refuses the real admin too while it lasts. The way in that no attacker can block is a
 one-time login link made on the server itself (``cryospy dashboard login-link``, :mod:`.login_links`).
 
+:class:`LoginLimiter` counts in this process's memory (the embedded default); with ``database_url``,
+:class:`~cryospy.web.pg_login_state.PostgresLoginLimiter` counts the same budgets in PostgreSQL, so that an
+attacker spreading guesses over several runtimes gets one budget, not one per runtime. Tests hold both to
+this contract (tests/unit/test_login_state.py).
+
 Errors::
 
     CryoSpyError
@@ -31,6 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryospy.common.errors import CryoSpyError
 from cryospy.functions.devices.auth_defence import address_key
@@ -56,6 +62,32 @@ class Claim:
 
     client: str
     at: float
+    ref: int = 0   # the attempt's row in PostgreSQL
+
+
+class Limiter(Protocol):
+    limit: int
+    global_free: int
+
+    def claim(self, ip: str) -> Claim: ...
+
+    def succeeded(self, claim: Claim) -> None: ...
+
+    def tracked(self) -> int: ...
+
+
+def refusal(client_times: list[float], everyone: list[float], now: float, limit: int, window: float,
+            global_free: int, max_delay: float) -> LoginThrottled | None:
+    """Why an attempt at ``now`` may not run, or None: ``client_times`` are its client's attempts within
+    ``window``, ``everyone`` all attempts within the global window (both oldest first)."""
+    if len(client_times) >= limit:
+        return LoginThrottled(client_times[0] + window - now, everyone=False)
+    excess = len(everyone) - global_free
+    if excess >= 0:
+        ready = everyone[-1] + min(2.0 ** excess, max_delay)
+        if now < ready:
+            return LoginThrottled(ready - now, everyone=True)
+    return None
 
 
 class LoginLimiter:
@@ -75,14 +107,10 @@ class LoginLimiter:
         with self._lock:
             now = self._clock()
             self._prune(now)
-            mine = self._clients.get(client)
-            if mine is not None and len(mine) >= self.limit:
-                raise LoginThrottled(mine[0] + self.window - now, everyone=False)
-            excess = len(self._everyone) - self.global_free
-            if excess >= 0:
-                ready = self._everyone[-1] + min(2.0 ** excess, self.max_delay)
-                if now < ready:
-                    raise LoginThrottled(ready - now, everyone=True)
+            refused = refusal(list(self._clients.get(client, ())), list(self._everyone), now, self.limit,
+                              self.window, self.global_free, self.max_delay)
+            if refused is not None:
+                raise refused
             self._clients.setdefault(client, deque()).append(now)
             self._everyone.append(now)
         return Claim(client, now)

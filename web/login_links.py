@@ -4,7 +4,9 @@
 claim for a fresh 256-bit token into ``<data-dir>/runtime/login-links/`` (mode 0600, inside the 0700 runtime
 directory): the file is named by the token's SHA-256 and holds its expiry and the account it logs in (``admin``
 unless ``--account`` names another; that account's camera access applies as for a login). The runtime redeems a token by
-deleting that file — exactly one request can succeed — and never stores the token itself. Issuing a link
+deleting that file — exactly one request can succeed — and never stores the token itself. With ``database_url``
+the claim is a row in PostgreSQL instead (:class:`~cryospy.web.pg_login_state.PostgresLoginLinks`: the token's
+keyed hash, deleted by the one request that redeems it), so any runtime of the deployment redeems it. Issuing a link
 needs the same access as reading the deployment's admin API token, so a link grants nothing new; a guess
 at a token cannot succeed, which is why redeeming one is not rate-limited and why an attacker's failed
 logins cannot stand in its way.
@@ -25,6 +27,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from cryospy.common.accounts import ADMIN, check_name
 from cryospy.common.errors import CryoSpyError
@@ -41,6 +44,31 @@ class LinkInvalid(CryoSpyError):
                          "`cryospy dashboard login-link`.")
 
 
+class Links(Protocol):
+    def issue(self, minutes: int = DEFAULT_MINUTES, account: str = ADMIN) -> str: ...
+
+    def check(self, token: str) -> None: ...
+
+    def redeem(self, token: str) -> str: ...
+
+    def close(self) -> None: ...
+
+
+def check_request(minutes: int, account: str) -> None:
+    """Refuse a lifetime outside 1..60 minutes or a malformed account name before anything is written."""
+    if not 1 <= minutes <= MAX_MINUTES:
+        raise CryoSpyError(f"a login link lives 1 to {MAX_MINUTES} minutes, not {minutes}")
+    check_name(account)
+
+
+def check_token(token: object) -> str:
+    """The token if it has a token's shape (43 URL-safe characters), else :class:`LinkInvalid`: nothing that
+    could name a path or bloat a query reaches the store."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise LinkInvalid()
+    return token
+
+
 class LoginLinks:
     def __init__(self, directory: Path, clock: Callable[[], float] = time.time):
         self.directory = Path(directory)
@@ -48,9 +76,7 @@ class LoginLinks:
 
     def issue(self, minutes: int = DEFAULT_MINUTES, account: str = ADMIN) -> str:
         """Make a token valid for ``minutes`` (1..60) that logs ``account`` in; only its hash is written."""
-        if not 1 <= minutes <= MAX_MINUTES:
-            raise CryoSpyError(f"a login link lives 1 to {MAX_MINUTES} minutes, not {minutes}")
-        check_name(account)
+        check_request(minutes, account)
         token = secrets.token_urlsafe(32)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._prune()
@@ -75,9 +101,11 @@ class LoginLinks:
             raise LinkInvalid()
         return account
 
+    def close(self) -> None:
+        pass
+
     def _claim(self, token: str) -> tuple[float, str]:
-        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-            raise LinkInvalid()
+        check_token(token)
         try:
             doc = json.loads(self._path(token).read_text())
             expires, account = float(doc["expires"]), str(doc.get("account", ADMIN))

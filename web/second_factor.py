@@ -46,6 +46,7 @@ import pyotp
 import segno
 
 from cryospy.common.errors import CryoSpyError
+from cryospy.common.file_mirror import FileMirror, MirrorError, mirror_errors_as
 from cryospy.common.sealed_json import SealedFileError, SealedJsonFile
 from cryospy.common.timefmt import utc_stamp
 
@@ -81,9 +82,12 @@ def qr_svg(text: str) -> str:
 
 
 class SecondFactor:
-    def __init__(self, path: Path, index_key: Callable[[], bytes], clock: Callable[[], float] = time.time):
+    def __init__(self, path: Path, index_key: Callable[[], bytes], clock: Callable[[], float] = time.time,
+                 mirror: FileMirror | None = None):
+        """``mirror``: the shared copy when runtimes share a database, so an enrolment, and a used code, count
+        on every runtime (every change is made under its lock, so a code is not accepted twice)."""
         self.path, self._clock = path, clock
-        self._file = SealedJsonFile(path, index_key, MAGIC, _INFO)
+        self._file = SealedJsonFile(path, index_key, MAGIC, _INFO, mirror)
         self._lock = threading.Lock()
 
     # -- the sealed file ----------------------------------------------------------------------------
@@ -92,6 +96,8 @@ class SecondFactor:
             doc = self._file.load()
         except SealedFileError as exc:
             raise SecondFactorError(f"{exc}; move it away and enrol the second factor again") from None
+        except MirrorError as exc:   # a read outside an edit
+            raise SecondFactorError(str(exc)) from None
         return doc if doc is not None else {"require_all": False, "accounts": {}}
 
     def _save(self, doc: dict[str, Any]) -> None:
@@ -121,7 +127,7 @@ class SecondFactor:
         (shown once, kept hashed)."""
         step = self._matching_step(secret, code, after=-1)
         codes = [f"{c[:5]}-{c[5:]}" for c in (_recovery_code() for _ in range(RECOVERY_CODES))]
-        with self._lock:
+        with self._lock, mirror_errors_as(SecondFactorError), self._file.editing():
             doc = self._load()
             doc["accounts"][account] = {"secret": secret, "last_step": step, "recovery": [_hash(c) for c in codes],
                                         "enrolled_at": utc_stamp_now(self._clock)}
@@ -131,13 +137,13 @@ class SecondFactor:
     def disable(self, account: str, code: str) -> None:
         """Remove the account's second factor; needs a current code (or a recovery code)."""
         self.check(account, code)
-        with self._lock:
+        with self._lock, mirror_errors_as(SecondFactorError), self._file.editing():
             doc = self._load()
             doc["accounts"].pop(account, None)
             self._save(doc)
 
     def set_required(self, on: bool) -> None:
-        with self._lock:
+        with self._lock, mirror_errors_as(SecondFactorError), self._file.editing():
             doc = self._load()
             doc["require_all"] = on
             self._save(doc)
@@ -146,7 +152,7 @@ class SecondFactor:
     def check(self, account: str, code: str) -> str:
         """Accept a TOTP code (not replayed) or an unused recovery code; returns "code" or "recovery". Raises
         WrongCode otherwise."""
-        with self._lock:
+        with self._lock, mirror_errors_as(SecondFactorError), self._file.editing():
             doc = self._load()
             record = doc["accounts"].get(account)
             if record is None:

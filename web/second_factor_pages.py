@@ -56,7 +56,7 @@ class SecondFactorPages:
         return self.dashboard.render(
             start, status, "second_factor.html", session, section="second-factor", account=session.account.name,
             enrolled=enrolled, left=self.store.recovery_left(session.account.name) if enrolled else 0,
-            required=self.store.required(), must_enrol=session.token in self.dashboard.must_enrol,
+            required=self.store.required(), must_enrol=session.must_enrol,
             is_admin=session.account.is_admin, **extra)
 
     def start(self, environ: dict[str, Any], start: StartResponse, session: Session,

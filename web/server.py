@@ -4,7 +4,8 @@ Every page needs a session. A login names an account (blank means ``admin``) and
 opens that account's key slot and so also unlocks the deployment's private key: a runtime started without one
 begins processing as soon as anyone logs in. Each request looks the session's account up again, so a removed
 or expired account's sessions end at once; a viewer gets only its cameras (:mod:`.access`) and no /admin URL.
-Sessions live only in this process's memory (a restart logs everyone out); the cookie is HttpOnly,
+Sessions live in this process's memory (a restart logs everyone out) or, with ``database_url``, in PostgreSQL
+for every runtime of the deployment (:mod:`.sessions`, :mod:`.pg_login_state`); the cookie is HttpOnly,
 SameSite=Strict, and Secure when the request came over TLS. Forms carry a CSRF token bound to the session
 (or, for the login form, to a pre-session cookie). Failed logins are limited per client and globally
 (:mod:`.login_limiter`); a one-time link made on the server (:mod:`.login_links`) always gets its account in.
@@ -22,9 +23,10 @@ from __future__ import annotations
 
 import base64
 import hmac
+import logging
 import os
 import secrets
-import threading
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,19 +38,24 @@ from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from cryospy.common import database
 from cryospy.common.accounts import ADMIN, Account
 from cryospy.common.errors import CryoSpyError
 from cryospy.common.keys import KeyStoreError, WrongPassphrase
 from cryospy.functions.audit.actor import Actor, acting_as
 from cryospy.functions.audit.failures import FailedLogins
 from cryospy.functions.audit.log import AuditLog, NoAudit
+from cryospy.functions.errors import StoreUnavailable
 
 from . import access
 from .compression import gzip_response
-from .login_limiter import LoginLimiter, LoginThrottled
-from .login_links import LinkInvalid, LoginLinks
+from .login_limiter import Limiter, LoginLimiter, LoginThrottled
+from .login_links import LinkInvalid, Links
 from .second_factor import SecondFactor, SecondFactorError, WrongCode
+from .sessions import MemorySessions, SessionStore
 from .site_store import SiteStore
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 SESSION_COOKIE = "cryospy_session"
@@ -69,6 +76,7 @@ class Session:
     token: str
     csrf: str
     account: Account
+    must_enrol: bool = False   # a second factor is required and the account has none: enrolment only
 
 
 class AccountDirectory(Protocol):
@@ -99,9 +107,10 @@ class Dashboard:
                  media: Media | None = None,
                  actions: dict[str, Callable[[dict[str, str]], None]] | None = None,
                  mounts: dict[str, Mount] | None = None, public_mounts: dict[str, Mount] | None = None,
-                 links: LoginLinks | None = None, locked: Callable[[], bool] = lambda: False,
+                 links: Links | None = None, locked: Callable[[], bool] = lambda: False,
                  clock: Callable[[], float] = time.time,
-                 audit: AuditLog | NoAudit | None = None, second_factor: SecondFactor | None = None):
+                 audit: AuditLog | NoAudit | None = None, second_factor: SecondFactor | None = None,
+                 sessions: SessionStore | None = None, limiter: Limiter | None = None):
         self.site = site
         self.media = media
         self.actions = actions or {}
@@ -109,20 +118,17 @@ class Dashboard:
         self.public_mounts = dict(public_mounts or {})
         self.accounts = accounts
         self.on_first_login = on_first_login
-        self.sessions: dict[str, tuple[float, str, str]] = {}   # token -> (expiry, csrf, account name)
-        self.limiter = LoginLimiter()
+        self.sessions: SessionStore = sessions or MemorySessions()
+        self.limiter: Limiter = limiter or LoginLimiter()
         self.links = links
         self.locked = locked
         self.clock = clock   # sessions and account expiry are judged by this
         self.audit = audit or NoAudit()
         self.failures = FailedLogins(self.audit)
         self.second_factor = second_factor
-        self.awaiting_code: dict[str, tuple[str, str, float]] = {}   # code token -> (account, via, expiry)
-        self.must_enrol: set[str] = set()       # session tokens sent to enrolment (TOTP required, none yet)
         self.env = Environment(loader=PackageLoader("cryospy.web", "templates"),
                                autoescape=select_autoescape(["html"]))
         self.env.globals["camera_hex"] = access.camera_hex
-        self._lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------------------
     def _session(self, environ: dict[str, Any]) -> Session | None:
@@ -131,14 +137,17 @@ class Dashboard:
         if not token:
             return None
         now = self.clock()
-        with self._lock:
-            entry = self.sessions.get(token)
-        account = self.accounts.account(entry[2]) if entry is not None and entry[0] >= now else None
-        if entry is None or account is None or account.expired(datetime.fromtimestamp(now, UTC)):
-            with self._lock:
-                self.sessions.pop(token, None)
+        record = self.sessions.get(token, now)
+        if record is None:
             return None
-        return Session(token, entry[1], account)
+        account = self.accounts.account(record.account)
+        if account is None or account.expired(datetime.fromtimestamp(now, UTC)):
+            # A locked runtime sees no accounts at all: a shared session may be alive on the other runtimes, so
+            # only this request is refused (logging in here unlocks this runtime).
+            if not (self.sessions.shared and self.locked()):
+                self.sessions.end(token)
+            return None
+        return Session(token, record.csrf, account, record.must_enrol)
 
     def _cookie(self, environ: dict[str, Any], name: str, value: str, max_age: int) -> tuple[str, str]:
         secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
@@ -181,18 +190,13 @@ class Dashboard:
 
     def end_sessions(self, account: str, keep: str = "") -> int:
         """End every session of ``account`` (but the one whose token is ``keep``); returns how many ended."""
-        with self._lock:
-            ended = [t for t, entry in self.sessions.items() if entry[2] == account and t != keep]
-            for token in ended:
-                del self.sessions[token]
-        return len(ended)
+        return self.sessions.end_account(account, keep)
 
     def start_session(self, environ: dict[str, Any], account: str = ADMIN) -> tuple[str, str]:
         """Log ``account`` in without the login form (first-run setup just set the admin passphrase): a new
         server-side session; returns its Set-Cookie header for the response."""
-        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        with self._lock:
-            self.sessions[token] = (self.clock() + SESSION_SECONDS, csrf, account)
+        now = self.clock()
+        token, _ = self.sessions.start(account, now + SESSION_SECONDS, now)
         self.audit.record("login", Actor(account, "setup", environ.get("REMOTE_ADDR", "")))
         return self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS)
 
@@ -203,7 +207,21 @@ class Dashboard:
 
     # -- routes --------------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start: StartResponse) -> Any:
-        return gzip_response(self._route, environ, start)
+        try:
+            return gzip_response(self._route, environ, start)
+        except Exception as exc:
+            # MinIO or the shared database down (docs/postgres.md): a page saying so and when to retry, not a 500
+            # that looks like a bug. Anything else is one and stays a 500.
+            if not (isinstance(exc, StoreUnavailable) or database.unavailable(exc)):
+                raise
+            part = "MinIO" if isinstance(exc, StoreUnavailable) else "The database (PostgreSQL)"
+            log.warning("dashboard %s: %s is unavailable: %s", environ.get("PATH_INFO"), part, exc)
+            data = (f"<!doctype html><title>Unavailable</title><p>{part} is unavailable right now, so this page "
+                    "cannot be shown. Nothing is lost: try again in a moment.</p>").encode()
+            start("503 Service Unavailable", [
+                ("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
+                ("Retry-After", "5"), ("Cache-Control", "no-store")], sys.exc_info())
+            return [data]
 
     def _route(self, environ: dict[str, Any], start: StartResponse) -> list[bytes]:
         path, method = environ.get("PATH_INFO") or "/", environ["REQUEST_METHOD"]
@@ -225,7 +243,7 @@ class Dashboard:
             return self._logout(environ, start, session)
         # Everything this session does is recorded as its account; TOTP required and none yet -> enrol first.
         with acting_as(Actor(session.account.name, "dashboard", environ.get("REMOTE_ADDR", ""))):
-            if session.token in self.must_enrol and not path.startswith(ENROL_PATH):
+            if session.must_enrol and not path.startswith(ENROL_PATH):
                 return self._redirect(start, ENROL_PATH)
             return self._route_session(environ, start, path, method, session)
 
@@ -322,14 +340,11 @@ class Dashboard:
 
     def _logged_in(self, environ: dict[str, Any], start: StartResponse, account: Account,
                    via: str = "dashboard", detail: dict[str, str] | None = None) -> list[bytes]:
-        token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        with self._lock:
-            self.sessions[token] = (self.clock() + SESSION_SECONDS, csrf, account.name)
+        now, must_enrol = self.clock(), self._must_enrol(account.name)
+        token, _ = self.sessions.start(account.name, now + SESSION_SECONDS, now, must_enrol)
         self.on_first_login()
         self.audit.record("login", Actor(account.name, via, environ.get("REMOTE_ADDR", "")), **(detail or {}))
-        if self._must_enrol(account.name):
-            self.must_enrol.add(token)
-        return self._redirect(start, ENROL_PATH if token in self.must_enrol else "/",
+        return self._redirect(start, ENROL_PATH if must_enrol else "/",
                               [self._cookie(environ, SESSION_COOKIE, token, SESSION_SECONDS),
                                self._cookie(environ, PRELOGIN_COOKIE, "", 0),
                                self._cookie(environ, CODE_COOKIE, "", 0)])
@@ -349,16 +364,11 @@ class Dashboard:
 
     def enrolled(self, session: Session) -> None:
         """The session's account has just enrolled: it may go everywhere again."""
-        self.must_enrol.discard(session.token)
+        self.sessions.enrolled(session.token)
 
     def _ask_code(self, environ: dict[str, Any], start: StartResponse, account: str, via: str) -> list[bytes]:
-        token = secrets.token_urlsafe(32)
-        with self._lock:
-            now = self.clock()
-            self.awaiting_code = {t: v for t, v in self.awaiting_code.items() if v[2] > now}
-            while len(self.awaiting_code) >= 100:
-                self.awaiting_code.pop(next(iter(self.awaiting_code)))
-            self.awaiting_code[token] = (account, via, now + CODE_SECONDS)
+        now = self.clock()
+        token = self.sessions.start_pending(account, via, now + CODE_SECONDS, now)
         return self._redirect(start, "/login/code", [self._cookie(environ, CODE_COOKIE, token, CODE_SECONDS)])
 
     def _login_code(self, environ: dict[str, Any], start: StartResponse, method: str) -> list[bytes]:
@@ -368,9 +378,8 @@ class Dashboard:
         pre = cookies.get(PRELOGIN_COOKIE) or secrets.token_urlsafe(24)
         set_pre = [self._cookie(environ, PRELOGIN_COOKIE, pre, 900)]
         token = cookies.get(CODE_COOKIE, "")
-        with self._lock:
-            pending = self.awaiting_code.get(token)
-        if pending is None or pending[2] < self.clock() or self.second_factor is None:
+        pending = self.sessions.get_pending(token, self.clock()) if token else None
+        if pending is None or self.second_factor is None:
             return self._redirect(start, "/login")
 
         def page(status: str, error: str = "") -> list[bytes]:
@@ -385,7 +394,7 @@ class Dashboard:
         form = _form(environ)
         if not hmac.compare_digest(form.get("csrf", ""), cookies.get(PRELOGIN_COOKIE, "\0")):
             return page("403 Forbidden", "The form expired. Please try again.")
-        address, (account, via, _) = environ.get("REMOTE_ADDR", ""), pending
+        address, account, via = environ.get("REMOTE_ADDR", ""), pending.account, pending.via
         try:
             claim = self.limiter.claim(address)
         except LoginThrottled as exc:
@@ -399,8 +408,7 @@ class Dashboard:
         except SecondFactorError as exc:
             return page("503 Service Unavailable", str(exc))
         self.limiter.succeeded(claim)
-        with self._lock:
-            self.awaiting_code.pop(token, None)
+        self.sessions.end_pending(token)
         found = self.accounts.account(account)       # removed or expired while the code was asked for
         if found is None or found.expired(datetime.fromtimestamp(self.clock(), UTC)):
             return self._redirect(start, "/login")
@@ -480,9 +488,7 @@ class Dashboard:
         if not csrf_matches(form.get("csrf", ""), session.csrf):
             start("403 Forbidden", [("Content-Length", "0")])
             return [b""]
-        with self._lock:
-            self.sessions.pop(session.token, None)
-        self.must_enrol.discard(session.token)
+        self.sessions.end(session.token)
         self.audit.record("logout")
         return self._redirect(start, "/login", [self._cookie(environ, SESSION_COOKIE, "", 0)])
 

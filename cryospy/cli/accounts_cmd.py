@@ -4,12 +4,15 @@ Every command opens the key store with an account's passphrase (``--as``, defaul
 from ``--passphrase-file``, ``$CRYOSPY_PASSPHRASE`` or a prompt): listing shows records only a passphrase can
 verify, and changes need the master key that passphrase unwraps. Only admins change other accounts; anyone may
 change their own passphrase. A running runtime notices the change at its next request: a removed account's
-sessions end then.
+sessions end then. With ``database_url`` in server.json the key store's copy in PostgreSQL is the one changed
+(every runtime sharing the database applies it at once, docs/postgres.md); the local file follows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,62 +63,65 @@ class _Opened:
     now: datetime
 
 
-def _open(args: argparse.Namespace) -> _Opened:
-    """The key store opened with the acting account's passphrase (a legacy store is upgraded by the admin)."""
+@contextlib.contextmanager
+def _open(args: argparse.Namespace) -> Iterator[_Opened]:
+    """The key store opened with the acting account's passphrase (a legacy store is upgraded by the admin);
+    the shared copy when server.json has a database_url."""
     from cryospy.infra.deployment import load
+    from cryospy.infra.stores import key_store
 
     dep = load(args.data_dir)
-    store = KeyStore.load(dep.keys_path)
     passphrase = read_passphrase(args.passphrase_file, prompt=f"Passphrase of {args.acting}: ")
     assert passphrase is not None
-    if store.legacy and args.acting == "admin":
-        store.upgrade(passphrase)
-    return _Opened(dep, store, store.open(passphrase, args.acting), datetime.now(UTC))
+    with key_store(dep) as store:
+        if store.legacy and args.acting == "admin":
+            store.upgrade(passphrase)
+        yield _Opened(dep, store, store.open(passphrase, args.acting), datetime.now(UTC))
 
 
 def list_accounts(args: argparse.Namespace) -> int:
-    o = _open(args)
-    for account in sorted(o.opened.accounts.values(), key=lambda a: a.name):
-        cameras = "all cameras" if account.is_admin else ", ".join(sorted(account.cameras))
-        expires = f"until {utc_stamp(account.expires)}" if account.expires else "no expiry"
-        state = " (expired)" if account.expired(o.now) else ""
-        print(f"{account.name:<20} {account.role:<7} {expires:<32} {cameras}{state}")
+    with _open(args) as o:
+        for account in sorted(o.opened.accounts.values(), key=lambda a: a.name):
+            cameras = "all cameras" if account.is_admin else ", ".join(sorted(account.cameras))
+            expires = f"until {utc_stamp(account.expires)}" if account.expires else "no expiry"
+            state = " (expired)" if account.expired(o.now) else ""
+            print(f"{account.name:<20} {account.role:<7} {expires:<32} {cameras}{state}")
     return 0
 
 
 def set_passphrase(args: argparse.Namespace) -> int:
-    o = _open(args)
-    if args.name != args.acting:
-        _require_admin(o.opened, "set another account's passphrase")
-    if args.name not in o.opened.accounts:
-        raise AccountError(f"there is no account named {args.name!r}; `cryospy accounts list` shows them", "name")
-    new = _new_passphrase(args, args.name)
-    o.store.set_passphrase(o.opened.master, args.name, new)
-    print(f"Passphrase of {args.name} changed; no other account and no clip was touched.")
+    with _open(args) as o:
+        if args.name != args.acting:
+            _require_admin(o.opened, "set another account's passphrase")
+        if args.name not in o.opened.accounts:
+            raise AccountError(f"there is no account named {args.name!r}; `cryospy accounts list` shows them", "name")
+        new = _new_passphrase(args, args.name)
+        o.store.set_passphrase(o.opened.master, args.name, new)
+        print(f"Passphrase of {args.name} changed; no other account and no clip was touched.")
     return 0
 
 
 def remove_account(args: argparse.Namespace) -> int:
-    o = _open(args)
-    _require_admin(o.opened, "remove accounts")
-    o.store.remove_account(o.opened.master, args.name)
-    print(f"Removed {args.name}: its key slot is gone from {o.dep.keys_path}; its sessions end at their next "
-          "request.")
+    with _open(args) as o:
+        _require_admin(o.opened, "remove accounts")
+        o.store.remove_account(o.opened.master, args.name)
+        print(f"Removed {args.name}: its key slot is gone from {o.dep.keys_path}; its sessions end at their next "
+              "request.")
     return 0
 
 
 def add_account(args: argparse.Namespace) -> int:
-    o = _open(args)
-    _require_admin(o.opened, "add accounts")
-    known = _cameras(o.dep)
-    unknown = sorted(set(args.camera) - known)
-    if unknown:
-        raise AccountError(f"no camera named {', '.join(unknown)}; cameras: {', '.join(sorted(known)) or 'none yet'}",
-                           "cameras")
-    account = new_account(args.name, args.role, args.camera, parse_expiry(args.expires, o.now), o.now,
-                          o.opened.accounts)
-    o.store.add_account(o.opened.master, account, _new_passphrase(args, args.name))
-    print(f"Added {args.role} {args.name}; it logs in with its own passphrase (name: {args.name}).")
+    with _open(args) as o:
+        _require_admin(o.opened, "add accounts")
+        known = _cameras(o.dep)
+        unknown = sorted(set(args.camera) - known)
+        if unknown:
+            cameras = ", ".join(sorted(known)) or "none yet"
+            raise AccountError(f"no camera named {', '.join(unknown)}; cameras: {cameras}", "cameras")
+        account = new_account(args.name, args.role, args.camera, parse_expiry(args.expires, o.now), o.now,
+                              o.opened.accounts)
+        o.store.add_account(o.opened.master, account, _new_passphrase(args, args.name))
+        print(f"Added {args.role} {args.name}; it logs in with its own passphrase (name: {args.name}).")
     return 0
 
 

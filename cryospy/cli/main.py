@@ -7,12 +7,13 @@ Exit codes: 0 success, 1 a CryoSpy error, 2 bad usage or config, 3 infrastructur
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -348,10 +349,16 @@ def _devices_list(args: argparse.Namespace) -> int:
 
 def _dashboard_login_link(args: argparse.Namespace) -> int:
     from cryospy.infra.deployment import load
-    from cryospy.web.login_links import LINKS_DIR, LoginLinks
+    from cryospy.infra.server_config import load_server_config
+    from cryospy.infra.stores import open_login_links
 
     dep = load(args.data_dir)
-    token = LoginLinks(dep.path(*LINKS_DIR)).issue(args.minutes, args.account)
+    # With database_url the link is a row every runtime of the deployment can redeem.
+    links = open_login_links(dep, load_server_config(dep.path("server.json")))
+    try:
+        token = links.issue(args.minutes, args.account)
+    finally:
+        links.close()
     print(f"One-time login link, valid for {args.minutes} min (open it in your browser; it works once):",
           file=sys.stderr)
     print(f"{dep.dashboard_url}/login/link?token={token}")
@@ -418,7 +425,8 @@ def _db_migrate(args: argparse.Namespace) -> int:
     db_migrate.refuse_if_runtime_runs(dep)
     passphrase = read_passphrase(args.passphrase_file)
     assert passphrase is not None
-    index_key = _key_store(args).unlock(passphrase).index_key
+    with _key_store(args) as store:
+        index_key = store.unlock(passphrase).index_key
     report = db_migrate.run(dep, url, args.to, index_key, force=args.force, progress=print)
     print(f"Copied and verified {report.clips} clip(s) of {report.devices} camera(s) over {report.days} day(s), "
           f"{report.jobs} queue row(s) ({report.dead_letters} dead letter(s)) and {report.registered} registered "
@@ -432,25 +440,29 @@ def _db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _key_store(args: argparse.Namespace) -> KeyStore:
-    from cryospy.common.keys import KeyStore
+@contextlib.contextmanager
+def _key_store(args: argparse.Namespace) -> Iterator[KeyStore]:
+    """The key store; with database_url set, the copy every runtime shares (a change is written through)."""
     from cryospy.infra.deployment import load
+    from cryospy.infra.stores import key_store
 
-    return KeyStore.load(load(args.data_dir).keys_path)
+    with key_store(load(args.data_dir)) as store:
+        yield store
 
 
 def _keys_show(args: argparse.Namespace) -> int:
-    print(_key_store(args).current_public_key().to_text())
+    with _key_store(args) as store:
+        print(store.current_public_key().to_text())
     return 0
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
     from .passphrase import read_passphrase
 
-    store = _key_store(args)
     passphrase = read_passphrase(args.passphrase_file)
     assert passphrase is not None
-    new = store.rotate(passphrase)
+    with _key_store(args) as store:
+        new = store.rotate(passphrase)
     print(f"New deployment key {new.key_id} is current; clips sealed to older keys stay readable.")
     print("Give cameras the new public key (deployment_public_key in each agent config) and restart the "
           f"runtime:\n{new.to_text()}")
@@ -460,11 +472,11 @@ def _keys_rotate(args: argparse.Namespace) -> int:
 def _keys_change_passphrase(args: argparse.Namespace) -> int:
     from .passphrase import read_passphrase
 
-    store = _key_store(args)
     old = read_passphrase(args.old_passphrase_file)
     new_pass = read_passphrase(args.new_passphrase_file, confirm=args.new_passphrase_file is None)
     assert old is not None and new_pass is not None
-    store.change_passphrase(old, new_pass)
+    with _key_store(args) as store:
+        store.change_passphrase(old, new_pass)
     print("Passphrase changed. No clip was touched; use the new passphrase from now on.")
     return 0
 

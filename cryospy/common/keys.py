@@ -57,6 +57,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryospy.common.accounts import ADMIN, MAX_ACCOUNTS, Account, AccountError, check_removal
 from cryospy.common.atomic import write_atomic
 from cryospy.common.errors import CryoSpyError
+from cryospy.common.file_mirror import FileMirror, MirrorError
 
 STORE_FORMAT = "cryospy-keystore/v2"
 LEGACY_FORMAT = "cryospy-keystore/v1"   # one passphrase; still read (as the "admin" account), rewritten as v2
@@ -364,9 +365,10 @@ class KeyStore:
     """The deployment's key-store file. ``load`` gives the public part; ``open``/``unlock`` need an account's
     passphrase; account changes need the master key an opened store carries."""
 
-    def __init__(self, path: Path, document: _Document) -> None:
+    def __init__(self, path: Path, document: _Document, mirror: FileMirror | None = None) -> None:
         self.path = path
         self._doc = document
+        self._mirror = mirror
 
     @classmethod
     def create(
@@ -408,10 +410,17 @@ class KeyStore:
         return cls(path, document)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> KeyStore:
-        """Read the public part. Nothing secret is decrypted; call :meth:`open` for that."""
+    def load(cls, path: str | os.PathLike[str], mirror: FileMirror | None = None) -> KeyStore:
+        """Read the public part. Nothing secret is decrypted; call :meth:`open` for that.
+
+        ``mirror``: the shared copy when several runtimes share a database (infra/pg_documents.py). Every open
+        first pulls it into the file, and every change is made under its lock and written through to it."""
         path = Path(path)
-        return cls(path, _parse_document(path, _read_json(path)))
+        _pull(mirror)
+        return cls(path, _parse_document(path, _read_json(path)), mirror)
+
+    def _pull(self) -> None:
+        _pull(self._mirror)
 
     @property
     def legacy(self) -> bool:
@@ -432,6 +441,7 @@ class KeyStore:
 
         Raises WrongPassphrase for a wrong passphrase *or* an unknown account (one message for both, and the
         same scrypt cost), KeyStoreCorrupt if the accounts or keys were edited."""
+        self._pull()
         self._doc = _parse_document(self.path, _read_json(self.path))
         return _open(self.path, self._doc, account, _passphrase_bytes(passphrase))
 
@@ -442,6 +452,7 @@ class KeyStore:
     def open_with_master(self, master: MasterKey) -> OpenedStore:
         """Re-read the file and open it with a master key held in memory (no scrypt): how a running process
         notices accounts changed by the command line. The returned ``account`` is the first admin."""
+        self._pull()
         self._doc = _parse_document(self.path, _read_json(self.path))
         keys, accounts = _open_secrets(self.path, self._doc, master)
         admin = next(a for a in sorted(accounts.values(), key=lambda a: a.name) if a.is_admin)
@@ -554,17 +565,29 @@ class KeyStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[_Document]:
-        """Serialise read-modify-write cycles so two admins changing the store at once cannot lose a change."""
+        """Serialise read-modify-write cycles so two admins changing the store at once cannot lose a change: on
+        this machine by a lock file, across runtimes by the mirror's lock (the change is then written through)."""
         lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield _parse_document(self.path, _read_json(self.path))
-        finally:
-            os.close(fd)
+        with self._mirror.editing() if self._mirror is not None else contextlib.nullcontext():
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield _parse_document(self.path, _read_json(self.path))
+            finally:
+                os.close(fd)
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.path)!r}, current={self._doc.public.current_key_id!r})"
+
+
+def _pull(mirror: FileMirror | None) -> None:
+    """The shared copy into the file; a copy that cannot be had is a KeyStoreError (a login says why)."""
+    if mirror is None:
+        return
+    try:
+        mirror.pull()
+    except MirrorError as exc:
+        raise KeyStoreError(str(exc)) from exc
 
 
 def _passphrase_bytes(passphrase: str | bytes) -> bytes:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from chalice.app import Request, Response
 
+from cryospy.common import database
 from cryospy.functions.api import json_limits
 from cryospy.functions.errors import ApiError, BadRequest, PayloadTooLarge, StoreUnavailable
 
@@ -30,8 +31,8 @@ def not_modified(etag: str) -> Response:
 
 
 def api_view(func: F) -> F:
-    """Turn ApiError into a JSON error response and an unavailable MinIO into a 503 with Retry-After; anything
-    else is a bug and stays a 500 (logged, no detail)."""
+    """Turn ApiError into a JSON error response, and an unavailable MinIO or database (docs/postgres.md) into a
+    503 with Retry-After; anything else is a bug and stays a 500 (logged, no detail)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -43,7 +44,11 @@ def api_view(func: F) -> F:
             # MinIO down or without quorum: not the caller's fault and not a bug; it may work in a moment.
             log.warning("%s: %s", func.__name__, exc)
             return json_response({"error": str(exc)}, 503, {"Retry-After": "5"})
-        except Exception:
+        except Exception as exc:
+            if database.unavailable(exc):
+                log.warning("%s: the database is unavailable: %s", func.__name__, exc)
+                return json_response({"error": "the database is unavailable; try again when PostgreSQL is back"},
+                                     503, {"Retry-After": "5"})
             log.exception("unhandled error in %s", func.__name__)
             return json_response({"error": "internal error; see the runtime log"}, 500)
         if isinstance(result, Response):

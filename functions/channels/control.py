@@ -10,7 +10,9 @@ Every change is validated by the same parser as server.json (:func:`.settings.pa
 applied at once: new channels are built and ``services.home_events`` takes them in place of its old ones
 (:meth:`.hub.ChannelHub.replace_with`; events published from then on go to them): the old ones are closed
 (an MQTT client says ``offline`` and disconnects) and the new ones started (they connect and publish
-``online``, the discovery configs and every known state).
+``online``, the discovery configs and every known state). With several runtimes on one database the saved
+settings are one shared copy: a save on one runtime's dashboard reaches the others, which apply it
+(:meth:`ChannelControl.reload`) without a restart.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from cryospy.common.file_mirror import mirror_errors_as
 from cryospy.functions.errors import KeysLocked
 
 from . import feed
@@ -102,10 +105,14 @@ class ChannelControl:
         """Validate, save sealed, apply. ChannelSettingsError names the bad key; KeysLocked while locked."""
         if name not in CHANNELS:
             raise ChannelSettingsError(f"there is no channel {name!r}; the channels are {', '.join(CHANNELS)}")
-        with self._lock:
-            if self._saved is None:
-                self._saved = self.store.load()
-            saved = {**self._saved, name: section}
+        with self._lock, mirror_errors_as(ChannelSettingsError), self.store.editing():
+            try:
+                current = self.store.load()   # as saved now, also by another runtime sharing the database
+            except ChannelSettingsError:
+                if self._saved is None:
+                    raise
+                current = self._saved         # an unreadable file (the page says so) is replaced by this save
+            saved = {**current, name: section}
             if mail is not None:
                 saved["mail"] = mail
             settings, mail_settings = self._parse(saved)
@@ -121,18 +128,46 @@ class ChannelControl:
             if self._saved is not None:
                 return
             try:
-                saved = self.store.load()
-                settings, mail = self._parse(saved)
+                read = self._read()
             except KeysLocked:
                 return
-            except ChannelSettingsError as exc:
-                self.problem = f"the channels saved on the dashboard are not in use: {exc}"
-                log.error("%s", self.problem)
+            if read is None:
                 self._saved = {}
                 return
+            saved, settings, mail = read
             self._saved = saved
             if saved:
                 self._apply(settings, mail)
+
+    def reload(self) -> None:
+        """The saved settings changed on another runtime (they share a database): read and apply them, as a
+        save on this runtime's dashboard would. Before the first unlock there is nothing to redo."""
+        with self._lock:
+            if self._saved is None:
+                return
+            try:
+                read = self._read()
+            except KeysLocked:
+                return
+            if read is None or read[0] == self._saved:
+                return
+            saved, settings, mail = read
+            self._saved = saved
+            self.problem = ""
+            self._apply(settings, mail)
+        log.info("channels changed on another runtime and applied")
+
+    def _read(self) -> tuple[dict[str, Any], ChannelsSettings, MailSettings] | None:
+        """The saved settings and what they parse to; None when they cannot be used (``problem`` says why).
+        Raises KeysLocked before the first unlock."""
+        try:
+            saved = self.store.load()
+            settings, mail = self._parse(saved)
+        except ChannelSettingsError as exc:
+            self.problem = f"the channels saved on the dashboard are not in use: {exc}"
+            log.error("%s", self.problem)
+            return None
+        return saved, settings, mail
 
     def start(self) -> None:
         with self._lock:
@@ -145,6 +180,7 @@ class ChannelControl:
 
     def _apply(self, settings: ChannelsSettings, mail: MailSettings) -> None:
         hub = build_hub(settings, mailer=self.mailer, recipients=mail.recipients,
-                        cameras=lambda: feed.camera_states(self.services))
+                        cameras=lambda: feed.camera_states(self.services),
+                        instance=self.services.home_events.instance)
         self.services.alerts.set_mail(mail.recipients, mail.attach_thumbnails)
         self.services.home_events.replace_with(hub)

@@ -49,6 +49,7 @@ def camera_added(services: Services, device_id: str) -> None:
 
 def camera_removed(services: Services, device_id: str) -> None:
     services.presence.forget(device_id)
+    services.live.forget(device_id)     # its viewers and live parts' facts (rows in PostgreSQL)
     services.home_events.publish([HomeEvent(camera=device_id, kind="camera_removed", at=utc_now())])
 
 

@@ -15,11 +15,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from cryospy.common.timefmt import utc_now
 
 from .errors import ChannelError
+
+if TYPE_CHECKING:
+    from .mqtt import Instance
 from .event import HomeEvent
 from .settings import Delivery
 
@@ -182,8 +185,11 @@ class ChannelHub:
     """The channels of this runtime; with none configured every call is a cheap no-op."""
 
     def __init__(self, channels: Iterable[tuple[Channel, Delivery]] = (),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, instance: Instance | None = None) -> None:
+        """``instance``: the runtime identity the channels were built with (mqtt.Instance), kept so that
+        channels rebuilt from the dashboard get the same one."""
         self._workers = {c.name: _Worker(c, d, monotonic) for c, d in channels}
+        self.instance = instance
         self._started = False
 
     @property

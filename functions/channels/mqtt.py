@@ -3,6 +3,7 @@
 Topics (``<p>`` = ``topic_prefix``, ``<cam>`` = :func:`camera_slug`; the full layout is in docs/mqtt.md)::
 
     <p>/status                  "online" / "offline"   retained; "offline" is also the last will
+    <p>/status/<runtime>        the same, per runtime, when several runtimes share a database (below)
     <p>/<cam>/motion            "ON" / "OFF"           retained
     <p>/<cam>/connectivity      "ON" / "OFF"           retained (what the camera's agent reports)
     <p>/<cam>/storage_bytes     integer                retained
@@ -15,6 +16,13 @@ configs, each time it (re)connects: a broker or Home Assistant restarted meanwhi
 that could not be published while the broker was away still leave the state topics right. A deleted camera's
 discovery configs and state topics are cleared with empty retained messages, which makes Home Assistant
 remove its entities.
+
+Several runtimes sharing one database (docs/scale-out.md) share the channel settings, so each would connect
+with the same client id, and a broker disconnects a client when another connects with its id: the two would
+knock each other off for ever. And one runtime's last will would mark every camera unavailable while the other
+runs on. So with an :class:`Instance` each runtime connects as ``cryospy-<node_id>-<tag>``, keeps its own status
+topic, and the discovery configs list every runtime's status topic with ``availability_mode: any``: Home
+Assistant shows the cameras available while any runtime is connected.
 """
 
 from __future__ import annotations
@@ -74,6 +82,27 @@ class CameraState:
         return {leaf: v for leaf, v in values.items() if v is not None}
 
 
+@dataclass(frozen=True)
+class Instance:
+    """This runtime among several that share one database: ``tag`` is its short, stable id (a hash of its name,
+    which names a host and a folder the broker need not learn), ``peers`` gives every runtime's tag (the runtime
+    registry; this one's is added if missing)."""
+    tag: str
+    peers: Callable[[], list[str]]
+
+    @staticmethod
+    def tag_of(runtime_name: str) -> str:
+        return hashlib.sha256(runtime_name.encode()).hexdigest()[:8]
+
+    def everyone(self) -> list[str]:
+        try:
+            peers = set(self.peers())
+        except Exception as exc:   # the database briefly away: announce this runtime at least
+            log.info("runtime list for MQTT availability unavailable: %s", exc)
+            peers = set()
+        return sorted(peers | {self.tag})
+
+
 @dataclass
 class _Link:
     connected: bool = False
@@ -84,9 +113,12 @@ class _Link:
 class MqttChannel:
     name = "mqtt"
 
-    def __init__(self, settings: MqttSettings, cameras: Callable[[], dict[str, CameraState]]) -> None:
-        """``cameras`` gives the enrolled cameras with what the index knows (storage, last clip) at connect."""
+    def __init__(self, settings: MqttSettings, cameras: Callable[[], dict[str, CameraState]],
+                 instance: Instance | None = None) -> None:
+        """``cameras`` gives the enrolled cameras with what the index knows (storage, last clip) at connect;
+        ``instance``: this runtime's identity when several share the deployment (None: the only one)."""
         self.settings = settings
+        self.instance = instance
         self.cameras = cameras
         self._lock = threading.RLock()
         self._state: dict[str, CameraState] = {}
@@ -94,13 +126,13 @@ class MqttChannel:
         self._link = _Link()
         self._closing = False
         s = settings
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"cryospy-{s.node_id}",
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                   protocol=paho.MQTTv311)
         if s.username:
             self.client.username_pw_set(s.username, s.password or None)
         if s.tls:
             self.client.tls_set(ca_certs=s.ca_file or None)
-        self.client.will_set(self.topic("status"), "offline", qos=1, retain=True)
+        self.client.will_set(self.status_topic, "offline", qos=1, retain=True)
         self.client.reconnect_delay_set(1, RECONNECT_MAX_S)
         self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -114,6 +146,24 @@ class MqttChannel:
 
     def topic(self, *levels: str) -> str:
         return "/".join((self.settings.topic_prefix, *levels))
+
+    @property
+    def client_id(self) -> str:
+        base = f"cryospy-{self.settings.node_id}"
+        return f"{base}-{self.instance.tag}" if self.instance else base
+
+    @property
+    def status_topic(self) -> str:
+        """Where this runtime says online/offline (its last will too)."""
+        return self.topic("status", self.instance.tag) if self.instance else self.topic("status")
+
+    def availability(self) -> dict[str, object]:
+        """The discovery config's availability: this runtime's status topic, or every runtime's with "any"."""
+        words = {"payload_available": "online", "payload_not_available": "offline"}
+        if self.instance is None:
+            return {"availability_topic": self.status_topic, **words}
+        return {"availability": [{"topic": self.topic("status", tag), **words} for tag in self.instance.everyone()],
+                "availability_mode": "any"}
 
     def discovery_topic(self, component: str, camera: str, entity: str) -> str:
         s = self.settings
@@ -143,7 +193,7 @@ class MqttChannel:
                 mine.storage_bytes = state.storage_bytes if mine.storage_bytes is None else mine.storage_bytes
                 mine.connectivity = mine.connectivity or state.connectivity   # presence's, after a restart
                 mine.last_clip = mine.last_clip or state.last_clip
-            client.publish(self.topic("status"), "online", qos=1, retain=True)
+            client.publish(self.status_topic, "online", qos=1, retain=True)
             for camera in list(self._state):
                 self._announce(camera)
                 for leaf, value in self._state[camera].topics().items():
@@ -193,7 +243,7 @@ class MqttChannel:
         self._closing = True
         try:
             if self._link.connected:
-                self.client.publish(self.topic("status"), "offline", qos=1, retain=True).wait_for_publish(2)
+                self.client.publish(self.status_topic, "offline", qos=1, retain=True).wait_for_publish(2)
         except (RuntimeError, ValueError):
             pass
         self.client.disconnect()
@@ -237,9 +287,7 @@ class MqttChannel:
         for component, entity, leaf, extra in ENTITIES:
             # No object_id: Home Assistant deprecated it; entity ids follow from the device and entity names.
             config = {"name": NAMES[entity], "unique_id": self.unique_id(camera, entity),
-                      "state_topic": self.topic(slug, leaf),
-                      "availability_topic": self.topic("status"), "payload_available": "online",
-                      "payload_not_available": "offline", "device": device, **extra}
+                      "state_topic": self.topic(slug, leaf), **self.availability(), "device": device, **extra}
             self._publish(self.discovery_topic(component, camera, entity), json.dumps(config), qos=1, retain=True)
         self._announced.add(camera)
 

@@ -21,7 +21,8 @@ one while it holds the answer), so the delay after the death is from ``offline_a
 At start the table is primed from each camera's persisted ``last_seen``: a camera not seen within
 ``offline_after_s`` starts OFF without an event (the runtime was away, it cannot know when the agent died),
 the others start with the contact they had. This is state only: no I/O, no threads; :class:`PresenceWatch`
-is the loop that checks and publishes.
+is the loop that checks and publishes. With several runtimes (``database_url``) each runtime hears only its
+own cameras' contact, so the state moves to the database: shared_presence.py.
 """
 
 from __future__ import annotations
@@ -140,6 +141,9 @@ class Presence:
     def forget(self, camera: str) -> None:
         with self._lock:
             self._cameras.pop(camera, None)
+
+    def close(self) -> None:
+        """Nothing to release here; the shared presence (shared_presence.py) closes its database pool."""
 
 
 class PresenceWatch:

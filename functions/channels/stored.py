@@ -15,9 +15,11 @@ the first unlock (log-in or ``--passphrase-file``) and runs the server.json chan
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from cryospy.common.file_mirror import FileMirror, MirrorError
 from cryospy.common.sealed_json import SealedFileError, SealedJsonFile
 
 from .errors import ChannelSettingsError
@@ -27,14 +29,21 @@ _INFO = b"cryospy dashboard channel settings v1"
 
 
 class StoredChannels:
-    def __init__(self, path: Path, index_key: Callable[[], bytes]) -> None:
+    def __init__(self, path: Path, index_key: Callable[[], bytes], mirror: FileMirror | None = None) -> None:
+        """``mirror``: the shared copy when runtimes share a database (docs/postgres.md)."""
         self.path = path
-        self._file = SealedJsonFile(path, index_key, MAGIC, _INFO)   # index_key raises KeysLocked while locked
+        self._file = SealedJsonFile(path, index_key, MAGIC, _INFO, mirror)   # index_key raises KeysLocked if locked
+
+    def editing(self) -> AbstractContextManager[None]:
+        """Hold the saved settings for a load-change-save (across runtimes when they share a database)."""
+        return self._file.editing()
 
     def load(self) -> dict[str, Any]:
         """The sections saved from the dashboard ({} when none were)."""
         try:
             doc = self._file.load()
+        except MirrorError as exc:
+            raise ChannelSettingsError(str(exc)) from None
         except SealedFileError as exc:
             if exc.foreign:
                 raise ChannelSettingsError(f"{self.path} is not a CryoSpy channel settings file; move it away and "

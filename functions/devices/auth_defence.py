@@ -4,7 +4,8 @@ alert the admin or throttle an address.
 The original meant to do this but recorded a failure only when the verifier returned a client, which it
 never did on failure, so nothing was ever counted; its window also lived in memory and vanished on
 restart. Here every failure is recorded in SQLite (WAL, one connection behind a lock), so the window and
-the alert rate limit survive a restart and concurrent requests see exact counts.
+the alert rate limit survive a restart and concurrent requests see exact counts. With ``database_url`` the
+window is in PostgreSQL instead (pg_auth_defence.py, the same rules), shared by every runtime.
 
 What is counted, and why:
 
@@ -54,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryospy.common.strict_keys import message_only, over_defaults
 from cryospy.common.timefmt import utc_stamp_seconds
@@ -159,7 +160,7 @@ def address_key(ip: str) -> str:
     return str(address)
 
 
-def _iso(ts: float | None) -> str | None:
+def stamp_or_none(ts: float | None) -> str | None:
     if ts is None:
         return None
     return utc_stamp_seconds(datetime.fromtimestamp(ts, UTC))
@@ -178,6 +179,23 @@ CREATE TABLE IF NOT EXISTS devices (
     last_success_ip TEXT
 );
 """
+
+
+class FailureDefence(Protocol):
+    """What the device API asks of the defence: this SQLite store, or the one in PostgreSQL that every runtime
+    of a deployment shares (pg_auth_defence.py)."""
+
+    settings: AuthDefenceSettings
+
+    def is_blocked(self, ip: str) -> bool: ...
+
+    def record_failure(self, device_id: str | None, ip: str, *, known_device: bool) -> FailureDecision: ...
+
+    def clear_device(self, device_id: str) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 class AuthDefence:
@@ -361,15 +379,15 @@ class AuthDefence:
             (cutoff, self.settings.unknown_id_limit_per_ip))[0]
         limit = self.settings.unknown_id_limit_per_ip
         return {
-            "as_of": _iso(now),
+            "as_of": stamp_or_none(now),
             "settings": asdict(self.settings),
             "devices": [
-                {"device_id": dev, "failures": n, "last_failure_at": _iso(last),
-                 "last_notified_at": _iso(notified),
-                 "last_success_at": _iso(success), "last_success_ip": success_ip}
+                {"device_id": dev, "failures": n, "last_failure_at": stamp_or_none(last),
+                 "last_notified_at": stamp_or_none(notified),
+                 "last_success_at": stamp_or_none(success), "last_success_ip": success_ip}
                 for dev, n, last, notified, success, success_ip in device_rows
             ],
-            "ips": [{"ip": ip, "failures": n, "last_failure_at": _iso(last), "blocked": n >= limit}
+            "ips": [{"ip": ip, "failures": n, "last_failure_at": stamp_or_none(last), "blocked": n >= limit}
                     for ip, n, last in ip_rows],
             "blocked_ip_count": blocked,
         }

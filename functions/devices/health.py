@@ -10,6 +10,9 @@ So a heartbeat only changes memory (O(1) under a lock of its own). The whole tab
 file at most once per ``persist_seconds`` by whichever request comes after the interval, and at shutdown.
 What a crash can lose is at most that interval of health reports, which the next heartbeat repeats; nothing
 a device is allowed to do (its secret, key, settings) lives here.
+
+With ``database_url`` the registry uses :class:`~cryospy.functions.devices.pg_health.PostgresDeviceHealth`
+instead, which every runtime shares; :class:`HealthStore` is what both offer.
 """
 
 from __future__ import annotations
@@ -20,12 +23,37 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryospy.common.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 FIELDS = ("last_seen", "heartbeat")
+
+
+def apply_report(table: dict[str, dict[str, Any]], device_id: str, seen_at: str,
+                 heartbeat: dict[str, Any] | None) -> None:
+    """Lay one report over the device's entry: seen now, and the heartbeat (stamped) if there is one."""
+    entry = table.setdefault(device_id, {"last_seen": None, "heartbeat": None})
+    entry["last_seen"] = seen_at
+    if heartbeat is not None:
+        entry["heartbeat"] = {**heartbeat, "received_at": seen_at}
+
+
+class HealthStore(Protocol):
+    def get(self, device_id: str) -> dict[str, Any] | None:
+        """The device's newest report: ``{"last_seen": stamp, "heartbeat": {..., "received_at": stamp}}``."""
+        ...
+
+    def record(self, device_id: str, seen_at: str, heartbeat: dict[str, Any] | None) -> None: ...
+
+    def forget(self, device_id: str) -> None: ...
+
+    def flush(self, wait: bool = True) -> None:
+        """Write what is held in memory (at shutdown)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class DeviceHealth:
@@ -58,10 +86,7 @@ class DeviceHealth:
 
     def record(self, device_id: str, seen_at: str, heartbeat: dict[str, Any] | None) -> None:
         with self._lock:
-            entry = self._table.setdefault(device_id, {"last_seen": None, "heartbeat": None})
-            entry["last_seen"] = seen_at
-            if heartbeat is not None:
-                entry["heartbeat"] = {**heartbeat, "received_at": seen_at}
+            apply_report(self._table, device_id, seen_at, heartbeat)
             self._dirty = True
             due = self._monotonic() - self._written_at >= self.persist_seconds
         if due:
@@ -86,3 +111,6 @@ class DeviceHealth:
             write_atomic(self.path, data)
         finally:
             self._write_lock.release()
+
+    def close(self) -> None:
+        self.flush()

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from cryospy.common.database import create_tables
+from cryospy.common.database import create_tables, standalone
 from cryospy.functions.errors import Conflict, NotFound
 from cryospy.functions.index.postgres import Sealer
 
@@ -63,17 +63,17 @@ class PostgresDeviceStore:
 
     def get(self, device_id: str) -> Doc | None:
         device = self._device(device_id)
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute("SELECT doc FROM registry_devices WHERE device = %s", (device,)).fetchone()
         return self._open(device, row[0]) if row else None
 
     def all(self) -> list[Doc]:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute("SELECT device, doc FROM registry_devices").fetchall()
         return [self._open(device, doc) for device, doc in rows]
 
     def by_token(self, token: str) -> str | None:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute("SELECT device, doc FROM registry_devices WHERE token = %s",
                                (self._sealer.pseudonym("token", token),)).fetchone()
         return str(self._open(row[0], row[1])["device_id"]) if row else None
@@ -102,7 +102,7 @@ class PostgresDeviceStore:
         return doc
 
     def remove(self, device_id: str) -> None:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             if not conn.execute("DELETE FROM registry_devices WHERE device = %s",
                                 (self._device(device_id),)).rowcount:
                 raise NotFound(f"no device {device_id!r}")

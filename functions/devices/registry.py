@@ -39,7 +39,7 @@ from cryospy.common.keys import verify_key_fingerprint, verify_key_from_text
 from cryospy.common.objectkeys import ObjectKeyError, is_storage_token, new_storage_token, validate_device_id
 from cryospy.common.timefmt import utc_stamp_seconds
 from cryospy.functions.devices.device_store import DeviceStore, FileDeviceStore
-from cryospy.functions.devices.health import DeviceHealth
+from cryospy.functions.devices.health import DeviceHealth, HealthStore
 from cryospy.functions.errors import BadRequest, Conflict, NotFound, Unauthorized
 
 SECRET_BYTES = 32
@@ -99,16 +99,18 @@ class DeviceRegistry:
     file at ``path`` by default, or the one given (PostgreSQL, shared by several runtimes).
 
     Last-seen and heartbeats are not registry changes: they live in :class:`DeviceHealth` beside ``path``
-    (``<name>-health.json``), so a heartbeat never rewrites the registry nor waits for its lock.
+    (``<name>-health.json``), so a heartbeat never rewrites the registry nor waits for its lock; or in the
+    ``health`` given (PostgreSQL, shared by several runtimes: functions/devices/pg_health.py).
     """
 
     def __init__(self, path: Path, clock: Callable[[], str] = _now, health_persist_seconds: float = 30.0,
-                 store: DeviceStore | None = None):
+                 store: DeviceStore | None = None, health: HealthStore | None = None):
         self.path = path
         self._lock = threading.RLock()
         self._clock = clock
         self._store: DeviceStore = store if store is not None else FileDeviceStore(path)
-        self.health = DeviceHealth(path.with_name(f"{path.stem}-health.json"), health_persist_seconds)
+        self.health: HealthStore = health if health is not None else DeviceHealth(
+            path.with_name(f"{path.stem}-health.json"), health_persist_seconds)
         for doc in sorted(self._store.all(), key=lambda d: d["device_id"]):
             token = doc.get("storage_token", "")
             if not is_storage_token(token) or self._store.by_token(token) != doc["device_id"]:
@@ -256,7 +258,8 @@ class DeviceRegistry:
         return self._device(doc)
 
     def touch(self, device_id: str, heartbeat: dict[str, Any] | None = None) -> None:
-        """Record that the device was seen (and its heartbeat): memory only, written behind (DeviceHealth)."""
+        """Record that the device was seen (and its heartbeat): written behind (DeviceHealth, or throttled:
+        PostgresDeviceHealth)."""
         if self.exists(device_id):
             self.health.record(device_id, self._clock(), heartbeat)
 
@@ -265,7 +268,7 @@ class DeviceRegistry:
         self.health.flush()
 
     def close(self) -> None:
-        self.flush()
+        self.health.close()
         self._store.close()
 
 

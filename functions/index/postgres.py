@@ -55,7 +55,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg_pool import ConnectionPool
 
-from cryospy.common.database import create_tables
+from cryospy.common.database import create_tables, listen, standalone
 from cryospy.common.timefmt import utc_stamp
 from cryospy.functions.api import validate
 from cryospy.functions.index import by_day
@@ -330,19 +330,19 @@ class PostgresIndex:
         return record.changed(fragments=self._open_fragments(row, found[1]))
 
     def get_clip(self, device_id: str, day: str, key: str) -> ClipRecord | None:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             return self._get_in(conn, self._row(device_id, day, key))
 
     def has_clip(self, device_id: str, day: str, key: str) -> bool:
         row = self._row(device_id, day, key)
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             return conn.execute("SELECT 1 FROM index_clips WHERE device = %s AND day = %s AND key = %s",
                                 (row.device, row.day, row.key)).fetchone() is not None
 
     def clips_for_day(self, device_id: str, day: str, with_fragments: bool = False) -> list[ClipRecord]:
         device, day = self._device(device_id), validate.day(day)
         columns = "key, record, fragments" if with_fragments else "key, record, NULL"
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute(f"SELECT {columns} FROM index_clips WHERE device = %s AND day = %s",
                                 (device, day)).fetchall()
         clips = []
@@ -354,7 +354,7 @@ class PostgresIndex:
         return sorted(clips, key=lambda c: c.order)
 
     def devices(self) -> list[str]:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             # One probe per device (LATERAL … LIMIT 1), never a semi-join over every clip, which the planner
             # may choose for EXISTS; the overview asks after every clip.
             rows = conn.execute("SELECT d.device, d.name FROM index_devices d CROSS JOIN LATERAL "
@@ -380,12 +380,12 @@ class PostgresIndex:
                    f" SELECT (SELECT max(day) FROM index_clips WHERE device = %(d)s{upto}), 1"
                    " UNION ALL SELECT (SELECT max(day) FROM index_clips WHERE device = %(d)s AND day < d.day), d.n + 1"
                    f" FROM d WHERE d.day IS NOT NULL{more}) SELECT day FROM d WHERE day IS NOT NULL ORDER BY day")
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             rows = conn.execute(sql, params).fetchall()
         return [r[0] for r in rows]
 
     def adjacent_days(self, device_id: str, day: str) -> tuple[str | None, str | None]:
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute(
                 "SELECT (SELECT max(day) FROM index_clips WHERE device = %(d)s AND day < %(day)s),"
                 " (SELECT min(day) FROM index_clips WHERE device = %(d)s AND day > %(day)s)",
@@ -395,7 +395,7 @@ class PostgresIndex:
 
     def usage(self, device_id: str | None = None) -> DeviceUsage:
         where, params = ("WHERE device = %s", (self._device(device_id),)) if device_id else ("", ())
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute("SELECT COALESCE(SUM(bytes), 0), COALESCE(SUM(clips), 0), "
                                f"COALESCE(SUM(quarantine_bytes), 0) FROM index_devices {where}", params).fetchone()
         assert row is not None
@@ -412,7 +412,7 @@ class PostgresIndex:
         if device_id is not None:
             yield from self._ordered("device = %s AND NOT protected", (self._device(device_id),))
             return
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             devices = [r[0] for r in conn.execute("SELECT device FROM index_devices").fetchall()]
         walks = [self._ordered("device = %s AND NOT protected", (bytes(d),)) for d in devices]
         yield from heapq.merge(*walks, key=lambda c: c.order)
@@ -425,7 +425,7 @@ class PostgresIndex:
         edge: str | None = None
         while True:
             after = f" AND captured_at {sign} %s" if edge is not None else ""
-            with self._pool.connection() as conn:
+            with standalone(self._pool) as conn:
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where}{after} "
                                     f"ORDER BY captured_at {step} LIMIT {_BATCH}",
                                     (*params, *((edge,) if edge is not None else ()))).fetchall()
@@ -475,11 +475,11 @@ class PostgresIndex:
         if cursor is None and total is not None:
             return total
         if cursor is None:
-            with self._pool.connection() as conn:
+            with standalone(self._pool) as conn:
                 row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where}", params).fetchone()
             return int(row[0]) if row else 0
         side = ">" if total is not None else "<"
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute(f"SELECT count(*) FROM index_clips WHERE {where} AND captured_at {side} %s",
                                (*params, cursor[0])).fetchone()
             ties = conn.execute(f"SELECT {_COLUMNS} FROM index_clips WHERE {where} AND captured_at = %s",
@@ -497,30 +497,19 @@ class PostgresIndex:
 
     def _listen(self) -> None:
         """Hear other processes' changes and tell this one's listeners (the dashboard re-renders the day)."""
+        listen(self._pool, CHANNEL, self._stop, self._hear, "the database's change notifications")
+
+    def _hear(self, conn: psycopg.Connection[Any]) -> None:
         while not self._stop.is_set():
-            try:
-                with self._pool.connection() as conn:
-                    conn.autocommit = True
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    try:
-                        while not self._stop.is_set():
-                            for note in conn.notifies(timeout=0.5):
-                                self._heard(note.payload)
-                    finally:
-                        conn.execute(f"UNLISTEN {CHANNEL}")
-                        conn.autocommit = False
-            except Exception:
-                if self._stop.is_set():
-                    return
-                log.warning("lost the database's change notifications; listening again in 5 s", exc_info=True)
-                self._stop.wait(5)
+            for note in conn.notifies(timeout=0.5):
+                self._heard(note.payload)
 
     def _heard(self, payload: str) -> None:
         writer, _, rest = payload.partition(":")
         device_hex, _, day = rest.partition(":")
         if writer == self._writer_id or not day:
             return
-        with self._pool.connection() as conn:
+        with standalone(self._pool) as conn:
             row = conn.execute("SELECT name FROM index_devices WHERE device = %s", (bytes.fromhex(device_hex),)
                                ).fetchone()
         if row is not None:

@@ -11,6 +11,10 @@ the last one runs out.
 * **Parts** are the verified, parsed facts about each uploaded part (never its bytes): the runtime numbers them
   (media sequence) and counts discontinuities (a new init segment or a jump in decode time: a new clip) so a
   playlist over a sliding window keeps stable numbers. Parts older than ``fresh_s`` are not offered.
+
+:class:`LiveState` is what the rest of the server uses; :class:`LiveHub` is the one runtime's, in memory.
+With ``database_url`` set, every runtime shares one in PostgreSQL instead (:mod:`.pg_hub`), so that a browser
+on one runtime can watch a camera that pushes its parts to another.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,57 @@ class ParsedPart:
     codec: str
 
 
-@dataclass
-class _Camera:
-    last_viewer: float = float("-inf")
-    parts: deque[LivePart] | None = None
+@dataclass(frozen=True)
+class Numbering:
+    """A camera's running numbers: the next media sequence, the discontinuities so far, and what the next part
+    must continue (init segment, decode time) to belong to the same clip."""
+
     next_sequence: int = 0
     discontinuities: int = 0
     last_init: bytes = b""
     expected_start: float | None = None
     map_key: str = ""
+
+
+def number_part(numbering: Numbering, part: ParsedPart, received: float) -> tuple[LivePart, Numbering]:
+    """``part`` numbered after ``numbering``, and the numbering after it: a new init segment or a jump in decode
+    time starts a new clip (a discontinuity, and an init segment of its own)."""
+    n = numbering
+    contiguous = (n.expected_start is not None and part.init_digest == n.last_init
+                  and abs(part.start_s - n.expected_start) < 0.002)
+    if not contiguous:
+        n = replace(n, discontinuities=n.discontinuities + (1 if n.next_sequence else 0), map_key=part.key,
+                    last_init=part.init_digest)
+    live = LivePart(part.key, n.next_sequence, n.discontinuities, part.captured_at, part.duration_s,
+                    part.init_size, part.fragment_offset, part.fragment_size, part.sealed_size, part.codec,
+                    n.map_key, received)
+    return live, replace(n, next_sequence=n.next_sequence + 1, expected_start=part.start_s + part.duration_s)
+
+
+class LiveState(Protocol):
+    """Who watches which camera and each camera's newest parts: :class:`LiveHub` (one runtime, memory) or
+    :class:`~.pg_hub.PostgresLiveHub` (every runtime on the database)."""
+
+    grace_s: float
+    max_waiters: int
+
+    def viewer_seen(self, device_id: str) -> None: ...
+    def watched(self, device_id: str) -> bool: ...
+    def wait_for_change(self, device_id: str, known: bool, timeout_s: float) -> tuple[bool, bool]: ...
+    def release_waiters(self) -> None: ...
+    def add_part(self, device_id: str, part: ParsedPart) -> LivePart: ...
+    def parts(self, device_id: str) -> list[LivePart]: ...
+    def part(self, device_id: str, key: str) -> LivePart | None: ...
+    def init_holder(self, device_id: str, map_key: str) -> LivePart | None: ...
+    def forget(self, device_id: str) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class _Camera:
+    last_viewer: float = float("-inf")
+    parts: deque[LivePart] | None = None
+    numbering: Numbering = Numbering()
 
 
 class LiveHub:
@@ -136,17 +183,7 @@ class LiveHub:
             cam = self._camera(device_id)
             if part.key in {p.key for p in cam.parts or ()}:
                 return next(p for p in cam.parts or () if p.key == part.key)
-            contiguous = (cam.expected_start is not None and part.init_digest == cam.last_init
-                          and abs(part.start_s - cam.expected_start) < 0.002)
-            if not contiguous:
-                if cam.next_sequence:
-                    cam.discontinuities += 1
-                cam.map_key, cam.last_init = part.key, part.init_digest
-            cam.expected_start = part.start_s + part.duration_s
-            live = LivePart(part.key, cam.next_sequence, cam.discontinuities, part.captured_at, part.duration_s,
-                            part.init_size, part.fragment_offset, part.fragment_size, part.sealed_size, part.codec,
-                            cam.map_key, self.clock())
-            cam.next_sequence += 1
+            live, cam.numbering = number_part(cam.numbering, part, self.clock())
             assert cam.parts is not None
             cam.parts.append(live)
             return live
@@ -175,3 +212,6 @@ class LiveHub:
         with self._cond:
             self._cameras.pop(device_id, None)
             self._cond.notify_all()
+
+    def close(self) -> None:
+        """Nothing to let go of: the state is this process's memory."""

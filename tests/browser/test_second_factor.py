@@ -120,4 +120,3 @@ def test_enrol_wrong_and_replayed_codes_recovery_codes_and_require_for_everyone(
         assert secret2 not in runtime.services.audit.path.read_text()
     finally:
         store.unlink(missing_ok=True)          # the deployment is shared: later tests log in with the passphrase
-        runtime.dashboard.must_enrol.clear()

@@ -32,7 +32,8 @@ from cryospy.cli.devices import create_device
 from cryospy.edge_agent.api_client import ApiClient
 from cryospy.edge_agent.config import load_config
 from cryospy.functions.channels import parse_channels
-from cryospy.functions.channels.mqtt import MqttChannel, camera_slug
+from cryospy.functions.channels.event import HomeEvent
+from cryospy.functions.channels.mqtt import Instance, MqttChannel, camera_slug
 from cryospy.infra.deployment import Deployment
 from cryospy.infra.minio_server import free_port
 from cryospy.infra.runtime import Runtime
@@ -430,3 +431,36 @@ def test_a_killed_agent_turns_its_camera_offline_and_back_online(deployment, min
     finally:
         receiver.close()
 
+
+
+def test_two_runtimes_share_the_mqtt_settings_without_knocking_each_other_off(mqtt_broker: Broker) -> None:
+    """Runtimes sharing a database share the channel settings (docs/scale-out.md). Each connects with a client id
+    of its own (one id would make the broker drop the older client at every reconnect), says online/offline on
+    its own status topic, and the discovery configs name both topics with availability_mode "any": the cameras
+    stay available in Home Assistant while one runtime is stopped."""
+    node = f"two{uuid.uuid4().hex[:6]}"
+    settings = parse_channels({"mqtt": mqtt_broker.settings(node_id=node, topic_prefix=node)}, smtp_ready=False).mqtt
+    assert settings
+    tags = [Instance.tag_of("host-a:/var/lib/cryospy"), Instance.tag_of("host-b:/var/lib/cryospy-b")]
+    a, b = (MqttChannel(settings, dict, Instance(tag, lambda: list(tags))) for tag in tags)
+    a.start()
+    wait_for(lambda: a.health()[0], 10, "runtime A connected")
+    b.start()
+    try:
+        wait_for(lambda: b.health()[0], 10, "runtime B connected")
+        b.deliver(HomeEvent(camera="yard", kind="motion_start", at=stamp()))
+        wait_for(lambda: retained(mqtt_broker, f"{node}/yard/motion", 0.3) == {f"{node}/yard/motion": "ON"}, 10,
+                 "motion from runtime B")
+        time.sleep(2)   # a broker that took B's id for A's would have dropped A by now
+        assert a.health()[0] and b.health()[0], "both clients stay connected"
+        config = json.loads(retained(mqtt_broker, f"homeassistant/binary_sensor/{node}/yard_motion/config", 0.5)
+                            [f"homeassistant/binary_sensor/{node}/yard_motion/config"])
+        assert config["availability_mode"] == "any"
+        assert sorted(t["topic"] for t in config["availability"]) == sorted(f"{node}/status/{t}" for t in tags)
+        assert "availability_topic" not in config
+        a.close()
+        status = retained(mqtt_broker, f"{node}/status/#", 0.5)
+        assert status == {f"{node}/status/{tags[0]}": "offline", f"{node}/status/{tags[1]}": "online"}
+    finally:
+        a.close()
+        b.close()

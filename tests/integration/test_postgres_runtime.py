@@ -10,11 +10,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import requests
 
 from cryospy.functions.devices.pg_device_store import PostgresDeviceStore
 from cryospy.functions.index.postgres import PostgresIndex
 from cryospy.infra.pg_jobqueue import PostgresJobQueue
 from cryospy.infra.server_config import ServerConfig
+from cryospy.infra.stores import runtime_name
 from cryospy.web.builder import day_page
 from tests.postgres_server import PASSWORD
 from tests.support import FakeCamera, clip_place, dashboard_login, unlocked_runtime, wait_for
@@ -50,16 +52,32 @@ def test_a_runtime_on_postgres_indexes_a_clip_and_the_dashboard_shows_it(deploym
         http = dashboard_login(deployment.dashboard_url)
         page = http.get(f"{deployment.dashboard_url}/{day_page(CAMERA, ck.day)}", timeout=10)
         assert page.status_code == 200 and CAMERA in page.text and key in page.text
+        cookie = http.cookies["cryospy_session"]
+        wrong = requests.post(f"{deployment.api_url}/v1/device/heartbeat", json={}, timeout=10,
+                              auth=(CAMERA, "00" * 32), verify=deployment.ca_file or True)
+        assert wrong.status_code == 401   # counted in auth_failures / auth_devices, below
 
     tables = _raw_values(url)
-    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices"}
+    assert set(tables) == {"index_clips", "index_devices", "jobs", "registry_devices", "runtimes",
+                           "dashboard_sessions", "login_attempts", "login_links", "device_health",
+                           "device_presence", "slot_buckets", "auth_failures", "auth_devices", "shared_documents",
+                           "audit_log", "live_cameras", "live_parts"}
+    assert tables["dashboard_sessions"]                  # the login above is a row, its cookie is not in it
+    assert tables["auth_failures"] and tables["auth_devices"] and tables["device_presence"]
+    # The key store (seeded at start) and the audit log (the login) are sealed: no account name, no slot.
+    shared = tables["shared_documents"] + tables["audit_log"]
+    assert b"admin" not in shared and b"slots" not in shared and b"login" not in shared
     everything = b"".join(tables.values())
-    for secret in (CAMERA, record.header_hash, record.codec, str(record.thumb_key), "motion", "width", "fragments"):
+    for secret in (CAMERA, record.header_hash, record.codec, str(record.thumb_key), "motion", "width", "fragments",
+                   cookie):
         assert secret.encode() not in everything, secret
     index_only = tables["index_clips"] + tables["index_devices"]
     assert key.encode() not in index_only
     # The queue keeps the event as MinIO delivered it: the object key (storage token, time, sequence).
     assert key.encode() in tables["jobs"] and camera.storage_token in key
+    # The runtime registry: the runtime's name (host, data directory) and URL (MinIO's webhook target), times.
+    assert runtime_name(deployment).encode() in tables["runtimes"]
+    assert deployment.runtime_url.encode() in tables["runtimes"]
     # The URL is logged redacted (the user may be masked too, by the log filter, when another test made it a secret).
     assert PASSWORD not in caplog.text and re.search(r"connected to PostgreSQL at postgresql://[^@\s]*\*\*\*@",
                                                      caplog.text)

@@ -6,9 +6,6 @@ dead-lettered. Real MinIO (one webhook target per runtime), real PostgreSQL, rea
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,52 +18,18 @@ import pytest
 from cryospy.common.objectkeys import thumbnail_key
 from cryospy.edge_agent.api_client import ApiClient, Retryable
 from cryospy.infra.bootstrap import root_identity
-from cryospy.infra.deployment import Deployment, load
+from cryospy.infra.deployment import load
 from cryospy.infra.minio_server import MinioServer, free_port, webhook_targets
 from cryospy.infra.runtime_instances import add_runtime
 from cryospy.infra.stores import runtime_name
-from tests.conftest import PASSPHRASE, new_deployment
+from tests.conftest import new_deployment
+from tests.runtime_process import RuntimeProcess
 from tests.smtp_sink import SmtpSink
 from tests.support import FakeCamera, clip_with_meta, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CAMERAS, CLIPS_EACH = 8, 25
 RECIPIENT = "owner@test.invalid"
-
-
-def _run_runtime(data_dir: str, smtp: dict[str, object], ready: object) -> None:
-    """A runtime in a child process of its own, so that SIGKILL kills it for real."""
-    from cryospy.infra.runtime import Runtime, RuntimeOptions
-    from cryospy.infra.server_config import load_server_config
-
-    dep = load(Path(data_dir))
-    config = replace(load_server_config(dep.path("server.json")), smtp=smtp, alert_recipients=(RECIPIENT,))
-    runtime = Runtime(dep, RuntimeOptions(reconcile_seconds=3600), config)
-    runtime.unlock(PASSPHRASE)
-    runtime.start()
-    ready.set()   # type: ignore[attr-defined]
-    threading.Event().wait()
-
-
-class RuntimeProcess:
-    def __init__(self, dep: Deployment, smtp: SmtpSink) -> None:
-        context = multiprocessing.get_context("spawn")   # no threads of this process carried over by fork
-        ready = context.Event()
-        self.proc = context.Process(target=_run_runtime, args=(str(dep.data_dir), smtp.settings(), ready))
-        self.proc.start()
-        wait_for(lambda: ready.is_set() or not self.proc.is_alive(), timeout=120, what="a runtime started")
-        assert self.proc.is_alive(), "the runtime process exited during start-up"
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.join()
-
-    def stop(self) -> None:
-        if self.proc.is_alive():
-            os.kill(self.proc.pid, signal.SIGTERM)   # not drained: its jobs are done or leased in PostgreSQL
-            self.proc.join(10)
-            if self.proc.is_alive():
-                self.kill()
 
 
 def test_two_runtimes_share_a_burst_and_survive_a_sigkill(postgres, minio_binary: Path, tmp_path: Path):
@@ -78,7 +41,8 @@ def test_two_runtimes_share_a_burst_and_survive_a_sigkill(postgres, minio_binary
     assert [name for name, _ in webhook_targets(main)] == ["CRYOSPY", "CRYOSPY2"]
     payload = clip_with_meta(motion=True)
     with MinioServer(main, binary=minio_binary), SmtpSink() as smtp:
-        a, b = RuntimeProcess(main, smtp), RuntimeProcess(second, smtp)
+        mail = smtp.settings()
+        a, b = RuntimeProcess(main, mail, RECIPIENT), RuntimeProcess(second, mail, RECIPIENT)
         try:
             cameras = [FakeCamera(main, f"cam {i}", tmp_path / f"cam{i}") for i in range(CAMERAS)]
             for camera in cameras[CAMERAS // 2:]:   # half of them talk to runtime B
@@ -115,7 +79,7 @@ def test_two_runtimes_share_a_burst_and_survive_a_sigkill(postgres, minio_binary
             with ThreadPoolExecutor(CAMERAS) as pool:
                 for result in [pool.submit(record, c) for c in cameras]:
                     result.result()
-            b = RuntimeProcess(second, smtp)   # restarted, as systemd would: it takes its leased jobs back
+            b = RuntimeProcess(second, mail, RECIPIENT)   # restarted, as systemd would: it takes its leased jobs back
             assert len(set(uploaded)) == CAMERAS * CLIPS_EACH
 
             def settled() -> bool:

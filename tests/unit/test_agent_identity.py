@@ -209,3 +209,33 @@ def test_huge_motion_zones_are_left_out_of_the_heartbeat_so_it_still_fits():
     Heartbeat(small, lambda: {"settings": DEFAULT_SETTINGS.to_dict()}, lambda: 5.0,  # type: ignore[arg-type]
               threading.Event()).beat_once()
     assert small.beats[0]["settings"] == DEFAULT_SETTINGS.to_dict()
+
+
+# -- answers cut short -----------------------------------------------------------------------------------------
+
+def test_an_answer_cut_short_by_a_dying_server_is_retried_not_a_crash(tmp_path: Path, deployment_key):
+    """A runtime killed mid-reply (behind a balancer, the next try reaches another) leaves the agent with half
+    an answer: http.client's IncompleteRead, which is no OSError. It must be Retryable so the clip is kept."""
+    import socket
+
+    from cryospy.edge_agent.api_client import ApiClient
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def half_answer() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"ke")
+    threading.Thread(target=half_answer, daemon=True).start()
+    client = ApiClient(parse_config(_doc(deployment_key, server_url=f"http://127.0.0.1:{port}"), tmp_path))
+    try:
+        with pytest.raises(Retryable, match=r"IncompleteRead|cannot reach"):
+            client.confirm("clips/x.cse")
+        with pytest.raises(Retryable):
+            client.request_slot({"size": 1, "sha256": "00" * 32, "captured_at": "2026-01-01T00:00:00.000Z",
+                                 "sequence": 0})
+    finally:
+        listener.close()

@@ -1,27 +1,35 @@
-"""AuthDefence: sliding windows, thresholds, persisted rate limits and exact counts under concurrency.
+"""AuthDefence: sliding windows, thresholds, persisted rate limits and exact counts under concurrency; the
+tests taking the ``defence`` fixture run on the SQLite store and on PostgreSQL, and the last ones check that
+runtimes sharing PostgreSQL share one window.
 
 Time is an injected clock (a mutable float), never a sleep.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from cryospy.common.database import open_pool
 from cryospy.functions.devices.auth_defence import (
     AuthDefence,
     AuthDefenceError,
     AuthDefenceSettings,
     AuthDefenceSettingsError,
     FailureDecision,
+    FailureDefence,
     address_key,
 )
+from cryospy.functions.devices.pg_auth_defence import PostgresAuthDefence
 
 MIN = 60.0
 T0 = 1_750_000_000.0
+KEY = os.urandom(32)
 
 
 class Clock:
@@ -45,13 +53,24 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "auth.sqlite"
 
 
-@pytest.fixture
-def defence(db_path: Path, clock: Clock) -> Iterator[AuthDefence]:
-    with AuthDefence(db_path, AuthDefenceSettings(), clock=clock) as d:
+@pytest.fixture(params=["embedded", "postgres"])
+def defence(request: pytest.FixtureRequest, db_path: Path, clock: Clock) -> Iterator[FailureDefence]:
+    """The SQLite store, and the one in a real PostgreSQL (tests/postgres_server.py) that runtimes share: the
+    tests that take this fixture hold both to the same rules."""
+    if request.param == "postgres":
+        d = _pg_defence(request.getfixturevalue("postgres").fresh_url(), clock, AuthDefenceSettings())
         yield d
+        d.close()
+    else:
+        with AuthDefence(db_path, AuthDefenceSettings(), clock=clock) as d:
+            yield d
 
 
-def fail(d: AuthDefence, n: int, device: str | None = "cam1", ip: str = "203.0.113.1",
+def _pg_defence(url: str, clock: Clock, settings: AuthDefenceSettings, key: bytes = KEY) -> PostgresAuthDefence:
+    return PostgresAuthDefence(open_pool(url, max_size=2), lambda: key, settings, clock=clock)
+
+
+def fail(d: FailureDefence, n: int, device: str | None = "cam1", ip: str = "203.0.113.1",
          known: bool = True) -> list[FailureDecision]:
     return [d.record_failure(device, ip, known_device=known) for _ in range(n)]
 
@@ -189,16 +208,24 @@ def test_snapshot_shape(defence: AuthDefence) -> None:
 
 # -- concurrency ----------------------------------------------------------------------------------------
 
-def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) -> None:
+@pytest.mark.parametrize("store", ["embedded", "postgres"])
+def test_concurrent_failures_are_counted_exactly(store: str, request: pytest.FixtureRequest, db_path: Path,
+                                                 clock: Clock) -> None:
+    """Eight threads fail at once: on the SQLite store, through one defence; on PostgreSQL, through four
+    (runtimes sharing the database)."""
     settings = AuthDefenceSettings(notification_threshold=100,
                                    unknown_id_limit_per_ip=1_000_000)
+    url = request.getfixturevalue("postgres").fresh_url() if store == "postgres" else ""
+    stores: list[FailureDefence] = ([_pg_defence(url, clock, settings) for _ in range(4)] if url
+                                    else [AuthDefence(db_path, settings, clock=clock)])
     threads, per_thread = 8, 40
     results: list[FailureDecision] = []
     results_lock = threading.Lock()
     start = threading.Barrier(threads)
-    with AuthDefence(db_path, settings, clock=clock) as d:
+    try:
         def worker(n: int) -> None:
             start.wait()
+            d = stores[n % len(stores)]
             mine = [d.record_failure("cam1", f"203.0.113.{n}", known_device=True) for _ in range(per_thread)]
             with results_lock:
                 results.extend(mine)
@@ -211,8 +238,17 @@ def test_concurrent_failures_are_counted_exactly(db_path: Path, clock: Clock) ->
         total = threads * per_thread
         assert sorted(r.device_failures for r in results) == list(range(1, total + 1))
         assert sum(r.notify for r in results) == 1
-        assert {ip["ip"]: ip["failures"] for ip in d.snapshot()["ips"]} == {
+        assert {ip["ip"]: ip["failures"] for ip in stores[-1].snapshot()["ips"]} == {
             f"203.0.113.{n}": per_thread for n in range(threads)}
+    finally:
+        for d in stores:
+            d.close()
+    if url:
+        with psycopg.connect(url) as conn:
+            stored = b"".join(bytes(v) for row in conn.execute(
+                "SELECT source, device, address FROM auth_failures UNION ALL "
+                "SELECT device, doc, doc FROM auth_devices").fetchall() for v in row if v is not None)
+        assert b"cam1" not in stored and b"203.0.113" not in stored, "no device name or address in the clear"
 
 
 # -- settings and store ---------------------------------------------------------------------------------
@@ -265,3 +301,24 @@ def test_blocks_seen_by_another_process_are_honoured_after_a_refresh(db_path: Pa
         monkeypatch.setattr(auth_defence, "SUSPECTS_REFRESH_SECONDS", 0.0)
         assert here.is_blocked("10.0.0.9")
         assert not here.is_blocked("10.0.0.10")
+
+
+# -- several runtimes on one PostgreSQL --------------------------------------------------------------------
+
+def test_runtimes_on_one_database_share_the_window_and_the_alert(postgres, clock: Clock) -> None:
+    url = postgres.fresh_url()
+    a, b = _pg_defence(url, clock, AuthDefenceSettings()), _pg_defence(url, clock, AuthDefenceSettings())
+    try:
+        ip = "198.51.100.20"
+        flags = [d.record_failure("cam1", ip, known_device=True).notify for _ in range(5) for d in (a, b)]
+        assert flags.count(True) == 1, "one alert mail for the deployment, not one per runtime"
+        assert [a.record_failure(None, ip, known_device=False) for _ in range(10)][-1].block_ip
+        assert a.is_blocked(ip) and b.is_blocked(ip), "guesses spread over runtimes get one budget"
+        assert b.snapshot()["devices"][0]["failures"] == 10
+        a.clear_device("cam1")
+        assert b.record_failure("cam1", "203.0.113.50", known_device=True).device_failures == 1
+        clock.advance(60)
+        assert not b.is_blocked(ip), "and the window slides the same for both"
+    finally:
+        a.close()
+        b.close()

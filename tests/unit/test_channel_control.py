@@ -1,10 +1,10 @@
-"""Channels set from the dashboard and cameras that fall silent, without a network: presence (a fake clock),
-the sealed store, the control that validates, saves and swaps the hub, and the admin form's reading."""
+"""Channels set from the dashboard, without a network: the sealed store, the control that validates, saves and
+swaps the hub, and the admin form's reading. Presence (cameras that fall silent) is held to its tests on both
+of its stores in tests/unit/test_shared_contacts.py."""
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,88 +12,14 @@ from typing import Any
 import pytest
 
 from cryospy.functions.alerts.rules import Alerts
-from cryospy.functions.channels import ChannelHub, HomeEvent
+from cryospy.functions.channels import ChannelHub
 from cryospy.functions.channels.control import ChannelControl, MailSettings, parse_mail
 from cryospy.functions.channels.errors import ChannelSettingsError
-from cryospy.functions.channels.presence import Presence
 from cryospy.functions.channels.stored import StoredChannels
 from cryospy.functions.errors import KeysLocked
 from cryospy.web.admin_channels import cards, form_to_section, save
 
-NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 KEY = os.urandom(32)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def presence(clock: Clock, after: float = 60) -> Presence:
-    return Presence(after, monotonic=clock, wall=lambda: NOW)
-
-
-def kinds(events: list[HomeEvent]) -> list[str]:
-    return [e.kind for e in events]
-
-
-# -- presence ------------------------------------------------------------------------------------------
-def test_silence_longer_than_the_limit_is_one_camera_offline_and_contact_brings_it_back():
-    clock = Clock()
-    p = presence(clock)
-    assert p.seen("cam") == [] and p.connectivity("cam") == "ON"
-    clock.t += 60
-    assert p.check() == [], "exactly the limit is not yet silence"
-    clock.t += 1
-    offline = p.check()
-    assert kinds(offline) == ["camera_offline"] and offline[0].detail == "no contact from the agent for 60 s"
-    assert p.check() == [] and p.connectivity("cam") == "OFF", "said once"
-    back = p.seen("cam")
-    assert kinds(back) == ["camera_online"] and p.connectivity("cam") == "ON"
-    assert p.seen("cam") == []
-
-
-def test_a_held_long_poll_is_contact_for_as_long_as_it_is_held():
-    clock = Clock()
-    p = presence(clock, after=15)
-    p.seen("cam")
-    with p.holding("cam"):
-        clock.t += 100
-        assert p.check() == []
-    clock.t += 15
-    assert p.check() == [], "the poll's end is contact too"
-    clock.t += 1
-    assert kinds(p.check()) == ["camera_offline"]
-
-
-def test_an_agent_that_said_goodbye_is_not_announced_twice_and_its_own_word_counts():
-    clock = Clock()
-    p = presence(clock)
-    p.seen("cam")
-    p.reported(HomeEvent(camera="cam", kind="camera_offline", at="x", detail="the agent stopped"))
-    assert p.connectivity("cam") == "OFF"
-    clock.t += 61
-    assert p.check() == [], "already offline by its own word"
-    assert p.seen("cam") == [], "a restarted agent says camera_online itself once its source opens"
-    p.reported(HomeEvent(camera="cam", kind="camera_online", at="x"))
-    assert p.connectivity("cam") == "ON"
-
-
-def test_the_table_is_primed_from_persisted_last_seen_without_events():
-    clock = Clock()
-    p = presence(clock)
-    p.prime([("recent", (NOW - timedelta(seconds=20)).isoformat()), ("old", (NOW - timedelta(hours=3)).isoformat()),
-             ("never", None), ("garbled", "yesterday")])
-    assert p.connectivity("recent") == "ON" and p.connectivity("old") == "OFF"
-    assert p.connectivity("never") is None and p.connectivity("garbled") is None
-    clock.t += 41
-    assert [e.camera for e in p.check()] == ["recent"], "40 s more of silence, and no event for the old one"
-    assert kinds(p.seen("old")) == ["camera_online"]
-    p.forget("old")
-    assert p.connectivity("old") is None
 
 
 # -- the sealed store ----------------------------------------------------------------------------------

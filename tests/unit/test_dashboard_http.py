@@ -1,11 +1,13 @@
 """The dashboard's HTTP layer without a browser: gzip of pages, masked CSRF tokens, and what a logged-out client
-gets. (The browser tests drive the same code in Chromium.)"""
+gets, on both session stores (this process's memory, and PostgreSQL as with ``database_url``). (The browser tests
+drive the same code in Chromium.)"""
 
 from __future__ import annotations
 
 import gzip
 import io
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,10 @@ from urllib.parse import quote_plus
 
 import pytest
 
+from cryospy.common.database import open_pool
 from cryospy.common.keys import KeyStore
 from cryospy.functions.keyvault import KeyVault
+from cryospy.web.pg_login_state import PostgresLoginLimiter, PostgresSessions
 from cryospy.web.server import Dashboard, csrf_matches, mask_csrf
 from cryospy.web.site_store import SiteStore
 
@@ -38,14 +42,26 @@ def call(app: Dashboard, path: str, method: str = "GET", body: str = "", **heade
     return seen["status"], hdrs, data
 
 
-@pytest.fixture
-def dash(tmp_path: Path) -> Dashboard:
+@pytest.fixture(params=["embedded", "postgres"])
+def dash(tmp_path: Path, request: pytest.FixtureRequest) -> Dashboard:
     key = os.urandom(32)
     site = SiteStore(tmp_path / "site", lambda: key)
     site.put("index", "<!doctype html><p>cameras</p>" + "<li>clip row</li>" * 500 +
              "<form><input name=csrf value=__CSRF_TOKEN__></form>")
     KeyStore.create(tmp_path / "keys.json", PASS, scrypt_n=2**10, insecure_for_tests=True)
-    return Dashboard(site, KeyVault(tmp_path / "keys.json"))
+    if request.param == "embedded":
+        return Dashboard(site, KeyVault(tmp_path / "keys.json"))
+    pool = open_pool(request.getfixturevalue("postgres").fresh_url(), max_size=2)
+    request.addfinalizer(pool.close)
+    return Dashboard(site, KeyVault(tmp_path / "keys.json"), sessions=PostgresSessions(pool, lambda: key),
+                     limiter=PostgresLoginLimiter(pool, lambda: key))
+
+
+def csrf_secret(dash: Dashboard, cookie: str) -> str:
+    """The session's CSRF secret, as its store gives it."""
+    record = dash.sessions.get(cookie.split("=", 1)[1], time.time())
+    assert record is not None
+    return record.csrf
 
 
 def logged_in(dash: Dashboard, name: str = "", passphrase: str = PASS) -> str:
@@ -75,7 +91,7 @@ def test_each_response_masks_the_csrf_token_differently_and_both_forms_verify(da
         _, _, body = call(dash, "/", cookie=cookie)
         tokens.append(body.split(b"name=csrf value=")[1].split(b">")[0].decode())
     assert tokens[0] != tokens[1]
-    secret = next(iter(dash.sessions.values()))[1]
+    secret = csrf_secret(dash, cookie)
     assert secret not in tokens[0]
     assert all(csrf_matches(t, secret) for t in tokens)
     assert csrf_matches(secret, secret)
@@ -142,7 +158,7 @@ def test_a_viewer_gets_its_cameras_only_and_no_admin_part(dash: Dashboard) -> No
 def test_a_viewer_reaches_no_admin_url_even_with_a_stolen_csrf_token(dash: Dashboard) -> None:
     _add_viewer(dash)
     admin = logged_in(dash)
-    stolen = next(entry[1] for entry in dash.sessions.values() if entry[2] == "admin")
+    stolen = csrf_secret(dash, admin)
     viewer = logged_in(dash, "teen", VIEWER_PASS)
     for path in ("/admin", "/admin/accounts", "/admin/passphrase", "/admin/devices/00"):
         assert call(dash, path, cookie=viewer)[0] == "404 Not Found", path
@@ -161,7 +177,7 @@ def test_a_removed_viewer_is_out_at_its_next_request(dash: Dashboard) -> None:
     dash.accounts.remove_account("teen")   # type: ignore[attr-defined]
     status, headers, _ = call(dash, "/", cookie=viewer)
     assert status.startswith("302") and headers["location"] == ["/login"]
-    assert all(entry[2] != "teen" for entry in dash.sessions.values())
+    assert dash.sessions.get(viewer.split("=", 1)[1], time.time()) is None
 
 
 def test_an_expired_viewer_is_refused_and_its_session_ends_at_expiry(dash: Dashboard) -> None:
@@ -180,3 +196,15 @@ def test_an_expired_viewer_is_refused_and_its_session_ends_at_expiry(dash: Dashb
                            f"{quote_plus(VIEWER_PASS)}", cookie=pre, content_type="application/x-www-form-urlencoded")
     assert status == "403 Forbidden" and b"expired" in body
     assert logged_in(dash)   # the admin is not affected
+
+
+def test_a_locked_runtime_sends_a_shared_session_to_the_login_without_ending_it(dash: Dashboard,
+                                                                                tmp_path: Path) -> None:
+    """A runtime started without the passphrase sees no accounts: with PostgreSQL the session may be alive on
+    the other runtimes, so it is refused here but not ended; in memory a locked vault ends it, as always."""
+    cookie = logged_in(dash)
+    locked = Dashboard(dash.site, KeyVault(tmp_path / "keys.json"), sessions=dash.sessions, locked=lambda: True)
+    status, headers, _ = call(locked, "/", cookie=cookie)
+    assert status.startswith("302") and headers["location"] == ["/login"]
+    alive = dash.sessions.get(cookie.split("=", 1)[1], time.time()) is not None
+    assert alive == dash.sessions.shared

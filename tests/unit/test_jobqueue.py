@@ -216,7 +216,7 @@ def test_a_dead_runtimes_job_is_claimed_again_when_its_lease_ends(shared_url: st
         assert first is not None        # ... and runtime-a is killed here: no done(), no restart
         again = other.claim(0.1)         # its lease (0 s) has ended: runtime-b takes the job over
         assert again is not None and again.id == first.id and again.attempts == 2
-        assert other.claim(0.05) is None  # runtime-b's own lease (15 min) keeps it from a third claimer
+        assert other.claim(0.05) is None  # runtime-b's own lease (60 s) keeps it from a third claimer
         other.done(again)
         assert other.counts() == {"done": 1}
     finally:

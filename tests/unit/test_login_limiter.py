@@ -8,14 +8,7 @@ import pytest
 
 from cryospy.web.login_limiter import LoginLimiter, LoginThrottled
 from cryospy.web.login_links import LinkInvalid, LoginLinks
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import ManualClock as Clock
 
 
 def test_per_client_limit_counts_the_claim_and_a_success_gives_it_back() -> None:

@@ -1,7 +1,8 @@
 """The device registry and the alert limits on both of their stores, like the index conformance suite: the
 embedded files (the default) and a real PostgreSQL (tests/postgres_server.py), where several runtimes share
 them. Each test opens its stores through ``open_twice``: the second opening is another runtime (PostgreSQL) or
-the same runtime after a restart (the embedded files, which have one writer)."""
+the same runtime after a restart (the embedded files, which have one writer). ``url`` (tests/unit/conftest.py)
+is None for the embedded store."""
 
 from __future__ import annotations
 
@@ -31,16 +32,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=["embedded", "postgres"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def url(backend: str, request: pytest.FixtureRequest) -> str | None:
-    return request.getfixturevalue("postgres").fresh_url() if backend == "postgres" else None
 
 
 @pytest.fixture
