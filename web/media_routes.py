@@ -153,9 +153,9 @@ class MediaRoutes:
 
     def _latest(self, start: StartResponse, device_id: str) -> list[bytes]:
         """The newest playable clip of a device (what the live view plays next)."""
-        days = self.services.index.days(device_id)
+        days = self.services.index.days(device_id, newest=2)
         newest = None
-        for day in reversed(days[-2:]):
+        for day in reversed(days):
             playable = [c for c in self.services.index.clips_for_day(device_id, day) if c.playable]
             if playable:
                 newest = playable[-1]

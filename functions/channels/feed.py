@@ -63,7 +63,7 @@ def camera_states(services: Services) -> dict[str, CameraState]:
         state = out[device.device_id] = CameraState(connectivity=services.presence.connectivity(device.device_id))
         try:
             state.storage_bytes = services.index.usage(device.device_id).bytes
-            days = services.index.days(device.device_id)
+            days = services.index.days(device.device_id, newest=1)
             clips = services.index.clips_for_day(device.device_id, days[-1]) if days else []
             state.last_clip = max((c.captured_at for c in clips), default=None)
         except KeysLocked:
