@@ -5,6 +5,7 @@ session works, with no restart of the runtime. Real PostgreSQL (a private server
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.integration
 
 def test_a_database_outage_answers_503_and_everything_resumes_when_it_is_back(deployment, minio, tmp_path: Path):
     missing = postgres_missing_message()
-    if missing:
+    if missing:   # as the `postgres` fixture: a failure in CI (./dev test installs it), a skip elsewhere
+        if os.environ.get("CI"):
+            pytest.fail(missing)
         pytest.skip(missing)
     server = make_server(Path(tempfile.mkdtemp(prefix="cryospy-pg-outage-"))).start()
     try:
